@@ -1,0 +1,371 @@
+//! Airlock's Kubernetes API: the `Sandbox` custom resource (`airlock.dev/v1alpha1`).
+//!
+//! The types here are the single source of truth for the CRD: `cargo run -p airlock-crds --bin crdgen`
+//! prints the YAML committed in `crds/`, and the test suite fails when the two drift apart.
+//!
+//! Validation happens at admission, in the API server: OpenAPI limits (lengths, ranges, patterns,
+//! enums) and CEL rules (`x-kubernetes-validations`) with messages that name the field. The operator
+//! re-checks what depends on its own configuration (for example the configured maximum TTL).
+
+use k8s_openapi::api::core::v1::EnvVar;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+pub mod labels;
+mod quantity;
+
+/// API group of every Airlock resource.
+pub const GROUP: &str = "airlock.dev";
+/// API version of this crate's types.
+pub const VERSION: &str = "v1alpha1";
+
+/// Longest time-to-live the CRD schema accepts (7 days). The operator may be configured lower.
+pub const MAX_TTL_SECONDS: i64 = 7 * 24 * 3600;
+
+/// A Sandbox is a disposable, isolated machine for running untrusted code: one pod on a
+/// VM-isolating RuntimeClass, fenced by its own NetworkPolicy, reaped when its time-to-live or idle
+/// timeout runs out.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "airlock.dev",
+    version = "v1alpha1",
+    kind = "Sandbox",
+    plural = "sandboxes",
+    singular = "sandbox",
+    shortname = "sbx",
+    category = "airlock",
+    namespaced,
+    status = "SandboxStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Runtime","type":"string","jsonPath":".status.runtimeClassName"}"#,
+    printcolumn = r#"{"name":"Pod","type":"string","jsonPath":".status.podName","priority":1}"#,
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".status.nodeName","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxSpec {
+    /// Container image the sandbox runs, for example `python:3.12-slim`. Any image works, even one
+    /// without a shell: Airlock injects its own init process. Immutable.
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.image is immutable"))]
+    pub image: String,
+
+    /// When the kubelet pulls the image: `IfNotPresent` (default), `Always` or `Never`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.imagePullPolicy is immutable"))]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// Command to run as the sandbox's main process. When empty, Airlock's init keeps the sandbox
+    /// alive and idle, waiting for commands through the exec gateway. Immutable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.command is immutable"))]
+    pub command: Vec<String>,
+
+    /// Arguments to `command`. Immutable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.args is immutable"))]
+    pub args: Vec<String>,
+
+    /// Environment variables of the sandbox (literal values only: a sandbox cannot read Secrets or
+    /// ConfigMaps through its spec). Immutable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.env is immutable"))]
+    pub env: Vec<SandboxEnvVar>,
+
+    /// Working directory of the main process and the default for commands. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("spec.workingDir must be an absolute path"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.workingDir is immutable"))]
+    pub working_dir: Option<String>,
+
+    /// RuntimeClass of the pod. Defaults to the operator's configured class (`kata` in production,
+    /// `gvisor` on clusters without Kata). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.runtimeClassName is immutable"))]
+    pub runtime_class_name: Option<String>,
+
+    /// CPU, memory and ephemeral storage of the sandbox. Missing values take the operator's
+    /// defaults; each is both the request and the limit. Immutable.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.resources is immutable"))]
+    pub resources: SandboxResources,
+
+    /// When the sandbox ends: time-to-live, idle timeout and what happens at the end. Mutable:
+    /// raise `ttlSeconds` to extend the deadline.
+    #[serde(default)]
+    pub lifetime: Lifetime,
+
+    /// What the sandbox may reach on the network. Ingress is always denied.
+    #[serde(default)]
+    pub network: Network,
+
+    /// Mount the image's root filesystem read-only (scratch space stays writable under `/tmp`
+    /// and the working directory is not affected when it is a volume). Immutable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.readOnlyRootFilesystem is immutable"))]
+    pub read_only_root_filesystem: bool,
+}
+
+/// Image pull policy.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// One environment variable with a literal value.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub struct SandboxEnvVar {
+    /// Variable name: letters, digits and `_`, not starting with a digit.
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub name: String,
+    /// Variable value.
+    #[serde(default)]
+    #[schemars(length(max = 32768))]
+    pub value: String,
+}
+
+impl From<&SandboxEnvVar> for EnvVar {
+    fn from(v: &SandboxEnvVar) -> Self {
+        EnvVar { name: v.name.clone(), value: Some(v.value.clone()), value_from: None }
+    }
+}
+
+/// Resources of a sandbox. Each value is used as both request and limit (Guaranteed QoS), so a
+/// sandbox can never take more than it was given.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxResources {
+    /// CPU, for example `500m` or `2`.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "quantity::deserialize")]
+    #[x_kube(validation = Rule::new("type(self) == int ? self > 0 : (isQuantity(self) && quantity(self).isGreaterThan(quantity('0')))").message("spec.resources.cpu must be a positive quantity such as 500m or 2"))]
+    pub cpu: Option<Quantity>,
+    /// Memory, for example `512Mi`.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "quantity::deserialize")]
+    #[x_kube(validation = Rule::new("type(self) == int ? self > 4194304 : (isQuantity(self) && quantity(self).isGreaterThan(quantity('4Mi')))").message("spec.resources.memory must be a quantity above 4Mi such as 512Mi"))]
+    pub memory: Option<Quantity>,
+    /// Scratch disk (writable layer, logs and `/tmp`), for example `1Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "quantity::deserialize")]
+    #[x_kube(validation = Rule::new("type(self) == int ? self > 0 : (isQuantity(self) && quantity(self).isGreaterThan(quantity('0')))").message("spec.resources.ephemeralStorage must be a positive quantity such as 1Gi"))]
+    pub ephemeral_storage: Option<Quantity>,
+}
+
+/// Lifetime of a sandbox.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Lifetime {
+    /// Seconds from creation until the sandbox ends. Defaults to the operator's configured TTL.
+    /// Raise it to extend the deadline; it can never exceed the operator's maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub ttl_seconds: Option<i64>,
+    /// Seconds without any exec or file activity after which the sandbox ends. Unset: no idle
+    /// timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub idle_timeout_seconds: Option<i64>,
+    /// What happens when the sandbox ends: `Delete` (default) removes the Sandbox object;
+    /// `Retain` keeps it with phase `Expired` and its pod gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_expiry: Option<ExpiryPolicy>,
+}
+
+/// What happens at the end of a sandbox's life.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum ExpiryPolicy {
+    /// Delete the Sandbox object (and with it the pod and NetworkPolicy).
+    #[default]
+    Delete,
+    /// Keep the Sandbox object with phase `Expired`; its pod is deleted.
+    Retain,
+}
+
+/// Network access of a sandbox. Ingress is always denied; egress is denied unless asked for.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.egress == 'AllowList' || !has(self.allow) || size(self.allow) == 0").message("spec.network.allow may only be set when spec.network.egress is AllowList"))]
+#[x_kube(validation = Rule::new("self.egress != 'AllowList' || (has(self.allow) && size(self.allow) > 0)").message("spec.network.allow must list at least one destination when spec.network.egress is AllowList"))]
+pub struct Network {
+    /// `None` (default): no egress at all. `Internet`: everything except cluster, private and
+    /// link-local ranges. `AllowList`: only the destinations in `allow`.
+    #[serde(default)]
+    pub egress: EgressMode,
+    /// Destinations a sandbox with `egress: AllowList` may reach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub allow: Vec<EgressRule>,
+    /// Allow DNS lookups through the cluster DNS (UDP and TCP port 53 to kube-system). Default
+    /// false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dns: bool,
+}
+
+/// Egress mode.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum EgressMode {
+    #[default]
+    None,
+    Internet,
+    AllowList,
+}
+
+/// One allowed egress destination.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressRule {
+    /// Destination network in CIDR notation, for example `10.0.0.0/8` or `2001:db8::/32`.
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("isCIDR(self)").message("spec.network.allow[].cidr must be a CIDR such as 10.1.2.0/24"))]
+    pub cidr: String,
+    /// Destination ports; empty means every port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub ports: Vec<EgressPort>,
+}
+
+/// A destination port.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressPort {
+    /// Port number, 1-65535.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// `TCP` (default), `UDP` or `SCTP`.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// Transport protocol.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum Protocol {
+    #[default]
+    TCP,
+    UDP,
+    SCTP,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::TCP => "TCP",
+            Protocol::UDP => "UDP",
+            Protocol::SCTP => "SCTP",
+        }
+    }
+}
+
+/// Observed state of a Sandbox.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxStatus {
+    /// Coarse lifecycle phase: Pending, Starting, Ready, Expired, Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Standard conditions: `Ready` (the sandbox accepts commands) and `Expired` (its lifetime
+    /// ended), with reason, message, lastTransitionTime and observedGeneration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Name of the sandbox's pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// Pod IP of the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+    /// Node the sandbox runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// RuntimeClass the pod runs under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class_name: Option<String>,
+    /// When the pod started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the sandbox first became Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_time: Option<Time>,
+    /// When the sandbox will end (the earlier of its TTL and idle deadlines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// Last exec or file activity seen through the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity_time: Option<Time>,
+}
+
+/// Lifecycle phase of a Sandbox.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum Phase {
+    /// Accepted, pod not yet created or not yet scheduled.
+    Pending,
+    /// Pod scheduled, containers starting.
+    Starting,
+    /// Ready to run commands.
+    Ready,
+    /// Lifetime ended; the pod is gone (only with `onExpiry: Retain`).
+    Expired,
+    /// The sandbox cannot run (invalid against operator policy, refused by quota, pod failed).
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Starting => "Starting",
+            Phase::Ready => "Ready",
+            Phase::Expired => "Expired",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
+/// Condition types a Sandbox reports.
+pub mod condition {
+    pub const READY: &str = "Ready";
+    pub const EXPIRED: &str = "Expired";
+}
+
+/// Annotation the exec gateway sets (RFC 3339 time, debounced) whenever it runs a command or moves
+/// a file in the sandbox. The operator reads it for the idle timeout.
+pub const LAST_ACTIVITY_ANNOTATION: &str = "airlock.dev/last-activity";
+
+impl Sandbox {
+    /// The condition of the given type, if present.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    /// True when the `Ready` condition is `True`.
+    pub fn is_ready(&self) -> bool {
+        self.condition(condition::READY).is_some_and(|c| c.status == "True")
+    }
+}
+
+/// The CRD as YAML, exactly as committed in `crds/`.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let mut out = String::from("# Generated by `cargo run -p airlock-crds --bin crdgen`. Do not edit.\n");
+    out.push_str(&serde_yaml::to_string(&Sandbox::crd()).expect("CRD serializes to YAML"));
+    out
+}
