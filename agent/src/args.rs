@@ -1,0 +1,343 @@
+//! Command line parsing (no external crates). Arguments are OsStrings: paths may be any bytes.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+pub const USAGE: &str = "usage:
+  airlock-agent install DEST
+  airlock-agent init [-- CMD ARGS...]
+  airlock-agent exec [--cwd DIR] [--env K=V]... [--timeout-ms N] [--tty] -- ARGV...
+  airlock-agent put PATH [--mode OCTAL] [--parents]
+  airlock-agent get PATH
+  airlock-agent ls PATH
+  airlock-agent stat PATH
+  airlock-agent rm PATH [--recursive]
+  airlock-agent mkdir PATH [--parents] [--mode OCTAL]
+frames on stdin (exec, put): type u8, length u32 BE, payload;
+  0x01 DATA, 0x02 CLOSE, 0x03 SIGNAL (i32 BE), 0x04 RESIZE (cols u16 BE, rows u16 BE)";
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct ExecOpts {
+    pub cwd: Option<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+    /// None (or 0 on the command line) = no timeout.
+    pub timeout_ms: Option<u64>,
+    pub tty: bool,
+    pub argv: Vec<OsString>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cmd {
+    Install { dest: OsString },
+    Init { argv: Vec<OsString> },
+    Exec(ExecOpts),
+    Put { path: OsString, mode: Option<u32>, parents: bool },
+    Get { path: OsString },
+    Ls { path: OsString },
+    Stat { path: OsString },
+    Rm { path: OsString, recursive: bool },
+    Mkdir { path: OsString, parents: bool, mode: Option<u32> },
+    Help,
+}
+
+/// One token of a subcommand's arguments.
+enum Tok {
+    /// `--name` or `--name=value` (value inline).
+    Flag(String, Option<OsString>),
+    Pos(OsString),
+    /// Everything after `--`.
+    Rest(Vec<OsString>),
+}
+
+fn tokens(args: &[OsString]) -> Result<Vec<Tok>, String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_bytes();
+        if a == b"--" {
+            out.push(Tok::Rest(args[i + 1..].to_vec()));
+            break;
+        }
+        if a.starts_with(b"--") {
+            let body = &a[2..];
+            let (name, val) = match body.iter().position(|&b| b == b'=') {
+                Some(p) => (&body[..p], Some(OsString::from_vec(body[p + 1..].to_vec()))),
+                None => (body, None),
+            };
+            let name = std::str::from_utf8(name).map_err(|_| "invalid flag".to_string())?;
+            out.push(Tok::Flag(name.to_string(), val));
+        } else if a.len() > 1 && a[0] == b'-' {
+            return Err(format!("unknown flag {}", OsStr::from_bytes(a).to_string_lossy()));
+        } else {
+            out.push(Tok::Pos(args[i].clone()));
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+/// Takes the value of flag `name`: inline (`--x=v`) or the next positional token.
+fn value(name: &str, inline: Option<OsString>, it: &mut std::iter::Peekable<std::vec::IntoIter<Tok>>) -> Result<OsString, String> {
+    if let Some(v) = inline {
+        return Ok(v);
+    }
+    match it.next() {
+        Some(Tok::Pos(v)) => Ok(v),
+        _ => Err(format!("--{name} needs a value")),
+    }
+}
+
+fn no_value(name: &str, inline: &Option<OsString>) -> Result<(), String> {
+    if inline.is_some() { Err(format!("--{name} takes no value")) } else { Ok(()) }
+}
+
+pub fn parse_mode(v: &OsStr) -> Result<u32, String> {
+    let s = v.to_str().ok_or("invalid mode")?;
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(format!("invalid octal mode {s:?}"));
+    }
+    let m = u32::from_str_radix(digits, 8).map_err(|_| format!("invalid octal mode {s:?}"))?;
+    if m > 0o7777 {
+        return Err(format!("mode {s:?} out of range (max 7777)"));
+    }
+    Ok(m)
+}
+
+fn parse_u64(name: &str, v: &OsStr) -> Result<u64, String> {
+    v.to_str()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| format!("--{name}: invalid number {:?}", v.to_string_lossy()))
+}
+
+fn parse_env(v: OsString) -> Result<(OsString, OsString), String> {
+    let b = v.as_bytes();
+    match b.iter().position(|&c| c == b'=') {
+        Some(p) if p > 0 => Ok((OsString::from_vec(b[..p].to_vec()), OsString::from_vec(b[p + 1..].to_vec()))),
+        _ => Err(format!("--env: expected K=V, got {:?}", v.to_string_lossy())),
+    }
+}
+
+/// Parses a file command: exactly one positional PATH plus the allowed flags.
+struct FileArgs {
+    path: OsString,
+    mode: Option<u32>,
+    parents: bool,
+    recursive: bool,
+}
+
+fn file_args(args: &[OsString], allowed: &[&str]) -> Result<FileArgs, String> {
+    let mut fa = FileArgs { path: OsString::new(), mode: None, parents: false, recursive: false };
+    let mut path: Option<OsString> = None;
+    let mut it = tokens(args)?.into_iter().peekable();
+    let mut set_path = |p: OsString| -> Result<(), String> {
+        if path.replace(p).is_some() { Err("too many arguments".into()) } else { Ok(()) }
+    };
+    while let Some(t) = it.next() {
+        match t {
+            Tok::Pos(p) => set_path(p)?,
+            Tok::Rest(rest) => {
+                for p in rest {
+                    set_path(p)?;
+                }
+            }
+            Tok::Flag(name, inline) => {
+                if !allowed.contains(&name.as_str()) {
+                    return Err(format!("unknown flag --{name}"));
+                }
+                match name.as_str() {
+                    "mode" => fa.mode = Some(parse_mode(&value(&name, inline, &mut it)?)?),
+                    "parents" => {
+                        no_value(&name, &inline)?;
+                        fa.parents = true
+                    }
+                    "recursive" => {
+                        no_value(&name, &inline)?;
+                        fa.recursive = true
+                    }
+                    _ => return Err(format!("unknown flag --{name}")),
+                }
+            }
+        }
+    }
+    fa.path = path.ok_or("missing PATH")?;
+    Ok(fa)
+}
+
+fn exec_args(args: &[OsString]) -> Result<ExecOpts, String> {
+    let mut o = ExecOpts { cwd: None, env: Vec::new(), timeout_ms: None, tty: false, argv: Vec::new() };
+    let mut it = tokens(args)?.into_iter().peekable();
+    while let Some(t) = it.next() {
+        match t {
+            Tok::Rest(rest) => {
+                o.argv = rest;
+                break;
+            }
+            Tok::Pos(_) => return Err("ARGV must follow --".into()),
+            Tok::Flag(name, inline) => match name.as_str() {
+                "cwd" => o.cwd = Some(value(&name, inline, &mut it)?),
+                "env" => o.env.push(parse_env(value(&name, inline, &mut it)?)?),
+                "timeout-ms" => {
+                    let n = parse_u64(&name, &value(&name, inline, &mut it)?)?;
+                    o.timeout_ms = if n == 0 { None } else { Some(n) };
+                }
+                "tty" => {
+                    no_value(&name, &inline)?;
+                    o.tty = true
+                }
+                _ => return Err(format!("unknown flag --{name}")),
+            },
+        }
+    }
+    if o.argv.is_empty() {
+        return Err("missing ARGV after --".into());
+    }
+    if o.argv[0].is_empty() {
+        return Err("empty command".into());
+    }
+    Ok(o)
+}
+
+/// `args` excludes the program name.
+pub fn parse(args: &[OsString]) -> Result<Cmd, String> {
+    let Some(sub) = args.first() else { return Err("missing subcommand".into()) };
+    let rest = &args[1..];
+    let sub = sub.to_str().unwrap_or("");
+    Ok(match sub {
+        "install" => {
+            if rest.len() != 1 || rest[0].is_empty() || rest[0].as_bytes().starts_with(b"-") {
+                return Err("install needs exactly one DEST".into());
+            }
+            Cmd::Install { dest: rest[0].clone() }
+        }
+        "init" => match rest.split_first() {
+            None => Cmd::Init { argv: Vec::new() },
+            Some((dd, cmd)) if dd.as_bytes() == b"--" => Cmd::Init { argv: cmd.to_vec() },
+            Some(_) => return Err("init: expected -- before the command".into()),
+        },
+        "exec" => Cmd::Exec(exec_args(rest)?),
+        "put" => {
+            let f = file_args(rest, &["mode", "parents"])?;
+            Cmd::Put { path: f.path, mode: f.mode, parents: f.parents }
+        }
+        "get" => Cmd::Get { path: file_args(rest, &[])?.path },
+        "ls" => Cmd::Ls { path: file_args(rest, &[])?.path },
+        "stat" => Cmd::Stat { path: file_args(rest, &[])?.path },
+        "rm" => {
+            let f = file_args(rest, &["recursive"])?;
+            Cmd::Rm { path: f.path, recursive: f.recursive }
+        }
+        "mkdir" => {
+            let f = file_args(rest, &["mode", "parents"])?;
+            Cmd::Mkdir { path: f.path, parents: f.parents, mode: f.mode }
+        }
+        "help" | "--help" | "-h" => Cmd::Help,
+        _ => return Err(format!("unknown subcommand {:?}", args[0].to_string_lossy())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Cmd, String> {
+        let v: Vec<OsString> = args.iter().map(OsString::from).collect();
+        parse(&v)
+    }
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn exec_flags() {
+        let c = p(&["exec", "--cwd", "/tmp", "--env", "A=1", "--env=B=x=y", "--timeout-ms", "300", "--tty", "--", "ls", "-l", "--", "x"]).unwrap();
+        assert_eq!(
+            c,
+            Cmd::Exec(ExecOpts {
+                cwd: Some("/tmp".into()),
+                env: vec![("A".into(), "1".into()), ("B".into(), "x=y".into())],
+                timeout_ms: Some(300),
+                tty: true,
+                argv: os(&["ls", "-l", "--", "x"]),
+            })
+        );
+        let c = p(&["exec", "--timeout-ms=0", "--", "true"]).unwrap();
+        assert!(matches!(c, Cmd::Exec(ExecOpts { timeout_ms: None, tty: false, .. })));
+    }
+
+    #[test]
+    fn exec_errors() {
+        for bad in [
+            &["exec"][..],
+            &["exec", "--"],
+            &["exec", "ls"],
+            &["exec", "--env", "NOEQ", "--", "x"],
+            &["exec", "--env", "=v", "--", "x"],
+            &["exec", "--timeout-ms", "-1", "--", "x"],
+            &["exec", "--timeout-ms", "abc", "--", "x"],
+            &["exec", "--timeout-ms"],
+            &["exec", "--cwd"],
+            &["exec", "--tty=yes", "--", "x"],
+            &["exec", "--bogus", "--", "x"],
+            &["exec", "-x", "--", "x"],
+            &["exec", "--", ""],
+        ] {
+            assert!(p(bad).is_err(), "{bad:?} should fail");
+        }
+    }
+
+    #[test]
+    fn file_commands() {
+        assert_eq!(p(&["put", "/a", "--mode", "0755", "--parents"]).unwrap(), Cmd::Put { path: "/a".into(), mode: Some(0o755), parents: true });
+        assert_eq!(p(&["put", "--mode=600", "/a"]).unwrap(), Cmd::Put { path: "/a".into(), mode: Some(0o600), parents: false });
+        assert_eq!(p(&["get", "/x"]).unwrap(), Cmd::Get { path: "/x".into() });
+        assert_eq!(p(&["ls", "--", "/x"]).unwrap(), Cmd::Ls { path: "/x".into() });
+        assert_eq!(p(&["stat", "rel"]).unwrap(), Cmd::Stat { path: "rel".into() });
+        assert_eq!(p(&["rm", "/x", "--recursive"]).unwrap(), Cmd::Rm { path: "/x".into(), recursive: true });
+        assert_eq!(p(&["mkdir", "/x", "--parents", "--mode", "700"]).unwrap(), Cmd::Mkdir { path: "/x".into(), parents: true, mode: Some(0o700) });
+        for bad in [
+            &["get"][..],
+            &["get", "/a", "/b"],
+            &["get", "/a", "--recursive"],
+            &["rm", "/a", "--parents"],
+            &["put", "/a", "--mode"],
+            &["put", "/a", "--mode", "999"],
+            &["put", "/a", "--mode", "17777"],
+            &["put", "/a", "--mode", ""],
+            &["put", "/a", "--parents=1"],
+            &["mkdir", "/a", "--mode", "rwx"],
+        ] {
+            assert!(p(bad).is_err(), "{bad:?} should fail");
+        }
+    }
+
+    #[test]
+    fn other_commands() {
+        assert_eq!(p(&["init"]).unwrap(), Cmd::Init { argv: vec![] });
+        assert_eq!(p(&["init", "--"]).unwrap(), Cmd::Init { argv: vec![] });
+        assert_eq!(p(&["init", "--", "sh", "-c", "x"]).unwrap(), Cmd::Init { argv: os(&["sh", "-c", "x"]) });
+        assert!(p(&["init", "sh"]).is_err());
+        assert_eq!(p(&["install", "/d/x"]).unwrap(), Cmd::Install { dest: "/d/x".into() });
+        assert!(p(&["install"]).is_err());
+        assert!(p(&["install", "a", "b"]).is_err());
+        assert!(p(&[]).is_err());
+        assert!(p(&["frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode(OsStr::new("0o644")), Ok(0o644));
+        assert_eq!(parse_mode(OsStr::new("4755")), Ok(0o4755));
+        assert_eq!(parse_mode(OsStr::new("0")), Ok(0));
+        assert!(parse_mode(OsStr::new("8")).is_err());
+        assert!(parse_mode(OsStr::new("+x")).is_err());
+    }
+
+    #[test]
+    fn non_utf8_paths_pass_through() {
+        let path = OsString::from_vec(b"/tmp/\xff\xfe".to_vec());
+        let c = parse(&[OsString::from("get"), path.clone()]).unwrap();
+        assert_eq!(c, Cmd::Get { path });
+    }
+}
