@@ -28,15 +28,36 @@ pub struct ExecOpts {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Cmd {
-    Install { dest: OsString },
-    Init { argv: Vec<OsString> },
+    Install {
+        dest: OsString,
+    },
+    Init {
+        argv: Vec<OsString>,
+    },
     Exec(ExecOpts),
-    Put { path: OsString, mode: Option<u32>, parents: bool },
-    Get { path: OsString },
-    Ls { path: OsString },
-    Stat { path: OsString },
-    Rm { path: OsString, recursive: bool },
-    Mkdir { path: OsString, parents: bool, mode: Option<u32> },
+    Put {
+        path: OsString,
+        mode: Option<u32>,
+        parents: bool,
+    },
+    Get {
+        path: OsString,
+    },
+    Ls {
+        path: OsString,
+    },
+    Stat {
+        path: OsString,
+    },
+    Rm {
+        path: OsString,
+        recursive: bool,
+    },
+    Mkdir {
+        path: OsString,
+        parents: bool,
+        mode: Option<u32>,
+    },
     Help,
 }
 
@@ -67,7 +88,10 @@ fn tokens(args: &[OsString]) -> Result<Vec<Tok>, String> {
             let name = std::str::from_utf8(name).map_err(|_| "invalid flag".to_string())?;
             out.push(Tok::Flag(name.to_string(), val));
         } else if a.len() > 1 && a[0] == b'-' {
-            return Err(format!("unknown flag {}", OsStr::from_bytes(a).to_string_lossy()));
+            return Err(format!(
+                "unknown flag {}",
+                OsStr::from_bytes(a).to_string_lossy()
+            ));
         } else {
             out.push(Tok::Pos(args[i].clone()));
         }
@@ -77,7 +101,11 @@ fn tokens(args: &[OsString]) -> Result<Vec<Tok>, String> {
 }
 
 /// Takes the value of flag `name`: inline (`--x=v`) or the next positional token.
-fn value(name: &str, inline: Option<OsString>, it: &mut std::iter::Peekable<std::vec::IntoIter<Tok>>) -> Result<OsString, String> {
+fn value(
+    name: &str,
+    inline: Option<OsString>,
+    it: &mut std::iter::Peekable<std::vec::IntoIter<Tok>>,
+) -> Result<OsString, String> {
     if let Some(v) = inline {
         return Ok(v);
     }
@@ -88,13 +116,18 @@ fn value(name: &str, inline: Option<OsString>, it: &mut std::iter::Peekable<std:
 }
 
 fn no_value(name: &str, inline: &Option<OsString>) -> Result<(), String> {
-    if inline.is_some() { Err(format!("--{name} takes no value")) } else { Ok(()) }
+    if inline.is_some() {
+        Err(format!("--{name} takes no value"))
+    } else {
+        Ok(())
+    }
 }
 
 pub fn parse_mode(v: &OsStr) -> Result<u32, String> {
     let s = v.to_str().ok_or("invalid mode")?;
     let digits = s.strip_prefix("0o").unwrap_or(s);
-    if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+    if digits.is_empty() || digits.len() > 5 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
         return Err(format!("invalid octal mode {s:?}"));
     }
     let m = u32::from_str_radix(digits, 8).map_err(|_| format!("invalid octal mode {s:?}"))?;
@@ -114,8 +147,14 @@ fn parse_u64(name: &str, v: &OsStr) -> Result<u64, String> {
 fn parse_env(v: OsString) -> Result<(OsString, OsString), String> {
     let b = v.as_bytes();
     match b.iter().position(|&c| c == b'=') {
-        Some(p) if p > 0 => Ok((OsString::from_vec(b[..p].to_vec()), OsString::from_vec(b[p + 1..].to_vec()))),
-        _ => Err(format!("--env: expected K=V, got {:?}", v.to_string_lossy())),
+        Some(p) if p > 0 => Ok((
+            OsString::from_vec(b[..p].to_vec()),
+            OsString::from_vec(b[p + 1..].to_vec()),
+        )),
+        _ => Err(format!(
+            "--env: expected K=V, got {:?}",
+            v.to_string_lossy()
+        )),
     }
 }
 
@@ -128,11 +167,20 @@ struct FileArgs {
 }
 
 fn file_args(args: &[OsString], allowed: &[&str]) -> Result<FileArgs, String> {
-    let mut fa = FileArgs { path: OsString::new(), mode: None, parents: false, recursive: false };
+    let mut fa = FileArgs {
+        path: OsString::new(),
+        mode: None,
+        parents: false,
+        recursive: false,
+    };
     let mut path: Option<OsString> = None;
     let mut it = tokens(args)?.into_iter().peekable();
     let mut set_path = |p: OsString| -> Result<(), String> {
-        if path.replace(p).is_some() { Err("too many arguments".into()) } else { Ok(()) }
+        if path.replace(p).is_some() {
+            Err("too many arguments".into())
+        } else {
+            Ok(())
+        }
     };
     while let Some(t) = it.next() {
         match t {
@@ -166,7 +214,13 @@ fn file_args(args: &[OsString], allowed: &[&str]) -> Result<FileArgs, String> {
 }
 
 fn exec_args(args: &[OsString]) -> Result<ExecOpts, String> {
-    let mut o = ExecOpts { cwd: None, env: Vec::new(), timeout_ms: None, tty: false, argv: Vec::new() };
+    let mut o = ExecOpts {
+        cwd: None,
+        env: Vec::new(),
+        timeout_ms: None,
+        tty: false,
+        argv: Vec::new(),
+    };
     let mut it = tokens(args)?.into_iter().peekable();
     while let Some(t) = it.next() {
         match t {
@@ -201,7 +255,9 @@ fn exec_args(args: &[OsString]) -> Result<ExecOpts, String> {
 
 /// `args` excludes the program name.
 pub fn parse(args: &[OsString]) -> Result<Cmd, String> {
-    let Some(sub) = args.first() else { return Err("missing subcommand".into()) };
+    let Some(sub) = args.first() else {
+        return Err("missing subcommand".into());
+    };
     let rest = &args[1..];
     let sub = sub.to_str().unwrap_or("");
     Ok(match sub {
@@ -209,7 +265,9 @@ pub fn parse(args: &[OsString]) -> Result<Cmd, String> {
             if rest.len() != 1 || rest[0].is_empty() || rest[0].as_bytes().starts_with(b"-") {
                 return Err("install needs exactly one DEST".into());
             }
-            Cmd::Install { dest: rest[0].clone() }
+            Cmd::Install {
+                dest: rest[0].clone(),
+            }
         }
         "init" => match rest.split_first() {
             None => Cmd::Init { argv: Vec::new() },
@@ -219,21 +277,43 @@ pub fn parse(args: &[OsString]) -> Result<Cmd, String> {
         "exec" => Cmd::Exec(exec_args(rest)?),
         "put" => {
             let f = file_args(rest, &["mode", "parents"])?;
-            Cmd::Put { path: f.path, mode: f.mode, parents: f.parents }
+            Cmd::Put {
+                path: f.path,
+                mode: f.mode,
+                parents: f.parents,
+            }
         }
-        "get" => Cmd::Get { path: file_args(rest, &[])?.path },
-        "ls" => Cmd::Ls { path: file_args(rest, &[])?.path },
-        "stat" => Cmd::Stat { path: file_args(rest, &[])?.path },
+        "get" => Cmd::Get {
+            path: file_args(rest, &[])?.path,
+        },
+        "ls" => Cmd::Ls {
+            path: file_args(rest, &[])?.path,
+        },
+        "stat" => Cmd::Stat {
+            path: file_args(rest, &[])?.path,
+        },
         "rm" => {
             let f = file_args(rest, &["recursive"])?;
-            Cmd::Rm { path: f.path, recursive: f.recursive }
+            Cmd::Rm {
+                path: f.path,
+                recursive: f.recursive,
+            }
         }
         "mkdir" => {
             let f = file_args(rest, &["mode", "parents"])?;
-            Cmd::Mkdir { path: f.path, parents: f.parents, mode: f.mode }
+            Cmd::Mkdir {
+                path: f.path,
+                parents: f.parents,
+                mode: f.mode,
+            }
         }
         "help" | "--help" | "-h" => Cmd::Help,
-        _ => return Err(format!("unknown subcommand {:?}", args[0].to_string_lossy())),
+        _ => {
+            return Err(format!(
+                "unknown subcommand {:?}",
+                args[0].to_string_lossy()
+            ));
+        }
     })
 }
 
@@ -251,7 +331,23 @@ mod tests {
 
     #[test]
     fn exec_flags() {
-        let c = p(&["exec", "--cwd", "/tmp", "--env", "A=1", "--env=B=x=y", "--timeout-ms", "300", "--tty", "--", "ls", "-l", "--", "x"]).unwrap();
+        let c = p(&[
+            "exec",
+            "--cwd",
+            "/tmp",
+            "--env",
+            "A=1",
+            "--env=B=x=y",
+            "--timeout-ms",
+            "300",
+            "--tty",
+            "--",
+            "ls",
+            "-l",
+            "--",
+            "x",
+        ])
+        .unwrap();
         assert_eq!(
             c,
             Cmd::Exec(ExecOpts {
@@ -263,7 +359,14 @@ mod tests {
             })
         );
         let c = p(&["exec", "--timeout-ms=0", "--", "true"]).unwrap();
-        assert!(matches!(c, Cmd::Exec(ExecOpts { timeout_ms: None, tty: false, .. })));
+        assert!(matches!(
+            c,
+            Cmd::Exec(ExecOpts {
+                timeout_ms: None,
+                tty: false,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -289,13 +392,46 @@ mod tests {
 
     #[test]
     fn file_commands() {
-        assert_eq!(p(&["put", "/a", "--mode", "0755", "--parents"]).unwrap(), Cmd::Put { path: "/a".into(), mode: Some(0o755), parents: true });
-        assert_eq!(p(&["put", "--mode=600", "/a"]).unwrap(), Cmd::Put { path: "/a".into(), mode: Some(0o600), parents: false });
+        assert_eq!(
+            p(&["put", "/a", "--mode", "0755", "--parents"]).unwrap(),
+            Cmd::Put {
+                path: "/a".into(),
+                mode: Some(0o755),
+                parents: true
+            }
+        );
+        assert_eq!(
+            p(&["put", "--mode=600", "/a"]).unwrap(),
+            Cmd::Put {
+                path: "/a".into(),
+                mode: Some(0o600),
+                parents: false
+            }
+        );
         assert_eq!(p(&["get", "/x"]).unwrap(), Cmd::Get { path: "/x".into() });
-        assert_eq!(p(&["ls", "--", "/x"]).unwrap(), Cmd::Ls { path: "/x".into() });
-        assert_eq!(p(&["stat", "rel"]).unwrap(), Cmd::Stat { path: "rel".into() });
-        assert_eq!(p(&["rm", "/x", "--recursive"]).unwrap(), Cmd::Rm { path: "/x".into(), recursive: true });
-        assert_eq!(p(&["mkdir", "/x", "--parents", "--mode", "700"]).unwrap(), Cmd::Mkdir { path: "/x".into(), parents: true, mode: Some(0o700) });
+        assert_eq!(
+            p(&["ls", "--", "/x"]).unwrap(),
+            Cmd::Ls { path: "/x".into() }
+        );
+        assert_eq!(
+            p(&["stat", "rel"]).unwrap(),
+            Cmd::Stat { path: "rel".into() }
+        );
+        assert_eq!(
+            p(&["rm", "/x", "--recursive"]).unwrap(),
+            Cmd::Rm {
+                path: "/x".into(),
+                recursive: true
+            }
+        );
+        assert_eq!(
+            p(&["mkdir", "/x", "--parents", "--mode", "700"]).unwrap(),
+            Cmd::Mkdir {
+                path: "/x".into(),
+                parents: true,
+                mode: Some(0o700)
+            }
+        );
         for bad in [
             &["get"][..],
             &["get", "/a", "/b"],
@@ -316,9 +452,19 @@ mod tests {
     fn other_commands() {
         assert_eq!(p(&["init"]).unwrap(), Cmd::Init { argv: vec![] });
         assert_eq!(p(&["init", "--"]).unwrap(), Cmd::Init { argv: vec![] });
-        assert_eq!(p(&["init", "--", "sh", "-c", "x"]).unwrap(), Cmd::Init { argv: os(&["sh", "-c", "x"]) });
+        assert_eq!(
+            p(&["init", "--", "sh", "-c", "x"]).unwrap(),
+            Cmd::Init {
+                argv: os(&["sh", "-c", "x"])
+            }
+        );
         assert!(p(&["init", "sh"]).is_err());
-        assert_eq!(p(&["install", "/d/x"]).unwrap(), Cmd::Install { dest: "/d/x".into() });
+        assert_eq!(
+            p(&["install", "/d/x"]).unwrap(),
+            Cmd::Install {
+                dest: "/d/x".into()
+            }
+        );
         assert!(p(&["install"]).is_err());
         assert!(p(&["install", "a", "b"]).is_err());
         assert!(p(&[]).is_err());

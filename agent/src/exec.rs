@@ -17,7 +17,14 @@ use crate::frame::{Event, Parser};
 use crate::sys::{self, msg, pollfd};
 
 /// Signals the agent receives that are passed on to the child's process group.
-const FORWARDED: [c_int; 6] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
+const FORWARDED: [c_int; 6] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
 /// Stop reading frames while this much input for the child is not yet consumed.
 const MAX_PENDING: usize = 1 << 20;
 const BUF: usize = 64 * 1024;
@@ -80,7 +87,9 @@ pub fn run(o: ExecOpts) -> i32 {
             Some(master)
         }
         None => {
-            cmd.stdin(Stdio::piped()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::inherit())
+                .stderr(Stdio::inherit());
             None
         }
     };
@@ -135,7 +144,9 @@ pub fn run(o: ExecOpts) -> i32 {
         input_closed: false,
         stdin_open: true,
         parser: Parser::new(),
-        deadline: o.timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
+        deadline: o
+            .timeout_ms
+            .map(|ms| Instant::now() + Duration::from_millis(ms)),
         buf: vec![0u8; BUF],
     };
     s.run()
@@ -165,14 +176,23 @@ fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 fn set_winsize(fd: RawFd, cols: u16, rows: u16) {
-    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     unsafe { libc::ioctl(fd, libc::TIOCSWINSZ as _, &ws) };
 }
 
 fn veof_char(fd: RawFd) -> u8 {
     unsafe {
         let mut t: libc::termios = std::mem::zeroed();
-        if libc::tcgetattr(fd, &mut t) == 0 && t.c_cc[libc::VEOF] != 0 { t.c_cc[libc::VEOF] } else { 4 }
+        if libc::tcgetattr(fd, &mut t) == 0 && t.c_cc[libc::VEOF] != 0 {
+            t.c_cc[libc::VEOF]
+        } else {
+            4
+        }
     }
 }
 
@@ -309,7 +329,10 @@ impl Supervisor {
             if ready(stdin_ix) && !self.read_frames() {
                 return Outcome::Abort;
             }
-            if ready(out_ix) || !self.pending.is_empty() || (self.close_requested && !self.input_closed) {
+            if ready(out_ix)
+                || !self.pending.is_empty()
+                || (self.close_requested && !self.input_closed)
+            {
                 self.flush_input();
             }
         }
@@ -400,7 +423,9 @@ impl Supervisor {
 
     /// Copies what the pty master has to the agent's stdout.
     fn copy_master_output(&mut self) -> bool {
-        let Some(m) = self.master.as_ref().map(|m| m.as_raw_fd()) else { return false };
+        let Some(m) = self.master.as_ref().map(|m| m.as_raw_fd()) else {
+            return false;
+        };
         match sys::read(m, &mut self.buf) {
             Ok(0) => {
                 self.master_eof = true;
@@ -422,7 +447,9 @@ impl Supervisor {
 
     /// Copies the pty output until EOF/EIO, `idle` without data, or `cap` in total.
     fn drain_master(&mut self, idle: Duration, cap: Duration) {
-        let Some(m) = self.master.as_ref().map(|m| m.as_raw_fd()) else { return };
+        let Some(m) = self.master.as_ref().map(|m| m.as_raw_fd()) else {
+            return;
+        };
         let end = Instant::now() + cap;
         while !self.master_eof && Instant::now() < end {
             let mut fds = [pollfd(m, libc::POLLIN)];

@@ -33,7 +33,10 @@ pub struct Fail {
 
 impl Fail {
     pub fn new(code: i32, msg: impl Into<String>) -> Self {
-        Fail { code, msg: msg.into() }
+        Fail {
+            code,
+            msg: msg.into(),
+        }
     }
 }
 
@@ -44,14 +47,24 @@ pub fn code_for(e: &io::Error) -> i32 {
     match e.raw_os_error() {
         Some(libc::ENOENT) => NOT_FOUND,
         Some(libc::EACCES | libc::EPERM | libc::EROFS) => PERMISSION,
-        Some(libc::EEXIST | libc::ENOTEMPTY | libc::EISDIR | libc::ENOTDIR | libc::ETXTBSY | libc::EBUSY) => PRECONDITION,
+        Some(
+            libc::EEXIST
+            | libc::ENOTEMPTY
+            | libc::EISDIR
+            | libc::ENOTDIR
+            | libc::ETXTBSY
+            | libc::EBUSY,
+        ) => PRECONDITION,
         Some(libc::ENAMETOOLONG | libc::EINVAL) => USAGE,
         _ => OTHER,
     }
 }
 
 fn io_fail(what: &str, path: &OsStr, e: io::Error) -> Fail {
-    Fail::new(code_for(&e), format!("{what} {}: {}", sys::show(path), sys::err_text(&e)))
+    Fail::new(
+        code_for(&e),
+        format!("{what} {}: {}", sys::show(path), sys::err_text(&e)),
+    )
 }
 
 fn kind_fail(path: &OsStr, what: &str) -> Fail {
@@ -81,10 +94,24 @@ impl Temp {
         let pid = std::process::id();
         let mut last = io::Error::from_raw_os_error(libc::EEXIST);
         for attempt in 0..16u32 {
-            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
             let path = dir.join(format!(".airlock-tmp-{pid}-{nanos:x}-{attempt}"));
-            match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
-                Ok(file) => return Ok(Temp { path, file, committed: false }),
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(file) => {
+                    return Ok(Temp {
+                        path,
+                        file,
+                        committed: false,
+                    });
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
                 Err(e) => return Err(e),
             }
@@ -96,7 +123,9 @@ impl Temp {
     fn commit(mut self, dest: &Path, mode: u32) -> Result<(), Fail> {
         let d = dest.as_os_str();
         self.file.sync_all().map_err(|e| io_fail("fsync", d, e))?;
-        self.file.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| io_fail("chmod", d, e))?;
+        self.file
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| io_fail("chmod", d, e))?;
         fs::rename(&self.path, dest).map_err(|e| io_fail("rename to", d, e))?;
         self.committed = true;
         if let Some(dir) = dest.parent()
@@ -118,9 +147,14 @@ impl Drop for Temp {
 
 fn split(path: &Path) -> Result<(&Path, &OsStr), Fail> {
     match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) if !path.as_os_str().as_bytes().ends_with(b"/..") => Ok((dir, name)),
+        (Some(dir), Some(name)) if !path.as_os_str().as_bytes().ends_with(b"/..") => {
+            Ok((dir, name))
+        }
         _ if path.parent().is_none() => Err(kind_fail(path.as_os_str(), "is a directory")),
-        _ => Err(Fail::new(USAGE, format!("{}: not a file path", sys::show(path.as_os_str())))),
+        _ => Err(Fail::new(
+            USAGE,
+            format!("{}: not a file path", sys::show(path.as_os_str())),
+        )),
     }
 }
 
@@ -131,7 +165,8 @@ pub fn put(path: &OsStr, mode: Option<u32>, parents: bool) -> Res {
     let (dir, _) = split(p)?;
     // Signals that would end the agent: handle them so the temp file is removed.
     let sigs = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
-    let sfd = sys::signalfd(&sigs, true).map_err(|e| Fail::new(OTHER, format!("signalfd: {}", sys::err_text(&e))))?;
+    let sfd = sys::signalfd(&sigs, true)
+        .map_err(|e| Fail::new(OTHER, format!("signalfd: {}", sys::err_text(&e))))?;
 
     if parents {
         fs::create_dir_all(dir).map_err(|e| io_fail("mkdir", dir.as_os_str(), e))?;
@@ -147,18 +182,26 @@ pub fn put(path: &OsStr, mode: Option<u32>, parents: bool) -> Res {
         Err(e) => return Err(io_fail("directory", dir.as_os_str(), e)),
     }
     let mode = mode.or(existing).unwrap_or(0o644);
-    let mut tmp = Temp::create(dir).map_err(|e| io_fail("create temporary file in", dir.as_os_str(), e))?;
+    let mut tmp =
+        Temp::create(dir).map_err(|e| io_fail("create temporary file in", dir.as_os_str(), e))?;
 
     let mut parser = Parser::new();
     let mut buf = vec![0u8; BUF];
     let mut size: u64 = 0;
     loop {
-        let mut fds = [pollfd(0, libc::POLLIN), pollfd(sfd.as_raw_fd(), libc::POLLIN)];
-        sys::poll(&mut fds, -1).map_err(|e| Fail::new(OTHER, format!("poll: {}", sys::err_text(&e))))?;
+        let mut fds = [
+            pollfd(0, libc::POLLIN),
+            pollfd(sfd.as_raw_fd(), libc::POLLIN),
+        ];
+        sys::poll(&mut fds, -1)
+            .map_err(|e| Fail::new(OTHER, format!("poll: {}", sys::err_text(&e))))?;
         if fds[1].revents != 0 {
             let sigs = sys::read_signals(sfd.as_raw_fd()).unwrap_or_default();
             if let Some(s) = sigs.first() {
-                return Err(Fail::new(OTHER, format!("interrupted by signal {s}; upload discarded")));
+                return Err(Fail::new(
+                    OTHER,
+                    format!("interrupted by signal {s}; upload discarded"),
+                ));
             }
         }
         if fds[0].revents == 0 {
@@ -167,22 +210,37 @@ pub fn put(path: &OsStr, mode: Option<u32>, parents: bool) -> Res {
         let n = match sys::read(0, &mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(Fail::new(OTHER, format!("reading stdin: {}", sys::err_text(&e)))),
+            Err(e) => {
+                return Err(Fail::new(
+                    OTHER,
+                    format!("reading stdin: {}", sys::err_text(&e)),
+                ));
+            }
         };
         if n == 0 {
-            let how = if parser.at_boundary() { "" } else { " in the middle of a frame" };
-            return Err(Fail::new(OTHER, format!("stdin closed{how} before CLOSE; upload discarded")));
+            let how = if parser.at_boundary() {
+                ""
+            } else {
+                " in the middle of a frame"
+            };
+            return Err(Fail::new(
+                OTHER,
+                format!("stdin closed{how} before CLOSE; upload discarded"),
+            ));
         }
         let mut input = &buf[..n];
         while let Some(ev) = parser.next(&mut input) {
             match ev {
                 Event::Data(d) => {
-                    tmp.file.write_all(d).map_err(|e| io_fail("write", path, e))?;
+                    tmp.file
+                        .write_all(d)
+                        .map_err(|e| io_fail("write", path, e))?;
                     size += d.len() as u64;
                 }
                 Event::Close => {
                     tmp.commit(p, mode)?;
-                    sys::write_all(1, format!("{{\"size\":{size}}}\n").as_bytes()).map_err(stdout_fail)?;
+                    sys::write_all(1, format!("{{\"size\":{size}}}\n").as_bytes())
+                        .map_err(stdout_fail)?;
                     return Ok(());
                 }
                 Event::Signal(_) | Event::Resize { .. } => {}
@@ -195,7 +253,11 @@ pub fn put(path: &OsStr, mode: Option<u32>, parents: bool) -> Res {
 pub fn get(path: &OsStr) -> Res {
     let p = absolute(path)?;
     // O_NONBLOCK: opening a FIFO must not hang; it is refused below anyway.
-    let mut f = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(p).map_err(|e| io_fail("open", path, e))?;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(p)
+        .map_err(|e| io_fail("open", path, e))?;
     let md = f.metadata().map_err(|e| io_fail("stat", path, e))?;
     if md.is_dir() {
         return Err(kind_fail(path, "is a directory"));
@@ -254,7 +316,9 @@ pub fn stat(path: &OsStr) -> Res {
 /// or with its contents with --recursive (symlinks inside are not followed).
 pub fn rm(path: &OsStr, recursive: bool) -> Res {
     let p = absolute(path)?;
-    if p.components().all(|c| matches!(c, std::path::Component::RootDir)) {
+    if p.components()
+        .all(|c| matches!(c, std::path::Component::RootDir))
+    {
         return Err(Fail::new(USAGE, "refusing to remove /"));
     }
     let md = fs::symlink_metadata(p).map_err(|e| io_fail("rm", path, e))?;
@@ -263,7 +327,9 @@ pub fn rm(path: &OsStr, recursive: bool) -> Res {
             fs::remove_dir_all(p).map_err(|e| io_fail("rm", path, e))
         } else {
             fs::remove_dir(p).map_err(|e| match e.raw_os_error() {
-                Some(libc::ENOTEMPTY | libc::EEXIST) => kind_fail(path, "directory not empty (use --recursive)"),
+                Some(libc::ENOTEMPTY | libc::EEXIST) => {
+                    kind_fail(path, "directory not empty (use --recursive)")
+                }
                 _ => io_fail("rm", path, e),
             })
         }
@@ -288,12 +354,17 @@ pub fn mkdir(path: &OsStr, parents: bool, mode: Option<u32>) -> Res {
     }
     match DirBuilder::new().mode(mode.unwrap_or(0o777)).create(p) {
         Ok(()) => {}
-        Err(e) if parents && e.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(kind_fail(path, "already exists")),
+        Err(e) if parents && e.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => {
+            return Ok(());
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(kind_fail(path, "already exists"));
+        }
         Err(e) => return Err(io_fail("mkdir", path, e)),
     }
     if let Some(m) = mode {
-        fs::set_permissions(p, fs::Permissions::from_mode(m)).map_err(|e| io_fail("chmod", path, e))?;
+        fs::set_permissions(p, fs::Permissions::from_mode(m))
+            .map_err(|e| io_fail("chmod", path, e))?;
     }
     Ok(())
 }
@@ -313,7 +384,8 @@ pub fn install(dest: &OsStr) -> Res {
             File::open(&me).map_err(|e| io_fail("open", &me, e))?
         }
     };
-    let mut tmp = Temp::create(dir).map_err(|e| io_fail("create temporary file in", dir.as_os_str(), e))?;
+    let mut tmp =
+        Temp::create(dir).map_err(|e| io_fail("create temporary file in", dir.as_os_str(), e))?;
     io::copy(&mut src, &mut tmp.file).map_err(|e| io_fail("copy to", dest, e))?;
     tmp.commit(d, 0o755)
 }

@@ -15,7 +15,10 @@ pub enum Event<'a> {
     Data(&'a [u8]),
     Close,
     Signal(i32),
-    Resize { cols: u16, rows: u16 },
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
 }
 
 #[derive(Debug)]
@@ -39,7 +42,12 @@ impl Default for Parser {
 
 impl Parser {
     pub fn new() -> Self {
-        Parser { state: State::Header { buf: [0; 5], have: 0 } }
+        Parser {
+            state: State::Header {
+                buf: [0; 5],
+                have: 0,
+            },
+        }
     }
 
     /// True when no frame is partially received.
@@ -71,7 +79,11 @@ impl Parser {
                             self.state = skip_or_header(len);
                             return Some(Event::Close);
                         }
-                        SIGNAL | RESIZE if len == 4 => State::Control { typ, buf: [0; 4], have: 0 },
+                        SIGNAL | RESIZE if len == 4 => State::Control {
+                            typ,
+                            buf: [0; 4],
+                            have: 0,
+                        },
                         _ => skip_or_header(len),
                     };
                 }
@@ -127,7 +139,14 @@ impl Parser {
 }
 
 fn skip_or_header(len: u32) -> State {
-    if len == 0 { State::Header { buf: [0; 5], have: 0 } } else { State::Skip { remaining: len } }
+    if len == 0 {
+        State::Header {
+            buf: [0; 5],
+            have: 0,
+        }
+    } else {
+        State::Skip { remaining: len }
+    }
 }
 
 /// Encodes one frame.
@@ -225,7 +244,10 @@ mod tests {
         b.extend(encode(CLOSE, b"ignored payload"));
         b.extend(encode(SIGNAL, &9i32.to_be_bytes()));
         let (got, boundary) = parse_chunked(&b, 3);
-        assert_eq!(got, vec![Owned::Data(b"x".to_vec()), Owned::Close, Owned::Signal(9)]);
+        assert_eq!(
+            got,
+            vec![Owned::Data(b"x".to_vec()), Owned::Close, Owned::Signal(9)]
+        );
         assert!(boundary);
     }
 

@@ -11,7 +11,14 @@ use libc::c_int;
 
 use crate::sys::{self, msg};
 
-const FORWARDED: [c_int; 6] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
+const FORWARDED: [c_int; 6] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
 
 pub fn run(argv: Vec<OsString>) -> i32 {
     let mut sigs = vec![libc::SIGCHLD];

@@ -70,7 +70,10 @@ mod tests {
         assert_eq!(esc(b"plain.txt"), r#""plain.txt""#);
         assert_eq!(esc(b"a\"b\\c"), r#""a\"b\\c""#);
         assert_eq!(esc(b"l1\nl2\r\t"), r#""l1\nl2\r\t""#);
-        assert_eq!(esc(b"\x00\x01\x1f\x7f\x08\x0c"), r#""\u0000\u0001\u001f\u007f\b\f""#);
+        assert_eq!(
+            esc(b"\x00\x01\x1f\x7f\x08\x0c"),
+            r#""\u0000\u0001\u001f\u007f\b\f""#
+        );
         assert_eq!(esc("é✓/ü".as_bytes()), "\"é✓/ü\"");
         assert_eq!(esc("x\u{2028}y".as_bytes()), r#""x\u2028y""#);
     }
@@ -85,7 +88,10 @@ mod tests {
         let dir = std::env::temp_dir();
         let md = std::fs::symlink_metadata(&dir).unwrap();
         let j = entry(b"we\"ird\n", &md);
-        assert!(j.starts_with(r#"{"name":"we\"ird\n","type":"dir","size":"#), "{j}");
+        assert!(
+            j.starts_with(r#"{"name":"we\"ird\n","type":"dir","size":"#),
+            "{j}"
+        );
         assert!(j.contains(",\"mode\":") && j.contains(",\"mtime\":") && j.ends_with('}'));
     }
 }

@@ -38,12 +38,20 @@ fn run(argv: Vec<OsString>) -> i32 {
         Cmd::Exec(o) => return exec::run(o),
         Cmd::Init { argv } => return init::run(argv),
         Cmd::Install { dest } => files::install(&dest),
-        Cmd::Put { path, mode, parents } => files::put(&path, mode, parents),
+        Cmd::Put {
+            path,
+            mode,
+            parents,
+        } => files::put(&path, mode, parents),
         Cmd::Get { path } => files::get(&path),
         Cmd::Ls { path } => files::ls(&path),
         Cmd::Stat { path } => files::stat(&path),
         Cmd::Rm { path, recursive } => files::rm(&path, recursive),
-        Cmd::Mkdir { path, parents, mode } => files::mkdir(&path, parents, mode),
+        Cmd::Mkdir {
+            path,
+            parents,
+            mode,
+        } => files::mkdir(&path, parents, mode),
     };
     match res {
         Ok(()) => files::OK,

@@ -8,7 +8,11 @@ use std::os::unix::ffi::OsStrExt;
 use libc::c_int;
 
 pub fn cvt(r: c_int) -> io::Result<c_int> {
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }
 
 /// Writes one line `airlock-agent: MSG` to stderr; errors are ignored (never panics).
@@ -134,7 +138,10 @@ pub fn read_signals(fd: RawFd) -> io::Result<Vec<c_int>> {
     let size = std::mem::size_of::<libc::signalfd_siginfo>();
     let buf = unsafe { std::slice::from_raw_parts_mut(infos.as_mut_ptr().cast::<u8>(), size * N) };
     match read(fd, buf) {
-        Ok(n) => Ok(infos[..n / size].iter().map(|i| i.ssi_signo as c_int).collect()),
+        Ok(n) => Ok(infos[..n / size]
+            .iter()
+            .map(|i| i.ssi_signo as c_int)
+            .collect()),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Vec::new()),
         Err(e) => Err(e),
     }
@@ -163,7 +170,11 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: c_int) -> io::Result<usize> {
 }
 
 pub fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
-    libc::pollfd { fd, events, revents: 0 }
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
 }
 
 /// Exit code for a wait status: the exit code, or 128+N when killed by signal N.
@@ -198,7 +209,12 @@ pub fn wait_pid(pid: libc::pid_t) -> io::Result<c_int> {
 pub fn has_exited(pid: libc::pid_t) -> bool {
     unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
-        let r = libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT);
+        let r = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
         r == 0 && info.si_pid() == pid
     }
 }

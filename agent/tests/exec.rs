@@ -12,7 +12,10 @@ const T: Duration = Duration::from_secs(20);
 
 #[test]
 fn exit_code_propagates_and_stderr_is_separate() {
-    let o = run(&["exec", "--", "sh", "-c", "echo out; echo err >&2; exit 3"], &close());
+    let o = run(
+        &["exec", "--", "sh", "-c", "echo out; echo err >&2; exit 3"],
+        &close(),
+    );
     assert_eq!(o.code, 3, "{o:?}");
     assert_eq!(o.out(), "out\n");
     assert_eq!(o.stderr, "err\n");
@@ -43,7 +46,11 @@ fn large_stdin_round_trips_through_cat() {
     input.extend(close());
     let o = run(&["exec", "--", "cat"], &input);
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(o.stdout == payload, "cat output differs ({} bytes)", o.stdout.len());
+    assert!(
+        o.stdout == payload,
+        "cat output differs ({} bytes)",
+        o.stdout.len()
+    );
 }
 
 #[test]
@@ -58,32 +65,64 @@ fn signal_frame_terminates_child() {
 #[test]
 fn signal_frame_reaches_whole_group() {
     let m = marker_sleep();
-    let mut a = spawn(&["exec", "--", "sh", "-c", &format!("sleep {m} & sleep {m}; wait")]);
-    assert!(eventually(T, || procs_with(&m).len() >= 2), "sleeps did not start");
+    let mut a = spawn(&[
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        &format!("sleep {m} & sleep {m}; wait"),
+    ]);
+    assert!(
+        eventually(T, || procs_with(&m).len() >= 2),
+        "sleeps did not start"
+    );
     a.send(&signal(9));
     let o = a.wait(T);
     assert_eq!(o.code, 137, "{o:?}");
-    assert!(eventually(Duration::from_secs(5), || procs_with(&m).is_empty()), "left behind: {:?}", procs_with(&m));
+    assert!(
+        eventually(Duration::from_secs(5), || procs_with(&m).is_empty()),
+        "left behind: {:?}",
+        procs_with(&m)
+    );
 }
 
 #[test]
 fn eof_without_close_kills_process_group() {
     let m = marker_sleep();
     let mut a = spawn(&["exec", "--", "sh", "-c", &format!("sleep {m} & sleep {m}")]);
-    assert!(eventually(T, || procs_with(&m).len() >= 2), "sleeps did not start");
+    assert!(
+        eventually(T, || procs_with(&m).len() >= 2),
+        "sleeps did not start"
+    );
     let start = Instant::now();
     a.close_stdin();
     let o = a.wait(T);
-    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        start.elapsed()
+    );
     assert_eq!(o.code, 137, "{o:?}");
-    assert!(eventually(Duration::from_secs(5), || procs_with(&m).is_empty()), "left behind: {:?}", procs_with(&m));
+    assert!(
+        eventually(Duration::from_secs(5), || procs_with(&m).is_empty()),
+        "left behind: {:?}",
+        procs_with(&m)
+    );
 }
 
 #[test]
 fn timeout_kills_group_with_137() {
     let m = marker_sleep();
     let start = Instant::now();
-    let mut a = spawn(&["exec", "--timeout-ms", "300", "--", "sh", "-c", &format!("sleep {m} & sleep {m}")]);
+    let mut a = spawn(&[
+        "exec",
+        "--timeout-ms",
+        "300",
+        "--",
+        "sh",
+        "-c",
+        &format!("sleep {m} & sleep {m}"),
+    ]);
     let o = {
         let o = a.child.try_wait().unwrap();
         assert!(o.is_none());
@@ -91,8 +130,15 @@ fn timeout_kills_group_with_137() {
     };
     let took = start.elapsed();
     assert_eq!(o.code, 137, "{o:?}");
-    assert!(took >= Duration::from_millis(290) && took < Duration::from_secs(3), "took {took:?}");
-    assert!(eventually(Duration::from_secs(5), || procs_with(&m).is_empty()), "left behind: {:?}", procs_with(&m));
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || procs_with(&m).is_empty()),
+        "left behind: {:?}",
+        procs_with(&m)
+    );
 }
 
 #[test]
@@ -100,10 +146,23 @@ fn background_processes_are_killed_when_child_exits() {
     let m = marker_sleep();
     // The background sleep holds stdout: the test's read of stdout only ends when it is gone.
     let start = Instant::now();
-    let o = run(&["exec", "--", "sh", "-c", &format!("sleep {m} & echo started")], &close());
+    let o = run(
+        &[
+            "exec",
+            "--",
+            "sh",
+            "-c",
+            &format!("sleep {m} & echo started"),
+        ],
+        &close(),
+    );
     assert_eq!((o.code, o.out().as_str()), (0, "started\n"), "{o:?}");
     assert!(start.elapsed() < Duration::from_secs(10));
-    assert!(eventually(Duration::from_secs(5), || procs_with(&m).is_empty()), "left behind: {:?}", procs_with(&m));
+    assert!(
+        eventually(Duration::from_secs(5), || procs_with(&m).is_empty()),
+        "left behind: {:?}",
+        procs_with(&m)
+    );
 }
 
 #[test]
@@ -116,7 +175,11 @@ fn killed_by_signal_is_128_plus_n() {
 fn spawn_failures() {
     let o = run(&["exec", "--", "/nonexistent/airlock-nope"], &close());
     assert_eq!(o.code, 127);
-    assert!(o.stderr.contains("No such file") && o.stderr.lines().count() == 1, "{:?}", o.stderr);
+    assert!(
+        o.stderr.contains("No such file") && o.stderr.lines().count() == 1,
+        "{:?}",
+        o.stderr
+    );
     let o = run(&["exec", "--", "airlock-no-such-command-xyz"], &close());
     assert_eq!(o.code, 127);
     let d = tmpdir("noexec");
@@ -126,7 +189,10 @@ fn spawn_failures() {
     let o = run(&["exec", "--", f.to_str().unwrap()], &close());
     assert_eq!(o.code, 126, "{o:?}");
     assert!(o.stderr.contains("Permission denied"), "{:?}", o.stderr);
-    let o = run(&["exec", "--cwd", "/nonexistent-dir", "--", "true"], &close());
+    let o = run(
+        &["exec", "--cwd", "/nonexistent-dir", "--", "true"],
+        &close(),
+    );
     assert_eq!(o.code, 126, "{o:?}");
     assert!(o.stderr.contains("cwd"));
 }
@@ -135,23 +201,50 @@ fn spawn_failures() {
 fn cwd_env_and_path_lookup() {
     let d = tmpdir("path");
     let prog = d.join("airlock-test-prog");
-    std::fs::write(&prog, "#!/bin/sh\necho \"prog $FROM_FLAG $INHERITED $OVERRIDDEN $(pwd)\"\n").unwrap();
+    std::fs::write(
+        &prog,
+        "#!/bin/sh\necho \"prog $FROM_FLAG $INHERITED $OVERRIDDEN $(pwd)\"\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("PATH={}:/usr/bin:/bin", d.display());
     let mut a = spawn_cmd(
-        Command::new(BIN)
-            .args(["exec", "--cwd", "/tmp", "--env", "FROM_FLAG=flag=x", "--env", "OVERRIDDEN=new", "--env", &path, "--", "airlock-test-prog"])
+        Command::new(bin())
+            .args([
+                "exec",
+                "--cwd",
+                "/tmp",
+                "--env",
+                "FROM_FLAG=flag=x",
+                "--env",
+                "OVERRIDDEN=new",
+                "--env",
+                &path,
+                "--",
+                "airlock-test-prog",
+            ])
             .env("INHERITED", "inh")
             .env("OVERRIDDEN", "old"),
     );
     a.send(&close());
     let o = a.wait(T);
-    assert_eq!((o.code, o.out().as_str()), (0, "prog flag=x inh new /tmp\n"), "{o:?}");
+    assert_eq!(
+        (o.code, o.out().as_str()),
+        (0, "prog flag=x inh new /tmp\n"),
+        "{o:?}"
+    );
 }
 
 #[test]
 fn tty_child_has_a_pts() {
-    let mut a = spawn(&["exec", "--tty", "--", "sh", "-c", "tty; test -t 0 && test -t 1 && test -t 2 && echo all-tty"]);
+    let mut a = spawn(&[
+        "exec",
+        "--tty",
+        "--",
+        "sh",
+        "-c",
+        "tty; test -t 0 && test -t 1 && test -t 2 && echo all-tty",
+    ]);
     let o = {
         a.send(&close());
         a.wait(T)
@@ -165,7 +258,14 @@ fn tty_child_has_a_pts() {
 
 #[test]
 fn tty_resize_is_seen_by_stty() {
-    let mut a = spawn(&["exec", "--tty", "--", "sh", "-c", "stty size; read x; stty size"]);
+    let mut a = spawn(&[
+        "exec",
+        "--tty",
+        "--",
+        "sh",
+        "-c",
+        "stty size; read x; stty size",
+    ]);
     let mut input = resize(123, 45);
     input.extend(data(b"go\n"));
     a.send(&input);
@@ -198,16 +298,34 @@ fn tty_exit_code_and_signal() {
 
 #[test]
 fn tty_output_is_complete() {
-    let mut a = spawn(&["exec", "--tty", "--", "sh", "-c", "i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done"]);
+    let mut a = spawn(&[
+        "exec",
+        "--tty",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done",
+    ]);
     a.send(&close());
     let o = a.wait(T);
     assert_eq!(o.code, 0);
-    assert!(o.out().contains("line1999\r\n"), "tail: {:?}", &o.out()[o.out().len().saturating_sub(100)..]);
+    assert!(
+        o.out().contains("line1999\r\n"),
+        "tail: {:?}",
+        &o.out()[o.out().len().saturating_sub(100)..]
+    );
 }
 
 #[test]
 fn bad_usage_is_5() {
-    for args in [&["exec"][..], &["exec", "--", ""], &["exec", "--bogus", "--", "true"], &["exec", "true"], &["nope"], &[]] {
+    for args in [
+        &["exec"][..],
+        &["exec", "--", ""],
+        &["exec", "--bogus", "--", "true"],
+        &["exec", "true"],
+        &["nope"],
+        &[],
+    ] {
         let o = run(args, b"");
         assert_eq!(o.code, 5, "{args:?}: {o:?}");
         assert!(o.stderr.contains("usage:"), "{:?}", o.stderr);

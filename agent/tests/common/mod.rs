@@ -9,7 +9,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_airlock-agent");
+pub const BUILT_BIN: &str = env!("CARGO_BIN_EXE_airlock-agent");
+
+/// The binary under test: the one cargo built for the tests, or `AIRLOCK_AGENT_BIN` (e.g. the
+/// static build: `AIRLOCK_AGENT_BIN=$PWD/target/x86_64-unknown-linux-gnu/debug/airlock-agent`).
+pub fn bin() -> String {
+    std::env::var("AIRLOCK_AGENT_BIN").unwrap_or_else(|_| BUILT_BIN.to_string())
+}
 
 pub fn frame(typ: u8, payload: &[u8]) -> Vec<u8> {
     let mut v = vec![typ];
@@ -67,15 +73,25 @@ fn collect<R: Read + Send + 'static>(mut r: R) -> JoinHandle<Vec<u8>> {
 }
 
 pub fn spawn(args: &[&str]) -> Agent {
-    spawn_cmd(Command::new(BIN).args(args))
+    spawn_cmd(Command::new(bin()).args(args))
 }
 
 pub fn spawn_cmd(cmd: &mut Command) -> Agent {
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn agent");
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agent");
     let stdin = child.stdin.take();
     let out = Some(collect(child.stdout.take().unwrap()));
     let err = Some(collect(child.stderr.take().unwrap()));
-    Agent { child, stdin, out, err }
+    Agent {
+        child,
+        stdin,
+        out,
+        err,
+    }
 }
 
 impl Agent {
@@ -103,8 +119,21 @@ impl Agent {
         });
         self.stdin = None;
         let stdout = self.out.take().unwrap().join().unwrap();
-        let stderr = String::from_utf8_lossy(&self.err.take().unwrap().join().unwrap()).into_owned();
-        Out { code: code(st), stdout, stderr }
+        let stderr =
+            String::from_utf8_lossy(&self.err.take().unwrap().join().unwrap()).into_owned();
+        Out {
+            code: code(st),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Agent {
+    /// A failed test does not leave its agent running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -137,8 +166,16 @@ pub fn run(args: &[&str], input: &[u8]) -> Out {
 /// A string unique to this test process and call.
 pub fn unique() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{}{:09}{}", std::process::id(), nanos, N.fetch_add(1, Ordering::SeqCst))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{}{:09}{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// A `sleep` duration that is unique and recognizable in /proc (e.g. "100.123456789012").
@@ -150,9 +187,15 @@ pub fn marker_sleep() -> String {
 pub fn procs_with(marker: &str) -> Vec<u32> {
     let mut v = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
-        if String::from_utf8_lossy(&cmdline).contains(marker) && proc_state(pid).is_some_and(|(s, _)| s != 'Z') {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(marker)
+            && proc_state(pid).is_some_and(|(s, _)| s != 'Z')
+        {
             v.push(pid);
         }
     }
@@ -173,7 +216,9 @@ pub fn proc_state(pid: u32) -> Option<(char, u32)> {
 pub fn children_of(parent: u32) -> Vec<(u32, char)> {
     let mut v = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if let Some((state, ppid)) = proc_state(pid)
             && ppid == parent
         {
