@@ -316,10 +316,12 @@ pub fn stat(path: &OsStr) -> Res {
 /// or with its contents with --recursive (symlinks inside are not followed).
 pub fn rm(path: &OsStr, recursive: bool) -> Res {
     let p = absolute(path)?;
-    if p.components()
-        .all(|c| matches!(c, std::path::Component::RootDir))
-    {
-        return Err(Fail::new(USAGE, "refusing to remove /"));
+    // "/", "/.", "/a/.." ...: no last component to remove (and possibly the root).
+    if p.file_name().is_none() {
+        return Err(Fail::new(
+            USAGE,
+            format!("refusing to remove {}", sys::show(path)),
+        ));
     }
     let md = fs::symlink_metadata(p).map_err(|e| io_fail("rm", path, e))?;
     if md.is_dir() {

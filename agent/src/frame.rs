@@ -271,4 +271,23 @@ mod tests {
         assert_eq!(got, vec![Owned::Data(b"abc".to_vec())]);
         assert!(!boundary);
     }
+
+    #[test]
+    fn random_input_never_panics() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for round in 0..200 {
+            let mut bytes = Vec::new();
+            for _ in 0..(round * 13 % 700) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // bias towards small types and lengths so real frames occur
+                let b = seed as u8;
+                bytes.push(if seed & 0x100 != 0 { b % 5 } else { b });
+            }
+            for chunk in [1, 7, 64, 4096] {
+                let _ = parse_chunked(&bytes, chunk);
+            }
+        }
+    }
 }

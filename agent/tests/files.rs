@@ -233,7 +233,9 @@ fn rm_files_and_dirs() {
     // empty dir without --recursive is fine
     assert_eq!(run(&["rm", s(&outside.join("keep"))], b"").code, 0);
     assert_eq!(run(&["rm", s(&outside)], b"").code, 0);
-    assert_eq!(run(&["rm", "/"], b"").code, 5);
+    for p in ["/", "//", "/.", "/..", "/tmp/.."] {
+        assert_eq!(run(&["rm", p, "--recursive"], b"").code, 5, "{p}");
+    }
     assert_eq!(run(&["rm", "x"], b"").code, 5);
 }
 
