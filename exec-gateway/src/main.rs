@@ -1,1 +1,132 @@
-fn main() {}
+//! `airlock-exec-gateway`: the gRPC server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_exec_gateway::auth::{AuthMode, StaticTokens};
+use airlock_exec_gateway::metrics::{Metrics, serve_metrics};
+use airlock_exec_gateway::{Config, serve};
+use clap::{Parser, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AuthModeArg {
+    /// TokenReview + SubjectAccessReview against the Kubernetes API.
+    Kubernetes,
+    /// Tokens from --static-tokens-file.
+    Static,
+    /// No authentication (local development only).
+    None,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Airlock exec gateway: gRPC API for sandboxes (lifecycle, streaming exec, files).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address of the gRPC server.
+    #[arg(long, env = "AIRLOCK_LISTEN", default_value = "0.0.0.0:50051")]
+    listen: SocketAddr,
+    /// Address of the Prometheus endpoint (/metrics).
+    #[arg(long, env = "AIRLOCK_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    metrics_addr: SocketAddr,
+    /// How callers are authenticated.
+    #[arg(long, env = "AIRLOCK_AUTH_MODE", value_enum, default_value = "kubernetes")]
+    auth_mode: AuthModeArg,
+    /// Tokens file for --auth-mode static: one `TOKEN NAMESPACE[,NAMESPACE...]` or `TOKEN *` per line.
+    #[arg(long, env = "AIRLOCK_STATIC_TOKENS_FILE")]
+    static_tokens_file: Option<PathBuf>,
+    /// Namespace used when a request leaves it empty.
+    #[arg(long, env = "AIRLOCK_DEFAULT_NAMESPACE", default_value = "default")]
+    default_namespace: String,
+    /// Path of the agent inside sandbox containers.
+    #[arg(long, env = "AIRLOCK_AGENT_PATH", default_value = airlock_crds::labels::AGENT_PATH)]
+    agent_path: String,
+    /// Seconds in-flight calls may continue after SIGTERM before they are cut off.
+    #[arg(long, env = "AIRLOCK_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
+    shutdown_grace_seconds: u64,
+    /// Log format.
+    #[arg(long, env = "AIRLOCK_LOG_FORMAT", value_enum, default_value = "json")]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn,tower=warn,h2=warn,hyper=warn".into());
+    match args.log_format {
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).init(),
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
+    if !airlock_exec_gateway::validate::is_dns_label(&args.default_namespace) {
+        anyhow::bail!("--default-namespace {:?} is not a valid namespace name", args.default_namespace);
+    }
+    if !args.agent_path.starts_with('/') {
+        anyhow::bail!("--agent-path must be absolute");
+    }
+    let auth = match args.auth_mode {
+        AuthModeArg::Kubernetes => AuthMode::Kubernetes,
+        AuthModeArg::None => AuthMode::None,
+        AuthModeArg::Static => {
+            let path = args.static_tokens_file.as_ref().ok_or_else(|| anyhow::anyhow!("--auth-mode static needs --static-tokens-file"))?;
+            let tokens = StaticTokens::load(path)?;
+            tracing::info!(tokens = tokens.len(), file = %path.display(), "loaded static tokens");
+            AuthMode::Static(tokens)
+        }
+    };
+
+    let metrics = Arc::new(Metrics::new());
+    let mut config = Config::new(auth);
+    config.default_namespace = args.default_namespace.clone();
+    config.agent_path = args.agent_path.clone();
+    config.metrics = metrics.clone();
+    config.shutdown_grace = Duration::from_secs(args.shutdown_grace_seconds);
+
+    let shutdown = CancellationToken::new();
+    let s = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        s.cancel();
+    });
+
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr).await.map_err(|e| anyhow::anyhow!("binding --metrics-addr {}: {e}", args.metrics_addr))?;
+    tracing::info!(addr = %args.metrics_addr, "metrics listening on /metrics");
+    let s = shutdown.clone();
+    let metrics_task = tokio::spawn(serve_metrics(metrics, metrics_listener, async move { s.cancelled().await }));
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| anyhow::anyhow!("binding --listen {}: {e}", args.listen))?;
+    let s = shutdown.clone();
+    serve(config, listener, async move { s.cancelled().await }).await?;
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), metrics_task).await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,512 @@
+//! Talking to the Airlock agent inside a sandbox: its command lines, its stdin framing, how its
+//! exit status comes back through `pods/exec`, and how file-command exit codes map to gRPC codes.
+//!
+//! Frame format (see `docs/DESIGN-NOTES.md`): 1 byte type, 4 bytes big-endian payload length,
+//! payload. EOF on the agent's stdin without a CLOSE frame means "the client is gone": the agent
+//! kills the process group (`exec`) or discards the temporary file (`put`).
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status as K8sStatus;
+use kube::api::{Api, AttachParams};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Frame type: bytes for the child's stdin (or the uploaded file).
+pub const FRAME_DATA: u8 = 0x01;
+/// Frame type: end of stdin (for `put`: commit the file).
+pub const FRAME_CLOSE: u8 = 0x02;
+/// Frame type: deliver a signal to the child's process group (payload: u32 BE signal number).
+pub const FRAME_SIGNAL: u8 = 0x03;
+/// Frame type: terminal size (payload: cols u16 BE, rows u16 BE).
+pub const FRAME_RESIZE: u8 = 0x04;
+
+/// Largest DATA payload the gateway puts in one frame; bigger writes are split.
+pub const MAX_DATA_FRAME: usize = 64 * 1024;
+
+/// Exit code `airlock-agent exec` reports for a child killed by SIGKILL (128 + 9).
+pub const EXIT_SIGKILL: i32 = 128 + 9;
+
+/// One encoded frame.
+pub fn frame(kind: u8, payload: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(5 + payload.len());
+    b.put_u8(kind);
+    b.put_u32(payload.len() as u32);
+    b.put_slice(payload);
+    b.freeze()
+}
+
+/// DATA frames carrying `data`, split so no payload exceeds [`MAX_DATA_FRAME`]. Empty input gives
+/// no frame (an empty DATA frame would be a no-op anyway).
+pub fn data_frames(data: &[u8]) -> Vec<Bytes> {
+    data.chunks(MAX_DATA_FRAME).map(|c| frame(FRAME_DATA, c)).collect()
+}
+
+/// The CLOSE frame.
+pub fn close_frame() -> Bytes {
+    frame(FRAME_CLOSE, &[])
+}
+
+/// A SIGNAL frame.
+pub fn signal_frame(signal: u32) -> Bytes {
+    frame(FRAME_SIGNAL, &signal.to_be_bytes())
+}
+
+/// A RESIZE frame.
+pub fn resize_frame(cols: u16, rows: u16) -> Bytes {
+    let mut p = [0u8; 4];
+    p[..2].copy_from_slice(&cols.to_be_bytes());
+    p[2..].copy_from_slice(&rows.to_be_bytes());
+    frame(FRAME_RESIZE, &p)
+}
+
+/// Options of `airlock-agent exec`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecOptions {
+    pub cwd: Option<String>,
+    /// Sorted by name (deterministic command lines).
+    pub env: Vec<(String, String)>,
+    /// The agent's own backstop timeout.
+    pub timeout_ms: Option<u64>,
+    pub tty: bool,
+    pub argv: Vec<String>,
+}
+
+/// The full command line of `airlock-agent exec`.
+pub fn exec_command(agent: &str, o: &ExecOptions) -> Vec<String> {
+    let mut c = vec![agent.to_string(), "exec".to_string()];
+    if let Some(cwd) = &o.cwd {
+        c.push("--cwd".into());
+        c.push(cwd.clone());
+    }
+    for (k, v) in &o.env {
+        c.push("--env".into());
+        c.push(format!("{k}={v}"));
+    }
+    if let Some(ms) = o.timeout_ms {
+        c.push("--timeout-ms".into());
+        c.push(ms.to_string());
+    }
+    if o.tty {
+        c.push("--tty".into());
+    }
+    c.push("--".into());
+    c.extend(o.argv.iter().cloned());
+    c
+}
+
+/// A file command of the agent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileCommand {
+    Put { path: String, mode: u32, parents: bool },
+    Get { path: String },
+    Ls { path: String },
+    Stat { path: String },
+    Rm { path: String, recursive: bool },
+    Mkdir { path: String, parents: bool, mode: u32 },
+}
+
+impl FileCommand {
+    /// The agent subcommand name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FileCommand::Put { .. } => "put",
+            FileCommand::Get { .. } => "get",
+            FileCommand::Ls { .. } => "ls",
+            FileCommand::Stat { .. } => "stat",
+            FileCommand::Rm { .. } => "rm",
+            FileCommand::Mkdir { .. } => "mkdir",
+        }
+    }
+
+    /// The path the command works on.
+    pub fn path(&self) -> &str {
+        match self {
+            FileCommand::Put { path, .. }
+            | FileCommand::Get { path }
+            | FileCommand::Ls { path }
+            | FileCommand::Stat { path }
+            | FileCommand::Rm { path, .. }
+            | FileCommand::Mkdir { path, .. } => path,
+        }
+    }
+
+    /// The full command line. The path always follows `--`-free positional position; paths are
+    /// validated absolute (start with `/`) so they can never be mistaken for a flag.
+    pub fn command(&self, agent: &str) -> Vec<String> {
+        let mut c = vec![agent.to_string(), self.name().to_string(), self.path().to_string()];
+        match self {
+            FileCommand::Put { mode, parents, .. } => {
+                c.push("--mode".into());
+                c.push(format!("{mode:o}"));
+                if *parents {
+                    c.push("--parents".into());
+                }
+            }
+            FileCommand::Rm { recursive, .. } => {
+                if *recursive {
+                    c.push("--recursive".into());
+                }
+            }
+            FileCommand::Mkdir { parents, mode, .. } => {
+                if *parents {
+                    c.push("--parents".into());
+                }
+                c.push("--mode".into());
+                c.push(format!("{mode:o}"));
+            }
+            FileCommand::Get { .. } | FileCommand::Ls { .. } | FileCommand::Stat { .. } => {}
+        }
+        c
+    }
+}
+
+/// Errors of running the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("starting the agent in pod {namespace}/{pod}: {source}")]
+    Start {
+        namespace: String,
+        pod: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("pod {namespace}/{pod} not found")]
+    PodNotFound { namespace: String, pod: String },
+    #[error("the exec stream of pod {pod} ended without an exit status")]
+    NoStatus { pod: String },
+    #[error("the agent in pod {pod} could not run: {message}")]
+    Failed { pod: String, message: String },
+    #[error("reading the agent's output in pod {pod}: {source}")]
+    Io {
+        pod: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the agent in pod {pod} produced more than {limit} bytes of output")]
+    TooMuchOutput { pod: String, limit: usize },
+}
+
+impl From<AgentError> for tonic::Status {
+    fn from(e: AgentError) -> Self {
+        match &e {
+            AgentError::PodNotFound { .. } => tonic::Status::failed_precondition(format!("sandbox is not running: {e}")),
+            AgentError::Start { source, .. } => match source {
+                kube::Error::Api(s) if s.code == 404 => tonic::Status::failed_precondition(format!("sandbox is not running: {e}")),
+                _ => tonic::Status::unavailable(e.to_string()),
+            },
+            AgentError::NoStatus { .. } | AgentError::Io { .. } => tonic::Status::unavailable(e.to_string()),
+            AgentError::Failed { .. } | AgentError::TooMuchOutput { .. } => tonic::Status::internal(e.to_string()),
+        }
+    }
+}
+
+/// Exit code of a remote command from the `pods/exec` status channel: `Success` is 0; a
+/// `NonZeroExitCode` failure carries the code in the `ExitCode` cause. Anything else (the command
+/// could not be started at all, the container is gone) is an error with the API server's message.
+pub fn exit_code_from_status(status: &K8sStatus) -> Result<i32, String> {
+    if status.status.as_deref() == Some("Success") {
+        return Ok(0);
+    }
+    let causes = status.details.as_ref().and_then(|d| d.causes.as_ref());
+    if let Some(code) = causes
+        .into_iter()
+        .flatten()
+        .find(|c| c.reason.as_deref() == Some("ExitCode"))
+        .and_then(|c| c.message.as_deref())
+        .and_then(|m| m.trim().parse::<i32>().ok())
+    {
+        return Ok(code);
+    }
+    Err(status
+        .message
+        .clone()
+        .filter(|m| !m.is_empty())
+        .or_else(|| status.reason.clone())
+        .unwrap_or_else(|| "unknown failure".to_string()))
+}
+
+/// Signal number inferred from the 128+N convention (0 when the code does not look like one).
+pub fn signal_from_exit_code(code: i32) -> i32 {
+    if (129..=192).contains(&code) { code - 128 } else { 0 }
+}
+
+/// Maps a failed file command to a gRPC status: 2 NOT_FOUND, 3 PERMISSION_DENIED,
+/// 4 FAILED_PRECONDITION, 5 INVALID_ARGUMENT, anything else INTERNAL. The message names the
+/// operation and path and carries the agent's stderr line.
+pub fn file_status(op: &str, path: &str, code: i32, stderr: &str) -> tonic::Status {
+    let detail = stderr.trim();
+    let detail = if detail.is_empty() { format!("exit code {code}") } else { truncate(detail, 1024) };
+    let msg = format!("{op} {path}: {detail}");
+    match code {
+        2 => tonic::Status::not_found(msg),
+        3 => tonic::Status::permission_denied(msg),
+        4 => tonic::Status::failed_precondition(msg),
+        5 => tonic::Status::invalid_argument(msg),
+        // 126/127: the agent binary itself could not be run.
+        _ => tonic::Status::internal(msg),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// A process started through `pods/exec` (or a stand-in in tests).
+pub struct RemoteProcess {
+    pub stdin: Pin<Box<dyn AsyncWrite + Send>>,
+    pub stdout: Pin<Box<dyn AsyncRead + Send>>,
+    pub stderr: Pin<Box<dyn AsyncRead + Send>>,
+    /// Resolves with the exit code once the remote command ended.
+    pub status: BoxFuture<'static, Result<i32, AgentError>>,
+    /// Keeps the connection alive; dropping it tears the connection down.
+    pub guard: Box<dyn Send + Sync>,
+}
+
+/// Starts agent commands in a pod. Implemented by [`KubeExec`]; tests use a local stand-in.
+pub trait PodExec: Send + Sync + 'static {
+    fn start(&self, namespace: &str, pod: &str, command: Vec<String>) -> BoxFuture<'static, Result<RemoteProcess, AgentError>>;
+}
+
+/// Buffer of each pipe between the websocket and the gateway: bounded, so a slow reader stalls the
+/// websocket (and through TCP flow control the kubelet and the process) instead of growing memory.
+const PIPE_BUF: usize = 64 * 1024;
+
+/// [`PodExec`] through the Kubernetes API's `pods/exec` (websocket), container `sandbox`.
+#[derive(Clone)]
+pub struct KubeExec {
+    pub client: kube::Client,
+}
+
+impl PodExec for KubeExec {
+    fn start(&self, namespace: &str, pod: &str, command: Vec<String>) -> BoxFuture<'static, Result<RemoteProcess, AgentError>> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let (namespace, pod) = (namespace.to_string(), pod.to_string());
+        Box::pin(async move {
+            let mut ap = AttachParams::default()
+                .container(airlock_crds::labels::MAIN_CONTAINER)
+                .stdin(true)
+                .stdout(true)
+                .stderr(true)
+                .tty(false);
+            ap.max_stdin_buf_size = Some(PIPE_BUF);
+            ap.max_stdout_buf_size = Some(PIPE_BUF);
+            ap.max_stderr_buf_size = Some(PIPE_BUF);
+            let mut attached = api.exec(&pod, command, &ap).await.map_err(|source| match &source {
+                kube::Error::Api(s) if s.code == 404 => AgentError::PodNotFound { namespace: namespace.clone(), pod: pod.clone() },
+                _ => AgentError::Start { namespace: namespace.clone(), pod: pod.clone(), source },
+            })?;
+            let missing = |what: &str| AgentError::Failed { pod: pod.clone(), message: format!("no {what} stream") };
+            let stdin = attached.stdin().ok_or_else(|| missing("stdin"))?;
+            let stdout = attached.stdout().ok_or_else(|| missing("stdout"))?;
+            let stderr = attached.stderr().ok_or_else(|| missing("stderr"))?;
+            let status_fut = attached.take_status().ok_or_else(|| missing("status"))?;
+            let pod2 = pod.clone();
+            let status = Box::pin(async move {
+                match status_fut.await {
+                    None => Err(AgentError::NoStatus { pod: pod2 }),
+                    Some(s) => exit_code_from_status(&s).map_err(|message| AgentError::Failed { pod: pod2, message }),
+                }
+            });
+            Ok(RemoteProcess {
+                stdin: Box::pin(stdin),
+                stdout: Box::pin(stdout),
+                stderr: Box::pin(stderr),
+                status,
+                guard: Box::new(std::sync::Mutex::new(attached)),
+            })
+        })
+    }
+}
+
+/// Writes frames to the agent's stdin from two queues, urgent (signals) before normal (data,
+/// close, resize). Keeps stdin open when both queues are closed: only [`StdinWriter::drop_stdin`]
+/// (or dropping the writer) closes it, and that happens either after the command ended or on
+/// purpose, to tell the agent that the client is gone.
+pub struct StdinWriter {
+    pub normal: mpsc::Sender<Bytes>,
+    pub urgent: mpsc::Sender<Bytes>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StdinWriter {
+    pub fn spawn(mut stdin: Pin<Box<dyn AsyncWrite + Send>>) -> Self {
+        let (normal, mut normal_rx) = mpsc::channel::<Bytes>(8);
+        let (urgent, mut urgent_rx) = mpsc::channel::<Bytes>(4);
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        let task = tokio::spawn(async move {
+            let (mut normal_open, mut urgent_open) = (true, true);
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = c.cancelled() => return,
+                    f = urgent_rx.recv(), if urgent_open => match f { Some(f) => f, None => { urgent_open = false; continue } },
+                    f = normal_rx.recv(), if normal_open => match f { Some(f) => f, None => { normal_open = false; continue } },
+                };
+                tokio::select! {
+                    biased;
+                    _ = c.cancelled() => return,
+                    r = async { stdin.write_all(&next).await?; stdin.flush().await } => if r.is_err() { return },
+                }
+            }
+        });
+        StdinWriter { normal, urgent, cancel, task }
+    }
+
+    /// Closes the agent's stdin without a CLOSE frame (the agent then kills the command).
+    pub fn drop_stdin(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Sends a frame on the urgent queue without waiting; when it is full, closes stdin instead
+    /// (which also stops the command).
+    pub fn urgent_or_drop(&self, f: Bytes) {
+        if self.urgent.try_send(f).is_err() {
+            self.drop_stdin();
+        }
+    }
+}
+
+impl Drop for StdinWriter {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.task.abort();
+    }
+}
+
+/// How long the gateway waits for a command to end after it sent SIGKILL (or closed stdin)
+/// before it gives up on the connection.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{StatusCause, StatusDetails};
+
+    #[test]
+    fn frames_are_type_length_payload() {
+        assert_eq!(&frame(FRAME_DATA, b"hi")[..], &[1, 0, 0, 0, 2, b'h', b'i']);
+        assert_eq!(&close_frame()[..], &[2, 0, 0, 0, 0]);
+        assert_eq!(&signal_frame(9)[..], &[3, 0, 0, 0, 4, 0, 0, 0, 9]);
+        assert_eq!(&resize_frame(80, 24)[..], &[4, 0, 0, 0, 4, 0, 80, 0, 24]);
+        assert_eq!(&resize_frame(0x1234, 0xffff)[..], &[4, 0, 0, 0, 4, 0x12, 0x34, 0xff, 0xff]);
+    }
+
+    #[test]
+    fn data_is_split_into_bounded_frames() {
+        assert!(data_frames(b"").is_empty());
+        let data = vec![7u8; MAX_DATA_FRAME * 2 + 3];
+        let frames = data_frames(&data);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[0].len(), 5 + MAX_DATA_FRAME);
+        assert_eq!(&frames[2][..5], &[1, 0, 0, 0, 3]);
+        let payload: Vec<u8> = frames.iter().flat_map(|f| f[5..].to_vec()).collect();
+        assert_eq!(payload, data);
+    }
+
+    #[test]
+    fn exec_command_line() {
+        let o = ExecOptions {
+            cwd: Some("/work".into()),
+            env: vec![("A".into(), "1".into()), ("B".into(), "x=y".into())],
+            timeout_ms: Some(2500),
+            tty: true,
+            argv: vec!["python3".into(), "-c".into(), "print(1)".into()],
+        };
+        assert_eq!(
+            exec_command("/.airlock/airlock-agent", &o),
+            [
+                "/.airlock/airlock-agent", "exec", "--cwd", "/work", "--env", "A=1", "--env", "B=x=y", "--timeout-ms", "2500",
+                "--tty", "--", "python3", "-c", "print(1)"
+            ]
+        );
+        let plain = ExecOptions { argv: vec!["--help".into()], ..Default::default() };
+        assert_eq!(exec_command("a", &plain), ["a", "exec", "--", "--help"]);
+    }
+
+    #[test]
+    fn file_command_lines() {
+        let a = "/.airlock/airlock-agent";
+        assert_eq!(FileCommand::Put { path: "/x".into(), mode: 0o644, parents: true }.command(a), [a, "put", "/x", "--mode", "644", "--parents"]);
+        assert_eq!(FileCommand::Get { path: "/x".into() }.command(a), [a, "get", "/x"]);
+        assert_eq!(FileCommand::Ls { path: "/".into() }.command(a), [a, "ls", "/"]);
+        assert_eq!(FileCommand::Stat { path: "/y".into() }.command(a), [a, "stat", "/y"]);
+        assert_eq!(FileCommand::Rm { path: "/y".into(), recursive: true }.command(a), [a, "rm", "/y", "--recursive"]);
+        assert_eq!(FileCommand::Rm { path: "/y".into(), recursive: false }.command(a), [a, "rm", "/y"]);
+        assert_eq!(
+            FileCommand::Mkdir { path: "/d".into(), parents: true, mode: 0o755 }.command(a),
+            [a, "mkdir", "/d", "--parents", "--mode", "755"]
+        );
+    }
+
+    fn status(s: &str, reason: Option<&str>, causes: Vec<(&str, &str)>, message: Option<&str>) -> K8sStatus {
+        K8sStatus {
+            status: Some(s.into()),
+            reason: reason.map(Into::into),
+            message: message.map(Into::into),
+            details: Some(StatusDetails {
+                causes: Some(
+                    causes
+                        .into_iter()
+                        .map(|(r, m)| StatusCause { reason: Some(r.into()), message: Some(m.into()), field: None })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn exit_codes_from_exec_status() {
+        assert_eq!(exit_code_from_status(&status("Success", None, vec![], None)), Ok(0));
+        assert_eq!(exit_code_from_status(&status("Failure", Some("NonZeroExitCode"), vec![("ExitCode", "3")], Some("command terminated with non-zero exit code"))), Ok(3));
+        assert_eq!(exit_code_from_status(&status("Failure", Some("NonZeroExitCode"), vec![("ExitCode", "137")], None)), Ok(137));
+        assert_eq!(
+            exit_code_from_status(&status("Failure", Some("InternalError"), vec![], Some("exec: \"/nope\": no such file"))),
+            Err("exec: \"/nope\": no such file".to_string())
+        );
+        assert_eq!(exit_code_from_status(&status("Failure", Some("NonZeroExitCode"), vec![("ExitCode", "x")], None)), Err("NonZeroExitCode".to_string()));
+        assert_eq!(exit_code_from_status(&K8sStatus::default()), Err("unknown failure".to_string()));
+    }
+
+    #[test]
+    fn signals_follow_the_128_plus_n_convention() {
+        assert_eq!(signal_from_exit_code(0), 0);
+        assert_eq!(signal_from_exit_code(1), 0);
+        assert_eq!(signal_from_exit_code(128), 0);
+        assert_eq!(signal_from_exit_code(137), 9);
+        assert_eq!(signal_from_exit_code(143), 15);
+        assert_eq!(signal_from_exit_code(192), 64);
+        assert_eq!(signal_from_exit_code(255), 0);
+        assert_eq!(signal_from_exit_code(-1), 0);
+    }
+
+    #[test]
+    fn file_exit_codes_map_to_grpc_codes() {
+        use tonic::Code;
+        let cases = [(2, Code::NotFound), (3, Code::PermissionDenied), (4, Code::FailedPrecondition), (5, Code::InvalidArgument), (1, Code::Internal), (127, Code::Internal)];
+        for (exit, code) in cases {
+            let s = file_status("stat", "/x", exit, "boom\n");
+            assert_eq!(s.code(), code, "exit {exit}");
+            assert_eq!(s.message(), "stat /x: boom");
+        }
+        assert_eq!(file_status("get", "/y", 1, "").message(), "get /y: exit code 1");
+        let long = "é".repeat(2000);
+        assert!(file_status("get", "/y", 1, &long).message().len() < 1100);
+    }
+}

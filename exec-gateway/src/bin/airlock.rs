@@ -1,0 +1,451 @@
+//! `airlock`: command-line client of the Airlock exec gateway.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use airlock_exec_gateway::client::{AirlockClient, sandbox_ref};
+use airlock_exec_gateway::proto::v1 as pb;
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use tokio::io::AsyncReadExt;
+
+/// Run commands in disposable, isolated Airlock sandboxes.
+#[derive(Debug, Parser)]
+#[command(version, name = "airlock")]
+struct Cli {
+    /// Address of the exec gateway.
+    #[arg(long, env = "AIRLOCK_ADDR", default_value = "http://127.0.0.1:50051", global = true)]
+    addr: String,
+    /// Bearer token (a Kubernetes token, or a static token of the gateway).
+    #[arg(long, env = "AIRLOCK_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Namespace (empty: the gateway's default).
+    #[arg(short, long, env = "AIRLOCK_NAMESPACE", default_value = "", global = true)]
+    namespace: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct SandboxOpts {
+    /// Container image.
+    #[arg(long)]
+    image: String,
+    /// Time-to-live in seconds (0: the operator's default).
+    #[arg(long, default_value_t = 0)]
+    ttl: i64,
+    /// Idle timeout in seconds (0: none).
+    #[arg(long, default_value_t = 0)]
+    idle_timeout: i64,
+    /// CPU, for example 500m.
+    #[arg(long, default_value = "")]
+    cpu: String,
+    /// Memory, for example 512Mi.
+    #[arg(long, default_value = "")]
+    memory: String,
+    /// RuntimeClass (empty: the operator's default).
+    #[arg(long, default_value = "")]
+    runtime_class: String,
+    /// Egress: none, internet.
+    #[arg(long, default_value = "none")]
+    egress: String,
+    /// Sandbox environment variable K=V (repeatable).
+    #[arg(long = "sandbox-env", value_parser = parse_kv)]
+    sandbox_env: Vec<(String, String)>,
+    /// Label K=V (repeatable).
+    #[arg(long = "label", value_parser = parse_kv)]
+    labels: Vec<(String, String)>,
+    /// How long to wait for the sandbox to become ready, in seconds.
+    #[arg(long, default_value_t = 300)]
+    ready_timeout: u64,
+}
+
+#[derive(Debug, Args)]
+struct ExecOpts {
+    /// Kill the command after this many seconds (0: no timeout).
+    #[arg(long, default_value_t = 0.0)]
+    timeout: f64,
+    /// Environment variable K=V for the command (repeatable).
+    #[arg(short, long = "env", value_parser = parse_kv)]
+    env: Vec<(String, String)>,
+    /// Working directory.
+    #[arg(long, default_value = "")]
+    cwd: String,
+    /// Forward this terminal's stdin to the command.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Command and arguments (after `--`). A single argument containing spaces is run with /bin/sh -c.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a sandbox, run one command in it, delete it; exits with the command's code.
+    Run {
+        #[command(flatten)]
+        sandbox: SandboxOpts,
+        /// Keep the sandbox afterwards (prints its name on stderr).
+        #[arg(long)]
+        keep: bool,
+        #[command(flatten)]
+        exec: ExecOpts,
+    },
+    /// Run a command in an existing sandbox; exits with the command's code.
+    Exec {
+        /// Sandbox name.
+        sandbox: String,
+        #[command(flatten)]
+        exec: ExecOpts,
+    },
+    /// Copy a file: `airlock cp LOCAL SANDBOX:/path` or `airlock cp SANDBOX:/path LOCAL` (`-` is stdin/stdout).
+    Cp {
+        src: String,
+        dst: String,
+        /// Mode of an uploaded file (octal).
+        #[arg(long, default_value = "644")]
+        mode: String,
+        /// Create missing parent directories of an uploaded file.
+        #[arg(short, long)]
+        parents: bool,
+    },
+    /// List a directory: `airlock ls SANDBOX:/path`.
+    Ls { target: String },
+    /// Create a sandbox and print its name.
+    Create {
+        /// Name (default: generated).
+        #[arg(long, default_value = "")]
+        name: String,
+        #[command(flatten)]
+        sandbox: SandboxOpts,
+        /// Return at once instead of waiting until the sandbox is ready.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show a sandbox.
+    Get { sandbox: String },
+    /// List sandboxes.
+    List {
+        /// Label selector, for example team=ml.
+        #[arg(short = 'l', long, default_value = "")]
+        selector: String,
+    },
+    /// Delete sandboxes.
+    Delete {
+        #[arg(required = true)]
+        sandboxes: Vec<String>,
+    },
+    /// Extend a sandbox's time-to-live by SECONDS.
+    Extend { sandbox: String, seconds: i64 },
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("expected K=V, got {s:?}"))
+}
+
+/// `SANDBOX:/path` -> (sandbox, path).
+fn remote(s: &str) -> Option<(String, String)> {
+    let (sb, path) = s.split_once(':')?;
+    if sb.is_empty() || sb.contains('/') || !path.starts_with('/') {
+        return None;
+    }
+    Some((sb.to_string(), path.to_string()))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("airlock: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn status_err(s: tonic::Status) -> anyhow::Error {
+    anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let client = AirlockClient::connect(&cli.addr, cli.token.clone()).await?;
+    let ns = cli.namespace.clone();
+    match cli.command {
+        Command::Run { sandbox, keep, exec } => {
+            let req = create_request(&ns, "", &sandbox);
+            let sb = client.create_sandbox_ready(req, Duration::from_secs(sandbox.ready_timeout)).await.map_err(status_err).context("creating the sandbox")?;
+            if keep {
+                eprintln!("airlock: sandbox {}/{}", sb.namespace, sb.name);
+            }
+            let result = exec_command(&client, &sb.namespace, &sb.name, &exec).await;
+            if !keep {
+                if let Err(e) = client.delete_sandbox(&sb.namespace, &sb.name).await {
+                    eprintln!("airlock: deleting sandbox {}: {}", sb.name, e.message());
+                }
+            }
+            result
+        }
+        Command::Exec { sandbox, exec } => exec_command(&client, &ns, &sandbox, &exec).await,
+        Command::Cp { src, dst, mode, parents } => {
+            let mode = u32::from_str_radix(&mode, 8).map_err(|_| anyhow!("--mode must be octal, got {mode:?}"))?;
+            match (remote(&src), remote(&dst)) {
+                (None, Some((sb, path))) => {
+                    let size = if src == "-" {
+                        client.upload(&ns, &sb, &path, mode, parents, tokio::io::stdin()).await
+                    } else {
+                        let f = tokio::fs::File::open(&src).await.with_context(|| format!("opening {src}"))?;
+                        client.upload(&ns, &sb, &path, mode, parents, f).await
+                    }
+                    .map_err(status_err)?;
+                    eprintln!("{size} bytes");
+                }
+                (Some((sb, path)), None) => {
+                    let n = if dst == "-" {
+                        let mut out = tokio::io::stdout();
+                        client.download_to(&ns, &sb, &path, &mut out).await.map_err(status_err)?
+                    } else {
+                        // Write next to the destination, rename when complete.
+                        let dst = PathBuf::from(&dst);
+                        let tmp = dst.with_extension("airlock-part");
+                        let mut f = tokio::fs::File::create(&tmp).await.with_context(|| format!("creating {}", tmp.display()))?;
+                        let r = client.download_to(&ns, &sb, &path, &mut f).await;
+                        match r {
+                            Ok(n) => {
+                                f.sync_all().await.ok();
+                                tokio::fs::rename(&tmp, &dst).await.with_context(|| format!("renaming to {}", dst.display()))?;
+                                n
+                            }
+                            Err(e) => {
+                                let _ = tokio::fs::remove_file(&tmp).await;
+                                return Err(status_err(e));
+                            }
+                        }
+                    };
+                    eprintln!("{n} bytes");
+                }
+                _ => bail!("exactly one of SRC and DST must be SANDBOX:/absolute/path"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ls { target } => {
+            let (sb, path) = remote(&target).ok_or_else(|| anyhow!("expected SANDBOX:/absolute/path, got {target:?}"))?;
+            let entries = client.list_dir(&ns, &sb, &path).await.map_err(status_err)?;
+            let mut out = std::io::stdout().lock();
+            for e in entries {
+                let kind = match pb::FileType::try_from(e.r#type) {
+                    Ok(pb::FileType::Dir) => 'd',
+                    Ok(pb::FileType::Symlink) => 'l',
+                    Ok(pb::FileType::File) => '-',
+                    _ => '?',
+                };
+                let mtime = e.mtime.map(|t| t.seconds).unwrap_or(0);
+                let when = chrono::DateTime::from_timestamp(mtime, 0).map(|d| d.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default();
+                writeln!(out, "{kind}{:04o} {:>12} {when} {}", e.mode, e.size, e.name)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Create { name, sandbox, no_wait } => {
+            let req = create_request(&ns, &name, &sandbox);
+            let sb = if no_wait {
+                client.create_sandbox(req).await
+            } else {
+                client.create_sandbox_ready(req, Duration::from_secs(sandbox.ready_timeout)).await
+            }
+            .map_err(status_err)?;
+            println!("{}", sb.name);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Get { sandbox } => {
+            let sb = client.get_sandbox(&ns, &sandbox).await.map_err(status_err)?;
+            print_sandbox(&sb);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List { selector } => {
+            let list = client.list_sandboxes(&ns, &selector).await.map_err(status_err)?;
+            println!("{:<40} {:<10} {:<40} {}", "NAME", "PHASE", "IMAGE", "EXPIRES");
+            for sb in list {
+                println!("{:<40} {:<10} {:<40} {}", sb.name, phase(sb.phase), sb.image, ts(sb.expires_at.as_ref()));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Delete { sandboxes } => {
+            let mut failed = false;
+            for sb in sandboxes {
+                match client.delete_sandbox(&ns, &sb).await {
+                    Ok(()) => println!("deleted {sb}"),
+                    Err(e) => {
+                        eprintln!("airlock: {sb}: {}", e.message());
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Extend { sandbox, seconds } => {
+            let sb = client.extend_sandbox(&ns, &sandbox, seconds).await.map_err(status_err)?;
+            println!("{} expires {}", sb.name, ts(sb.expires_at.as_ref()));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn create_request(ns: &str, name: &str, o: &SandboxOpts) -> pb::CreateSandboxRequest {
+    let egress = match o.egress.as_str() {
+        "internet" => pb::network::Egress::Internet,
+        _ => pb::network::Egress::None,
+    };
+    pb::CreateSandboxRequest {
+        namespace: ns.into(),
+        name: name.into(),
+        source: Some(pb::create_sandbox_request::Source::Image(o.image.clone())),
+        resources: Some(pb::Resources { cpu: o.cpu.clone(), memory: o.memory.clone(), ephemeral_storage: String::new() }),
+        ttl_seconds: o.ttl,
+        idle_timeout_seconds: o.idle_timeout,
+        network: Some(pb::Network { egress: egress as i32, allow: vec![], dns: false }),
+        env: o.sandbox_env.iter().cloned().collect(),
+        labels: o.labels.iter().cloned().collect(),
+        runtime_class_name: o.runtime_class.clone(),
+        ..Default::default()
+    }
+}
+
+fn phase(p: i32) -> &'static str {
+    match pb::Phase::try_from(p) {
+        Ok(pb::Phase::Pending) => "Pending",
+        Ok(pb::Phase::Starting) => "Starting",
+        Ok(pb::Phase::Ready) => "Ready",
+        Ok(pb::Phase::Expired) => "Expired",
+        Ok(pb::Phase::Failed) => "Failed",
+        _ => "-",
+    }
+}
+
+fn ts(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0)).map(|d| d.to_rfc3339()).unwrap_or_else(|| "-".into())
+}
+
+fn print_sandbox(sb: &pb::Sandbox) {
+    println!("name:      {}/{}", sb.namespace, sb.name);
+    println!("image:     {}", sb.image);
+    println!("phase:     {}{}", phase(sb.phase), if sb.message.is_empty() { String::new() } else { format!(" ({})", sb.message) });
+    println!("runtime:   {}", sb.runtime_class_name);
+    println!("node:      {}", sb.node_name);
+    println!("created:   {}", ts(sb.created_at.as_ref()));
+    println!("expires:   {}", ts(sb.expires_at.as_ref()));
+    println!("activity:  {}", ts(sb.last_activity_at.as_ref()));
+    for c in &sb.conditions {
+        println!("condition: {}={} {} {}", c.r#type, c.status, c.reason, c.message);
+    }
+}
+
+fn exec_request(ns: &str, sandbox: &str, o: &ExecOpts) -> pb::ExecRequest {
+    let command = if o.command.len() == 1 && o.command[0].contains(' ') {
+        pb::exec_request::Command::Shell(o.command[0].clone())
+    } else {
+        pb::exec_request::Command::Argv(pb::Argv { args: o.command.clone() })
+    };
+    let timeout = (o.timeout > 0.0).then(|| {
+        let d = Duration::from_secs_f64(o.timeout.min(1e9));
+        prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+    });
+    pb::ExecRequest {
+        sandbox: sandbox_ref(ns, sandbox),
+        command: Some(command),
+        env: o.env.iter().cloned().collect(),
+        cwd: o.cwd.clone(),
+        timeout,
+        stdin: None,
+    }
+}
+
+/// Runs a command, streaming its output to this terminal; returns its exit code.
+async fn exec_command(client: &AirlockClient, ns: &str, sandbox: &str, o: &ExecOpts) -> anyhow::Result<ExitCode> {
+    use pb::exec_event::Event;
+    let req = exec_request(ns, sandbox, o);
+    let mut events = if o.interactive {
+        let (tx, events) = client
+            .exec_interactive(pb::ExecStart { request: Some(req), tty: false, size: None })
+            .await
+            .map_err(status_err)?;
+        tokio::spawn(async move {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match stdin.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let m = pb::ExecInput { input: Some(pb::exec_input::Input::Stdin(bytes::Bytes::copy_from_slice(&buf[..n]))) };
+                        if tx.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = tx.send(pb::ExecInput { input: Some(pb::exec_input::Input::CloseStdin(pb::CloseStdin {})) }).await;
+            // Keep the request stream open: the gateway reads a half-close as "close stdin"
+            // too, so nothing more is needed; just hold the sender until the call ends.
+            tx.closed().await;
+        });
+        events
+    } else {
+        client.exec(req).await.map_err(status_err)?
+    };
+    let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
+    loop {
+        let msg = tokio::select! {
+            m = events.message() => m.map_err(status_err)?,
+            _ = tokio::signal::ctrl_c() => {
+                // Dropping the stream cancels the call: the gateway kills the command.
+                eprintln!("airlock: interrupted");
+                return Ok(ExitCode::from(130));
+            }
+        };
+        let Some(ev) = msg else { bail!("the gateway ended the stream without an exit status") };
+        match ev.event {
+            Some(Event::Stdout(b)) => {
+                stdout.write_all(&b)?;
+                stdout.flush()?;
+            }
+            Some(Event::Stderr(b)) => {
+                stderr.write_all(&b)?;
+                stderr.flush()?;
+            }
+            Some(Event::Exited(e)) => {
+                if e.timed_out {
+                    eprintln!("airlock: command timed out");
+                }
+                return Ok(ExitCode::from(e.exit_code.clamp(0, 255) as u8));
+            }
+            Some(Event::Started(_)) | None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_paths() {
+        assert_eq!(remote("sb:/tmp/x"), Some(("sb".into(), "/tmp/x".into())));
+        assert_eq!(remote("./local:file"), None);
+        assert_eq!(remote("sb:relative"), None);
+        assert_eq!(remote("/abs/path"), None);
+        assert_eq!(parse_kv("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert!(parse_kv("A").is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        let c = Cli::try_parse_from(["airlock", "run", "--image", "python:3", "--ttl", "60", "--", "python3", "-c", "print(1)"]).unwrap();
+        assert!(matches!(c.command, Command::Run { .. }));
+        let c = Cli::try_parse_from(["airlock", "exec", "sb", "--timeout", "2", "--", "echo hi"]).unwrap();
+        let Command::Exec { exec, .. } = c.command else { panic!() };
+        assert!(matches!(exec_request("", "sb", &exec).command, Some(pb::exec_request::Command::Shell(_))));
+        assert!(Cli::try_parse_from(["airlock", "cp", "a", "sb:/b"]).is_ok());
+    }
+}

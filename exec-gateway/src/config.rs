@@ -1,0 +1,58 @@
+//! Configuration of the gateway server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::agent::PodExec;
+use crate::auth::AuthMode;
+use crate::metrics::Metrics;
+
+/// Everything [`crate::serve`] needs.
+pub struct Config {
+    /// Kubernetes client; `None`: inferred (in-cluster config or KUBECONFIG).
+    pub kube_client: Option<kube::Client>,
+    /// How callers are authenticated.
+    pub auth: AuthMode,
+    /// Namespace used when a request leaves it empty.
+    pub default_namespace: String,
+    /// Path of the agent inside sandbox containers.
+    pub agent_path: String,
+    /// Metrics registry (shared with the `/metrics` endpoint).
+    pub metrics: Arc<Metrics>,
+    /// How long in-flight calls may run on after shutdown began before they are cut off.
+    pub shutdown_grace: Duration,
+    /// Minimum interval between two activity patches of one sandbox.
+    pub activity_interval: Duration,
+    /// How long `wait_ready` waits when the call has no deadline.
+    pub default_wait_ready: Duration,
+    /// Overrides how agent commands are started (tests); `None`: `pods/exec`.
+    pub pod_exec: Option<Arc<dyn PodExec>>,
+}
+
+impl Config {
+    /// Defaults: namespace `default`, agent at `/.airlock/airlock-agent`, 10 s activity
+    /// interval, 25 s shutdown grace, 5 min wait_ready.
+    pub fn new(auth: AuthMode) -> Self {
+        Config {
+            kube_client: None,
+            auth,
+            default_namespace: "default".to_string(),
+            agent_path: airlock_crds::labels::AGENT_PATH.to_string(),
+            metrics: Arc::new(Metrics::new()),
+            shutdown_grace: Duration::from_secs(25),
+            activity_interval: Duration::from_secs(10),
+            default_wait_ready: Duration::from_secs(300),
+            pod_exec: None,
+        }
+    }
+
+    pub fn with_client(mut self, client: kube::Client) -> Self {
+        self.kube_client = Some(client);
+        self
+    }
+
+    pub fn with_default_namespace(mut self, ns: impl Into<String>) -> Self {
+        self.default_namespace = ns.into();
+        self
+    }
+}

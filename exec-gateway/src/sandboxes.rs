@@ -1,0 +1,271 @@
+//! The Sandboxes service: Sandbox objects through the Kubernetes API.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airlock_crds::Sandbox;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use tonic::{Request, Response, Status};
+
+use crate::auth::Access;
+use crate::convert;
+use crate::k8s::KubeError;
+use crate::proto::v1 as pb;
+use crate::server::{Ctx, FIELD_MANAGER};
+use crate::validate;
+
+pub struct SandboxesService {
+    pub(crate) ctx: Arc<Ctx>,
+}
+
+/// The call's deadline from its `grpc-timeout` header.
+pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (num, unit) = v.split_at(v.len() - 1);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// What waiting for readiness ended with.
+#[derive(Debug)]
+enum WaitOutcome {
+    Ready(Box<Sandbox>),
+    Failed(String),
+    Quota(String),
+    Expired,
+    Deleted,
+}
+
+fn classify(s: Option<&Sandbox>) -> Option<WaitOutcome> {
+    let Some(s) = s else { return Some(WaitOutcome::Deleted) };
+    let msg = || s.condition(airlock_crds::condition::READY).map(|c| format!("{}: {}", c.reason, c.message)).unwrap_or_default();
+    if s.is_ready() {
+        Some(WaitOutcome::Ready(Box::new(s.clone())))
+    } else if convert::quota_exceeded(s) {
+        Some(WaitOutcome::Quota(msg()))
+    } else if convert::expired(s) {
+        Some(WaitOutcome::Expired)
+    } else if convert::failed(s) {
+        Some(WaitOutcome::Failed(msg()))
+    } else {
+        None
+    }
+}
+
+impl SandboxesService {
+    async fn wait_ready(&self, api: &Api<Sandbox>, ns: &str, name: &str, budget: Duration) -> Result<Sandbox, Status> {
+        let watch = async {
+            let mut o = None;
+            let cond = |s: Option<&Sandbox>| {
+                let c = classify(s);
+                let done = c.is_some();
+                done
+            };
+            // The watch can break (API server restart): fall back to polling.
+            match kube::runtime::wait::await_condition(api.clone(), name, cond).await {
+                Ok(s) => o = classify(s.as_ref()),
+                Err(e) => tracing::debug!(error = %e, "watch for readiness failed; polling"),
+            }
+            loop {
+                if let Some(o) = o.take() {
+                    return Ok::<_, Status>(o);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                match api.get_opt(name).await {
+                    Ok(s) => o = classify(s.as_ref()),
+                    Err(e) => tracing::debug!(error = %e, "polling readiness failed"),
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(budget, watch)
+            .await
+            .map_err(|_| Status::deadline_exceeded(format!("sandbox {ns}/{name} did not become ready within {}s", budget.as_secs())))??;
+        match outcome {
+            WaitOutcome::Ready(s) => Ok(*s),
+            WaitOutcome::Quota(m) => Err(Status::resource_exhausted(format!("sandbox {ns}/{name} refused by the namespace's quota ({m})"))),
+            WaitOutcome::Failed(m) => Err(Status::failed_precondition(format!("sandbox {ns}/{name} failed ({m})"))),
+            WaitOutcome::Expired => Err(Status::failed_precondition(format!("sandbox {ns}/{name} expired before it became ready"))),
+            WaitOutcome::Deleted => Err(Status::failed_precondition(format!("sandbox {ns}/{name} was deleted before it became ready"))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::sandboxes_server::Sandboxes for SandboxesService {
+    async fn create_sandbox(&self, req: Request<pb::CreateSandboxRequest>) -> Result<Response<pb::Sandbox>, Status> {
+        let received = Instant::now();
+        let spec = validate::create_request(req.get_ref(), &self.ctx.default_namespace)?;
+        self.ctx.authorize(&req, Access::new("create", &spec.namespace, None)).await?;
+        let ns = spec.namespace.clone();
+        let mut sb = Sandbox::new(spec.name.as_deref().unwrap_or(""), spec.spec);
+        sb.metadata.name = spec.name.clone();
+        sb.metadata.generate_name = spec.generate_name.clone();
+        sb.metadata.namespace = Some(ns.clone());
+        if !spec.labels.is_empty() {
+            sb.metadata.labels = Some(spec.labels);
+        }
+        let api: Api<Sandbox> = Api::namespaced(self.ctx.client.clone(), &ns);
+        let pp = PostParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
+        let display = spec.name.clone().or(spec.generate_name.clone().map(|g| format!("{g}*"))).unwrap_or_default();
+        let created = api.create(&pp, &sb).await.map_err(|e| KubeError::api("creating", &ns, &display, e))?;
+        let name = created.name_any();
+        tracing::info!(namespace = %ns, sandbox = %name, image = %created.spec.image, wait_ready = spec.wait_ready, "sandbox created");
+        if !spec.wait_ready {
+            return Ok(Response::new(convert::sandbox(&created)));
+        }
+        // Leave a little of the caller's deadline to answer with DEADLINE_EXCEEDED ourselves.
+        let budget = match grpc_timeout(req.metadata().as_ref()) {
+            Some(t) => t.saturating_sub(received.elapsed()).saturating_sub(Duration::from_millis(250)),
+            None => self.ctx.default_wait_ready,
+        };
+        match self.wait_ready(&api, &ns, &name, budget).await {
+            Ok(s) => {
+                tracing::info!(namespace = %ns, sandbox = %name, waited_ms = received.elapsed().as_millis() as u64, "sandbox ready");
+                Ok(Response::new(convert::sandbox(&s)))
+            }
+            Err(status) => {
+                // A failed create-and-wait leaves nothing behind.
+                tracing::info!(namespace = %ns, sandbox = %name, reason = status.message(), "sandbox did not become ready: deleting it");
+                let api = api.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = api.delete(&name, &DeleteParams::background()).await {
+                        tracing::warn!(sandbox = %name, error = %e, "deleting the sandbox that did not become ready failed");
+                    }
+                });
+                Err(status)
+            }
+        }
+    }
+
+    async fn get_sandbox(&self, req: Request<pb::GetSandboxRequest>) -> Result<Response<pb::Sandbox>, Status> {
+        let (ns, name) = validate::sandbox_ref("sandbox", req.get_ref().sandbox.as_ref(), &self.ctx.default_namespace)?;
+        self.ctx.authorize(&req, Access::new("get", &ns, Some(&name))).await?;
+        let s = crate::k8s::get_sandbox(&self.ctx.client, &ns, &name).await?;
+        Ok(Response::new(convert::sandbox(&s)))
+    }
+
+    async fn list_sandboxes(&self, req: Request<pb::ListSandboxesRequest>) -> Result<Response<pb::ListSandboxesResponse>, Status> {
+        let r = req.get_ref();
+        let ns = validate::namespace("namespace", &r.namespace, &self.ctx.default_namespace)?;
+        if r.label_selector.len() > 4096 {
+            return Err(validate::invalid("label_selector", "must be at most 4096 characters"));
+        }
+        self.ctx.authorize(&req, Access::new("list", &ns, None)).await?;
+        let api: Api<Sandbox> = Api::namespaced(self.ctx.client.clone(), &ns);
+        let mut lp = ListParams::default();
+        if !r.label_selector.is_empty() {
+            lp = lp.labels(&r.label_selector);
+        }
+        let list = api.list(&lp).await.map_err(|e| match &e {
+            kube::Error::Api(s) if s.code == 400 => validate::invalid("label_selector", &s.message),
+            _ => Status::from(KubeError::api("listing", &ns, "*", e)),
+        })?;
+        let mut sandboxes: Vec<pb::Sandbox> = list.items.iter().map(convert::sandbox).collect();
+        sandboxes.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Response::new(pb::ListSandboxesResponse { sandboxes }))
+    }
+
+    async fn delete_sandbox(&self, req: Request<pb::DeleteSandboxRequest>) -> Result<Response<pb::DeleteSandboxResponse>, Status> {
+        let (ns, name) = validate::sandbox_ref("sandbox", req.get_ref().sandbox.as_ref(), &self.ctx.default_namespace)?;
+        self.ctx.authorize(&req, Access::new("delete", &ns, Some(&name))).await?;
+        let api: Api<Sandbox> = Api::namespaced(self.ctx.client.clone(), &ns);
+        api.delete(&name, &DeleteParams::background()).await.map_err(|e| KubeError::api("deleting", &ns, &name, e))?;
+        tracing::info!(namespace = %ns, sandbox = %name, "sandbox deleted");
+        Ok(Response::new(pb::DeleteSandboxResponse {}))
+    }
+
+    async fn extend_sandbox(&self, req: Request<pb::ExtendSandboxRequest>) -> Result<Response<pb::Sandbox>, Status> {
+        let r = req.get_ref();
+        let (ns, name) = validate::sandbox_ref("sandbox", r.sandbox.as_ref(), &self.ctx.default_namespace)?;
+        if r.add_seconds <= 0 {
+            return Err(validate::invalid("add_seconds", "must be positive"));
+        }
+        if r.add_seconds > airlock_crds::MAX_TTL_SECONDS {
+            return Err(validate::invalid("add_seconds", format!("must be at most {}", airlock_crds::MAX_TTL_SECONDS)));
+        }
+        self.ctx.authorize(&req, Access::new("update", &ns, Some(&name))).await?;
+        let api: Api<Sandbox> = Api::namespaced(self.ctx.client.clone(), &ns);
+        // Optimistic concurrency: the patch carries the resourceVersion it was computed from.
+        for _ in 0..5 {
+            let s = crate::k8s::get_sandbox(&self.ctx.client, &ns, &name).await?;
+            if convert::expired(&s) {
+                return Err(Status::failed_precondition(format!("sandbox {ns}/{name} has expired")));
+            }
+            let current = match s.spec.lifetime.ttl_seconds {
+                Some(t) => t,
+                None => {
+                    // TTL left to the operator's default: derive it from the reported deadline.
+                    let created = s.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second());
+                    let expires = s.status.as_ref().and_then(|st| st.expires_at.as_ref()).map(|t| t.0.as_second());
+                    match (created, expires) {
+                        (Some(c), Some(e)) if e > c => e - c,
+                        _ => {
+                            return Err(Status::failed_precondition(format!(
+                                "sandbox {ns}/{name} has no ttlSeconds and no reported deadline yet; retry when it is running"
+                            )));
+                        }
+                    }
+                }
+            };
+            let new_ttl = current.saturating_add(r.add_seconds);
+            if new_ttl > airlock_crds::MAX_TTL_SECONDS {
+                return Err(Status::failed_precondition(format!(
+                    "sandbox {ns}/{name}: extending by {}s would make its time-to-live {new_ttl}s, above the maximum {}s",
+                    r.add_seconds,
+                    airlock_crds::MAX_TTL_SECONDS
+                )));
+            }
+            let patch = serde_json::json!({
+                "metadata": {"resourceVersion": s.resource_version()},
+                "spec": {"lifetime": {"ttlSeconds": new_ttl}},
+            });
+            let pp = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
+            match api.patch(&name, &pp, &Patch::Merge(&patch)).await {
+                Ok(s) => {
+                    tracing::info!(namespace = %ns, sandbox = %name, ttl_seconds = new_ttl, "sandbox extended");
+                    return Ok(Response::new(convert::sandbox(&s)));
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) => return Err(KubeError::api("extending", &ns, &name, e).into()),
+            }
+        }
+        Err(Status::aborted(format!("sandbox {ns}/{name} kept changing while extending it; retry")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_grpc_timeout() {
+        let h = |v: &str| {
+            let mut m = http::HeaderMap::new();
+            m.insert("grpc-timeout", v.parse().unwrap());
+            grpc_timeout(&m)
+        };
+        assert_eq!(h("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(h("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(h("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(h("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(h("10u"), Some(Duration::from_micros(10)));
+        assert_eq!(h("10n"), Some(Duration::from_nanos(10)));
+        assert_eq!(h("S"), None);
+        assert_eq!(h("5X"), None);
+        assert_eq!(h("123456789S"), None);
+        assert_eq!(h("-1S"), None);
+        assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
+    }
+}

@@ -1,0 +1,163 @@
+//! The gRPC server: services, layers, health, reflection and graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::activity::ActivityRecorder;
+use crate::agent::{KubeExec, PodExec};
+use crate::auth::{Access, AuthLayer, AuthMode, Authenticator, Principal};
+use crate::config::Config;
+use crate::metrics::{Metrics, MetricsLayer};
+use crate::proto::v1 as pb;
+
+/// Field manager of every write the gateway makes.
+pub const FIELD_MANAGER: &str = "airlock-exec-gateway";
+
+/// Errors of starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("creating the Kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("building the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server on {addr}: {source}")]
+    Transport {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// State shared by all services.
+pub(crate) struct Ctx {
+    pub client: kube::Client,
+    pub auth: Arc<Authenticator>,
+    pub default_namespace: String,
+    pub agent_path: String,
+    pub metrics: Arc<Metrics>,
+    pub activity: ActivityRecorder,
+    pub exec: Arc<dyn PodExec>,
+    pub default_wait_ready: Duration,
+    /// Cancelled when the shutdown grace period is over: running streams end at once.
+    pub hard_stop: CancellationToken,
+}
+
+impl Ctx {
+    /// Authorizes `access` for the caller of `req`.
+    pub async fn authorize<T>(&self, req: &tonic::Request<T>, access: Access) -> Result<(), tonic::Status> {
+        let principal = req.extensions().get::<Principal>();
+        let r = self.auth.authorize(principal, &access).await;
+        if let Err(e) = &r {
+            tracing::info!(
+                user = principal.map(|p| p.name()).unwrap_or("-"),
+                namespace = %access.namespace,
+                verb = access.verb,
+                subresource = access.subresource.unwrap_or(""),
+                reason = e.message(),
+                "call denied"
+            );
+        }
+        r
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves; then stops accepting connections,
+/// lets in-flight calls finish for up to `config.shutdown_grace`, cuts off what is still running,
+/// and returns.
+pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    let client = match config.kube_client {
+        Some(c) => c,
+        None => kube::Client::try_default().await?,
+    };
+    if matches!(config.auth, AuthMode::None) {
+        tracing::warn!("authentication is DISABLED (--auth-mode none): anyone who can reach this port controls every sandbox; use it for local development only");
+    }
+    let auth = Arc::new(Authenticator::new(config.auth, client.clone()));
+    let exec: Arc<dyn PodExec> = config.pod_exec.unwrap_or_else(|| Arc::new(KubeExec { client: client.clone() }));
+    let hard_stop = CancellationToken::new();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        auth: auth.clone(),
+        default_namespace: config.default_namespace,
+        agent_path: config.agent_path,
+        metrics: config.metrics.clone(),
+        activity: ActivityRecorder::new(client.clone(), config.activity_interval),
+        exec,
+        default_wait_ready: config.default_wait_ready,
+        hard_stop: hard_stop.clone(),
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<pb::sandboxes_server::SandboxesServer<crate::sandboxes::SandboxesService>>().await;
+    health.set_serving::<pb::processes_server::ProcessesServer<crate::processes::ProcessesService>>().await;
+    health.set_serving::<pb::files_server::FilesServer<crate::files::FilesService>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let incoming = TcpListenerStream::new(listener);
+
+    // Shutdown: `begin` fires with the caller's future; the server then drains.
+    let begin = CancellationToken::new();
+    let begin2 = begin.clone();
+    let health2 = health.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, draining in-flight calls");
+        health2.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        health2.set_not_serving::<pb::sandboxes_server::SandboxesServer<crate::sandboxes::SandboxesService>>().await;
+        health2.set_not_serving::<pb::processes_server::ProcessesServer<crate::processes::ProcessesService>>().await;
+        health2.set_not_serving::<pb::files_server::FilesServer<crate::files::FilesService>>().await;
+        begin2.cancel();
+    });
+
+    let max_msg = 16 * 1024 * 1024;
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_nodelay(true)
+        .layer(MetricsLayer::new(config.metrics.clone()))
+        .layer(AuthLayer::new(auth))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(pb::sandboxes_server::SandboxesServer::new(crate::sandboxes::SandboxesService { ctx: ctx.clone() }))
+        .add_service(
+            pb::processes_server::ProcessesServer::new(crate::processes::ProcessesService { ctx: ctx.clone() })
+                .max_decoding_message_size(max_msg),
+        )
+        .add_service(pb::files_server::FilesServer::new(crate::files::FilesService { ctx: ctx.clone() }).max_decoding_message_size(max_msg));
+
+    tracing::info!(%addr, "gRPC server listening");
+    let begin3 = begin.clone();
+    let serve = router.serve_with_incoming_shutdown(incoming, async move { begin3.cancelled().await });
+    tokio::pin!(serve);
+    let grace = config.shutdown_grace;
+    tokio::select! {
+        r = &mut serve => r.map_err(|source| ServeError::Transport { addr: addr.clone(), source })?,
+        _ = async { begin.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_seconds = grace.as_secs(), "grace period over: ending the calls still running");
+            hard_stop.cancel();
+            match tokio::time::timeout(Duration::from_secs(5), &mut serve).await {
+                Ok(r) => r.map_err(|source| ServeError::Transport { addr: addr.clone(), source })?,
+                Err(_) => tracing::warn!("connections still open after the grace period; dropping them"),
+            }
+        }
+    }
+    hard_stop.cancel();
+    tracing::info!("gRPC server stopped");
+    Ok(())
+}
