@@ -1,0 +1,526 @@
+//! The operator's configuration: command-line flags, each also settable through an `AIRLOCK_*`
+//! environment variable (see `airlock-operator --help`), checked once at startup into a [`Config`].
+
+use std::net::SocketAddr;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use crate::quantity::{self, Amount};
+
+/// Log output format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with every tracing field as a JSON field.
+    Json,
+}
+
+/// Airlock operator: turns Sandbox objects (airlock.dev/v1alpha1) into hardened pods on a
+/// VM-isolating RuntimeClass, each fenced by its own NetworkPolicy, and reaps them when their
+/// time-to-live or idle timeout runs out.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "airlock-operator", version, about, long_about = None)]
+pub struct Cli {
+    /// RuntimeClass for sandboxes that do not name one.
+    #[arg(long, env = "AIRLOCK_DEFAULT_RUNTIME_CLASS", default_value = "kata")]
+    pub default_runtime_class: String,
+
+    /// Image holding the Airlock agent (`/airlock-agent`), copied into every sandbox by an init
+    /// container.
+    #[arg(
+        long,
+        env = "AIRLOCK_AGENT_IMAGE",
+        default_value = "airlock.local/agent:0.1.0"
+    )]
+    pub agent_image: String,
+
+    /// Time-to-live in seconds of sandboxes that do not set spec.lifetime.ttlSeconds.
+    #[arg(
+        long,
+        env = "AIRLOCK_DEFAULT_TTL",
+        default_value_t = 3600,
+        value_name = "SECONDS"
+    )]
+    pub default_ttl: i64,
+
+    /// Longest time-to-live in seconds a sandbox may ask for (the CRD allows up to 604800).
+    #[arg(
+        long,
+        env = "AIRLOCK_MAX_TTL",
+        default_value_t = 86400,
+        value_name = "SECONDS"
+    )]
+    pub max_ttl: i64,
+
+    /// CPU of sandboxes that do not set spec.resources.cpu.
+    #[arg(
+        long,
+        env = "AIRLOCK_DEFAULT_CPU",
+        default_value = "1",
+        value_name = "QUANTITY"
+    )]
+    pub default_cpu: String,
+
+    /// Memory of sandboxes that do not set spec.resources.memory.
+    #[arg(
+        long,
+        env = "AIRLOCK_DEFAULT_MEMORY",
+        default_value = "512Mi",
+        value_name = "QUANTITY"
+    )]
+    pub default_memory: String,
+
+    /// Ephemeral storage of sandboxes that do not set spec.resources.ephemeralStorage.
+    #[arg(
+        long,
+        env = "AIRLOCK_DEFAULT_EPHEMERAL_STORAGE",
+        default_value = "1Gi",
+        value_name = "QUANTITY"
+    )]
+    pub default_ephemeral_storage: String,
+
+    /// Most CPU one sandbox may ask for.
+    #[arg(
+        long,
+        env = "AIRLOCK_MAX_CPU",
+        default_value = "4",
+        value_name = "QUANTITY"
+    )]
+    pub max_cpu: String,
+
+    /// Most memory one sandbox may ask for.
+    #[arg(
+        long,
+        env = "AIRLOCK_MAX_MEMORY",
+        default_value = "8Gi",
+        value_name = "QUANTITY"
+    )]
+    pub max_memory: String,
+
+    /// Most ephemeral storage one sandbox may ask for.
+    #[arg(
+        long,
+        env = "AIRLOCK_MAX_EPHEMERAL_STORAGE",
+        default_value = "20Gi",
+        value_name = "QUANTITY"
+    )]
+    pub max_ephemeral_storage: String,
+
+    /// Manage the ResourceQuota `airlock-sandboxes` in every namespace that holds sandboxes.
+    /// Fields of that quota that someone else has taken over with server-side apply are left as
+    /// they are (set `--manage-quota=false` to manage quotas entirely by hand).
+    #[arg(long, env = "AIRLOCK_MANAGE_QUOTA", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub manage_quota: bool,
+
+    /// Quota: most sandbox pods per namespace.
+    #[arg(
+        long,
+        env = "AIRLOCK_QUOTA_PODS",
+        default_value_t = 50,
+        value_name = "COUNT"
+    )]
+    pub quota_pods: u32,
+
+    /// Quota: total CPU (requests and limits) of the sandboxes of one namespace.
+    #[arg(
+        long,
+        env = "AIRLOCK_QUOTA_CPU",
+        default_value = "32",
+        value_name = "QUANTITY"
+    )]
+    pub quota_cpu: String,
+
+    /// Quota: total memory (requests and limits) of the sandboxes of one namespace.
+    #[arg(
+        long,
+        env = "AIRLOCK_QUOTA_MEMORY",
+        default_value = "64Gi",
+        value_name = "QUANTITY"
+    )]
+    pub quota_memory: String,
+
+    /// Quota: total ephemeral storage of the sandboxes of one namespace.
+    #[arg(
+        long,
+        env = "AIRLOCK_QUOTA_EPHEMERAL_STORAGE",
+        default_value = "200Gi",
+        value_name = "QUANTITY"
+    )]
+    pub quota_ephemeral_storage: String,
+
+    /// Create the PriorityClass `airlock-sandbox` (value 0, preemptionPolicy Never) at startup.
+    #[arg(long, env = "AIRLOCK_MANAGE_PRIORITY_CLASS", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub manage_priority_class: bool,
+
+    /// Only handle Sandboxes in this namespace (default: all namespaces).
+    #[arg(long, env = "AIRLOCK_WATCH_NAMESPACE", value_name = "NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// Cluster network ranges (pod and service CIDRs) that `egress: Internet` must not reach, on
+    /// top of the private, link-local, CGNAT and loopback ranges. Repeat the flag or separate
+    /// with commas.
+    #[arg(
+        long = "cluster-cidr",
+        env = "AIRLOCK_CLUSTER_CIDRS",
+        value_delimiter = ',',
+        default_values_t = [String::from("10.96.0.0/12"), String::from("10.244.0.0/16")],
+        value_name = "CIDR"
+    )]
+    pub cluster_cidrs: Vec<String>,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "AIRLOCK_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Log format.
+    #[arg(long, env = "AIRLOCK_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing EnvFilter syntax); `RUST_LOG` takes precedence when set.
+    #[arg(long, env = "AIRLOCK_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Elect a leader through a Lease so only one replica reconciles at a time.
+    #[arg(long, env = "AIRLOCK_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub leader_election: bool,
+
+    /// Namespace of the leader-election Lease `airlock-operator` (default: $POD_NAMESPACE, else
+    /// the namespace of the kubeconfig context).
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Identity of this replica in the Lease and in Events (default: $POD_NAME, else the host
+    /// name and process id).
+    #[arg(long, env = "POD_NAME", value_name = "NAME")]
+    pub identity: Option<String>,
+}
+
+/// Why the configuration is unusable. Every message names the flag.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--{flag}: {source}")]
+    Quantity {
+        flag: &'static str,
+        source: quantity::QuantityError,
+    },
+    #[error("--{flag} must be positive, got {value:?}")]
+    NotPositive { flag: &'static str, value: String },
+    #[error("--{flag} ({default}) is larger than --{max_flag} ({max})")]
+    DefaultOverMax {
+        flag: &'static str,
+        default: String,
+        max_flag: &'static str,
+        max: String,
+    },
+    #[error("--max-ttl ({max}) is outside 1..=604800 seconds (the CRD's limit)")]
+    MaxTtl { max: i64 },
+    #[error("--default-ttl ({default}) must be between 1 and --max-ttl ({max})")]
+    DefaultTtl { default: i64, max: i64 },
+    #[error("--cluster-cidr {cidr:?}: {reason}")]
+    Cidr { cidr: String, reason: String },
+    #[error("--{flag} must not be empty")]
+    Empty { flag: &'static str },
+}
+
+/// A resource amount as written (for the pod) and as a number (for comparisons).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    pub quantity: Quantity,
+    pub amount: Amount,
+}
+
+impl Resource {
+    fn parse(flag: &'static str, value: &str) -> Result<Resource, ConfigError> {
+        let amount =
+            quantity::parse(value).map_err(|source| ConfigError::Quantity { flag, source })?;
+        if !amount.is_positive() {
+            return Err(ConfigError::NotPositive {
+                flag,
+                value: value.to_string(),
+            });
+        }
+        Ok(Resource {
+            quantity: Quantity(value.trim().to_string()),
+            amount,
+        })
+    }
+}
+
+/// CPU, memory and ephemeral storage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resources {
+    pub cpu: Resource,
+    pub memory: Resource,
+    pub ephemeral_storage: Resource,
+}
+
+/// Hard limits of the per-namespace ResourceQuota.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaConfig {
+    pub pods: u32,
+    pub cpu: Quantity,
+    pub memory: Quantity,
+    pub ephemeral_storage: Quantity,
+}
+
+/// Checked configuration the reconciler and the builders work from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub default_runtime_class: String,
+    pub agent_image: String,
+    pub default_ttl_seconds: i64,
+    pub max_ttl_seconds: i64,
+    pub default_resources: Resources,
+    pub max_resources: Resources,
+    /// `None` when `--manage-quota=false`.
+    pub quota: Option<QuotaConfig>,
+    pub manage_priority_class: bool,
+    pub watch_namespace: Option<String>,
+    /// IPv4 and IPv6 cluster ranges kept out of `egress: Internet`.
+    pub cluster_cidrs: Vec<String>,
+}
+
+impl Cli {
+    /// Checks the flags and turns them into a [`Config`].
+    pub fn config(&self) -> Result<Config, ConfigError> {
+        let default_resources = Resources {
+            cpu: Resource::parse("default-cpu", &self.default_cpu)?,
+            memory: Resource::parse("default-memory", &self.default_memory)?,
+            ephemeral_storage: Resource::parse(
+                "default-ephemeral-storage",
+                &self.default_ephemeral_storage,
+            )?,
+        };
+        let max_resources = Resources {
+            cpu: Resource::parse("max-cpu", &self.max_cpu)?,
+            memory: Resource::parse("max-memory", &self.max_memory)?,
+            ephemeral_storage: Resource::parse(
+                "max-ephemeral-storage",
+                &self.max_ephemeral_storage,
+            )?,
+        };
+        for (flag, max_flag, d, m) in [
+            (
+                "default-cpu",
+                "max-cpu",
+                &default_resources.cpu,
+                &max_resources.cpu,
+            ),
+            (
+                "default-memory",
+                "max-memory",
+                &default_resources.memory,
+                &max_resources.memory,
+            ),
+            (
+                "default-ephemeral-storage",
+                "max-ephemeral-storage",
+                &default_resources.ephemeral_storage,
+                &max_resources.ephemeral_storage,
+            ),
+        ] {
+            if d.amount > m.amount {
+                return Err(ConfigError::DefaultOverMax {
+                    flag,
+                    default: d.quantity.0.clone(),
+                    max_flag,
+                    max: m.quantity.0.clone(),
+                });
+            }
+        }
+        if !(1..=airlock_crds::MAX_TTL_SECONDS).contains(&self.max_ttl) {
+            return Err(ConfigError::MaxTtl { max: self.max_ttl });
+        }
+        if !(1..=self.max_ttl).contains(&self.default_ttl) {
+            return Err(ConfigError::DefaultTtl {
+                default: self.default_ttl,
+                max: self.max_ttl,
+            });
+        }
+        let quota = if self.manage_quota {
+            Some(QuotaConfig {
+                pods: self.quota_pods,
+                cpu: Resource::parse("quota-cpu", &self.quota_cpu)?.quantity,
+                memory: Resource::parse("quota-memory", &self.quota_memory)?.quantity,
+                ephemeral_storage: Resource::parse(
+                    "quota-ephemeral-storage",
+                    &self.quota_ephemeral_storage,
+                )?
+                .quantity,
+            })
+        } else {
+            None
+        };
+        let mut cluster_cidrs: Vec<String> = Vec::new();
+        for c in &self.cluster_cidrs {
+            let c = c.trim();
+            if c.is_empty() {
+                continue;
+            }
+            let (_, prefix) = parse_cidr(c).map_err(|reason| ConfigError::Cidr {
+                cidr: c.to_string(),
+                reason,
+            })?;
+            if prefix == 0 {
+                return Err(ConfigError::Cidr {
+                    cidr: c.to_string(),
+                    reason: "a /0 range would block everything".into(),
+                });
+            }
+            if !cluster_cidrs.iter().any(|x| x == c) {
+                cluster_cidrs.push(c.to_string());
+            }
+        }
+        for (flag, v) in [
+            ("default-runtime-class", &self.default_runtime_class),
+            ("agent-image", &self.agent_image),
+        ] {
+            if v.trim().is_empty() {
+                return Err(ConfigError::Empty { flag });
+            }
+        }
+        Ok(Config {
+            default_runtime_class: self.default_runtime_class.clone(),
+            agent_image: self.agent_image.clone(),
+            default_ttl_seconds: self.default_ttl,
+            max_ttl_seconds: self.max_ttl,
+            default_resources,
+            max_resources,
+            quota,
+            manage_priority_class: self.manage_priority_class,
+            watch_namespace: self.watch_namespace.clone().filter(|n| !n.is_empty()),
+            cluster_cidrs,
+        })
+    }
+}
+
+/// Parses `ADDRESS/PREFIX`; the address must be the network address (no host bits set), as the
+/// API server requires for NetworkPolicy ipBlocks.
+pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    use std::net::IpAddr;
+    let (addr, prefix) = s
+        .split_once('/')
+        .ok_or_else(|| "expected ADDRESS/PREFIX".to_string())?;
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IP address"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .map_err(|_| format!("{prefix:?} is not a prefix length"))?;
+    let (bits, host_bits_set) = match addr {
+        IpAddr::V4(a) => (32, prefix < 32 && (u32::from(a) << prefix) != 0),
+        IpAddr::V6(a) => (128, prefix < 128 && (u128::from(a) << prefix) != 0),
+    };
+    if prefix > bits {
+        return Err(format!("prefix /{prefix} is longer than {bits} bits"));
+    }
+    if host_bits_set {
+        return Err("host bits are set; use the network address".into());
+    }
+    Ok((addr, prefix))
+}
+
+#[cfg(test)]
+impl Config {
+    /// The configuration with every flag at its default, for tests.
+    pub fn defaults() -> Config {
+        use clap::Parser;
+        Cli::parse_from(["airlock-operator"])
+            .config()
+            .expect("default flags are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("airlock-operator").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let c = Config::defaults();
+        assert_eq!(c.default_runtime_class, "kata");
+        assert_eq!(c.agent_image, "airlock.local/agent:0.1.0");
+        assert_eq!((c.default_ttl_seconds, c.max_ttl_seconds), (3600, 86400));
+        assert_eq!(c.default_resources.cpu.quantity.0, "1");
+        assert_eq!(c.default_resources.memory.quantity.0, "512Mi");
+        assert_eq!(c.default_resources.ephemeral_storage.quantity.0, "1Gi");
+        assert_eq!(c.max_resources.cpu.quantity.0, "4");
+        assert_eq!(c.max_resources.memory.quantity.0, "8Gi");
+        assert_eq!(c.max_resources.ephemeral_storage.quantity.0, "20Gi");
+        let q = c.quota.unwrap();
+        assert_eq!(
+            (
+                q.pods,
+                q.cpu.0.as_str(),
+                q.memory.0.as_str(),
+                q.ephemeral_storage.0.as_str()
+            ),
+            (50, "32", "64Gi", "200Gi")
+        );
+        assert!(c.manage_priority_class);
+        assert_eq!(c.watch_namespace, None);
+        assert_eq!(c.cluster_cidrs, ["10.96.0.0/12", "10.244.0.0/16"]);
+    }
+
+    #[test]
+    fn flags_override_and_repeat() {
+        let c = cli(&[
+            "--default-runtime-class=gvisor",
+            "--cluster-cidr=10.0.0.0/16",
+            "--cluster-cidr",
+            "fd00::/48,10.0.0.0/16",
+            "--manage-quota=false",
+            "--manage-priority-class",
+            "false",
+            "--watch-namespace=team-a",
+        ])
+        .config()
+        .unwrap();
+        assert_eq!(c.default_runtime_class, "gvisor");
+        assert_eq!(c.cluster_cidrs, ["10.0.0.0/16", "fd00::/48"]);
+        assert_eq!(c.quota, None);
+        assert!(!c.manage_priority_class);
+        assert_eq!(c.watch_namespace.as_deref(), Some("team-a"));
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--default-cpu=abc"], "--default-cpu"),
+            (&["--max-memory=0"], "--max-memory"),
+            (
+                &["--default-memory=16Gi"],
+                "--default-memory (16Gi) is larger than --max-memory",
+            ),
+            (&["--max-ttl=700000"], "--max-ttl"),
+            (&["--default-ttl=90000"], "--default-ttl"),
+            (&["--cluster-cidr=10.0.0.1/8"], "host bits"),
+            (&["--cluster-cidr=banana"], "--cluster-cidr"),
+            (&["--cluster-cidr=0.0.0.0/0"], "/0"),
+        ];
+        for (args, want) in cases {
+            let err = cli(args).config().unwrap_err().to_string();
+            assert!(
+                err.contains(want),
+                "{args:?}: {err:?} should mention {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cidrs() {
+        assert!(parse_cidr("10.0.0.0/8").is_ok());
+        assert!(parse_cidr("10.1.2.3/32").is_ok());
+        assert!(parse_cidr("fc00::/7").is_ok());
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("10.0.0.0").is_err());
+        assert!(parse_cidr("fe80::1/10").is_err());
+    }
+}

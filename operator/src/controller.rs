@@ -1,0 +1,140 @@
+//! The controller: watches Sandboxes (through [`DeserializeGuard`], so one malformed object cannot
+//! stall the others) and the pods and NetworkPolicies they own, and runs
+//! [`crate::reconcile::reconcile`] for each change.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use airlock_crds::{Sandbox, labels};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use tracing::{debug, warn};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::reconcile::{self, Error};
+
+/// How often the per-namespace ResourceQuota is re-applied (it is also applied the first time a
+/// namespace's sandbox is reconciled after the operator starts).
+pub const QUOTA_REFRESH: Duration = Duration::from_secs(300);
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub config: Arc<Config>,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// When each namespace's quota was last applied.
+    quotas: Mutex<HashMap<String, Instant>>,
+}
+
+impl Context {
+    pub fn new(client: Client, config: Arc<Config>, reporter: Reporter, metrics: Metrics) -> Self {
+        let recorder = Recorder::new(client.clone(), reporter);
+        Context {
+            client,
+            config,
+            recorder,
+            metrics,
+            quotas: Mutex::default(),
+        }
+    }
+
+    /// Whether the namespace's quota should be applied now.
+    pub(crate) fn quota_due(&self, namespace: &str) -> bool {
+        let quotas = self.quotas.lock().unwrap_or_else(|e| e.into_inner());
+        quotas
+            .get(namespace)
+            .is_none_or(|at| at.elapsed() >= QUOTA_REFRESH)
+    }
+
+    pub(crate) fn quota_applied(&self, namespace: &str) {
+        self.quotas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(namespace.to_string(), Instant::now());
+    }
+}
+
+/// How long to wait before retrying a failed reconcile.
+pub fn error_policy(
+    guard: Arc<DeserializeGuard<Sandbox>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    use kube::ResourceExt;
+    let reason = error.metric_reason();
+    ctx.metrics.reconcile_error(reason);
+    warn!(
+        namespace = %guard.namespace().unwrap_or_default(),
+        sandbox = %guard.name_any(),
+        reason,
+        %error,
+        "reconcile failed; retrying"
+    );
+    match error {
+        // Not going to fix itself quickly.
+        Error::Build(_) | Error::Lifetime(_) => Action::requeue(Duration::from_secs(60)),
+        _ => Action::requeue(Duration::from_secs(10)),
+    }
+}
+
+/// The controller's cache of Sandboxes, shared with the metrics endpoint once the controller runs.
+pub type SandboxStore = Arc<RwLock<Option<Store<DeserializeGuard<Sandbox>>>>>;
+
+/// Runs the controller until `shutdown` resolves, then lets running reconciles finish.
+pub async fn run(
+    ctx: Arc<Context>,
+    store: SandboxStore,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (sandboxes, pods, policies): (
+        Api<DeserializeGuard<Sandbox>>,
+        Api<Pod>,
+        Api<NetworkPolicy>,
+    ) = match &ctx.config.watch_namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client),
+        ),
+    };
+    // Only the operator's own children are watched (and cached).
+    let children = watcher::Config::default().labels(&format!(
+        "{}={}",
+        labels::MANAGED_BY,
+        labels::MANAGED_BY_OPERATOR
+    ));
+    let controller = Controller::new(sandboxes, watcher::Config::default())
+        .owns(pods, children.clone())
+        .owns(policies, children)
+        .graceful_shutdown_on(shutdown);
+    *store.write().unwrap_or_else(|e| e.into_inner()) = Some(controller.store());
+    controller
+        .run(reconcile::reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, action)) => debug!(namespace = obj.namespace.as_deref(), sandbox = %obj.name, ?action, "reconcile done"),
+                // Reconcile failures are logged by error_policy; this is what remains (watch
+                // errors, objects gone from the cache).
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                Err(error) => warn!(%error, "controller"),
+            }
+        })
+        .await;
+}

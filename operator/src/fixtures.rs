@@ -1,0 +1,241 @@
+//! Test helpers: a [`Context`] on a mocked API server (`tower_test::mock`, as in
+//! kube-rs/controller-rs) and a small fake API server that answers the requests a reconcile makes
+//! and records them for the test to check.
+
+use std::sync::{Arc, Mutex};
+
+use airlock_crds::Sandbox;
+use http::{Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::events::Reporter;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tower_test::mock::{self, Handle};
+
+use crate::config::Config;
+use crate::controller::Context;
+use crate::metrics::Metrics;
+
+impl Context {
+    /// A context whose client talks to a mock service, with fresh metrics.
+    pub fn test(config: Config) -> (Arc<Context>, Handle<Request<Body>, Response<Body>>) {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let reporter = Reporter {
+            controller: "airlock-operator".into(),
+            instance: Some("test".into()),
+        };
+        (
+            Arc::new(Context::new(
+                client,
+                Arc::new(config),
+                reporter,
+                Metrics::default(),
+            )),
+            handle,
+        )
+    }
+}
+
+/// One request the reconcile made.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub body: Value,
+}
+
+impl Recorded {
+    /// `"GET /api/v1/..."`.
+    pub fn line(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+
+    pub fn query_has(&self, pair: &str) -> bool {
+        self.query.split('&').any(|p| p == pair)
+    }
+}
+
+/// The state of the fake cluster.
+#[derive(Default)]
+pub struct FakeState {
+    /// The Sandbox, returned (with the new status) by status patches.
+    pub sandbox: Option<Sandbox>,
+    /// The pod, if it exists.
+    pub pod: Option<Value>,
+    /// Refuse pod creation as a ResourceQuota would.
+    pub quota_exceeded: bool,
+    pub requests: Vec<Recorded>,
+}
+
+/// A fake API server on the mock handle.
+pub struct FakeApi {
+    pub state: Arc<Mutex<FakeState>>,
+    task: JoinHandle<()>,
+}
+
+pub const QUOTA_MESSAGE: &str = "pods \"sbx-1\" is forbidden: exceeded quota: airlock-sandboxes, requested: pods=1, used: pods=1, limited: pods=1";
+
+fn status(code: u16, reason: &str, message: &str) -> Response<Body> {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code,
+    });
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap())
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
+}
+
+fn ok(v: &Value) -> Response<Body> {
+    Response::builder()
+        .body(Body::from(serde_json::to_vec(v).unwrap()))
+        .unwrap()
+}
+
+impl FakeApi {
+    pub fn start(mut handle: Handle<Request<Body>, Response<Body>>, state: FakeState) -> FakeApi {
+        let state = Arc::new(Mutex::new(state));
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect_bytes().await.unwrap();
+                let body: Value = if bytes.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_slice(&bytes).unwrap()
+                };
+                let rec = Recorded {
+                    method: parts.method.to_string(),
+                    path: parts.uri.path().to_string(),
+                    query: parts.uri.query().unwrap_or_default().to_string(),
+                    body,
+                };
+                let response = respond(&mut shared.lock().unwrap(), &rec);
+                shared.lock().unwrap().requests.push(rec);
+                send.send_response(response);
+            }
+        });
+        FakeApi { state, task }
+    }
+
+    /// The requests made so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// `"METHOD path"` of every request, in order.
+    pub fn lines(&self) -> Vec<String> {
+        self.requests().iter().map(Recorded::line).collect()
+    }
+
+    /// The first request matching method and path suffix.
+    pub fn find(&self, method: &str, path_suffix: &str) -> Option<Recorded> {
+        self.requests()
+            .into_iter()
+            .find(|r| r.method == method && r.path.ends_with(path_suffix))
+    }
+
+    /// Bodies of the events published.
+    pub fn events(&self) -> Vec<Value> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.contains("/events"))
+            .map(|r| r.body)
+            .collect()
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn respond(state: &mut FakeState, r: &Recorded) -> Response<Body> {
+    let segments: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
+    match (r.method.as_str(), segments.as_slice()) {
+        ("GET", ["api", "v1", "namespaces", _, "pods", name]) => match &state.pod {
+            Some(pod) => ok(pod),
+            None => status(404, "NotFound", &format!("pods \"{name}\" not found")),
+        },
+        ("PATCH", ["api", "v1", "namespaces", _, "pods", _]) => {
+            if state.quota_exceeded {
+                return status(403, "Forbidden", QUOTA_MESSAGE);
+            }
+            let mut pod = r.body.clone();
+            pod["metadata"]["uid"] = json!("pod-uid-1");
+            state.pod = Some(pod.clone());
+            ok(&pod)
+        }
+        ("DELETE", ["api", "v1", "namespaces", _, "pods", name]) => match state.pod.take() {
+            Some(pod) => ok(&pod),
+            None => status(404, "NotFound", &format!("pods \"{name}\" not found")),
+        },
+        (
+            "PATCH",
+            [
+                "apis",
+                "networking.k8s.io",
+                "v1",
+                "namespaces",
+                _,
+                "networkpolicies",
+                _,
+            ],
+        )
+        | ("PATCH", ["api", "v1", "namespaces", _, "resourcequotas", _])
+        | ("PATCH", ["apis", "scheduling.k8s.io", "v1", "priorityclasses", _])
+        | ("POST", ["apis", "events.k8s.io", "v1", "namespaces", _, "events"]) => ok(&r.body),
+        (
+            "PATCH",
+            [
+                "apis",
+                "airlock.dev",
+                "v1alpha1",
+                "namespaces",
+                _,
+                "sandboxes",
+                _,
+                "status",
+            ],
+        ) => {
+            let mut sandbox = state
+                .sandbox
+                .clone()
+                .expect("the test set FakeState::sandbox");
+            sandbox.status = Some(
+                serde_json::from_value(r.body["status"].clone())
+                    .expect("status patch holds a valid status"),
+            );
+            state.sandbox = Some(sandbox.clone());
+            ok(&serde_json::to_value(&sandbox).unwrap())
+        }
+        (
+            "DELETE",
+            [
+                "apis",
+                "airlock.dev",
+                "v1alpha1",
+                "namespaces",
+                _,
+                "sandboxes",
+                _,
+            ],
+        ) => {
+            let sandbox = state
+                .sandbox
+                .take()
+                .expect("the test set FakeState::sandbox");
+            ok(&serde_json::to_value(&sandbox).unwrap())
+        }
+        _ => status(
+            500,
+            "InternalError",
+            &format!("fake API server: unexpected {} {}", r.method, r.path),
+        ),
+    }
+}

@@ -1,0 +1,491 @@
+//! Reconciling one Sandbox, as a named pipeline:
+//!
+//! 1. [`read`]: the sandbox's pod, as it is now.
+//! 2. [`lifetime`]: the TTL and idle deadlines; a sandbox past them is expired (deleted, or kept
+//!    with phase `Expired` and no pod) and the pipeline stops there.
+//! 3. [`validate`]: the spec against the operator's configuration (maximum TTL and resources);
+//!    a refused spec gets phase `Failed`, `Ready=False` reason `Invalid`, and no pod.
+//! 4. [`crate::build`]: the NetworkPolicy and the pod, by pure functions.
+//! 5. [`apply`]: server-side apply of the namespace's ResourceQuota, the NetworkPolicy (first, so
+//!    a pod never runs unfenced) and the pod (only when missing: a pod's spec is immutable).
+//! 6. [`status`]: the next status, written by server-side apply on the status subresource when it
+//!    differs from the current one; Events for the transitions.
+//!
+//! The reconcile then asks to run again exactly when the sandbox's deadline comes (or sooner, to
+//! retry a pod the quota refused).
+//!
+//! # No finalizer
+//!
+//! The operator puts no finalizer on Sandboxes. Every child (pod, NetworkPolicy) carries a
+//! controller owner reference, so the API server's garbage collector deletes them with the
+//! Sandbox; there is nothing left for the operator to clean up. A finalizer would add nothing but
+//! a hazard: while the operator is down (or uninstalled), deleting a Sandbox — or its whole
+//! namespace — would hang until someone removed the finalizer by hand. The per-namespace
+//! ResourceQuota is not owned by any Sandbox and stays with the namespace.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airlock_crds::{ExpiryPolicy, Phase, Sandbox, SandboxStatus, condition};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::core::DeserializeGuard;
+use kube::core::error_boundary::InvalidObject;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use tracing::{Instrument, debug, info, warn};
+
+use crate::build;
+use crate::controller::Context;
+use crate::events;
+
+pub mod apply;
+pub mod lifetime;
+pub mod read;
+pub mod status;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use lifetime::EndReason;
+use status::{Outcome, reason};
+
+/// How soon a pod refused by the quota is tried again.
+pub const QUOTA_RETRY: Duration = Duration::from_secs(15);
+/// How soon a pod is tried again while the quota controller computes a new quota's usage.
+pub const QUOTA_INITIALIZING_RETRY: Duration = Duration::from_secs(2);
+/// How soon a sandbox whose pod name is taken (by a pod not yet garbage-collected) is looked at
+/// again.
+pub const NAME_TAKEN_RETRY: Duration = Duration::from_secs(10);
+
+/// A reconcile that failed; the controller retries it (see [`crate::controller::error_policy`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Read(#[from] read::ReadError),
+    #[error(transparent)]
+    Lifetime(#[from] lifetime::LifetimeError),
+    #[error(transparent)]
+    Build(#[from] build::BuildError),
+    #[error(transparent)]
+    Apply(#[from] apply::ApplyError),
+}
+
+impl Error {
+    /// Short label for the errors metric.
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            Error::Read(_) => "read",
+            Error::Lifetime(_) => "lifetime",
+            Error::Build(_) => "build",
+            Error::Apply(apply::ApplyError::Status { .. }) => "status",
+            Error::Apply(apply::ApplyError::Delete { .. }) => "delete",
+            Error::Apply(_) => "apply",
+        }
+    }
+}
+
+/// Entry point for the controller.
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<Sandbox>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let span = tracing::info_span!(
+        "reconcile",
+        namespace = %guard.namespace().unwrap_or_default(),
+        sandbox = %guard.name_any(),
+    );
+    let result = reconcile_at(&guard, &ctx, Timestamp::now())
+        .instrument(span)
+        .await;
+    ctx.metrics.observe_duration(started.elapsed());
+    result
+}
+
+/// The pipeline, at a given time (the tests fix the clock).
+pub async fn reconcile_at(
+    guard: &DeserializeGuard<Sandbox>,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let sandbox = match &guard.0 {
+        Ok(sandbox) => sandbox,
+        Err(invalid) => {
+            malformed(guard, invalid, ctx).await;
+            return Ok(Action::await_change());
+        }
+    };
+    if sandbox.metadata.deletion_timestamp.is_some() {
+        // Being deleted: the garbage collector takes the children.
+        return Ok(Action::await_change());
+    }
+
+    // 1. read
+    let observed = read::observe(&ctx.client, sandbox).await?;
+    let prev = sandbox.status.clone().unwrap_or_default();
+
+    // 2. lifetime
+    let ttl_seconds = validate::ttl_seconds(sandbox, &ctx.config);
+    let last_activity = lifetime::last_activity(sandbox).unwrap_or_else(|error| {
+        warn!(%error, "ignoring the last-activity annotation");
+        None
+    });
+    let deadlines = lifetime::deadlines(
+        sandbox,
+        ttl_seconds,
+        prev.ready_time.as_ref().map(|t| t.0),
+        last_activity,
+    )?;
+    let status_ctx = |runtime_class| status::Context {
+        sandbox,
+        now,
+        ttl_seconds,
+        last_activity,
+        runtime_class,
+    };
+    if let Some(why) = deadlines.ended(now).or_else(|| already_expired(&prev)) {
+        return expire(sandbox, ctx, &observed, why, status_ctx(None)).await;
+    }
+
+    // 3. validate
+    let plan = match validate::validate(sandbox, &ctx.config) {
+        Ok(plan) => plan,
+        Err(invalid) => {
+            if let Some(pod) = observed.own_pod(sandbox) {
+                apply::delete_pod(&ctx.client, pod).await?;
+            }
+            let message = invalid.problem.to_string();
+            let next = status::next(&status_ctx(None), Outcome::Invalid { message: &message });
+            write_status(ctx, sandbox, &next).await?;
+            if ready_reason(&prev) != Some(reason::INVALID) {
+                warn!(field = %invalid.problem.field(), %message, "sandbox refused by the operator's policy");
+                publish(
+                    ctx,
+                    sandbox,
+                    EventType::Warning,
+                    events::reason::INVALID,
+                    "Validate",
+                    message,
+                )
+                .await;
+            }
+            return Ok(Action::requeue(deadlines.remaining(now)));
+        }
+    };
+
+    // 4. build
+    let network_policy = build::network_policy(sandbox, &ctx.config)?;
+    let pod = build::pod(sandbox, &plan, &ctx.config)?;
+
+    // 5. apply
+    ensure_quota(ctx, &sandbox.namespace().unwrap_or_default()).await?;
+    apply::network_policy(&ctx.client, &network_policy).await?;
+    let found = if let Some(pod) = observed.own_pod(sandbox) {
+        Found::Pod(Box::new(pod.clone()), false)
+    } else if let Some(other) = observed.foreign_pod(sandbox) {
+        Found::Waiting(
+            reason::POD_NAME_TAKEN,
+            format!(
+                "pod {} exists and does not belong to this Sandbox; waiting for it to go",
+                other.name_any()
+            ),
+            NAME_TAKEN_RETRY,
+        )
+    } else {
+        match apply::pod(&ctx.client, &pod).await {
+            Ok(created) => Found::Pod(Box::new(created), true),
+            Err(apply::ApplyError::QuotaExceeded { message, .. }) => {
+                Found::Waiting(reason::QUOTA_EXCEEDED, message, QUOTA_RETRY)
+            }
+            Err(apply::ApplyError::QuotaNotReady { message, .. }) => Found::Waiting(
+                reason::QUOTA_INITIALIZING,
+                message,
+                QUOTA_INITIALIZING_RETRY,
+            ),
+            Err(e) => {
+                if e.is_missing_priority_class() && ctx.config.manage_priority_class {
+                    warn!(
+                        "PriorityClass {} is missing; creating it again",
+                        build::PRIORITY_CLASS
+                    );
+                    apply::priority_class(&ctx.client, &build::priority_class()).await?;
+                }
+                return Err(e.into());
+            }
+        }
+    };
+
+    // 6. status
+    let outcome = match &found {
+        Found::Pod(pod, _) => Outcome::Running(pod),
+        Found::Waiting(reason, message, _) => Outcome::Pending { reason, message },
+    };
+    let next = status::next(&status_ctx(Some(&plan.runtime_class)), outcome);
+    write_status(ctx, sandbox, &next).await?;
+    transition_events(ctx, sandbox, &prev, &next, &found, &plan.runtime_class).await;
+
+    let until_deadline = next
+        .expires_at
+        .as_ref()
+        .map_or(deadlines.remaining(now), |t| {
+            Duration::try_from(t.0.duration_since(now)).unwrap_or(Duration::ZERO)
+        });
+    let requeue = match found {
+        Found::Pod(..) => until_deadline,
+        Found::Waiting(_, _, retry) => retry.min(until_deadline),
+    };
+    debug!(
+        phase = next.phase.map(|p| p.as_str()),
+        requeue_secs = requeue.as_secs_f64(),
+        "reconciled"
+    );
+    Ok(Action::requeue(requeue))
+}
+
+/// What step 5 found or made.
+enum Found {
+    /// The sandbox's pod; `true` when this reconcile created it.
+    Pod(Box<Pod>, bool),
+    /// No pod: the `Ready` reason, message, and when to look again.
+    Waiting(&'static str, String, Duration),
+}
+
+/// Expiry is final: a sandbox kept as Expired stays Expired even if its TTL is raised later.
+fn already_expired(prev: &SandboxStatus) -> Option<EndReason> {
+    if prev.phase != Some(Phase::Expired) {
+        return None;
+    }
+    let idle = prev
+        .conditions
+        .iter()
+        .any(|c| c.type_ == condition::EXPIRED && c.reason == EndReason::IdleTimeout.as_str());
+    Some(if idle {
+        EndReason::IdleTimeout
+    } else {
+        EndReason::TtlExpired
+    })
+}
+
+/// End of life: delete the Sandbox, or (`onExpiry: Retain`) delete its pod and mark it Expired.
+async fn expire(
+    sandbox: &Sandbox,
+    ctx: &Context,
+    observed: &read::Observed,
+    why: EndReason,
+    status_ctx: status::Context<'_>,
+) -> Result<Action, Error> {
+    let prev_phase = sandbox.status.as_ref().and_then(|s| s.phase);
+    let what = match why {
+        EndReason::TtlExpired => "time-to-live",
+        EndReason::IdleTimeout => "idle timeout",
+    };
+    match sandbox.spec.lifetime.on_expiry.unwrap_or_default() {
+        ExpiryPolicy::Delete => {
+            info!(reason = why.as_str(), "sandbox expired; deleting it");
+            let note = format!("{what} ran out; deleting the Sandbox");
+            publish(
+                ctx,
+                sandbox,
+                EventType::Normal,
+                events::reason::EXPIRED,
+                "Delete",
+                note,
+            )
+            .await;
+            apply::delete_sandbox(&ctx.client, sandbox).await?;
+        }
+        ExpiryPolicy::Retain => {
+            if let Some(pod) = observed
+                .own_pod(sandbox)
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+            {
+                apply::delete_pod(&ctx.client, pod).await?;
+            }
+            let next = status::next(&status_ctx, Outcome::Expired(why));
+            write_status(ctx, sandbox, &next).await?;
+            if prev_phase != Some(Phase::Expired) {
+                info!(
+                    reason = why.as_str(),
+                    "sandbox expired; pod deleted, Sandbox kept"
+                );
+                let note = format!("{what} ran out; the pod was deleted and the Sandbox kept");
+                publish(
+                    ctx,
+                    sandbox,
+                    EventType::Normal,
+                    events::reason::EXPIRED,
+                    "DeletePod",
+                    note,
+                )
+                .await;
+            }
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// Server-side applies the status if it changed.
+async fn write_status(ctx: &Context, sandbox: &Sandbox, next: &SandboxStatus) -> Result<(), Error> {
+    let prev = sandbox.status.as_ref();
+    if prev == Some(next) {
+        return Ok(());
+    }
+    apply::status(&ctx.client, sandbox, next).await?;
+    if prev.and_then(|s| s.phase) != next.phase {
+        info!(
+            phase = next.phase.map(|p| p.as_str()),
+            reason = ready_reason(next),
+            pod_ip = next.pod_ip.as_deref(),
+            node = next.node_name.as_deref(),
+            "sandbox phase changed"
+        );
+    }
+    Ok(())
+}
+
+fn ready_reason(status: &SandboxStatus) -> Option<&str> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::READY)
+        .map(|c| c.reason.as_str())
+}
+
+/// Events for what changed in this reconcile.
+async fn transition_events(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    prev: &SandboxStatus,
+    next: &SandboxStatus,
+    found: &Found,
+    runtime_class: &str,
+) {
+    let ns = sandbox.namespace().unwrap_or_default();
+    if let Found::Pod(pod, true) = found {
+        info!(pod = %pod.name_any(), runtime_class, "created pod");
+        let note = format!(
+            "created pod {ns}/{} (runtime class {runtime_class})",
+            pod.name_any()
+        );
+        publish(
+            ctx,
+            sandbox,
+            EventType::Normal,
+            events::reason::CREATED,
+            "CreatePod",
+            note,
+        )
+        .await;
+    }
+    let became = |phase| prev.phase != Some(phase) && next.phase == Some(phase);
+    let message = || {
+        next.conditions
+            .iter()
+            .find(|c| c.type_ == condition::READY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default()
+    };
+    if became(Phase::Ready) {
+        let note = format!(
+            "sandbox is ready (pod IP {}, node {})",
+            next.pod_ip.as_deref().unwrap_or("-"),
+            next.node_name.as_deref().unwrap_or("-")
+        );
+        publish(
+            ctx,
+            sandbox,
+            EventType::Normal,
+            events::reason::READY,
+            "Ready",
+            note,
+        )
+        .await;
+    }
+    if became(Phase::Failed) {
+        let note = format!("{}: {}", ready_reason(next).unwrap_or("Failed"), message());
+        warn!(%note, "sandbox failed");
+        publish(
+            ctx,
+            sandbox,
+            EventType::Warning,
+            events::reason::FAILED,
+            "Observe",
+            note,
+        )
+        .await;
+    }
+    if ready_reason(next) == Some(reason::QUOTA_EXCEEDED)
+        && ready_reason(prev) != Some(reason::QUOTA_EXCEEDED)
+    {
+        warn!(message = %message(), "pod refused by quota; retrying");
+        publish(
+            ctx,
+            sandbox,
+            EventType::Warning,
+            events::reason::QUOTA_EXCEEDED,
+            "CreatePod",
+            message(),
+        )
+        .await;
+    }
+}
+
+/// Applies the namespace's ResourceQuota, at most every few minutes per namespace.
+async fn ensure_quota(ctx: &Context, namespace: &str) -> Result<(), Error> {
+    let Some(quota) = &ctx.config.quota else {
+        return Ok(());
+    };
+    if !ctx.quota_due(namespace) {
+        return Ok(());
+    }
+    match apply::resource_quota(&ctx.client, &build::resource_quota(namespace, quota)).await? {
+        apply::QuotaApplied::Applied => debug!("applied ResourceQuota {}", build::QUOTA_NAME),
+        apply::QuotaApplied::LeftToOthers(message) => info!(
+            %message,
+            "ResourceQuota {} has fields managed by someone else; leaving them as they are",
+            build::QUOTA_NAME
+        ),
+    }
+    ctx.quota_applied(namespace);
+    Ok(())
+}
+
+/// A Sandbox that does not deserialize (for example written before a schema change): logged and
+/// reported as an Event, then left alone until it changes; the other Sandboxes carry on.
+async fn malformed(guard: &DeserializeGuard<Sandbox>, invalid: &InvalidObject, ctx: &Context) {
+    ctx.metrics.reconcile_error("malformed");
+    warn!(error = %invalid.error, "cannot read Sandbox; ignoring it until it changes");
+    let note = format!("the operator cannot read this Sandbox: {}", invalid.error);
+    events::publish(
+        &ctx.recorder,
+        &guard.object_ref(&()),
+        EventType::Warning,
+        events::reason::INVALID,
+        "Read",
+        note,
+    )
+    .await;
+}
+
+async fn publish(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    events::publish(
+        &ctx.recorder,
+        &sandbox.object_ref(&()),
+        type_,
+        reason,
+        action,
+        note,
+    )
+    .await;
+}

@@ -1,0 +1,514 @@
+//! Reconcile scenarios against a fake API server: what requests a reconcile makes, with which
+//! bodies, and what it asks the controller to do next.
+
+use std::time::Duration;
+
+use airlock_crds::{LAST_ACTIVITY_ANNOTATION, Sandbox};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+
+use super::reconcile_at;
+use crate::build::fixtures::{MINIMAL, sandbox};
+use crate::config::Config;
+use crate::controller::Context;
+use crate::fixtures::{FakeApi, FakeState, QUOTA_MESSAGE};
+
+const CREATED: &str = "2025-01-01T00:00:00Z";
+const SBX_BASE: &str = "/apis/airlock.dev/v1alpha1/namespaces/team-a/sandboxes/sbx-1";
+const POD: &str = "/api/v1/namespaces/team-a/pods/sbx-1";
+const NETPOL: &str = "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/sbx-1";
+const QUOTA: &str = "/api/v1/namespaces/team-a/resourcequotas/airlock-sandboxes";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/team-a/events";
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+/// The minimal sandbox, created at [`CREATED`], with extra spec lines.
+fn sbx(spec_tail: &str) -> Sandbox {
+    let mut s = sandbox(&format!("{MINIMAL}{spec_tail}"));
+    s.metadata.creation_timestamp = Some(Time(ts(CREATED)));
+    s
+}
+
+/// Runs one reconcile of `sandbox` at `now` against a fake cluster in `state`.
+async fn run(sandbox: &Sandbox, mut state: FakeState, now: &str) -> (Action, FakeApi) {
+    let (ctx, handle) = Context::test(Config::defaults());
+    state.sandbox.get_or_insert_with(|| sandbox.clone());
+    let api = FakeApi::start(handle, state);
+    let guard = DeserializeGuard(Ok(sandbox.clone()));
+    let action = tokio::time::timeout(Duration::from_secs(10), reconcile_at(&guard, &ctx, ts(now)))
+        .await
+        .expect("reconcile finished")
+        .expect("reconcile succeeded");
+    (action, api)
+}
+
+fn owned_pod(phase: &str, ready: bool) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": "sbx-1", "namespace": "team-a", "uid": "pod-uid-1",
+            "ownerReferences": [{
+                "apiVersion": "airlock.dev/v1alpha1", "kind": "Sandbox", "name": "sbx-1",
+                "uid": "0b7c1d2e-0000-4000-8000-000000000001", "controller": true
+            }]
+        },
+        "spec": {"containers": [{"name": "sandbox"}], "nodeName": "node-1", "runtimeClassName": "kata"},
+        "status": {
+            "phase": phase, "podIP": "10.244.0.9", "startTime": "2025-01-01T00:00:03Z",
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]
+        }
+    })
+}
+
+fn status_patch(api: &FakeApi) -> Value {
+    api.find("PATCH", "/sandboxes/sbx-1/status")
+        .expect("status was written")
+        .body["status"]
+        .clone()
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap()
+}
+
+fn event_reasons(api: &FakeApi) -> Vec<String> {
+    api.events()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn new_sandbox_gets_quota_netpol_pod_and_status() {
+    let s = sbx("");
+    let (action, api) = run(&s, FakeState::default(), "2025-01-01T00:00:10Z").await;
+
+    assert_eq!(
+        api.lines(),
+        [
+            format!("GET {POD}"),
+            format!("PATCH {QUOTA}"),
+            format!("PATCH {NETPOL}"),
+            format!("PATCH {POD}"),
+            format!("PATCH {SBX_BASE}/status"),
+            format!("POST {EVENTS}"),
+        ]
+    );
+    // Server-side apply, one field manager; children forced, the quota not.
+    for path in [NETPOL, POD, &format!("{SBX_BASE}/status")] {
+        let r = api.find("PATCH", path).unwrap();
+        assert!(
+            r.query_has("fieldManager=airlock-operator"),
+            "{path}: {}",
+            r.query
+        );
+        assert!(r.query_has("force=true"), "{path}: {}", r.query);
+    }
+    let q = api.find("PATCH", QUOTA).unwrap();
+    assert!(
+        q.query_has("fieldManager=airlock-operator") && !q.query_has("force=true"),
+        "{}",
+        q.query
+    );
+    assert_eq!(q.body["spec"]["hard"]["pods"], "50");
+
+    let pod = api.find("PATCH", POD).unwrap().body;
+    assert_eq!(pod["kind"], "Pod");
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(
+        pod["metadata"]["ownerReferences"][0]["uid"],
+        "0b7c1d2e-0000-4000-8000-000000000001"
+    );
+    assert_eq!(pod["spec"]["runtimeClassName"], "kata");
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+    let np = api.find("PATCH", NETPOL).unwrap().body;
+    assert_eq!(
+        np["spec"]["podSelector"]["matchLabels"]["airlock.dev/sandbox"],
+        "sbx-1"
+    );
+    assert_eq!(np["spec"]["egress"], json!([]));
+
+    let status = status_patch(&api);
+    assert_eq!(
+        api.find("PATCH", "/status").unwrap().body["kind"],
+        "Sandbox"
+    );
+    assert_eq!(status["phase"], "Pending");
+    assert_eq!(status["podName"], "sbx-1");
+    assert_eq!(status["runtimeClassName"], "kata");
+    assert_eq!(status["observedGeneration"], 1);
+    assert_eq!(status["expiresAt"], "2025-01-01T01:00:00Z");
+    let ready = condition(&status, "Ready");
+    assert_eq!(
+        (
+            ready["status"].as_str(),
+            ready["observedGeneration"].as_i64()
+        ),
+        (Some("False"), Some(1))
+    );
+    assert_eq!(ready["lastTransitionTime"], "2025-01-01T00:00:10Z");
+    assert_eq!(condition(&status, "Expired")["status"], "False");
+
+    assert_eq!(event_reasons(&api), ["Created"]);
+    assert_eq!(api.events()[0]["type"], "Normal");
+    assert_eq!(api.events()[0]["regarding"]["kind"], "Sandbox");
+    // Requeued for the exact time left.
+    assert_eq!(action, Action::requeue(Duration::from_secs(3590)));
+}
+
+#[tokio::test]
+async fn ready_pod_makes_the_sandbox_ready_once() {
+    let s = sbx("");
+    let state = FakeState {
+        pod: Some(owned_pod("Running", true)),
+        ..FakeState::default()
+    };
+    let (_, api) = run(&s, state, "2025-01-01T00:00:10Z").await;
+    assert!(
+        api.find("PATCH", POD).is_none(),
+        "an existing pod is not re-applied"
+    );
+    let status = status_patch(&api);
+    assert_eq!(status["phase"], "Ready");
+    assert_eq!(status["podIp"], "10.244.0.9");
+    assert_eq!(status["nodeName"], "node-1");
+    assert_eq!(status["readyTime"], "2025-01-01T00:00:10Z");
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(event_reasons(&api), ["Ready"]);
+
+    // Next reconcile, with that status stored: nothing to write, no new event.
+    let mut s2 = s.clone();
+    s2.status = Some(serde_json::from_value(status).unwrap());
+    let state = FakeState {
+        pod: Some(owned_pod("Running", true)),
+        ..FakeState::default()
+    };
+    let (action, api) = run(&s2, state, "2025-01-01T00:05:00Z").await;
+    assert_eq!(
+        api.lines(),
+        [
+            format!("GET {POD}"),
+            format!("PATCH {QUOTA}"),
+            format!("PATCH {NETPOL}")
+        ]
+    );
+    assert_eq!(action, Action::requeue(Duration::from_secs(3300)));
+}
+
+#[tokio::test]
+async fn quota_exceeded_is_a_condition_and_a_slow_retry() {
+    let s = sbx("");
+    let state = FakeState {
+        quota_exceeded: true,
+        ..FakeState::default()
+    };
+    let (action, api) = run(&s, state, "2025-01-01T00:00:10Z").await;
+    let status = status_patch(&api);
+    assert_eq!(status["phase"], "Pending");
+    assert_eq!(status.get("podName"), None);
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "QuotaExceeded");
+    assert_eq!(ready["message"], QUOTA_MESSAGE);
+    assert_eq!(event_reasons(&api), ["QuotaExceeded"]);
+    assert_eq!(api.events()[0]["type"], "Warning");
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+
+    // Still refused on the retry: same condition, no second event, no status write.
+    let mut s2 = s.clone();
+    s2.status = Some(serde_json::from_value(status).unwrap());
+    let state = FakeState {
+        quota_exceeded: true,
+        ..FakeState::default()
+    };
+    let (action, api) = run(&s2, state, "2025-01-01T00:00:25Z").await;
+    assert!(api.find("PATCH", "/status").is_none());
+    assert!(api.events().is_empty());
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+}
+
+#[tokio::test]
+async fn expired_with_delete_deletes_the_sandbox() {
+    let s = sbx("  lifetime:\n    ttlSeconds: 20\n");
+    let state = FakeState {
+        pod: Some(owned_pod("Running", true)),
+        ..FakeState::default()
+    };
+    let (action, api) = run(&s, state, "2025-01-01T00:00:20Z").await;
+    assert_eq!(
+        api.lines(),
+        [
+            format!("GET {POD}"),
+            format!("POST {EVENTS}"),
+            format!("DELETE {SBX_BASE}")
+        ]
+    );
+    let delete = api.find("DELETE", SBX_BASE).unwrap();
+    assert_eq!(
+        delete.body["preconditions"]["uid"],
+        "0b7c1d2e-0000-4000-8000-000000000001"
+    );
+    assert_eq!(delete.body["propagationPolicy"], "Background");
+    assert_eq!(event_reasons(&api), ["Expired"]);
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn expired_after_a_restart_is_acted_on_at_once() {
+    // The deadline passed long ago (operator down): the first reconcile deletes.
+    let s = sbx("  lifetime:\n    ttlSeconds: 60\n");
+    let (_, api) = run(&s, FakeState::default(), "2025-01-03T00:00:00Z").await;
+    assert!(api.find("DELETE", SBX_BASE).is_some());
+}
+
+#[tokio::test]
+async fn expired_with_retain_deletes_the_pod_and_keeps_an_expired_sandbox() {
+    let s = sbx("  lifetime:\n    ttlSeconds: 20\n    onExpiry: Retain\n");
+    let state = FakeState {
+        pod: Some(owned_pod("Running", true)),
+        ..FakeState::default()
+    };
+    let (action, api) = run(&s, state, "2025-01-01T00:00:21Z").await;
+    assert_eq!(
+        api.lines(),
+        [
+            format!("GET {POD}"),
+            format!("DELETE {POD}"),
+            format!("PATCH {SBX_BASE}/status"),
+            format!("POST {EVENTS}")
+        ]
+    );
+    assert_eq!(
+        api.find("DELETE", POD).unwrap().body["preconditions"]["uid"],
+        "pod-uid-1"
+    );
+    let status = status_patch(&api);
+    assert_eq!(status["phase"], "Expired");
+    assert_eq!(status.get("podName"), None);
+    assert_eq!(status["expiresAt"], "2025-01-01T00:00:20Z");
+    let expired = condition(&status, "Expired");
+    assert_eq!(
+        (expired["status"].as_str(), expired["reason"].as_str()),
+        (Some("True"), Some("TTLExpired"))
+    );
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert_eq!(event_reasons(&api), ["Expired"]);
+    assert_eq!(action, Action::await_change());
+
+    // Expiry is final: a later TTL raise does not bring the pod back.
+    let mut s2 = sbx("  lifetime:\n    ttlSeconds: 7200\n    onExpiry: Retain\n");
+    s2.status = Some(serde_json::from_value(status).unwrap());
+    let (action, api) = run(&s2, FakeState::default(), "2025-01-01T00:01:00Z").await;
+    assert_eq!(api.lines(), [format!("GET {POD}")]);
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn idle_timeout_counts_from_the_last_activity() {
+    let mut s = sbx("  lifetime:\n    idleTimeoutSeconds: 60\n    onExpiry: Retain\n");
+    s.metadata.annotations = Some(
+        [(
+            LAST_ACTIVITY_ANNOTATION.to_string(),
+            "2025-01-01T00:10:00Z".to_string(),
+        )]
+        .into(),
+    );
+    s.status = Some(airlock_crds::SandboxStatus {
+        ready_time: Some(Time(ts("2025-01-01T00:00:10Z"))),
+        ..Default::default()
+    });
+    // Before the idle deadline: requeued for exactly the time left, activity mirrored.
+    let state = FakeState {
+        pod: Some(owned_pod("Running", true)),
+        ..FakeState::default()
+    };
+    let (action, api) = run(&s, state, "2025-01-01T00:10:30Z").await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+    let status = status_patch(&api);
+    assert_eq!(status["lastActivityTime"], "2025-01-01T00:10:00Z");
+    assert_eq!(status["expiresAt"], "2025-01-01T00:11:00Z");
+    // At the idle deadline.
+    let state = FakeState {
+        pod: Some(owned_pod("Running", true)),
+        ..FakeState::default()
+    };
+    let (_, api) = run(&s, state, "2025-01-01T00:11:00Z").await;
+    let status = status_patch(&api);
+    assert_eq!(status["phase"], "Expired");
+    assert_eq!(condition(&status, "Expired")["reason"], "IdleTimeout");
+}
+
+#[tokio::test]
+async fn ttl_over_the_maximum_is_invalid_and_gets_no_pod() {
+    let s = sbx("  lifetime:\n    ttlSeconds: 90000\n");
+    let (action, api) = run(&s, FakeState::default(), "2025-01-01T00:00:10Z").await;
+    assert_eq!(
+        api.lines(),
+        [
+            format!("GET {POD}"),
+            format!("PATCH {SBX_BASE}/status"),
+            format!("POST {EVENTS}")
+        ]
+    );
+    let status = status_patch(&api);
+    assert_eq!(status["phase"], "Failed");
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "Invalid");
+    assert_eq!(
+        ready["message"],
+        "spec.lifetime.ttlSeconds (90000) exceeds the operator's maximum of 86400 seconds"
+    );
+    assert_eq!(event_reasons(&api), ["Invalid"]);
+    assert_eq!(api.events()[0]["type"], "Warning");
+    // It still ends at its TTL.
+    assert_eq!(action, Action::requeue(Duration::from_secs(90000 - 10)));
+}
+
+#[tokio::test]
+async fn resources_over_the_maximum_are_invalid() {
+    let s = sbx("  resources:\n    memory: 16Gi\n");
+    let (_, api) = run(&s, FakeState::default(), "2025-01-01T00:00:10Z").await;
+    let status = status_patch(&api);
+    assert_eq!(condition(&status, "Ready")["reason"], "Invalid");
+    assert!(
+        condition(&status, "Ready")["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.resources.memory")
+    );
+    assert!(api.find("PATCH", POD).is_none());
+}
+
+#[tokio::test]
+async fn oom_killed_pod_fails_the_sandbox() {
+    let s = sbx("");
+    let mut pod = owned_pod("Failed", false);
+    pod["status"]["containerStatuses"] = json!([{
+        "name": "sandbox", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}
+    }]);
+    let state = FakeState {
+        pod: Some(pod),
+        ..FakeState::default()
+    };
+    let (_, api) = run(&s, state, "2025-01-01T00:00:10Z").await;
+    let status = status_patch(&api);
+    assert_eq!(status["phase"], "Failed");
+    assert_eq!(condition(&status, "Ready")["reason"], "OOMKilled");
+    assert_eq!(event_reasons(&api), ["Failed"]);
+    assert!(
+        api.find("PATCH", POD).is_none(),
+        "a failed sandbox is not restarted"
+    );
+}
+
+#[tokio::test]
+async fn a_pod_of_someone_else_is_left_alone() {
+    let s = sbx("");
+    let mut pod = owned_pod("Running", true);
+    pod["metadata"]["ownerReferences"][0]["uid"] = json!("previous-sandbox-uid");
+    let state = FakeState {
+        pod: Some(pod),
+        ..FakeState::default()
+    };
+    let (action, api) = run(&s, state, "2025-01-01T00:00:10Z").await;
+    assert!(api.find("PATCH", POD).is_none());
+    assert_eq!(
+        condition(&status_patch(&api), "Ready")["reason"],
+        "PodNameTaken"
+    );
+    assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+}
+
+#[tokio::test]
+async fn a_sandbox_being_deleted_is_left_to_garbage_collection() {
+    let mut s = sbx("");
+    s.metadata.deletion_timestamp = Some(Time(ts("2025-01-01T00:00:05Z")));
+    let (action, api) = run(&s, FakeState::default(), "2025-01-01T00:00:10Z").await;
+    assert!(api.lines().is_empty());
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn a_malformed_sandbox_is_reported_and_skipped() {
+    let guard: DeserializeGuard<Sandbox> = serde_json::from_value(json!({
+        "apiVersion": "airlock.dev/v1alpha1", "kind": "Sandbox",
+        "metadata": {"name": "sbx-1", "namespace": "team-a", "uid": "u"},
+        "spec": {"image": 42}
+    }))
+    .unwrap();
+    assert!(guard.0.is_err());
+    let (ctx, handle) = Context::test(Config::defaults());
+    let api = FakeApi::start(handle, FakeState::default());
+    let action = reconcile_at(&guard, &ctx, ts(CREATED)).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    assert_eq!(api.lines(), [format!("POST {EVENTS}")]);
+    let event = &api.events()[0];
+    assert_eq!(
+        (event["type"].as_str(), event["reason"].as_str()),
+        (Some("Warning"), Some("Invalid"))
+    );
+    assert!(
+        event["note"]
+            .as_str()
+            .unwrap()
+            .contains("cannot read this Sandbox"),
+        "{event}"
+    );
+}
+
+#[tokio::test]
+async fn quota_is_applied_once_per_namespace() {
+    let s = sbx("");
+    let (ctx, handle) = Context::test(Config::defaults());
+    let api = FakeApi::start(
+        handle,
+        FakeState {
+            sandbox: Some(s.clone()),
+            ..FakeState::default()
+        },
+    );
+    let guard = DeserializeGuard(Ok(s.clone()));
+    reconcile_at(&guard, &ctx, ts("2025-01-01T00:00:10Z"))
+        .await
+        .unwrap();
+    reconcile_at(&guard, &ctx, ts("2025-01-01T00:00:11Z"))
+        .await
+        .unwrap();
+    let quota_patches = api
+        .lines()
+        .iter()
+        .filter(|l| l.ends_with("/resourcequotas/airlock-sandboxes"))
+        .count();
+    assert_eq!(quota_patches, 1);
+}
+
+#[tokio::test]
+async fn without_quota_management_no_quota_is_touched() {
+    let s = sbx("");
+    let mut config = Config::defaults();
+    config.quota = None;
+    let (ctx, handle) = Context::test(config);
+    let api = FakeApi::start(
+        handle,
+        FakeState {
+            sandbox: Some(s.clone()),
+            ..FakeState::default()
+        },
+    );
+    reconcile_at(&DeserializeGuard(Ok(s)), &ctx, ts("2025-01-01T00:00:10Z"))
+        .await
+        .unwrap();
+    assert!(api.find("PATCH", QUOTA).is_none());
+}

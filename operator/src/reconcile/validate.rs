@@ -1,0 +1,280 @@
+//! Step 2 of the pipeline: check a Sandbox against the operator's configuration — what the CRD
+//! schema cannot know (the configured maximum TTL and resources) — and resolve defaults into a
+//! [`Plan`] the builders work from. Pure.
+
+use airlock_crds::{PullPolicy, Sandbox};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::ResourceExt;
+
+use crate::config::{Config, Resource};
+use crate::quantity;
+
+/// A Sandbox's spec with the operator's defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub image_pull_policy: PullPolicy,
+    pub runtime_class: String,
+    pub cpu: Quantity,
+    pub memory: Quantity,
+    pub ephemeral_storage: Quantity,
+    pub ttl_seconds: i64,
+}
+
+/// A Sandbox the operator refuses to run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Sandbox {sandbox}: {problem}")]
+pub struct Invalid {
+    /// `namespace/name`.
+    pub sandbox: String,
+    pub problem: Problem,
+}
+
+/// What is wrong, naming the field (this text becomes the `Ready` condition's message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("spec.lifetime.ttlSeconds ({ttl}) exceeds the operator's maximum of {max} seconds")]
+    TtlOverMax { ttl: i64, max: i64 },
+    #[error("spec.lifetime.ttlSeconds ({ttl}) must be at least 1")]
+    TtlNotPositive { ttl: i64 },
+    #[error("spec.resources.{field} ({value}) exceeds the operator's maximum of {max}")]
+    ResourceOverMax {
+        field: &'static str,
+        value: String,
+        max: String,
+    },
+    #[error("spec.resources.{field}: {error}")]
+    BadQuantity {
+        field: &'static str,
+        error: quantity::QuantityError,
+    },
+    #[error("spec.resources.{field} ({value}) must be positive")]
+    NotPositive { field: &'static str, value: String },
+    #[error(
+        "metadata.name ({name:?}) must be a DNS label (at most 63 lowercase letters, digits and '-'), because it becomes the pod's hostname and a label value"
+    )]
+    NameNotDnsLabel { name: String },
+}
+
+impl Problem {
+    /// The field at fault, as a path in the Sandbox.
+    pub fn field(&self) -> String {
+        match self {
+            Problem::TtlOverMax { .. } | Problem::TtlNotPositive { .. } => {
+                "spec.lifetime.ttlSeconds".into()
+            }
+            Problem::ResourceOverMax { field, .. }
+            | Problem::BadQuantity { field, .. }
+            | Problem::NotPositive { field, .. } => {
+                format!("spec.resources.{field}")
+            }
+            Problem::NameNotDnsLabel { .. } => "metadata.name".into(),
+        }
+    }
+}
+
+/// The TTL the sandbox lives by: its own or the configured default.
+pub fn ttl_seconds(sandbox: &Sandbox, config: &Config) -> i64 {
+    sandbox
+        .spec
+        .lifetime
+        .ttl_seconds
+        .unwrap_or(config.default_ttl_seconds)
+}
+
+/// Checks the sandbox against the configuration and resolves its defaults.
+pub fn validate(sandbox: &Sandbox, config: &Config) -> Result<Plan, Invalid> {
+    let invalid = |problem| Invalid {
+        sandbox: format!(
+            "{}/{}",
+            sandbox.namespace().unwrap_or_default(),
+            sandbox.name_any()
+        ),
+        problem,
+    };
+    let name = sandbox.name_any();
+    if !is_dns_label(&name) {
+        return Err(invalid(Problem::NameNotDnsLabel { name }));
+    }
+    let ttl = ttl_seconds(sandbox, config);
+    if ttl < 1 {
+        return Err(invalid(Problem::TtlNotPositive { ttl }));
+    }
+    if ttl > config.max_ttl_seconds {
+        return Err(invalid(Problem::TtlOverMax {
+            ttl,
+            max: config.max_ttl_seconds,
+        }));
+    }
+    let r = &sandbox.spec.resources;
+    let (d, m) = (&config.default_resources, &config.max_resources);
+    let cpu = resource("cpu", r.cpu.as_ref(), &d.cpu, &m.cpu).map_err(invalid)?;
+    let memory = resource("memory", r.memory.as_ref(), &d.memory, &m.memory).map_err(invalid)?;
+    let ephemeral_storage = resource(
+        "ephemeralStorage",
+        r.ephemeral_storage.as_ref(),
+        &d.ephemeral_storage,
+        &m.ephemeral_storage,
+    )
+    .map_err(invalid)?;
+    Ok(Plan {
+        image_pull_policy: sandbox
+            .spec
+            .image_pull_policy
+            .unwrap_or(PullPolicy::IfNotPresent),
+        runtime_class: sandbox
+            .spec
+            .runtime_class_name
+            .clone()
+            .unwrap_or_else(|| config.default_runtime_class.clone()),
+        cpu,
+        memory,
+        ephemeral_storage,
+        ttl_seconds: ttl,
+    })
+}
+
+fn resource(
+    field: &'static str,
+    asked: Option<&Quantity>,
+    default: &Resource,
+    max: &Resource,
+) -> Result<Quantity, Problem> {
+    let Some(q) = asked else {
+        return Ok(default.quantity.clone());
+    };
+    let amount = quantity::parse(&q.0).map_err(|error| Problem::BadQuantity { field, error })?;
+    if !amount.is_positive() {
+        return Err(Problem::NotPositive {
+            field,
+            value: q.0.clone(),
+        });
+    }
+    if amount > max.amount {
+        return Err(Problem::ResourceOverMax {
+            field,
+            value: q.0.clone(),
+            max: max.quantity.0.clone(),
+        });
+    }
+    Ok(Quantity(q.0.trim().to_string()))
+}
+
+/// RFC 1123 label: what a hostname and a label value both accept.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures::*;
+
+    #[test]
+    fn defaults_are_resolved_from_config() {
+        let config = Config::defaults();
+        let plan = validate(&sandbox(MINIMAL), &config).unwrap();
+        assert_eq!(plan.image_pull_policy, PullPolicy::IfNotPresent);
+        assert_eq!(plan.runtime_class, "kata");
+        assert_eq!(
+            (
+                plan.cpu.0.as_str(),
+                plan.memory.0.as_str(),
+                plan.ephemeral_storage.0.as_str()
+            ),
+            ("1", "512Mi", "1Gi")
+        );
+        assert_eq!(plan.ttl_seconds, 3600);
+    }
+
+    #[test]
+    fn spec_values_win_over_defaults() {
+        let plan = validate(&sandbox(FULL), &Config::defaults()).unwrap();
+        assert_eq!(plan.image_pull_policy, PullPolicy::Always);
+        assert_eq!(plan.runtime_class, "gvisor");
+        assert_eq!(
+            (
+                plan.cpu.0.as_str(),
+                plan.memory.0.as_str(),
+                plan.ephemeral_storage.0.as_str()
+            ),
+            ("500m", "2Gi", "4Gi")
+        );
+        assert_eq!(plan.ttl_seconds, 600);
+    }
+
+    fn problem(yaml_spec_tail: &str) -> Invalid {
+        let yaml = format!("{MINIMAL}{yaml_spec_tail}");
+        validate(&sandbox(&yaml), &Config::defaults()).unwrap_err()
+    }
+
+    #[test]
+    fn ttl_over_the_configured_maximum_is_invalid() {
+        let err = problem("  lifetime:\n    ttlSeconds: 90000\n");
+        assert_eq!(
+            err.problem,
+            Problem::TtlOverMax {
+                ttl: 90000,
+                max: 86400
+            }
+        );
+        assert_eq!(err.problem.field(), "spec.lifetime.ttlSeconds");
+        assert_eq!(
+            err.to_string(),
+            "Sandbox team-a/sbx-1: spec.lifetime.ttlSeconds (90000) exceeds the operator's maximum of 86400 seconds"
+        );
+    }
+
+    #[test]
+    fn resources_over_the_maximum_are_invalid() {
+        let err = problem("  resources:\n    cpu: 4100m\n");
+        assert_eq!(
+            err.problem.to_string(),
+            "spec.resources.cpu (4100m) exceeds the operator's maximum of 4"
+        );
+        let err = problem("  resources:\n    memory: 9Gi\n");
+        assert_eq!(err.problem.field(), "spec.resources.memory");
+        let err = problem("  resources:\n    ephemeralStorage: 21Gi\n");
+        assert_eq!(err.problem.field(), "spec.resources.ephemeralStorage");
+        // Exactly the maximum is fine.
+        let yaml = format!(
+            "{MINIMAL}  resources:\n    cpu: 4\n    memory: 8Gi\n    ephemeralStorage: 20Gi\n"
+        );
+        assert!(validate(&sandbox(&yaml), &Config::defaults()).is_ok());
+    }
+
+    #[test]
+    fn quantities_the_schema_should_have_caught_are_still_handled() {
+        let err = problem("  resources:\n    cpu: abc\n");
+        assert!(
+            matches!(err.problem, Problem::BadQuantity { field: "cpu", .. }),
+            "{err}"
+        );
+        let err = problem("  resources:\n    memory: \"0\"\n");
+        assert_eq!(
+            err.problem,
+            Problem::NotPositive {
+                field: "memory",
+                value: "0".into()
+            }
+        );
+    }
+
+    #[test]
+    fn name_must_be_a_dns_label() {
+        let yaml = MINIMAL.replace("name: sbx-1", "name: a.b");
+        let err = validate(&sandbox(&yaml), &Config::defaults()).unwrap_err();
+        assert_eq!(err.problem.field(), "metadata.name");
+        let long = format!("name: {}", "a".repeat(64));
+        let err = validate(
+            &sandbox(&MINIMAL.replace("name: sbx-1", &long)),
+            &Config::defaults(),
+        )
+        .unwrap_err();
+        assert_eq!(err.problem.field(), "metadata.name");
+    }
+}
