@@ -103,12 +103,12 @@ pub fn exec_command(agent: &str, o: &ExecOptions) -> Vec<String> {
 /// A file command of the agent.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FileCommand {
-    Put { path: String, mode: u32, parents: bool },
+    Put { path: String, mode: Option<u32>, parents: bool },
     Get { path: String },
     Ls { path: String },
     Stat { path: String },
     Rm { path: String, recursive: bool },
-    Mkdir { path: String, parents: bool, mode: u32 },
+    Mkdir { path: String, parents: bool, mode: Option<u32> },
 }
 
 impl FileCommand {
@@ -136,14 +136,16 @@ impl FileCommand {
         }
     }
 
-    /// The full command line. The path always follows `--`-free positional position; paths are
-    /// validated absolute (start with `/`) so they can never be mistaken for a flag.
+    /// The full command line. Paths are validated absolute (they start with `/`), so they can
+    /// never be mistaken for a flag.
     pub fn command(&self, agent: &str) -> Vec<String> {
         let mut c = vec![agent.to_string(), self.name().to_string(), self.path().to_string()];
         match self {
             FileCommand::Put { mode, parents, .. } => {
-                c.push("--mode".into());
-                c.push(format!("{mode:o}"));
+                if let Some(mode) = mode {
+                    c.push("--mode".into());
+                    c.push(format!("{mode:o}"));
+                }
                 if *parents {
                     c.push("--parents".into());
                 }
@@ -157,8 +159,10 @@ impl FileCommand {
                 if *parents {
                     c.push("--parents".into());
                 }
-                c.push("--mode".into());
-                c.push(format!("{mode:o}"));
+                if let Some(mode) = mode {
+                    c.push("--mode".into());
+                    c.push(format!("{mode:o}"));
+                }
             }
             FileCommand::Get { .. } | FileCommand::Ls { .. } | FileCommand::Stat { .. } => {}
         }
@@ -331,14 +335,22 @@ impl PodExec for KubeExec {
     }
 }
 
-/// Writes frames to the agent's stdin from two queues, urgent (signals) before normal (data,
-/// close, resize). Keeps stdin open when both queues are closed: only [`StdinWriter::drop_stdin`]
-/// (or dropping the writer) closes it, and that happens either after the command ended or on
-/// purpose, to tell the agent that the client is gone.
+/// Writes frames to the agent's stdin from two queues, urgent (signals, resizes) before normal
+/// (data, close). Keeps stdin open when both queues are closed: only [`StdinWriter::drop_stdin`],
+/// [`StdinWriter::kill_and_close`] or dropping the writer closes it.
+///
+/// Closing stdin before a CLOSE frame tells the agent the client is gone (it kills the process
+/// group); once CLOSE was sent (non-interactive calls send it at once), EOF is an ordinary
+/// half-close, so ending a command early always sends SIGNAL 9 first ([`kill_and_close`]).
+///
+/// [`kill_and_close`]: StdinWriter::kill_and_close
 pub struct StdinWriter {
     pub normal: mpsc::Sender<Bytes>,
     pub urgent: mpsc::Sender<Bytes>,
-    cancel: CancellationToken,
+    /// Stop now, even in the middle of a frame.
+    hard: CancellationToken,
+    /// Stop once the urgent queue is written.
+    soft: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -346,44 +358,55 @@ impl StdinWriter {
     pub fn spawn(mut stdin: Pin<Box<dyn AsyncWrite + Send>>) -> Self {
         let (normal, mut normal_rx) = mpsc::channel::<Bytes>(8);
         let (urgent, mut urgent_rx) = mpsc::channel::<Bytes>(4);
-        let cancel = CancellationToken::new();
-        let c = cancel.clone();
+        let hard = CancellationToken::new();
+        let soft = CancellationToken::new();
+        let (h, s) = (hard.clone(), soft.clone());
         let task = tokio::spawn(async move {
             let (mut normal_open, mut urgent_open) = (true, true);
             loop {
                 let next = tokio::select! {
                     biased;
-                    _ = c.cancelled() => return,
+                    _ = h.cancelled() => return,
                     f = urgent_rx.recv(), if urgent_open => match f { Some(f) => f, None => { urgent_open = false; continue } },
+                    _ = s.cancelled() => return,
                     f = normal_rx.recv(), if normal_open => match f { Some(f) => f, None => { normal_open = false; continue } },
                 };
                 tokio::select! {
                     biased;
-                    _ = c.cancelled() => return,
+                    _ = h.cancelled() => return,
                     r = async { stdin.write_all(&next).await?; stdin.flush().await } => if r.is_err() { return },
                 }
             }
         });
-        StdinWriter { normal, urgent, cancel, task }
+        StdinWriter { normal, urgent, hard, soft, task }
     }
 
-    /// Closes the agent's stdin without a CLOSE frame (the agent then kills the command).
+    /// Closes the agent's stdin at once (mid-frame if need be). Before CLOSE was sent this makes
+    /// the agent kill the command.
     pub fn drop_stdin(&self) {
-        self.cancel.cancel();
+        self.hard.cancel();
     }
 
-    /// Sends a frame on the urgent queue without waiting; when it is full, closes stdin instead
-    /// (which also stops the command).
-    pub fn urgent_or_drop(&self, f: Bytes) {
-        if self.urgent.try_send(f).is_err() {
-            self.drop_stdin();
+    /// Sends SIGNAL 9 to the command's process group, then closes stdin. When the urgent queue
+    /// is full, closes stdin at once instead.
+    pub fn kill_and_close(&self) {
+        if self.urgent.try_send(signal_frame(9)).is_err() {
+            self.hard.cancel();
+        }
+        self.soft.cancel();
+    }
+
+    /// Sends SIGNAL 9 without closing stdin; when the urgent queue is full, closes stdin.
+    pub fn kill(&self) {
+        if self.urgent.try_send(signal_frame(9)).is_err() {
+            self.hard.cancel();
         }
     }
 }
 
 impl Drop for StdinWriter {
     fn drop(&mut self) {
-        self.cancel.cancel();
+        self.hard.cancel();
         self.task.abort();
     }
 }
@@ -441,16 +464,18 @@ mod tests {
     #[test]
     fn file_command_lines() {
         let a = "/.airlock/airlock-agent";
-        assert_eq!(FileCommand::Put { path: "/x".into(), mode: 0o644, parents: true }.command(a), [a, "put", "/x", "--mode", "644", "--parents"]);
+        assert_eq!(FileCommand::Put { path: "/x".into(), mode: Some(0o644), parents: true }.command(a), [a, "put", "/x", "--mode", "644", "--parents"]);
+        assert_eq!(FileCommand::Put { path: "/x".into(), mode: None, parents: false }.command(a), [a, "put", "/x"]);
         assert_eq!(FileCommand::Get { path: "/x".into() }.command(a), [a, "get", "/x"]);
         assert_eq!(FileCommand::Ls { path: "/".into() }.command(a), [a, "ls", "/"]);
         assert_eq!(FileCommand::Stat { path: "/y".into() }.command(a), [a, "stat", "/y"]);
         assert_eq!(FileCommand::Rm { path: "/y".into(), recursive: true }.command(a), [a, "rm", "/y", "--recursive"]);
         assert_eq!(FileCommand::Rm { path: "/y".into(), recursive: false }.command(a), [a, "rm", "/y"]);
         assert_eq!(
-            FileCommand::Mkdir { path: "/d".into(), parents: true, mode: 0o755 }.command(a),
+            FileCommand::Mkdir { path: "/d".into(), parents: true, mode: Some(0o755) }.command(a),
             [a, "mkdir", "/d", "--parents", "--mode", "755"]
         );
+        assert_eq!(FileCommand::Mkdir { path: "/d".into(), parents: false, mode: None }.command(a), [a, "mkdir", "/d"]);
     }
 
     fn status(s: &str, reason: Option<&str>, causes: Vec<(&str, &str)>, message: Option<&str>) -> K8sStatus {

@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::Stream;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -181,7 +180,7 @@ impl pb::files_server::Files for FilesService {
         };
         let (ns, name) = validate::sandbox_ref("header.sandbox", h.sandbox.as_ref(), &self.ctx.default_namespace)?;
         let path = validate::path("header.path", &h.path)?;
-        let mode = validate::mode("header.mode", h.mode, 0o644)?;
+        let mode = validate::mode("header.mode", h.mode)?;
         self.ctx.authorize(&req, Access::new("create", &ns, Some(&name)).sub("files")).await?;
         let cmd = FileCommand::Put { path: path.clone(), mode, parents: h.parents };
         let (proc, ns, name, pod) = self.start_checked(ns, name, &cmd).await?;
@@ -284,7 +283,7 @@ impl pb::files_server::Files for FilesService {
             match r {
                 None => {
                     discard.cancel();
-                    writer.drop_stdin();
+                    writer.kill_and_close();
                     let _ = tokio::time::timeout(agent::KILL_GRACE, &mut status).await;
                     tracing::info!(namespace = %ns, sandbox = %name, path = %path, "download cancelled");
                 }
@@ -344,16 +343,12 @@ impl pb::files_server::Files for FilesService {
 
     async fn make_dir(&self, req: Request<pb::MakeDirRequest>) -> Result<Response<pb::MakeDirResponse>, Status> {
         let path = validate::path("path", &req.get_ref().path)?;
-        let mode = validate::mode("mode", req.get_ref().mode, 0o755)?;
+        let mode = validate::mode("mode", req.get_ref().mode)?;
         let cmd = FileCommand::Mkdir { path, parents: req.get_ref().parents, mode };
         self.metadata(&req, req.get_ref().sandbox.as_ref(), "create", cmd, 64 * 1024).await?;
         Ok(Response::new(pb::MakeDirResponse {}))
     }
 }
-
-/// Unused payload type kept for symmetry with uploads.
-#[allow(dead_code)]
-fn _assert_bytes(_: Bytes) {}
 
 #[cfg(test)]
 mod tests {

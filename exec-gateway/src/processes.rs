@@ -176,7 +176,7 @@ impl Run {
                     timed_out = true;
                     discard.cancel();
                     tracing::info!(namespace = %self.namespace, sandbox = %self.sandbox, timeout_ms = self.timeout.map(|t| t.as_millis() as u64), "command timed out: sending SIGKILL");
-                    writer.urgent_or_drop(agent::signal_frame(9));
+                    writer.kill();
                     kill_stage = 1;
                     kill_at = Instant::now() + KILL_GRACE;
                 }
@@ -195,10 +195,11 @@ impl Run {
 
         let ending = match next {
             Next::Gone | Next::Shutdown => {
-                // Drop stdin without CLOSE: the agent kills the process group. Keep draining the
-                // output (discarded) so the connection can carry the EOF, for a bounded time.
+                // SIGNAL 9 to the process group, then close stdin (before a CLOSE frame that alone
+                // makes the agent kill the group). Keep draining the output (discarded) so the
+                // connection keeps moving, for a bounded time.
                 discard.cancel();
-                writer.drop_stdin();
+                writer.kill_and_close();
                 let shutdown = matches!(next, Next::Shutdown);
                 if shutdown {
                     let _ = self.tx.try_send(Err(Status::unavailable("the gateway is shutting down")));

@@ -68,11 +68,7 @@ impl SandboxesService {
     async fn wait_ready(&self, api: &Api<Sandbox>, ns: &str, name: &str, budget: Duration) -> Result<Sandbox, Status> {
         let watch = async {
             let mut o = None;
-            let cond = |s: Option<&Sandbox>| {
-                let c = classify(s);
-                let done = c.is_some();
-                done
-            };
+            let cond = |s: Option<&Sandbox>| classify(s).is_some();
             // The watch can break (API server restart): fall back to polling.
             match kube::runtime::wait::await_condition(api.clone(), name, cond).await {
                 Ok(s) => o = classify(s.as_ref()),

@@ -86,12 +86,12 @@ pub fn path(field: &str, p: &str) -> Result<String, Status> {
     Ok(p.to_string())
 }
 
-/// Permission bits; 0 takes `default`.
-pub fn mode(field: &str, m: u32, default: u32) -> Result<u32, Status> {
+/// Permission bits; 0 means "not set" (None).
+pub fn mode(field: &str, m: u32) -> Result<Option<u32>, Status> {
     if m > 0o7777 {
         return Err(invalid(field, "must be at most 0o7777 (4095)"));
     }
-    Ok(if m == 0 { default } else { m })
+    Ok((m != 0).then_some(m))
 }
 
 /// True for a POSIX-ish environment variable name.
@@ -571,9 +571,9 @@ mod tests {
         assert_eq!(msg(path("path", "/a\0b")), "path: must not contain NUL bytes");
         assert!(msg(path("path", &format!("/{}", "a".repeat(MAX_PATH)))).starts_with("path: must be at most"));
         assert_eq!(path("path", "/tmp/x").unwrap(), "/tmp/x");
-        assert_eq!(msg(mode("mode", 0o10000, 0o644)), "mode: must be at most 0o7777 (4095)");
-        assert_eq!(mode("mode", 0, 0o644).unwrap(), 0o644);
-        assert_eq!(mode("mode", 0o755, 0o644).unwrap(), 0o755);
+        assert_eq!(msg(mode("mode", 0o10000)), "mode: must be at most 0o7777 (4095)");
+        assert_eq!(mode("mode", 0).unwrap(), None);
+        assert_eq!(mode("mode", 0o755).unwrap(), Some(0o755));
         assert_eq!(msg(signal("signal.number", &pb::Signal { number: 0 })), "signal.number: must be between 1 and 64");
         assert_eq!(msg(signal("signal.number", &pb::Signal { number: 65 })), "signal.number: must be between 1 and 64");
         assert_eq!(signal("signal.number", &pb::Signal { number: 15 }).unwrap(), 15);
