@@ -40,5 +40,5 @@ pub mod proto {
     }
 }
 
-/// Re-exported so users of the client need not depend on the same tonic version themselves.
-pub use tonic;
+/// Re-exported so users of the client need not depend on the same versions themselves.
+pub use {bytes, prost_types, tonic};
