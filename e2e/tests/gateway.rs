@@ -485,3 +485,44 @@ async fn malformed_requests_name_the_field() {
     assert_eq!(c.list_dir(ns, "ghost", "/").await.unwrap_err().code(), Code::NotFound);
     e.ns.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_refusal_is_resource_exhausted_and_not_ready_is_failed_precondition() {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    use kube::api::{Patch, PatchParams};
+    let e = env("gw-quota").await;
+    let (c, ns) = (&e.c, e.ns.name.as_str());
+    // Take over the quota's hard.pods (the operator leaves fields others manage alone): no
+    // sandbox pod fits.
+    let quota = serde_json::json!({
+        "apiVersion": "v1", "kind": "ResourceQuota",
+        "metadata": {"name": "airlock-sandboxes"},
+        "spec": {
+            "hard": {"pods": "0"},
+            "scopeSelector": {"matchExpressions": [{"scopeName": "PriorityClass", "operator": "In", "values": ["airlock-sandbox"]}]}
+        }
+    });
+    Api::<ResourceQuota>::namespaced(client().await, ns)
+        .patch("airlock-sandboxes", &PatchParams::apply("airlock-e2e").force(), &Patch::Apply(&quota))
+        .await
+        .expect("apply the test's quota");
+
+    let err = c.create_sandbox_ready(sandbox_request(ns, "refused", "100m", "128Mi"), READY_TIMEOUT).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("quota"), "{}", err.message());
+    // A failed create-and-wait leaves nothing behind.
+    let end = Instant::now() + Duration::from_secs(60);
+    while c.get_sandbox(ns, "refused").await.is_ok() {
+        assert!(Instant::now() < end, "the refused sandbox was not deleted");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Without waiting, the sandbox exists but is not ready: exec and files say so.
+    let sb = c.create_sandbox(sandbox_request(ns, "waiting", "100m", "128Mi")).await.unwrap();
+    assert!(!sb.ready);
+    let err = c.exec_collect(argv(ns, "waiting", &["true"])).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().starts_with(&format!("sandbox {ns}/waiting is not ready")), "{}", err.message());
+    assert_eq!(c.stat(ns, "waiting", "/").await.unwrap_err().code(), Code::FailedPrecondition);
+    e.ns.cleanup().await;
+}
