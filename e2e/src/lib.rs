@@ -112,3 +112,82 @@ fn rand_u32() -> u32 {
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
     h.finish() as u32
 }
+
+/// Output of a command run through the API server's pods/exec (websocket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+}
+
+/// Runs `argv` in `pod` (first container) through pods/exec and collects its output and exit code.
+pub async fn exec(client: &Client, ns: &str, pod: &str, argv: &[&str]) -> ExecOutput {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::AttachParams;
+    use tokio::io::AsyncReadExt;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut p = pods
+        .exec(pod, argv.iter().copied(), &AttachParams::default().stdout(true).stderr(true).stdin(false))
+        .await
+        .unwrap_or_else(|e| panic!("exec {argv:?} in {ns}/{pod}: {e}"));
+    let mut out = p.stdout().expect("stdout");
+    let mut err = p.stderr().expect("stderr");
+    let status = p.take_status().expect("status channel");
+    let (mut so, mut se) = (Vec::new(), Vec::new());
+    let (a, b) = tokio::join!(out.read_to_end(&mut so), err.read_to_end(&mut se));
+    a.expect("reading stdout");
+    b.expect("reading stderr");
+    let status = status.await;
+    let exit_code = exit_code(status.as_ref());
+    let _ = p.join().await;
+    ExecOutput { stdout: String::from_utf8_lossy(&so).into(), stderr: String::from_utf8_lossy(&se).into(), exit_code }
+}
+
+/// Exit code from the exec status channel: `Success` is 0, a failure carries cause `ExitCode`.
+pub fn exit_code(status: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>) -> i32 {
+    let Some(s) = status else { return -1 };
+    if s.status.as_deref() == Some("Success") {
+        return 0;
+    }
+    s.details
+        .as_ref()
+        .and_then(|d| d.causes.as_ref())
+        .and_then(|c| c.iter().find(|c| c.reason.as_deref() == Some("ExitCode")))
+        .and_then(|c| c.message.as_ref())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(-1)
+}
+
+/// Creates a pod from JSON and waits until it runs.
+pub async fn run_pod(client: &Client, ns: &str, pod: serde_json::Value) -> k8s_openapi::api::core::v1::Pod {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod: Pod = serde_json::from_value(pod).expect("pod literal");
+    let name = pod.metadata.name.clone().expect("pod name");
+    pods.create(&PostParams::default(), &pod).await.unwrap_or_else(|e| panic!("creating pod {ns}/{name}: {e}"));
+    wait_for(&pods, &name, Duration::from_secs(120), "pod Running", |p| {
+        p.and_then(|p| p.status.as_ref()).and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await
+    .expect("pod exists")
+}
+
+/// A pod spec that sleeps, with the sandbox image and the given RuntimeClass.
+pub fn sleeper(name: &str, runtime_class: &str, labels: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "runtimeClassName": runtime_class,
+            "terminationGracePeriodSeconds": 0,
+            "automountServiceAccountToken": false,
+            "containers": [{"name": "main", "image": SANDBOX_IMAGE, "imagePullPolicy": "Never",
+                            "command": ["sleep", "3600"]}]
+        }
+    })
+}
+
+/// A TCP listener in Python (the sandbox image has only python3-minimal): accepts connections on
+/// the port in argv[1], answers `hello` and closes. For network tests: a listener the test started.
+pub const TCP_LISTENER: &str = "import socket,sys\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',int(sys.argv[1])))\ns.listen(64)\nwhile True:\n  c,_=s.accept()\n  c.sendall(b'hello')\n  c.close()\n";
