@@ -416,7 +416,9 @@ async fn malformed_sandboxes_are_rejected_by_the_api_server() {
         }
     }
     // Immutable fields, after create.
-    let name = create_ok(&c, &ns.name, manifest("immutable", json!({"lifetime": {"ttlSeconds": 600}}))).await;
+    // (Immutability rules compare with the old value, so each field is set at creation.)
+    let immutable = json!({"command": ["sleep", "3600"], "lifetime": {"ttlSeconds": 600}});
+    let name = create_ok(&c, &ns.name, manifest("immutable", immutable)).await;
     let api = raw(&c, &ns.name);
     for (what, patch, field) in [
         ("changing spec.image", json!({"spec": {"image": "other:1"}}), "spec.image is immutable"),

@@ -140,14 +140,12 @@ pub struct Cli {
     )]
     pub quota_memory: String,
 
-    /// Quota: total ephemeral storage of the sandboxes of one namespace.
-    #[arg(
-        long,
-        env = "AIRLOCK_QUOTA_EPHEMERAL_STORAGE",
-        default_value = "200Gi",
-        value_name = "QUANTITY"
-    )]
-    pub quota_ephemeral_storage: String,
+    /// Not applied, accepted so existing command lines keep working: Kubernetes refuses
+    /// ephemeral storage in a PriorityClass-scoped ResourceQuota ("unsupported scope applied to
+    /// resource"), so sandboxes' storage is bounded per sandbox (--max-ephemeral-storage) and
+    /// per namespace only through --quota-pods.
+    #[arg(long, env = "AIRLOCK_QUOTA_EPHEMERAL_STORAGE", value_name = "QUANTITY")]
+    pub quota_ephemeral_storage: Option<String>,
 
     /// Create the PriorityClass `airlock-sandbox` (value 0, preemptionPolicy Never) at startup.
     #[arg(long, env = "AIRLOCK_MANAGE_PRIORITY_CLASS", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -261,7 +259,6 @@ pub struct QuotaConfig {
     pub pods: u32,
     pub cpu: Quantity,
     pub memory: Quantity,
-    pub ephemeral_storage: Quantity,
 }
 
 /// Checked configuration the reconciler and the builders work from.
@@ -343,11 +340,6 @@ impl Cli {
                 pods: self.quota_pods,
                 cpu: Resource::parse("quota-cpu", &self.quota_cpu)?.quantity,
                 memory: Resource::parse("quota-memory", &self.quota_memory)?.quantity,
-                ephemeral_storage: Resource::parse(
-                    "quota-ephemeral-storage",
-                    &self.quota_ephemeral_storage,
-                )?
-                .quantity,
             })
         } else {
             None
@@ -456,13 +448,8 @@ mod tests {
         assert_eq!(c.max_resources.ephemeral_storage.quantity.0, "20Gi");
         let q = c.quota.unwrap();
         assert_eq!(
-            (
-                q.pods,
-                q.cpu.0.as_str(),
-                q.memory.0.as_str(),
-                q.ephemeral_storage.0.as_str()
-            ),
-            (50, "32", "64Gi", "200Gi")
+            (q.pods, q.cpu.0.as_str(), q.memory.0.as_str()),
+            (50, "32", "64Gi")
         );
         assert!(c.manage_priority_class);
         assert_eq!(c.watch_namespace, None);

@@ -130,9 +130,12 @@ pub async fn run(
         .for_each(|result| async move {
             match result {
                 Ok((obj, action)) => debug!(namespace = obj.namespace.as_deref(), sandbox = %obj.name, ?action, "reconcile done"),
-                // Reconcile failures are logged by error_policy; this is what remains (watch
-                // errors, objects gone from the cache).
+                // Reconcile failures are logged by error_policy.
                 Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                // A child's event for a Sandbox deleted meanwhile: normal.
+                Err(error @ kube::runtime::controller::Error::ObjectNotFound(..)) => {
+                    debug!(%error, "controller")
+                }
                 Err(error) => warn!(%error, "controller"),
             }
         })

@@ -33,6 +33,11 @@ pub async fn publish(
         secondary: None,
     };
     if let Err(error) = recorder.publish(&event, regarding).await {
+        if matches!(&error, kube::Error::Api(s) if s.message.contains("because it is being terminated"))
+        {
+            tracing::debug!(%error, "namespace terminating; event dropped");
+            return;
+        }
         tracing::warn!(
             namespace = regarding.namespace.as_deref().unwrap_or_default(),
             sandbox = regarding.name.as_deref().unwrap_or_default(),

@@ -67,6 +67,10 @@ pub struct FakeState {
     pub pod: Option<Value>,
     /// Refuse pod creation as a ResourceQuota would.
     pub quota_exceeded: bool,
+    /// Refuse the operator's ResourceQuota as invalid.
+    pub quota_invalid: bool,
+    /// The namespace is being deleted: creations are refused.
+    pub terminating: bool,
     pub requests: Vec<Recorded>,
 }
 
@@ -163,6 +167,13 @@ fn respond(state: &mut FakeState, r: &Recorded) -> Response<Body> {
             None => status(404, "NotFound", &format!("pods \"{name}\" not found")),
         },
         ("PATCH", ["api", "v1", "namespaces", _, "pods", _]) => {
+            if state.terminating {
+                return status(
+                    403,
+                    "Forbidden",
+                    "pods \"sbx-1\" is forbidden: unable to create new content in namespace team-a because it is being terminated",
+                );
+            }
             if state.quota_exceeded {
                 return status(403, "Forbidden", QUOTA_MESSAGE);
             }
@@ -175,6 +186,13 @@ fn respond(state: &mut FakeState, r: &Recorded) -> Response<Body> {
             Some(pod) => ok(&pod),
             None => status(404, "NotFound", &format!("pods \"{name}\" not found")),
         },
+        ("PATCH", ["api", "v1", "namespaces", _, "resourcequotas", _]) if state.quota_invalid => {
+            status(
+                422,
+                "Invalid",
+                "ResourceQuota \"airlock-sandboxes\" is invalid: unsupported scope applied to resource",
+            )
+        }
         (
             "PATCH",
             [

@@ -59,6 +59,13 @@ async fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION")
     );
 
+    if let Some(value) = &cli.quota_ephemeral_storage {
+        warn!(
+            %value,
+            "--quota-ephemeral-storage is ignored: Kubernetes refuses ephemeral storage in a PriorityClass-scoped ResourceQuota"
+        );
+    }
+
     // Shutdown on SIGTERM or SIGINT.
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {

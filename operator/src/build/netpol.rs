@@ -60,8 +60,12 @@ pub fn network_policy(sandbox: &Sandbox, config: &Config) -> Result<NetworkPolic
                 match_expressions: None,
             }),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            // Empty lists are left out rather than sent as `[]`: the API server stores an empty
+            // list as absent, so applying `[]` would change the object (and bump its generation,
+            // and trigger a reconcile) on every apply. Absent rules with both policy types listed
+            // mean: nothing allowed.
             ingress: None,
-            egress: Some(egress),
+            egress: (!egress.is_empty()).then_some(egress),
         }),
     })
 }
@@ -139,7 +143,48 @@ mod tests {
     }
 
     fn egress(np: &NetworkPolicy) -> &[NetworkPolicyEgressRule] {
-        np.spec.as_ref().unwrap().egress.as_deref().unwrap()
+        np.spec
+            .as_ref()
+            .unwrap()
+            .egress
+            .as_deref()
+            .unwrap_or_default()
+    }
+
+    /// Server-side apply must not send empty lists (see `network_policy`).
+    fn assert_no_empty_lists(v: &serde_json::Value, path: &str) {
+        match v {
+            serde_json::Value::Array(a) => {
+                assert!(!a.is_empty(), "empty list at {path}");
+                for (i, x) in a.iter().enumerate() {
+                    assert_no_empty_lists(x, &format!("{path}[{i}]"));
+                }
+            }
+            serde_json::Value::Object(o) => {
+                for (k, x) in o {
+                    assert_no_empty_lists(x, &format!("{path}.{k}"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn no_empty_lists_in_any_mode() {
+        for network in [
+            "",
+            "  network:\n    egress: None\n",
+            "  network:\n    egress: Internet\n",
+        ] {
+            let np = build(&format!("{MINIMAL}{network}"));
+            assert_no_empty_lists(&serde_json::to_value(&np).unwrap(), "");
+        }
+        assert_no_empty_lists(&serde_json::to_value(build(FULL)).unwrap(), "");
+        let config = Config::defaults();
+        let s = sandbox(FULL);
+        let plan = crate::reconcile::validate::validate(&s, &config).unwrap();
+        let pod = crate::build::pod(&s, &plan, &config).unwrap();
+        assert_no_empty_lists(&serde_json::to_value(pod).unwrap(), "");
     }
 
     fn block(rule: &NetworkPolicyEgressRule, i: usize) -> &IPBlock {

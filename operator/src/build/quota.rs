@@ -3,6 +3,10 @@
 //! The quota is not owned by any Sandbox (it belongs to the namespace and outlives every single
 //! sandbox); it carries `app.kubernetes.io/managed-by: airlock-operator` instead. Its PriorityClass
 //! scope makes it count only sandbox pods, never the namespace's other workloads.
+//!
+//! A scoped quota can limit pods, CPU and memory, but not ephemeral storage: the API server
+//! refuses `requests.ephemeral-storage` with a PriorityClass scope ("unsupported scope applied to
+//! resource"). A sandbox's storage is capped by `--max-ephemeral-storage` instead.
 
 use std::collections::BTreeMap;
 
@@ -32,10 +36,6 @@ pub fn resource_quota(namespace: &str, quota: &QuotaConfig) -> ResourceQuota {
         ("limits.cpu".to_string(), quota.cpu.clone()),
         ("requests.memory".to_string(), quota.memory.clone()),
         ("limits.memory".to_string(), quota.memory.clone()),
-        (
-            "requests.ephemeral-storage".to_string(),
-            quota.ephemeral_storage.clone(),
-        ),
     ]);
     ResourceQuota {
         metadata: ObjectMeta {
@@ -112,7 +112,6 @@ mod tests {
                 ("limits.cpu", "32"),
                 ("requests.memory", "64Gi"),
                 ("limits.memory", "64Gi"),
-                ("requests.ephemeral-storage", "200Gi"),
             ])
         );
         let req = &spec.scope_selector.unwrap().match_expressions.unwrap()[0];

@@ -74,6 +74,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the API server refused a write because the namespace is being deleted.
+    pub fn is_namespace_terminating(&self) -> bool {
+        match self {
+            Error::Apply(apply::ApplyError::Apply {
+                source: kube::Error::Api(s),
+                ..
+            }) => s.code == 403 && s.message.contains("because it is being terminated"),
+            _ => false,
+        }
+    }
+
     /// Short label for the errors metric.
     pub fn metric_reason(&self) -> &'static str {
         match self {
@@ -99,9 +110,17 @@ pub async fn reconcile(
         namespace = %guard.namespace().unwrap_or_default(),
         sandbox = %guard.name_any(),
     );
-    let result = reconcile_at(&guard, &ctx, Timestamp::now())
+    let result = match reconcile_at(&guard, &ctx, Timestamp::now())
         .instrument(span)
-        .await;
+        .await
+    {
+        // The namespace is being deleted, and the Sandbox with it: nothing to create any more.
+        Err(e) if e.is_namespace_terminating() => {
+            debug!(error = %e, "namespace terminating; leaving the Sandbox to its deletion");
+            Ok(Action::await_change())
+        }
+        other => other,
+    };
     ctx.metrics.observe_duration(started.elapsed());
     result
 }
@@ -182,7 +201,16 @@ pub async fn reconcile_at(
     let pod = build::pod(sandbox, &plan, &ctx.config)?;
 
     // 5. apply
-    ensure_quota(ctx, &sandbox.namespace().unwrap_or_default()).await?;
+    // Fail closed: no new sandbox pod in a namespace whose quota cannot be applied (a running
+    // pod keeps being reported).
+    let quota_problem = match ensure_quota(ctx, &sandbox.namespace().unwrap_or_default()).await {
+        Ok(()) => None,
+        Err(error) => {
+            ctx.metrics.reconcile_error("quota");
+            warn!(%error, "cannot apply the namespace's ResourceQuota");
+            Some(error.to_string())
+        }
+    };
     apply::network_policy(&ctx.client, &network_policy).await?;
     let found = if let Some(pod) = observed.own_pod(sandbox) {
         Found::Pod(Box::new(pod.clone()), false)
@@ -195,6 +223,8 @@ pub async fn reconcile_at(
             ),
             NAME_TAKEN_RETRY,
         )
+    } else if let Some(message) = quota_problem {
+        Found::Waiting(reason::QUOTA_UNAVAILABLE, message, QUOTA_RETRY)
     } else {
         match apply::pod(&ctx.client, &pod).await {
             Ok(created) => Found::Pod(Box::new(created), true),

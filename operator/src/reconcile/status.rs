@@ -25,6 +25,7 @@ pub mod reason {
     pub const POD_UNKNOWN: &str = "PodUnknown";
     pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
     pub const QUOTA_INITIALIZING: &str = "QuotaInitializing";
+    pub const QUOTA_UNAVAILABLE: &str = "QuotaUnavailable";
     pub const POD_NAME_TAKEN: &str = "PodNameTaken";
     pub const INVALID: &str = "Invalid";
     pub const EXPIRED: &str = "Expired";
@@ -276,16 +277,18 @@ pub fn pod_view(pod: &Pod) -> PodView {
         message,
     };
     match phase {
-        "Failed" | "Succeeded" => {
-            let (reason, message) = termination(pod, phase == "Succeeded");
-            view(Phase::Failed, false, &reason, message)
-        }
+        // Deleted by someone (or with its namespace): whatever its containers did on the way
+        // out is not a failure of the sandbox; once gone, the pod is created again.
         _ if pod.metadata.deletion_timestamp.is_some() => view(
             Phase::Pending,
             false,
             reason::POD_TERMINATING,
             "the sandbox's pod is being deleted".into(),
         ),
+        "Failed" | "Succeeded" => {
+            let (reason, message) = termination(pod, phase == "Succeeded");
+            view(Phase::Failed, false, &reason, message)
+        }
         "Running" => {
             let ready = status
                 .and_then(|s| s.conditions.as_ref())
@@ -606,6 +609,9 @@ mod tests {
             (v.phase, v.reason.as_str(), v.message.as_str()),
             (Phase::Failed, "Evicted", "low on ephemeral storage")
         );
+        let mut deleted = evicted.clone();
+        deleted.metadata.deletion_timestamp = Some(Time(ts("2025-01-01T00:00:00Z")));
+        assert_eq!(pod_view(&deleted).reason, "PodTerminating");
         let done = pod(serde_json::json!({"status": {"phase": "Succeeded"}}));
         assert_eq!(pod_view(&done).phase, Phase::Failed);
         assert_eq!(pod_view(&done).reason, "Completed");

@@ -136,7 +136,8 @@ async fn new_sandbox_gets_quota_netpol_pod_and_status() {
         np["spec"]["podSelector"]["matchLabels"]["airlock.dev/sandbox"],
         "sbx-1"
     );
-    assert_eq!(np["spec"]["egress"], json!([]));
+    assert_eq!(np["spec"].get("egress"), None, "no rule: nothing allowed");
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
 
     let status = status_patch(&api);
     assert_eq!(
@@ -511,4 +512,71 @@ async fn without_quota_management_no_quota_is_touched() {
         .await
         .unwrap();
     assert!(api.find("PATCH", QUOTA).is_none());
+}
+
+#[tokio::test]
+async fn no_pod_while_the_quota_cannot_be_applied() {
+    let s = sbx("");
+    let state = FakeState {
+        quota_invalid: true,
+        ..FakeState::default()
+    };
+    let (action, api) = run(&s, state, "2025-01-01T00:00:10Z").await;
+    assert!(api.find("PATCH", POD).is_none(), "fail closed");
+    let status = status_patch(&api);
+    assert_eq!(status["phase"], "Pending");
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["reason"], "QuotaUnavailable");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("unsupported scope"),
+        "{ready}"
+    );
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+    // The next reconcile tries the quota again (a failed apply is not remembered as done).
+    let (ctx, handle) = Context::test(Config::defaults());
+    let api = FakeApi::start(
+        handle,
+        FakeState {
+            sandbox: Some(s.clone()),
+            quota_invalid: true,
+            ..FakeState::default()
+        },
+    );
+    let guard = DeserializeGuard(Ok(s.clone()));
+    reconcile_at(&guard, &ctx, ts("2025-01-01T00:00:10Z"))
+        .await
+        .unwrap();
+    reconcile_at(&guard, &ctx, ts("2025-01-01T00:00:25Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        api.lines()
+            .iter()
+            .filter(|l| l.ends_with("/resourcequotas/airlock-sandboxes"))
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_terminating_namespace_is_not_retried() {
+    let s = sbx("");
+    let (ctx, handle) = Context::test(Config::defaults());
+    let _api = FakeApi::start(
+        handle,
+        FakeState {
+            sandbox: Some(s.clone()),
+            terminating: true,
+            ..FakeState::default()
+        },
+    );
+    let guard = std::sync::Arc::new(DeserializeGuard(Ok(s)));
+    let action = super::reconcile(guard, ctx.clone())
+        .await
+        .expect("not an error");
+    assert_eq!(action, Action::await_change());
+    assert_eq!(ctx.metrics.reconciles.get(), 1);
 }
