@@ -41,9 +41,13 @@ impl Drop for Gateway {
 }
 
 async fn gateway(kube: &Client, default_ns: &str) -> Gateway {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
     let addr = format!("http://{}", listener.local_addr().unwrap());
-    let mut config = Config::new(AuthMode::Kubernetes).with_client(kube.clone()).with_default_namespace(default_ns);
+    let mut config = Config::new(AuthMode::Kubernetes)
+        .with_client(kube.clone())
+        .with_default_namespace(default_ns);
     config.shutdown_grace = Duration::from_secs(2);
     let (stop, rx) = oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -55,7 +59,10 @@ async fn gateway(kube: &Client, default_ns: &str) -> Gateway {
             panic!("gateway: {e}");
         }
     });
-    Gateway { addr, stop: Some(stop) }
+    Gateway {
+        addr,
+        stop: Some(stop),
+    }
 }
 
 /// A ServiceAccount in `ns` allowed everything on sandboxes (and their exec and files
@@ -63,24 +70,42 @@ async fn gateway(kube: &Client, default_ns: &str) -> Gateway {
 async fn token_for(kube: &Client, ns: &str, sa: &str) -> String {
     let pp = PostParams::default();
     let sas: Api<ServiceAccount> = Api::namespaced(kube.clone(), ns);
-    let account: ServiceAccount = serde_json::from_value(serde_json::json!({"metadata": {"name": sa}})).unwrap();
-    sas.create(&pp, &account).await.unwrap_or_else(|e| panic!("creating ServiceAccount {ns}/{sa}: {e}"));
+    let account: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": sa}})).unwrap();
+    sas.create(&pp, &account)
+        .await
+        .unwrap_or_else(|e| panic!("creating ServiceAccount {ns}/{sa}: {e}"));
     let role: Role = serde_json::from_value(serde_json::json!({
         "metadata": {"name": sa},
         "rules": [{"apiGroups": ["airlock.dev"], "resources": ["sandboxes", "sandboxes/exec", "sandboxes/files"],
                    "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]
     }))
     .unwrap();
-    Api::<Role>::namespaced(kube.clone(), ns).create(&pp, &role).await.unwrap_or_else(|e| panic!("creating Role {ns}/{sa}: {e}"));
+    Api::<Role>::namespaced(kube.clone(), ns)
+        .create(&pp, &role)
+        .await
+        .unwrap_or_else(|e| panic!("creating Role {ns}/{sa}: {e}"));
     let binding: RoleBinding = serde_json::from_value(serde_json::json!({
         "metadata": {"name": sa},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
         "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]
     }))
     .unwrap();
-    Api::<RoleBinding>::namespaced(kube.clone(), ns).create(&pp, &binding).await.unwrap_or_else(|e| panic!("creating RoleBinding {ns}/{sa}: {e}"));
-    let tr = TokenRequest { spec: TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }, ..Default::default() };
-    let out = sas.create_token_request(sa, &pp, &tr).await.unwrap_or_else(|e| panic!("TokenRequest for {ns}/{sa}: {e}"));
+    Api::<RoleBinding>::namespaced(kube.clone(), ns)
+        .create(&pp, &binding)
+        .await
+        .unwrap_or_else(|e| panic!("creating RoleBinding {ns}/{sa}: {e}"));
+    let tr = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let out = sas
+        .create_token_request(sa, &pp, &tr)
+        .await
+        .unwrap_or_else(|e| panic!("TokenRequest for {ns}/{sa}: {e}"));
     out.status.expect("TokenRequest status").token
 }
 
@@ -98,16 +123,29 @@ async fn env(prefix: &str) -> Env {
     let gw = gateway(&kube, &ns.name).await;
     let token = token_for(&kube, &ns.name, "tester").await;
     let addr = gw.addr.clone();
-    let c = AirlockClient::connect(&addr, Some(token)).await.expect("connect to the gateway");
-    Env { ns, _gw: gw, c, addr }
+    let c = AirlockClient::connect(&addr, Some(token))
+        .await
+        .expect("connect to the gateway");
+    Env {
+        ns,
+        _gw: gw,
+        c,
+        addr,
+    }
 }
 
 fn sandbox_request(ns: &str, name: &str, cpu: &str, memory: &str) -> pb::CreateSandboxRequest {
     pb::CreateSandboxRequest {
         namespace: ns.into(),
         name: name.into(),
-        source: Some(pb::create_sandbox_request::Source::Image(SANDBOX_IMAGE.into())),
-        resources: Some(pb::Resources { cpu: cpu.into(), memory: memory.into(), ephemeral_storage: "512Mi".into() }),
+        source: Some(pb::create_sandbox_request::Source::Image(
+            SANDBOX_IMAGE.into(),
+        )),
+        resources: Some(pb::Resources {
+            cpu: cpu.into(),
+            memory: memory.into(),
+            ephemeral_storage: "512Mi".into(),
+        }),
         runtime_class_name: GVISOR.into(),
         ttl_seconds: 1800,
         ..Default::default()
@@ -131,7 +169,11 @@ fn argv(ns: &str, name: &str, a: &[&str]) -> pb::ExecRequest {
 }
 
 fn text(o: &ExecOutput) -> (String, String, i32) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned(), o.exit_code)
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+        o.exit_code,
+    )
 }
 
 /// How many processes in the sandbox run `argv` exactly (scanning /proc with python3, whose own
@@ -141,23 +183,38 @@ async fn count_processes(c: &AirlockClient, ns: &str, name: &str, argv: &[&str])
     let code = format!(
         "import os\nn=0\nfor p in os.listdir('/proc'):\n  if p.isdigit():\n    try:\n      n += open('/proc/'+p+'/cmdline','rb').read() == b'{pattern}'\n    except OSError: pass\nprint(n)"
     );
-    let out = c.exec_collect(argv_py(ns, name, &code)).await.expect("scanning /proc");
+    let out = c
+        .exec_collect(argv_py(ns, name, &code))
+        .await
+        .expect("scanning /proc");
     assert_eq!(out.exit_code, 0, "{:?}", text(&out));
-    String::from_utf8_lossy(&out.stdout).trim().parse().expect("a count")
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a count")
 }
 
 fn argv_py(ns: &str, name: &str, code: &str) -> pb::ExecRequest {
     AirlockClient::argv(ns, name, ["python3", "-c", code])
 }
 
-async fn wait_no_processes(c: &AirlockClient, ns: &str, name: &str, argv: &[&str], within: Duration) {
+async fn wait_no_processes(
+    c: &AirlockClient,
+    ns: &str,
+    name: &str,
+    argv: &[&str],
+    within: Duration,
+) {
     let end = Instant::now() + within;
     loop {
         let n = count_processes(c, ns, name, argv).await;
         if n == 0 {
             return;
         }
-        assert!(Instant::now() < end, "{n} processes {argv:?} still running in {ns}/{name}");
+        assert!(
+            Instant::now() < end,
+            "{n} processes {argv:?} still running in {ns}/{name}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -167,25 +224,56 @@ async fn lifecycle_exec_and_exit_codes() {
     let e = env("gw-basic").await;
     let (c, ns) = (&e.c, e.ns.name.as_str());
     let sb = ready_sandbox(c, ns, "basic", "200m").await;
-    assert_eq!((sb.namespace.as_str(), sb.name.as_str(), sb.image.as_str()), (ns, "basic", SANDBOX_IMAGE));
+    assert_eq!(
+        (sb.namespace.as_str(), sb.name.as_str(), sb.image.as_str()),
+        (ns, "basic", SANDBOX_IMAGE)
+    );
     assert_eq!(sb.runtime_class_name, GVISOR);
 
-    let out = c.exec_collect(argv(ns, "basic", &["python3", "-c", "print(1+1)"])).await.unwrap();
+    let out = c
+        .exec_collect(argv(ns, "basic", &["python3", "-c", "print(1+1)"]))
+        .await
+        .unwrap();
     assert_eq!(text(&out), ("2\n".into(), "".into(), 0));
-    let out = c.exec_collect(argv(ns, "basic", &["python3", "-c", "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"])).await.unwrap();
+    let out = c
+        .exec_collect(argv(
+            ns,
+            "basic",
+            &[
+                "python3",
+                "-c",
+                "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)",
+            ],
+        ))
+        .await
+        .unwrap();
     assert_eq!(text(&out), ("out\n".into(), "err\n".into(), 3));
     assert!(!out.timed_out && out.signal == 0);
-    let out = c.exec_collect(AirlockClient::shell(ns, "basic", "echo $((6*7)) from $0")).await.unwrap();
+    let out = c
+        .exec_collect(AirlockClient::shell(ns, "basic", "echo $((6*7)) from $0"))
+        .await
+        .unwrap();
     assert_eq!(text(&out), ("42 from /bin/sh\n".into(), "".into(), 0));
     let mut req = argv(ns, "basic", &["sh", "-c", "cat; echo \"[$GREETING]\"; pwd"]);
     req.stdin = Some(Bytes::from_static(b"piped "));
     req.env.insert("GREETING".into(), "hello world".into());
     req.cwd = "/tmp".into();
-    assert_eq!(text(&c.exec_collect(req).await.unwrap()), ("piped [hello world]\n/tmp\n".into(), "".into(), 0));
-    let out = c.exec_collect(argv(ns, "basic", &["no-such-program"])).await.unwrap();
+    assert_eq!(
+        text(&c.exec_collect(req).await.unwrap()),
+        ("piped [hello world]\n/tmp\n".into(), "".into(), 0)
+    );
+    let out = c
+        .exec_collect(argv(ns, "basic", &["no-such-program"]))
+        .await
+        .unwrap();
     assert_eq!(out.exit_code, 127, "{:?}", text(&out));
     let rc = c
-        .run_code(pb::RunCodeRequest { sandbox: sandbox_ref(ns, "basic"), language: pb::Language::Python as i32, code: "import sys\nprint(sys.version_info[0])".into(), ..Default::default() })
+        .run_code(pb::RunCodeRequest {
+            sandbox: sandbox_ref(ns, "basic"),
+            language: pb::Language::Python as i32,
+            code: "import sys\nprint(sys.version_info[0])".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(text(&rc), ("3\n".into(), "".into(), 0));
@@ -194,22 +282,54 @@ async fn lifecycle_exec_and_exit_codes() {
     let kube = client().await;
     let api: Api<airlock_crds::Sandbox> = Api::namespaced(kube, ns);
     let obj = api.get("basic").await.unwrap();
-    let stamp = obj.metadata.annotations.as_ref().and_then(|a| a.get(airlock_crds::LAST_ACTIVITY_ANNOTATION)).cloned();
-    assert!(stamp.as_deref().is_some_and(|s| s.parse::<k8s_openapi::jiff::Timestamp>().is_ok()), "annotation: {stamp:?}");
+    let stamp = obj
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(airlock_crds::LAST_ACTIVITY_ANNOTATION))
+        .cloned();
+    assert!(
+        stamp
+            .as_deref()
+            .is_some_and(|s| s.parse::<k8s_openapi::jiff::Timestamp>().is_ok()),
+        "annotation: {stamp:?}"
+    );
     let fields = obj.metadata.managed_fields.unwrap_or_default();
-    assert!(fields.iter().any(|f| f.manager.as_deref() == Some("airlock-exec-gateway")), "field manager");
+    assert!(
+        fields
+            .iter()
+            .any(|f| f.manager.as_deref() == Some("airlock-exec-gateway")),
+        "field manager"
+    );
 
     // Get / list / extend / delete.
     let got = c.get_sandbox(ns, "basic").await.unwrap();
     assert_eq!(got.ttl_seconds, 1800);
     let listed = c.list_sandboxes(ns, "").await.unwrap();
-    assert_eq!(listed.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["basic"]);
-    assert!(c.list_sandboxes(ns, "team=nobody").await.unwrap().is_empty());
+    assert_eq!(
+        listed.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["basic"]
+    );
+    assert!(
+        c.list_sandboxes(ns, "team=nobody")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let extended = c.extend_sandbox(ns, "basic", 600).await.unwrap();
     assert_eq!(extended.ttl_seconds, 2400);
     let e404 = c.get_sandbox(ns, "nope").await.unwrap_err();
-    assert_eq!((e404.code(), e404.message()), (Code::NotFound, format!("sandbox {ns}/nope not found").as_str()));
-    let e404 = c.exec_collect(argv(ns, "nope", &["true"])).await.unwrap_err();
+    assert_eq!(
+        (e404.code(), e404.message()),
+        (
+            Code::NotFound,
+            format!("sandbox {ns}/nope not found").as_str()
+        )
+    );
+    let e404 = c
+        .exec_collect(argv(ns, "nope", &["true"]))
+        .await
+        .unwrap_err();
     assert_eq!(e404.code(), Code::NotFound);
     c.delete_sandbox(ns, "basic").await.unwrap();
     e.ns.cleanup().await;
@@ -223,18 +343,31 @@ async fn timeout_and_cancel_leave_no_process() {
 
     // Timeout: SIGKILL to the group at 2 s; child and grandchild are gone.
     let mut req = AirlockClient::shell(ns, "kill", "sleep 60.125 & sleep 60.25; wait");
-    req.timeout = Some(prost_types::Duration { seconds: 2, nanos: 0 });
+    req.timeout = Some(prost_types::Duration {
+        seconds: 2,
+        nanos: 0,
+    });
     let t0 = Instant::now();
     let out = c.exec_collect(req).await.unwrap();
     let took = t0.elapsed();
     assert!(out.timed_out, "{out:?}");
     assert_eq!((out.exit_code, out.signal), (137, 9));
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(12), "took {took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(12),
+        "took {took:?}"
+    );
     wait_no_processes(c, ns, "kill", &["sleep", "60.125"], Duration::from_secs(5)).await;
     wait_no_processes(c, ns, "kill", &["sleep", "60.25"], Duration::from_secs(5)).await;
 
     // Cancel: the caller drops the stream; the command dies.
-    let mut s = c.exec(AirlockClient::shell(ns, "kill", "echo up; sleep 61.125 & sleep 61.25; wait")).await.unwrap();
+    let mut s = c
+        .exec(AirlockClient::shell(
+            ns,
+            "kill",
+            "echo up; sleep 61.125 & sleep 61.25; wait",
+        ))
+        .await
+        .unwrap();
     loop {
         let ev = s.message().await.unwrap().expect("output before the end");
         if matches!(ev.event, Some(pb::exec_event::Event::Stdout(_))) {
@@ -284,41 +417,134 @@ async fn big_output_and_files_are_intact() {
         }
     }
     eprintln!("100 MiB in {:?} ({msgs} messages)", t0.elapsed());
-    assert_eq!(code, Some(0), "stderr: {}", String::from_utf8_lossy(&stderr));
+    assert_eq!(
+        code,
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&stderr)
+    );
     assert_eq!(n, TOTAL);
-    assert_eq!(String::from_utf8_lossy(&stderr).trim(), hex::encode(hasher.finalize()));
+    assert_eq!(
+        String::from_utf8_lossy(&stderr).trim(),
+        hex::encode(hasher.finalize())
+    );
 
     // 10 MiB upload and download.
-    let data: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..10 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let local = hex::encode(Sha256::digest(&data));
-    let size = c.upload(ns, "bytes", "/tmp/up/data.bin", 0o640, true, std::io::Cursor::new(data.clone())).await.unwrap();
+    let size = c
+        .upload(
+            ns,
+            "bytes",
+            "/tmp/up/data.bin",
+            0o640,
+            true,
+            std::io::Cursor::new(data.clone()),
+        )
+        .await
+        .unwrap();
     assert_eq!(size, data.len() as u64);
-    let remote = c.exec_collect(argv(ns, "bytes", &["sha256sum", "/tmp/up/data.bin"])).await.unwrap();
-    assert_eq!(String::from_utf8_lossy(&remote.stdout).split_whitespace().next(), Some(local.as_str()));
-    let back = c.download_bytes(ns, "bytes", "/tmp/up/data.bin").await.unwrap();
+    let remote = c
+        .exec_collect(argv(ns, "bytes", &["sha256sum", "/tmp/up/data.bin"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&remote.stdout)
+            .split_whitespace()
+            .next(),
+        Some(local.as_str())
+    );
+    let back = c
+        .download_bytes(ns, "bytes", "/tmp/up/data.bin")
+        .await
+        .unwrap();
     assert_eq!(hex::encode(Sha256::digest(&back)), local);
 
     // list and stat agree.
-    c.upload_bytes(ns, "bytes", "/tmp/up/small.txt", 0, Bytes::from_static(b"hello")).await.unwrap();
-    c.make_dir(ns, "bytes", "/tmp/up/sub/deeper", true, 0o700).await.unwrap();
+    c.upload_bytes(
+        ns,
+        "bytes",
+        "/tmp/up/small.txt",
+        0,
+        Bytes::from_static(b"hello"),
+    )
+    .await
+    .unwrap();
+    c.make_dir(ns, "bytes", "/tmp/up/sub/deeper", true, 0o700)
+        .await
+        .unwrap();
     let listing = c.list_dir(ns, "bytes", "/tmp/up").await.unwrap();
-    assert_eq!(listing.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["data.bin", "small.txt", "sub"]);
+    assert_eq!(
+        listing.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+        ["data.bin", "small.txt", "sub"]
+    );
     for entry in &listing {
-        let st = c.stat(ns, "bytes", &format!("/tmp/up/{}", entry.name)).await.unwrap();
-        assert_eq!((st.r#type, st.size, st.mode, st.mtime.as_ref().map(|t| t.seconds)), (entry.r#type, entry.size, entry.mode, entry.mtime.as_ref().map(|t| t.seconds)));
+        let st = c
+            .stat(ns, "bytes", &format!("/tmp/up/{}", entry.name))
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                st.r#type,
+                st.size,
+                st.mode,
+                st.mtime.as_ref().map(|t| t.seconds)
+            ),
+            (
+                entry.r#type,
+                entry.size,
+                entry.mode,
+                entry.mtime.as_ref().map(|t| t.seconds)
+            )
+        );
     }
     assert_eq!(listing[0].mode, 0o640);
     assert_eq!(listing[1].mode, 0o644);
     assert_eq!(listing[2].r#type, pb::FileType::Dir as i32);
-    assert_eq!(c.stat(ns, "bytes", "/tmp/up/sub/deeper").await.unwrap().mode, 0o700);
+    assert_eq!(
+        c.stat(ns, "bytes", "/tmp/up/sub/deeper")
+            .await
+            .unwrap()
+            .mode,
+        0o700
+    );
 
     // Errors.
-    assert_eq!(c.stat(ns, "bytes", "/tmp/up/none").await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(c.download_bytes(ns, "bytes", "/tmp/up/none").await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(c.download_bytes(ns, "bytes", "/tmp/up/sub").await.unwrap_err().code(), Code::FailedPrecondition);
-    assert_eq!(c.remove(ns, "bytes", "/tmp/up/sub", false).await.unwrap_err().code(), Code::FailedPrecondition);
+    assert_eq!(
+        c.stat(ns, "bytes", "/tmp/up/none")
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        c.download_bytes(ns, "bytes", "/tmp/up/none")
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        c.download_bytes(ns, "bytes", "/tmp/up/sub")
+            .await
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        c.remove(ns, "bytes", "/tmp/up/sub", false)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition
+    );
     c.remove(ns, "bytes", "/tmp/up", true).await.unwrap();
-    assert_eq!(c.list_dir(ns, "bytes", "/tmp/up").await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        c.list_dir(ns, "bytes", "/tmp/up").await.unwrap_err().code(),
+        Code::NotFound
+    );
     e.ns.cleanup().await;
 }
 
@@ -330,10 +556,22 @@ async fn interactive_stdin_and_signals() {
     ready_sandbox(c, ns, "inter", "200m").await;
 
     // A line-by-line conversation with python.
-    let code = "import sys\nfor line in sys.stdin:\n  print('got', line.strip().upper(), flush=True)";
-    let (tx, mut events) = c.exec_interactive(pb::ExecStart { request: Some(argv_py(ns, "inter", code)), tty: false, size: None }).await.unwrap();
+    let code =
+        "import sys\nfor line in sys.stdin:\n  print('got', line.strip().upper(), flush=True)";
+    let (tx, mut events) = c
+        .exec_interactive(pb::ExecStart {
+            request: Some(argv_py(ns, "inter", code)),
+            tty: false,
+            size: None,
+        })
+        .await
+        .unwrap();
     for word in ["alpha", "beta"] {
-        tx.send(pb::ExecInput { input: Some(Input::Stdin(Bytes::from(format!("{word}\n")))) }).await.unwrap();
+        tx.send(pb::ExecInput {
+            input: Some(Input::Stdin(Bytes::from(format!("{word}\n")))),
+        })
+        .await
+        .unwrap();
         let want = format!("got {}\n", word.to_uppercase());
         let mut got = Vec::new();
         while got.len() < want.len() {
@@ -345,26 +583,54 @@ async fn interactive_stdin_and_signals() {
         }
         assert_eq!(String::from_utf8_lossy(&got), want);
     }
-    tx.send(pb::ExecInput { input: Some(Input::CloseStdin(pb::CloseStdin {})) }).await.unwrap();
+    tx.send(pb::ExecInput {
+        input: Some(Input::CloseStdin(pb::CloseStdin {})),
+    })
+    .await
+    .unwrap();
     let rest = collect(events).await.unwrap();
     assert_eq!((rest.exit_code, rest.stdout.len()), (0, 0));
 
     // SIGTERM to the group.
-    let (tx, events) = c.exec_interactive(pb::ExecStart { request: Some(AirlockClient::shell(ns, "inter", "echo ready; sleep 62.5")), tty: false, size: None }).await.unwrap();
+    let (tx, events) = c
+        .exec_interactive(pb::ExecStart {
+            request: Some(AirlockClient::shell(ns, "inter", "echo ready; sleep 62.5")),
+            tty: false,
+            size: None,
+        })
+        .await
+        .unwrap();
     let mut events = events;
     loop {
-        if let Some(pb::exec_event::Event::Stdout(_)) = events.message().await.unwrap().unwrap().event {
+        if let Some(pb::exec_event::Event::Stdout(_)) =
+            events.message().await.unwrap().unwrap().event
+        {
             break;
         }
     }
-    tx.send(pb::ExecInput { input: Some(Input::Signal(pb::Signal { number: 15 })) }).await.unwrap();
+    tx.send(pb::ExecInput {
+        input: Some(Input::Signal(pb::Signal { number: 15 })),
+    })
+    .await
+    .unwrap();
     let out = collect(events).await.unwrap();
     assert_eq!((out.exit_code, out.signal, out.timed_out), (143, 15, false));
     wait_no_processes(c, ns, "inter", &["sleep", "62.5"], Duration::from_secs(5)).await;
 
     // A terminal: size and isatty.
     let (_tx, events) = c
-        .exec_interactive(pb::ExecStart { request: Some(AirlockClient::shell(ns, "inter", "stty size; test -t 1 && echo isatty")), tty: true, size: Some(pb::Resize { cols: 120, rows: 40 }) })
+        .exec_interactive(pb::ExecStart {
+            request: Some(AirlockClient::shell(
+                ns,
+                "inter",
+                "stty size; test -t 1 && echo isatty",
+            )),
+            tty: true,
+            size: Some(pb::Resize {
+                cols: 120,
+                rows: 40,
+            }),
+        })
         .await
         .unwrap();
     let out = collect(events).await.unwrap();
@@ -418,22 +684,47 @@ async fn tokens_are_checked_per_namespace() {
     let anon = AirlockClient::connect(&gw.addr, None).await.unwrap();
     let err = anon.list_sandboxes(&a.name, "").await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-    let bad = AirlockClient::connect(&gw.addr, Some("not-a-real-token".into())).await.unwrap();
-    assert_eq!(bad.list_sandboxes(&a.name, "").await.unwrap_err().code(), Code::Unauthenticated);
+    let bad = AirlockClient::connect(&gw.addr, Some("not-a-real-token".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        bad.list_sandboxes(&a.name, "").await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
 
     // Allowed in A, denied in B (naming namespace and verb).
     let alice = AirlockClient::connect(&gw.addr, Some(token)).await.unwrap();
     assert!(alice.list_sandboxes(&a.name, "").await.unwrap().is_empty());
     let err = alice.list_sandboxes(&b.name, "").await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(err.message().contains(&format!("list sandboxes in namespace {}", b.name)), "{}", err.message());
-    let err = alice.exec_collect(argv(&b.name, "x", &["true"])).await.unwrap_err();
+    assert!(
+        err.message()
+            .contains(&format!("list sandboxes in namespace {}", b.name)),
+        "{}",
+        err.message()
+    );
+    let err = alice
+        .exec_collect(argv(&b.name, "x", &["true"]))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    assert!(err.message().contains(&format!("create sandboxes/exec in namespace {}", b.name)), "{}", err.message());
-    let err = alice.create_sandbox(sandbox_request(&b.name, "x", "100m", "128Mi")).await.unwrap_err();
+    assert!(
+        err.message()
+            .contains(&format!("create sandboxes/exec in namespace {}", b.name)),
+        "{}",
+        err.message()
+    );
+    let err = alice
+        .create_sandbox(sandbox_request(&b.name, "x", "100m", "128Mi"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     let err = alice.stat(&b.name, "x", "/").await.unwrap_err();
-    assert!(err.message().contains("get sandboxes/files"), "{}", err.message());
+    assert!(
+        err.message().contains("get sandboxes/files"),
+        "{}",
+        err.message()
+    );
 
     // The default namespace of this gateway is A.
     assert!(alice.list_sandboxes("", "").await.is_ok());
@@ -449,40 +740,106 @@ async fn malformed_requests_name_the_field() {
     let bad_exec: Vec<(pb::ExecRequest, &str)> = vec![
         (argv(ns, "x", &[]), "argv: must not be empty"),
         (argv(ns, "", &["true"]), "sandbox.name: must not be empty"),
-        (pb::ExecRequest { sandbox: None, ..argv(ns, "x", &["true"]) }, "sandbox: required"),
-        (pb::ExecRequest { timeout: Some(prost_types::Duration { seconds: -2, nanos: 0 }), ..argv(ns, "x", &["true"]) }, "timeout: must not be negative"),
-        (pb::ExecRequest { cwd: "relative/dir".into(), ..argv(ns, "x", &["true"]) }, "cwd: must be absolute"),
-        (pb::ExecRequest { command: None, ..argv(ns, "x", &["true"]) }, "command: set argv or shell"),
+        (
+            pb::ExecRequest {
+                sandbox: None,
+                ..argv(ns, "x", &["true"])
+            },
+            "sandbox: required",
+        ),
+        (
+            pb::ExecRequest {
+                timeout: Some(prost_types::Duration {
+                    seconds: -2,
+                    nanos: 0,
+                }),
+                ..argv(ns, "x", &["true"])
+            },
+            "timeout: must not be negative",
+        ),
+        (
+            pb::ExecRequest {
+                cwd: "relative/dir".into(),
+                ..argv(ns, "x", &["true"])
+            },
+            "cwd: must be absolute",
+        ),
+        (
+            pb::ExecRequest {
+                command: None,
+                ..argv(ns, "x", &["true"])
+            },
+            "command: set argv or shell",
+        ),
     ];
     for (req, msg) in bad_exec {
         let err = c.exec(req).await.unwrap_err();
         assert_eq!((err.code(), err.message()), (Code::InvalidArgument, msg));
     }
     let err = c.stat(ns, "x", "etc/passwd").await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "path: must be absolute"));
-    let err = c.create_sandbox(pb::CreateSandboxRequest { namespace: ns.into(), ..Default::default() }).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "image: must not be empty"));
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "path: must be absolute")
+    );
+    let err = c
+        .create_sandbox(pb::CreateSandboxRequest {
+            namespace: ns.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "image: must not be empty")
+    );
     let mut req = sandbox_request(ns, "x", "100m", "128Mi");
     req.ttl_seconds = -1;
     let err = c.create_sandbox(req).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "ttl_seconds: must not be negative"));
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "ttl_seconds: must not be negative")
+    );
     let mut req = sandbox_request(ns, "x", "lots", "128Mi");
     req.name = "x".into();
     let err = c.create_sandbox(req).await.unwrap_err();
-    assert!(err.message().starts_with("resources.cpu:"), "{}", err.message());
+    assert!(
+        err.message().starts_with("resources.cpu:"),
+        "{}",
+        err.message()
+    );
     let err = c
-        .create_sandbox(pb::CreateSandboxRequest { namespace: ns.into(), source: Some(pb::create_sandbox_request::Source::Template("t".into())), ..Default::default() })
+        .create_sandbox(pb::CreateSandboxRequest {
+            namespace: ns.into(),
+            source: Some(pb::create_sandbox_request::Source::Template("t".into())),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     let err = c.extend_sandbox(ns, "x", -5).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "add_seconds: must be positive"));
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "add_seconds: must be positive")
+    );
     let err = c.list_sandboxes(ns, "a in (").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().starts_with("label_selector:"), "{}", err.message());
+    assert!(
+        err.message().starts_with("label_selector:"),
+        "{}",
+        err.message()
+    );
     // Missing sandbox: NOT_FOUND, for exec and files alike.
-    assert_eq!(c.exec_collect(argv(ns, "ghost", &["true"])).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(c.list_dir(ns, "ghost", "/").await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        c.exec_collect(argv(ns, "ghost", &["true"]))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        c.list_dir(ns, "ghost", "/").await.unwrap_err().code(),
+        Code::NotFound
+    );
     e.ns.cleanup().await;
 }
 
@@ -503,11 +860,21 @@ async fn quota_refusal_is_resource_exhausted_and_not_ready_is_failed_preconditio
         }
     });
     Api::<ResourceQuota>::namespaced(client().await, ns)
-        .patch("airlock-sandboxes", &PatchParams::apply("airlock-e2e").force(), &Patch::Apply(&quota))
+        .patch(
+            "airlock-sandboxes",
+            &PatchParams::apply("airlock-e2e").force(),
+            &Patch::Apply(&quota),
+        )
         .await
         .expect("apply the test's quota");
 
-    let err = c.create_sandbox_ready(sandbox_request(ns, "refused", "100m", "128Mi"), READY_TIMEOUT).await.unwrap_err();
+    let err = c
+        .create_sandbox_ready(
+            sandbox_request(ns, "refused", "100m", "128Mi"),
+            READY_TIMEOUT,
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("quota"), "{}", err.message());
     // A failed create-and-wait leaves nothing behind.
@@ -518,11 +885,25 @@ async fn quota_refusal_is_resource_exhausted_and_not_ready_is_failed_preconditio
     }
 
     // Without waiting, the sandbox exists but is not ready: exec and files say so.
-    let sb = c.create_sandbox(sandbox_request(ns, "waiting", "100m", "128Mi")).await.unwrap();
+    let sb = c
+        .create_sandbox(sandbox_request(ns, "waiting", "100m", "128Mi"))
+        .await
+        .unwrap();
     assert!(!sb.ready);
-    let err = c.exec_collect(argv(ns, "waiting", &["true"])).await.unwrap_err();
+    let err = c
+        .exec_collect(argv(ns, "waiting", &["true"]))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().starts_with(&format!("sandbox {ns}/waiting is not ready")), "{}", err.message());
-    assert_eq!(c.stat(ns, "waiting", "/").await.unwrap_err().code(), Code::FailedPrecondition);
+    assert!(
+        err.message()
+            .starts_with(&format!("sandbox {ns}/waiting is not ready")),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        c.stat(ns, "waiting", "/").await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
     e.ns.cleanup().await;
 }

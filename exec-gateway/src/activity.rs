@@ -23,7 +23,11 @@ pub struct Debouncer {
 
 impl Debouncer {
     pub fn new(interval: Duration) -> Self {
-        Debouncer { interval, last: Mutex::new(HashMap::new()), max_keys: 10_000 }
+        Debouncer {
+            interval,
+            last: Mutex::new(HashMap::new()),
+            max_keys: 10_000,
+        }
     }
 
     /// True when no event for `(namespace, name)` was let through in the last `interval`; the
@@ -69,7 +73,10 @@ pub struct ActivityRecorder {
 
 impl ActivityRecorder {
     pub fn new(client: kube::Client, interval: Duration) -> Self {
-        ActivityRecorder { client, debouncer: Arc::new(Debouncer::new(interval)) }
+        ActivityRecorder {
+            client,
+            debouncer: Arc::new(Debouncer::new(interval)),
+        }
     }
 
     /// Records activity on a sandbox (never blocks the call; failures are logged).
@@ -82,9 +89,18 @@ impl ActivityRecorder {
         let debouncer = self.debouncer.clone();
         tokio::spawn(async move {
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            let patch = serde_json::json!({"metadata": {"annotations": {LAST_ACTIVITY_ANNOTATION: now}}});
-            let pp = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
-            match tokio::time::timeout(Duration::from_secs(10), api.patch(&name, &pp, &Patch::Merge(&patch))).await {
+            let patch =
+                serde_json::json!({"metadata": {"annotations": {LAST_ACTIVITY_ANNOTATION: now}}});
+            let pp = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..Default::default()
+            };
+            match tokio::time::timeout(
+                Duration::from_secs(10),
+                api.patch(&name, &pp, &Patch::Merge(&patch)),
+            )
+            .await
+            {
                 Ok(Ok(_)) => tracing::debug!(%namespace, sandbox = %name, "recorded activity"),
                 Ok(Err(e)) => {
                     debouncer.forget(&namespace, &name);
@@ -110,8 +126,14 @@ mod tests {
         assert!(d.should_fire("ns", "a", t0));
         assert!(!d.should_fire("ns", "a", t0 + Duration::from_secs(1)));
         assert!(!d.should_fire("ns", "a", t0 + Duration::from_millis(9999)));
-        assert!(d.should_fire("ns", "b", t0 + Duration::from_secs(1)), "other sandbox is independent");
-        assert!(d.should_fire("other", "a", t0 + Duration::from_secs(1)), "other namespace is independent");
+        assert!(
+            d.should_fire("ns", "b", t0 + Duration::from_secs(1)),
+            "other sandbox is independent"
+        );
+        assert!(
+            d.should_fire("other", "a", t0 + Duration::from_secs(1)),
+            "other namespace is independent"
+        );
         assert!(d.should_fire("ns", "a", t0 + Duration::from_secs(10)));
         assert!(!d.should_fire("ns", "a", t0 + Duration::from_secs(15)));
         assert!(d.should_fire("ns", "a", t0 + Duration::from_secs(20)));

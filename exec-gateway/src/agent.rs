@@ -44,7 +44,9 @@ pub fn frame(kind: u8, payload: &[u8]) -> Bytes {
 /// DATA frames carrying `data`, split so no payload exceeds [`MAX_DATA_FRAME`]. Empty input gives
 /// no frame (an empty DATA frame would be a no-op anyway).
 pub fn data_frames(data: &[u8]) -> Vec<Bytes> {
-    data.chunks(MAX_DATA_FRAME).map(|c| frame(FRAME_DATA, c)).collect()
+    data.chunks(MAX_DATA_FRAME)
+        .map(|c| frame(FRAME_DATA, c))
+        .collect()
 }
 
 /// The CLOSE frame.
@@ -103,12 +105,29 @@ pub fn exec_command(agent: &str, o: &ExecOptions) -> Vec<String> {
 /// A file command of the agent.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FileCommand {
-    Put { path: String, mode: Option<u32>, parents: bool },
-    Get { path: String },
-    Ls { path: String },
-    Stat { path: String },
-    Rm { path: String, recursive: bool },
-    Mkdir { path: String, parents: bool, mode: Option<u32> },
+    Put {
+        path: String,
+        mode: Option<u32>,
+        parents: bool,
+    },
+    Get {
+        path: String,
+    },
+    Ls {
+        path: String,
+    },
+    Stat {
+        path: String,
+    },
+    Rm {
+        path: String,
+        recursive: bool,
+    },
+    Mkdir {
+        path: String,
+        parents: bool,
+        mode: Option<u32>,
+    },
 }
 
 impl FileCommand {
@@ -139,7 +158,11 @@ impl FileCommand {
     /// The full command line. Paths are validated absolute (they start with `/`), so they can
     /// never be mistaken for a flag.
     pub fn command(&self, agent: &str) -> Vec<String> {
-        let mut c = vec![agent.to_string(), self.name().to_string(), self.path().to_string()];
+        let mut c = vec![
+            agent.to_string(),
+            self.name().to_string(),
+            self.path().to_string(),
+        ];
         match self {
             FileCommand::Put { mode, parents, .. } => {
                 if let Some(mode) = mode {
@@ -199,13 +222,21 @@ pub enum AgentError {
 impl From<AgentError> for tonic::Status {
     fn from(e: AgentError) -> Self {
         match &e {
-            AgentError::PodNotFound { .. } => tonic::Status::failed_precondition(format!("sandbox is not running: {e}")),
+            AgentError::PodNotFound { .. } => {
+                tonic::Status::failed_precondition(format!("sandbox is not running: {e}"))
+            }
             AgentError::Start { source, .. } => match source {
-                kube::Error::Api(s) if s.code == 404 => tonic::Status::failed_precondition(format!("sandbox is not running: {e}")),
+                kube::Error::Api(s) if s.code == 404 => {
+                    tonic::Status::failed_precondition(format!("sandbox is not running: {e}"))
+                }
                 _ => tonic::Status::unavailable(e.to_string()),
             },
-            AgentError::NoStatus { .. } | AgentError::Io { .. } => tonic::Status::unavailable(e.to_string()),
-            AgentError::Failed { .. } | AgentError::TooMuchOutput { .. } => tonic::Status::internal(e.to_string()),
+            AgentError::NoStatus { .. } | AgentError::Io { .. } => {
+                tonic::Status::unavailable(e.to_string())
+            }
+            AgentError::Failed { .. } | AgentError::TooMuchOutput { .. } => {
+                tonic::Status::internal(e.to_string())
+            }
         }
     }
 }
@@ -237,7 +268,11 @@ pub fn exit_code_from_status(status: &K8sStatus) -> Result<i32, String> {
 
 /// Signal number inferred from the 128+N convention (0 when the code does not look like one).
 pub fn signal_from_exit_code(code: i32) -> i32 {
-    if (129..=192).contains(&code) { code - 128 } else { 0 }
+    if (129..=192).contains(&code) {
+        code - 128
+    } else {
+        0
+    }
 }
 
 /// Maps a failed file command to a gRPC status: 2 NOT_FOUND, 3 PERMISSION_DENIED,
@@ -245,7 +280,11 @@ pub fn signal_from_exit_code(code: i32) -> i32 {
 /// operation and path and carries the agent's stderr line.
 pub fn file_status(op: &str, path: &str, code: i32, stderr: &str) -> tonic::Status {
     let detail = stderr.trim();
-    let detail = if detail.is_empty() { format!("exit code {code}") } else { truncate(detail, 1024) };
+    let detail = if detail.is_empty() {
+        format!("exit code {code}")
+    } else {
+        truncate(detail, 1024)
+    };
     let msg = format!("{op} {path}: {detail}");
     match code {
         2 => tonic::Status::not_found(msg),
@@ -281,7 +320,12 @@ pub struct RemoteProcess {
 
 /// Starts agent commands in a pod. Implemented by [`KubeExec`]; tests use a local stand-in.
 pub trait PodExec: Send + Sync + 'static {
-    fn start(&self, namespace: &str, pod: &str, command: Vec<String>) -> BoxFuture<'static, Result<RemoteProcess, AgentError>>;
+    fn start(
+        &self,
+        namespace: &str,
+        pod: &str,
+        command: Vec<String>,
+    ) -> BoxFuture<'static, Result<RemoteProcess, AgentError>>;
 }
 
 /// Buffer of each pipe between the websocket and the gateway: bounded, so a slow reader stalls the
@@ -295,7 +339,12 @@ pub struct KubeExec {
 }
 
 impl PodExec for KubeExec {
-    fn start(&self, namespace: &str, pod: &str, command: Vec<String>) -> BoxFuture<'static, Result<RemoteProcess, AgentError>> {
+    fn start(
+        &self,
+        namespace: &str,
+        pod: &str,
+        command: Vec<String>,
+    ) -> BoxFuture<'static, Result<RemoteProcess, AgentError>> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let (namespace, pod) = (namespace.to_string(), pod.to_string());
         Box::pin(async move {
@@ -308,11 +357,24 @@ impl PodExec for KubeExec {
             ap.max_stdin_buf_size = Some(PIPE_BUF);
             ap.max_stdout_buf_size = Some(PIPE_BUF);
             ap.max_stderr_buf_size = Some(PIPE_BUF);
-            let mut attached = api.exec(&pod, command, &ap).await.map_err(|source| match &source {
-                kube::Error::Api(s) if s.code == 404 => AgentError::PodNotFound { namespace: namespace.clone(), pod: pod.clone() },
-                _ => AgentError::Start { namespace: namespace.clone(), pod: pod.clone(), source },
-            })?;
-            let missing = |what: &str| AgentError::Failed { pod: pod.clone(), message: format!("no {what} stream") };
+            let mut attached =
+                api.exec(&pod, command, &ap)
+                    .await
+                    .map_err(|source| match &source {
+                        kube::Error::Api(s) if s.code == 404 => AgentError::PodNotFound {
+                            namespace: namespace.clone(),
+                            pod: pod.clone(),
+                        },
+                        _ => AgentError::Start {
+                            namespace: namespace.clone(),
+                            pod: pod.clone(),
+                            source,
+                        },
+                    })?;
+            let missing = |what: &str| AgentError::Failed {
+                pod: pod.clone(),
+                message: format!("no {what} stream"),
+            };
             let stdin = attached.stdin().ok_or_else(|| missing("stdin"))?;
             let stdout = attached.stdout().ok_or_else(|| missing("stdout"))?;
             let stderr = attached.stderr().ok_or_else(|| missing("stderr"))?;
@@ -321,7 +383,8 @@ impl PodExec for KubeExec {
             let status = Box::pin(async move {
                 match status_fut.await {
                     None => Err(AgentError::NoStatus { pod: pod2 }),
-                    Some(s) => exit_code_from_status(&s).map_err(|message| AgentError::Failed { pod: pod2, message }),
+                    Some(s) => exit_code_from_status(&s)
+                        .map_err(|message| AgentError::Failed { pod: pod2, message }),
                 }
             });
             Ok(RemoteProcess {
@@ -378,7 +441,13 @@ impl StdinWriter {
                 }
             }
         });
-        StdinWriter { normal, urgent, hard, soft, task }
+        StdinWriter {
+            normal,
+            urgent,
+            hard,
+            soft,
+            task,
+        }
     }
 
     /// Closes the agent's stdin at once (mid-frame if need be). Before CLOSE was sent this makes
@@ -426,7 +495,10 @@ mod tests {
         assert_eq!(&close_frame()[..], &[2, 0, 0, 0, 0]);
         assert_eq!(&signal_frame(9)[..], &[3, 0, 0, 0, 4, 0, 0, 0, 9]);
         assert_eq!(&resize_frame(80, 24)[..], &[4, 0, 0, 0, 4, 0, 80, 0, 24]);
-        assert_eq!(&resize_frame(0x1234, 0xffff)[..], &[4, 0, 0, 0, 4, 0x12, 0x34, 0xff, 0xff]);
+        assert_eq!(
+            &resize_frame(0x1234, 0xffff)[..],
+            &[4, 0, 0, 0, 4, 0x12, 0x34, 0xff, 0xff]
+        );
     }
 
     #[test]
@@ -453,32 +525,105 @@ mod tests {
         assert_eq!(
             exec_command("/.airlock/airlock-agent", &o),
             [
-                "/.airlock/airlock-agent", "exec", "--cwd", "/work", "--env", "A=1", "--env", "B=x=y", "--timeout-ms", "2500",
-                "--tty", "--", "python3", "-c", "print(1)"
+                "/.airlock/airlock-agent",
+                "exec",
+                "--cwd",
+                "/work",
+                "--env",
+                "A=1",
+                "--env",
+                "B=x=y",
+                "--timeout-ms",
+                "2500",
+                "--tty",
+                "--",
+                "python3",
+                "-c",
+                "print(1)"
             ]
         );
-        let plain = ExecOptions { argv: vec!["--help".into()], ..Default::default() };
+        let plain = ExecOptions {
+            argv: vec!["--help".into()],
+            ..Default::default()
+        };
         assert_eq!(exec_command("a", &plain), ["a", "exec", "--", "--help"]);
     }
 
     #[test]
     fn file_command_lines() {
         let a = "/.airlock/airlock-agent";
-        assert_eq!(FileCommand::Put { path: "/x".into(), mode: Some(0o644), parents: true }.command(a), [a, "put", "/x", "--mode", "644", "--parents"]);
-        assert_eq!(FileCommand::Put { path: "/x".into(), mode: None, parents: false }.command(a), [a, "put", "/x"]);
-        assert_eq!(FileCommand::Get { path: "/x".into() }.command(a), [a, "get", "/x"]);
-        assert_eq!(FileCommand::Ls { path: "/".into() }.command(a), [a, "ls", "/"]);
-        assert_eq!(FileCommand::Stat { path: "/y".into() }.command(a), [a, "stat", "/y"]);
-        assert_eq!(FileCommand::Rm { path: "/y".into(), recursive: true }.command(a), [a, "rm", "/y", "--recursive"]);
-        assert_eq!(FileCommand::Rm { path: "/y".into(), recursive: false }.command(a), [a, "rm", "/y"]);
         assert_eq!(
-            FileCommand::Mkdir { path: "/d".into(), parents: true, mode: Some(0o755) }.command(a),
+            FileCommand::Put {
+                path: "/x".into(),
+                mode: Some(0o644),
+                parents: true
+            }
+            .command(a),
+            [a, "put", "/x", "--mode", "644", "--parents"]
+        );
+        assert_eq!(
+            FileCommand::Put {
+                path: "/x".into(),
+                mode: None,
+                parents: false
+            }
+            .command(a),
+            [a, "put", "/x"]
+        );
+        assert_eq!(
+            FileCommand::Get { path: "/x".into() }.command(a),
+            [a, "get", "/x"]
+        );
+        assert_eq!(
+            FileCommand::Ls { path: "/".into() }.command(a),
+            [a, "ls", "/"]
+        );
+        assert_eq!(
+            FileCommand::Stat { path: "/y".into() }.command(a),
+            [a, "stat", "/y"]
+        );
+        assert_eq!(
+            FileCommand::Rm {
+                path: "/y".into(),
+                recursive: true
+            }
+            .command(a),
+            [a, "rm", "/y", "--recursive"]
+        );
+        assert_eq!(
+            FileCommand::Rm {
+                path: "/y".into(),
+                recursive: false
+            }
+            .command(a),
+            [a, "rm", "/y"]
+        );
+        assert_eq!(
+            FileCommand::Mkdir {
+                path: "/d".into(),
+                parents: true,
+                mode: Some(0o755)
+            }
+            .command(a),
             [a, "mkdir", "/d", "--parents", "--mode", "755"]
         );
-        assert_eq!(FileCommand::Mkdir { path: "/d".into(), parents: false, mode: None }.command(a), [a, "mkdir", "/d"]);
+        assert_eq!(
+            FileCommand::Mkdir {
+                path: "/d".into(),
+                parents: false,
+                mode: None
+            }
+            .command(a),
+            [a, "mkdir", "/d"]
+        );
     }
 
-    fn status(s: &str, reason: Option<&str>, causes: Vec<(&str, &str)>, message: Option<&str>) -> K8sStatus {
+    fn status(
+        s: &str,
+        reason: Option<&str>,
+        causes: Vec<(&str, &str)>,
+        message: Option<&str>,
+    ) -> K8sStatus {
         K8sStatus {
             status: Some(s.into()),
             reason: reason.map(Into::into),
@@ -487,7 +632,11 @@ mod tests {
                 causes: Some(
                     causes
                         .into_iter()
-                        .map(|(r, m)| StatusCause { reason: Some(r.into()), message: Some(m.into()), field: None })
+                        .map(|(r, m)| StatusCause {
+                            reason: Some(r.into()),
+                            message: Some(m.into()),
+                            field: None,
+                        })
                         .collect(),
                 ),
                 ..Default::default()
@@ -498,15 +647,50 @@ mod tests {
 
     #[test]
     fn exit_codes_from_exec_status() {
-        assert_eq!(exit_code_from_status(&status("Success", None, vec![], None)), Ok(0));
-        assert_eq!(exit_code_from_status(&status("Failure", Some("NonZeroExitCode"), vec![("ExitCode", "3")], Some("command terminated with non-zero exit code"))), Ok(3));
-        assert_eq!(exit_code_from_status(&status("Failure", Some("NonZeroExitCode"), vec![("ExitCode", "137")], None)), Ok(137));
         assert_eq!(
-            exit_code_from_status(&status("Failure", Some("InternalError"), vec![], Some("exec: \"/nope\": no such file"))),
+            exit_code_from_status(&status("Success", None, vec![], None)),
+            Ok(0)
+        );
+        assert_eq!(
+            exit_code_from_status(&status(
+                "Failure",
+                Some("NonZeroExitCode"),
+                vec![("ExitCode", "3")],
+                Some("command terminated with non-zero exit code")
+            )),
+            Ok(3)
+        );
+        assert_eq!(
+            exit_code_from_status(&status(
+                "Failure",
+                Some("NonZeroExitCode"),
+                vec![("ExitCode", "137")],
+                None
+            )),
+            Ok(137)
+        );
+        assert_eq!(
+            exit_code_from_status(&status(
+                "Failure",
+                Some("InternalError"),
+                vec![],
+                Some("exec: \"/nope\": no such file")
+            )),
             Err("exec: \"/nope\": no such file".to_string())
         );
-        assert_eq!(exit_code_from_status(&status("Failure", Some("NonZeroExitCode"), vec![("ExitCode", "x")], None)), Err("NonZeroExitCode".to_string()));
-        assert_eq!(exit_code_from_status(&K8sStatus::default()), Err("unknown failure".to_string()));
+        assert_eq!(
+            exit_code_from_status(&status(
+                "Failure",
+                Some("NonZeroExitCode"),
+                vec![("ExitCode", "x")],
+                None
+            )),
+            Err("NonZeroExitCode".to_string())
+        );
+        assert_eq!(
+            exit_code_from_status(&K8sStatus::default()),
+            Err("unknown failure".to_string())
+        );
     }
 
     #[test]
@@ -524,13 +708,23 @@ mod tests {
     #[test]
     fn file_exit_codes_map_to_grpc_codes() {
         use tonic::Code;
-        let cases = [(2, Code::NotFound), (3, Code::PermissionDenied), (4, Code::FailedPrecondition), (5, Code::InvalidArgument), (1, Code::Internal), (127, Code::Internal)];
+        let cases = [
+            (2, Code::NotFound),
+            (3, Code::PermissionDenied),
+            (4, Code::FailedPrecondition),
+            (5, Code::InvalidArgument),
+            (1, Code::Internal),
+            (127, Code::Internal),
+        ];
         for (exit, code) in cases {
             let s = file_status("stat", "/x", exit, "boom\n");
             assert_eq!(s.code(), code, "exit {exit}");
             assert_eq!(s.message(), "stat /x: boom");
         }
-        assert_eq!(file_status("get", "/y", 1, "").message(), "get /y: exit code 1");
+        assert_eq!(
+            file_status("get", "/y", 1, "").message(),
+            "get /y: exit code 1"
+        );
         let long = "é".repeat(2000);
         assert!(file_status("get", "/y", 1, &long).message().len() < 1100);
     }

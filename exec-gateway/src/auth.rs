@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use kube::Api;
 use kube::api::PostParams;
 use sha2::{Digest, Sha256};
@@ -82,10 +84,15 @@ impl StaticTokens {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let err = |message: String| AuthError::Parse { line: line_no, message };
+            let err = |message: String| AuthError::Parse {
+                line: line_no,
+                message,
+            };
             let mut parts = line.split_whitespace();
             let (Some(token), Some(spec), None) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(err("expected `TOKEN NAMESPACE[,NAMESPACE...]` or `TOKEN *`".into()));
+                return Err(err(
+                    "expected `TOKEN NAMESPACE[,NAMESPACE...]` or `TOKEN *`".into(),
+                ));
             };
             if token.len() < 8 {
                 return Err(err("token must be at least 8 characters".into()));
@@ -116,13 +123,18 @@ impl StaticTokens {
 
     /// Reads and parses a tokens file.
     pub fn load(path: &std::path::Path) -> Result<Self, AuthError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text)
     }
 
     /// The identity and namespaces of a token.
     pub fn lookup(&self, token: &str) -> Option<(&str, &Namespaces)> {
-        self.tokens.get(&sha256(token)).map(|(id, ns)| (id.as_str(), ns))
+        self.tokens
+            .get(&sha256(token))
+            .map(|(id, ns)| (id.as_str(), ns))
     }
 
     pub fn len(&self) -> usize {
@@ -151,7 +163,10 @@ pub enum Principal {
         groups: Vec<String>,
         extra: std::collections::BTreeMap<String, Vec<String>>,
     },
-    Static { id: String, namespaces: Namespaces },
+    Static {
+        id: String,
+        namespaces: Namespaces,
+    },
     Anonymous,
 }
 
@@ -178,9 +193,14 @@ pub struct Access {
 
 impl Access {
     pub fn new(verb: &'static str, namespace: &str, name: Option<&str>) -> Self {
-        Access { namespace: namespace.to_string(), verb, subresource: None, name: name.map(str::to_string) }
+        Access {
+            namespace: namespace.to_string(),
+            verb,
+            subresource: None,
+            name: name.map(str::to_string),
+        }
     }
-    pub fn sub(mut self, subresource: &'static str) -> Self {
+    pub fn subresource(mut self, subresource: &'static str) -> Self {
         self.subresource = Some(subresource);
         self
     }
@@ -201,11 +221,17 @@ struct TtlCache<K, V> {
 
 impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
     fn new(ttl: Duration, max: usize) -> Self {
-        TtlCache { ttl, max, map: Mutex::new(HashMap::new()) }
+        TtlCache {
+            ttl,
+            max,
+            map: Mutex::new(HashMap::new()),
+        }
     }
     fn get(&self, k: &K, now: Instant) -> Option<V> {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(k).filter(|(t, _)| now.saturating_duration_since(*t) < self.ttl).map(|(_, v)| v.clone())
+        map.get(k)
+            .filter(|(t, _)| now.saturating_duration_since(*t) < self.ttl)
+            .map(|(_, v)| v.clone())
     }
     fn put(&self, k: K, v: V, now: Instant) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
@@ -230,7 +256,12 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(mode: AuthMode, client: kube::Client) -> Self {
-        Authenticator { mode, client, tokens: TtlCache::new(CACHE_TTL, 10_000), decisions: TtlCache::new(CACHE_TTL, 50_000) }
+        Authenticator {
+            mode,
+            client,
+            tokens: TtlCache::new(CACHE_TTL, 10_000),
+            decisions: TtlCache::new(CACHE_TTL, 50_000),
+        }
     }
 
     pub fn mode(&self) -> &AuthMode {
@@ -246,7 +277,10 @@ impl Authenticator {
         match &self.mode {
             AuthMode::None => Ok(Principal::Anonymous),
             AuthMode::Static(tokens) => match tokens.lookup(token) {
-                Some((id, ns)) => Ok(Principal::Static { id: id.to_string(), namespaces: ns.clone() }),
+                Some((id, ns)) => Ok(Principal::Static {
+                    id: id.to_string(),
+                    namespaces: ns.clone(),
+                }),
                 None => Err(Status::unauthenticated("invalid bearer token")),
             },
             AuthMode::Kubernetes => {
@@ -266,15 +300,29 @@ impl Authenticator {
     }
 
     async fn token_review(&self, token: &str) -> Result<Option<Principal>, Status> {
-        let review = TokenReview { spec: TokenReviewSpec { token: Some(token.to_string()), audiences: None }, ..Default::default() };
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_string()),
+                audiences: None,
+            },
+            ..Default::default()
+        };
         let api: Api<TokenReview> = Api::all(self.client.clone());
-        let out = api.create(&PostParams::default(), &review).await.map_err(|e| {
-            tracing::warn!(error = %e, "TokenReview failed");
-            Status::unavailable(format!("authenticating the token: TokenReview failed: {e}"))
-        })?;
-        let Some(status) = out.status else { return Ok(None) };
+        let out = api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "TokenReview failed");
+                Status::unavailable(format!("authenticating the token: TokenReview failed: {e}"))
+            })?;
+        let Some(status) = out.status else {
+            return Ok(None);
+        };
         if status.authenticated != Some(true) {
-            tracing::debug!(error = status.error.as_deref().unwrap_or(""), "token rejected by TokenReview");
+            tracing::debug!(
+                error = status.error.as_deref().unwrap_or(""),
+                "token rejected by TokenReview"
+            );
             return Ok(None);
         }
         let user = status.user.unwrap_or_default();
@@ -287,7 +335,11 @@ impl Authenticator {
     }
 
     /// Authorizes `access` for the caller; PERMISSION_DENIED names verb, resource and namespace.
-    pub async fn authorize(&self, principal: Option<&Principal>, access: &Access) -> Result<(), Status> {
+    pub async fn authorize(
+        &self,
+        principal: Option<&Principal>,
+        access: &Access,
+    ) -> Result<(), Status> {
         let Some(principal) = principal else {
             // The layer always inserts a principal; without one the layer was bypassed.
             return match self.mode {
@@ -296,7 +348,12 @@ impl Authenticator {
             };
         };
         let denied = |who: &str, reason: &str| {
-            let mut m = format!("{who} may not {} {} in namespace {}", access.verb, access.resource(), access.namespace);
+            let mut m = format!(
+                "{who} may not {} {} in namespace {}",
+                access.verb,
+                access.resource(),
+                access.namespace
+            );
             if !reason.is_empty() {
                 m.push_str(": ");
                 m.push_str(reason);
@@ -312,7 +369,12 @@ impl Authenticator {
                     Err(denied(id, ""))
                 }
             }
-            Principal::Kubernetes { username, uid, groups, extra } => {
+            Principal::Kubernetes {
+                username,
+                uid,
+                groups,
+                extra,
+            } => {
                 let spec = SubjectAccessReviewSpec {
                     user: Some(username.clone()),
                     uid: (!uid.is_empty()).then(|| uid.clone()),
@@ -345,31 +407,56 @@ impl Authenticator {
         }
     }
 
-    async fn subject_access_review(&self, spec: SubjectAccessReviewSpec) -> Result<Result<(), String>, Status> {
+    async fn subject_access_review(
+        &self,
+        spec: SubjectAccessReviewSpec,
+    ) -> Result<Result<(), String>, Status> {
         let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
-        let review = SubjectAccessReview { spec, ..Default::default() };
-        let out = api.create(&PostParams::default(), &review).await.map_err(|e| {
-            tracing::warn!(error = %e, "SubjectAccessReview failed");
-            Status::unavailable(format!("authorizing the call: SubjectAccessReview failed: {e}"))
-        })?;
+        let review = SubjectAccessReview {
+            spec,
+            ..Default::default()
+        };
+        let out = api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "SubjectAccessReview failed");
+                Status::unavailable(format!(
+                    "authorizing the call: SubjectAccessReview failed: {e}"
+                ))
+            })?;
         let status = out.status.unwrap_or_default();
-        Ok(if status.allowed { Ok(()) } else { Err(status.reason.unwrap_or_default()) })
+        Ok(if status.allowed {
+            Ok(())
+        } else {
+            Err(status.reason.unwrap_or_default())
+        })
     }
 }
 
 /// The token of an `authorization: Bearer TOKEN` header.
 pub fn bearer_token(headers: &http::HeaderMap) -> Result<&str, Status> {
     let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-        return Err(Status::unauthenticated("missing bearer token (authorization: Bearer <token>)"));
+        return Err(Status::unauthenticated(
+            "missing bearer token (authorization: Bearer <token>)",
+        ));
     };
-    let value = value.to_str().map_err(|_| Status::unauthenticated("malformed authorization header"))?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(|| Status::unauthenticated("malformed authorization header"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| Status::unauthenticated("malformed authorization header"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| Status::unauthenticated("malformed authorization header"))?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(Status::unauthenticated("authorization header must use the Bearer scheme"));
+        return Err(Status::unauthenticated(
+            "authorization header must use the Bearer scheme",
+        ));
     }
     let token = token.trim();
     if token.is_empty() {
-        return Err(Status::unauthenticated("missing bearer token (authorization: Bearer <token>)"));
+        return Err(Status::unauthenticated(
+            "missing bearer token (authorization: Bearer <token>)",
+        ));
     }
     Ok(token)
 }
@@ -397,7 +484,10 @@ impl AuthLayer {
 impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, auth: self.auth.clone() }
+        AuthService {
+            inner,
+            auth: self.auth.clone(),
+        }
     }
 }
 
@@ -457,7 +547,8 @@ mod tests {
 
     #[test]
     fn static_tokens_parse() {
-        let t = StaticTokens::parse("# comment\n\n tok-aaaaaaaa team-a,team-b \ntok-bbbbbbbb *\n").unwrap();
+        let t = StaticTokens::parse("# comment\n\n tok-aaaaaaaa team-a,team-b \ntok-bbbbbbbb *\n")
+            .unwrap();
         assert_eq!(t.len(), 2);
         let (_, ns) = t.lookup("tok-aaaaaaaa").unwrap();
         assert!(ns.allows("team-a") && ns.allows("team-b") && !ns.allows("team-c"));
@@ -488,11 +579,23 @@ mod tests {
     fn bearer_tokens() {
         assert_eq!(bearer_token(&headers(Some("Bearer abc"))).unwrap(), "abc");
         assert_eq!(bearer_token(&headers(Some("bearer  abc "))).unwrap(), "abc");
-        for bad in [None, Some("Basic abc"), Some("Bearer"), Some("Bearer   "), Some("abc")] {
-            assert_eq!(bearer_token(&headers(bad)).unwrap_err().code(), Code::Unauthenticated, "{bad:?}");
+        for bad in [
+            None,
+            Some("Basic abc"),
+            Some("Bearer"),
+            Some("Bearer   "),
+            Some("abc"),
+        ] {
+            assert_eq!(
+                bearer_token(&headers(bad)).unwrap_err().code(),
+                Code::Unauthenticated,
+                "{bad:?}"
+            );
         }
         assert!(is_exempt("/grpc.health.v1.Health/Check"));
-        assert!(is_exempt("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"));
+        assert!(is_exempt(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+        ));
         assert!(!is_exempt("/airlock.v1.Processes/Exec"));
     }
 
@@ -500,31 +603,87 @@ mod tests {
     async fn static_mode_decisions() {
         let tokens = StaticTokens::parse("tok-aaaaaaaa team-a\n").unwrap();
         let auth = Authenticator::new(AuthMode::Static(tokens), dead_client());
-        assert_eq!(auth.authenticate(&headers(None)).await.unwrap_err().code(), Code::Unauthenticated);
-        assert_eq!(auth.authenticate(&headers(Some("Bearer wrong-token"))).await.unwrap_err().code(), Code::Unauthenticated);
-        let p = auth.authenticate(&headers(Some("Bearer tok-aaaaaaaa"))).await.unwrap();
-        auth.authorize(Some(&p), &Access::new("create", "team-a", None)).await.unwrap();
-        let denied = auth.authorize(Some(&p), &Access::new("create", "team-b", Some("x")).sub("exec")).await.unwrap_err();
+        assert_eq!(
+            auth.authenticate(&headers(None)).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            auth.authenticate(&headers(Some("Bearer wrong-token")))
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Unauthenticated
+        );
+        let p = auth
+            .authenticate(&headers(Some("Bearer tok-aaaaaaaa")))
+            .await
+            .unwrap();
+        auth.authorize(Some(&p), &Access::new("create", "team-a", None))
+            .await
+            .unwrap();
+        let denied = auth
+            .authorize(
+                Some(&p),
+                &Access::new("create", "team-b", Some("x")).subresource("exec"),
+            )
+            .await
+            .unwrap_err();
         assert_eq!(denied.code(), Code::PermissionDenied);
-        assert!(denied.message().contains("may not create sandboxes/exec in namespace team-b"), "{}", denied.message());
-        assert_eq!(auth.authorize(None, &Access::new("get", "team-a", None)).await.unwrap_err().code(), Code::Unauthenticated);
+        assert!(
+            denied
+                .message()
+                .contains("may not create sandboxes/exec in namespace team-b"),
+            "{}",
+            denied.message()
+        );
+        assert_eq!(
+            auth.authorize(None, &Access::new("get", "team-a", None))
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Unauthenticated
+        );
     }
 
     #[tokio::test]
     async fn none_mode_allows_everything() {
         let auth = Authenticator::new(AuthMode::None, dead_client());
         let p = auth.authenticate(&headers(None)).await.unwrap();
-        auth.authorize(Some(&p), &Access::new("delete", "anything", Some("x"))).await.unwrap();
-        auth.authorize(None, &Access::new("delete", "anything", Some("x"))).await.unwrap();
+        auth.authorize(Some(&p), &Access::new("delete", "anything", Some("x")))
+            .await
+            .unwrap();
+        auth.authorize(None, &Access::new("delete", "anything", Some("x")))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
     async fn kubernetes_mode_without_api_is_unavailable_not_allowed() {
         let auth = Authenticator::new(AuthMode::Kubernetes, dead_client());
-        assert_eq!(auth.authenticate(&headers(None)).await.unwrap_err().code(), Code::Unauthenticated);
-        assert_eq!(auth.authenticate(&headers(Some("Bearer some-token"))).await.unwrap_err().code(), Code::Unavailable);
-        let p = Principal::Kubernetes { username: "u".into(), uid: String::new(), groups: vec![], extra: Default::default() };
-        assert_eq!(auth.authorize(Some(&p), &Access::new("get", "ns", None)).await.unwrap_err().code(), Code::Unavailable);
+        assert_eq!(
+            auth.authenticate(&headers(None)).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            auth.authenticate(&headers(Some("Bearer some-token")))
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Unavailable
+        );
+        let p = Principal::Kubernetes {
+            username: "u".into(),
+            uid: String::new(),
+            groups: vec![],
+            extra: Default::default(),
+        };
+        assert_eq!(
+            auth.authorize(Some(&p), &Access::new("get", "ns", None))
+                .await
+                .unwrap_err()
+                .code(),
+            Code::Unavailable
+        );
     }
 
     #[test]

@@ -92,11 +92,18 @@ pub struct AirlockClient {
 
 /// A [`pb::SandboxRef`].
 pub fn sandbox_ref(namespace: &str, name: &str) -> Option<pb::SandboxRef> {
-    Some(pb::SandboxRef { namespace: namespace.to_string(), name: name.to_string() })
+    Some(pb::SandboxRef {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    })
 }
 
 fn normalize(addr: &str) -> String {
-    if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") }
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
 }
 
 impl AirlockClient {
@@ -104,75 +111,136 @@ impl AirlockClient {
     pub async fn connect(addr: &str, token: Option<String>) -> Result<Self, ClientError> {
         let url = normalize(addr);
         let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|source| ClientError::Address { addr: addr.to_string(), source })?
+            .map_err(|source| ClientError::Address {
+                addr: addr.to_string(),
+                source,
+            })?
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect().await.map_err(|source| ClientError::Connect { addr: url, source })?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect { addr: url, source })?;
         Self::from_channel(channel, token)
     }
 
     /// Uses an existing channel.
     pub fn from_channel(channel: Channel, token: Option<String>) -> Result<Self, ClientError> {
         let header = match token.filter(|t| !t.is_empty()) {
-            Some(t) => Some(format!("Bearer {t}").parse::<MetadataValue<Ascii>>().map_err(|_| ClientError::Token)?),
+            Some(t) => Some(
+                format!("Bearer {t}")
+                    .parse::<MetadataValue<Ascii>>()
+                    .map_err(|_| ClientError::Token)?,
+            ),
             None => None,
         };
-        Ok(AirlockClient { channel, interceptor: TokenInterceptor { header } })
+        Ok(AirlockClient {
+            channel,
+            interceptor: TokenInterceptor { header },
+        })
     }
 
     /// The generated Sandboxes client.
     pub fn sandboxes(&self) -> pb::sandboxes_client::SandboxesClient<Svc> {
-        pb::sandboxes_client::SandboxesClient::with_interceptor(self.channel.clone(), self.interceptor.clone()).max_decoding_message_size(MAX_MESSAGE)
+        pb::sandboxes_client::SandboxesClient::with_interceptor(
+            self.channel.clone(),
+            self.interceptor.clone(),
+        )
+        .max_decoding_message_size(MAX_MESSAGE)
     }
 
     /// The generated Processes client.
     pub fn processes(&self) -> pb::processes_client::ProcessesClient<Svc> {
-        pb::processes_client::ProcessesClient::with_interceptor(self.channel.clone(), self.interceptor.clone())
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE)
+        pb::processes_client::ProcessesClient::with_interceptor(
+            self.channel.clone(),
+            self.interceptor.clone(),
+        )
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
     }
 
     /// The generated Files client.
     pub fn files(&self) -> pb::files_client::FilesClient<Svc> {
-        pb::files_client::FilesClient::with_interceptor(self.channel.clone(), self.interceptor.clone())
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE)
+        pb::files_client::FilesClient::with_interceptor(
+            self.channel.clone(),
+            self.interceptor.clone(),
+        )
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
     }
 
     // --- sandboxes -------------------------------------------------------------------------
 
-    pub async fn create_sandbox(&self, req: pb::CreateSandboxRequest) -> Result<pb::Sandbox, Status> {
-        self.sandboxes().create_sandbox(req).await.map(|r| r.into_inner())
+    pub async fn create_sandbox(
+        &self,
+        req: pb::CreateSandboxRequest,
+    ) -> Result<pb::Sandbox, Status> {
+        self.sandboxes()
+            .create_sandbox(req)
+            .await
+            .map(|r| r.into_inner())
     }
 
     /// Creates a sandbox and waits until it is Ready, at most `timeout`.
-    pub async fn create_sandbox_ready(&self, mut req: pb::CreateSandboxRequest, timeout: Duration) -> Result<pb::Sandbox, Status> {
+    pub async fn create_sandbox_ready(
+        &self,
+        mut req: pb::CreateSandboxRequest,
+        timeout: Duration,
+    ) -> Result<pb::Sandbox, Status> {
         req.wait_ready = true;
         let mut r = Request::new(req);
         r.set_timeout(timeout);
-        self.sandboxes().create_sandbox(r).await.map(|r| r.into_inner())
+        self.sandboxes()
+            .create_sandbox(r)
+            .await
+            .map(|r| r.into_inner())
     }
 
     pub async fn get_sandbox(&self, namespace: &str, name: &str) -> Result<pb::Sandbox, Status> {
-        self.sandboxes().get_sandbox(pb::GetSandboxRequest { sandbox: sandbox_ref(namespace, name) }).await.map(|r| r.into_inner())
+        self.sandboxes()
+            .get_sandbox(pb::GetSandboxRequest {
+                sandbox: sandbox_ref(namespace, name),
+            })
+            .await
+            .map(|r| r.into_inner())
     }
 
-    pub async fn list_sandboxes(&self, namespace: &str, label_selector: &str) -> Result<Vec<pb::Sandbox>, Status> {
+    pub async fn list_sandboxes(
+        &self,
+        namespace: &str,
+        label_selector: &str,
+    ) -> Result<Vec<pb::Sandbox>, Status> {
         self.sandboxes()
-            .list_sandboxes(pb::ListSandboxesRequest { namespace: namespace.into(), label_selector: label_selector.into() })
+            .list_sandboxes(pb::ListSandboxesRequest {
+                namespace: namespace.into(),
+                label_selector: label_selector.into(),
+            })
             .await
             .map(|r| r.into_inner().sandboxes)
     }
 
     pub async fn delete_sandbox(&self, namespace: &str, name: &str) -> Result<(), Status> {
-        self.sandboxes().delete_sandbox(pb::DeleteSandboxRequest { sandbox: sandbox_ref(namespace, name) }).await.map(|_| ())
+        self.sandboxes()
+            .delete_sandbox(pb::DeleteSandboxRequest {
+                sandbox: sandbox_ref(namespace, name),
+            })
+            .await
+            .map(|_| ())
     }
 
-    pub async fn extend_sandbox(&self, namespace: &str, name: &str, add_seconds: i64) -> Result<pb::Sandbox, Status> {
+    pub async fn extend_sandbox(
+        &self,
+        namespace: &str,
+        name: &str,
+        add_seconds: i64,
+    ) -> Result<pb::Sandbox, Status> {
         self.sandboxes()
-            .extend_sandbox(pb::ExtendSandboxRequest { sandbox: sandbox_ref(namespace, name), add_seconds })
+            .extend_sandbox(pb::ExtendSandboxRequest {
+                sandbox: sandbox_ref(namespace, name),
+                add_seconds,
+            })
             .await
             .map(|r| r.into_inner())
     }
@@ -187,14 +255,20 @@ impl AirlockClient {
     {
         pb::ExecRequest {
             sandbox: sandbox_ref(namespace, name),
-            command: Some(pb::exec_request::Command::Argv(pb::Argv { args: argv.into_iter().map(Into::into).collect() })),
+            command: Some(pb::exec_request::Command::Argv(pb::Argv {
+                args: argv.into_iter().map(Into::into).collect(),
+            })),
             ..Default::default()
         }
     }
 
     /// An ExecRequest running a shell line.
     pub fn shell(namespace: &str, name: &str, line: &str) -> pb::ExecRequest {
-        pb::ExecRequest { sandbox: sandbox_ref(namespace, name), command: Some(pb::exec_request::Command::Shell(line.into())), ..Default::default() }
+        pb::ExecRequest {
+            sandbox: sandbox_ref(namespace, name),
+            command: Some(pb::exec_request::Command::Shell(line.into())),
+            ..Default::default()
+        }
     }
 
     /// Starts a command; the stream yields its events.
@@ -214,34 +288,70 @@ impl AirlockClient {
 
     /// Starts an interactive command: send [`pb::ExecInput`] messages (not `start`, which is sent
     /// here) on the returned sender; drop it to half-close (closes the command's stdin).
-    pub async fn exec_interactive(&self, start: pb::ExecStart) -> Result<(mpsc::Sender<pb::ExecInput>, Streaming<pb::ExecEvent>), Status> {
+    pub async fn exec_interactive(
+        &self,
+        start: pb::ExecStart,
+    ) -> Result<(mpsc::Sender<pb::ExecInput>, Streaming<pb::ExecEvent>), Status> {
         let (tx, rx) = mpsc::channel(16);
-        tx.send(pb::ExecInput { input: Some(pb::exec_input::Input::Start(start)) })
-            .await
-            .map_err(|_| Status::internal("input channel closed"))?;
-        let events = self.processes().exec_interactive(ReceiverStream::new(rx)).await?.into_inner();
+        tx.send(pb::ExecInput {
+            input: Some(pb::exec_input::Input::Start(start)),
+        })
+        .await
+        .map_err(|_| Status::internal("input channel closed"))?;
+        let events = self
+            .processes()
+            .exec_interactive(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
         Ok((tx, events))
     }
 
     // --- files -----------------------------------------------------------------------------
 
     /// Uploads everything `reader` yields to `path` (atomic replace).
-    pub async fn upload<R>(&self, namespace: &str, name: &str, path: &str, mode: u32, parents: bool, mut reader: R) -> Result<u64, Status>
+    pub async fn upload<R>(
+        &self,
+        namespace: &str,
+        name: &str,
+        path: &str,
+        mode: u32,
+        parents: bool,
+        mut reader: R,
+    ) -> Result<u64, Status>
     where
         R: AsyncRead + Unpin + Send + 'static,
     {
         let (tx, rx) = mpsc::channel::<pb::UploadRequest>(4);
-        let header = pb::UploadHeader { sandbox: sandbox_ref(namespace, name), path: path.into(), mode, parents };
-        tx.send(pb::UploadRequest { part: Some(pb::upload_request::Part::Header(header)) }).await.map_err(|_| Status::internal("upload channel closed"))?;
+        let header = pb::UploadHeader {
+            sandbox: sandbox_ref(namespace, name),
+            path: path.into(),
+            mode,
+            parents,
+        };
+        tx.send(pb::UploadRequest {
+            part: Some(pb::upload_request::Part::Header(header)),
+        })
+        .await
+        .map_err(|_| Status::internal("upload channel closed"))?;
         let (err_tx, mut err_rx) = tokio::sync::oneshot::channel::<std::io::Error>();
         tokio::spawn(async move {
             loop {
                 let mut buf = bytes::BytesMut::with_capacity(UPLOAD_CHUNK);
-                match (&mut reader).take(UPLOAD_CHUNK as u64).read_buf(&mut buf).await {
+                match (&mut reader)
+                    .take(UPLOAD_CHUNK as u64)
+                    .read_buf(&mut buf)
+                    .await
+                {
                     Ok(0) => return,
                     Ok(_) => {
                         let chunk: Bytes = buf.freeze();
-                        if tx.send(pb::UploadRequest { part: Some(pb::upload_request::Part::Chunk(chunk)) }).await.is_err() {
+                        if tx
+                            .send(pb::UploadRequest {
+                                part: Some(pb::upload_request::Part::Chunk(chunk)),
+                            })
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -264,48 +374,139 @@ impl AirlockClient {
     }
 
     /// Uploads `data` to `path`.
-    pub async fn upload_bytes(&self, namespace: &str, name: &str, path: &str, mode: u32, data: Bytes) -> Result<u64, Status> {
-        self.upload(namespace, name, path, mode, false, std::io::Cursor::new(data)).await
+    pub async fn upload_bytes(
+        &self,
+        namespace: &str,
+        name: &str,
+        path: &str,
+        mode: u32,
+        data: Bytes,
+    ) -> Result<u64, Status> {
+        self.upload(
+            namespace,
+            name,
+            path,
+            mode,
+            false,
+            std::io::Cursor::new(data),
+        )
+        .await
     }
 
     /// Starts a download; the stream yields chunks.
-    pub async fn download(&self, namespace: &str, name: &str, path: &str) -> Result<Streaming<pb::DownloadResponse>, Status> {
-        self.files().download(pb::DownloadRequest { sandbox: sandbox_ref(namespace, name), path: path.into() }).await.map(|r| r.into_inner())
+    pub async fn download(
+        &self,
+        namespace: &str,
+        name: &str,
+        path: &str,
+    ) -> Result<Streaming<pb::DownloadResponse>, Status> {
+        self.files()
+            .download(pb::DownloadRequest {
+                sandbox: sandbox_ref(namespace, name),
+                path: path.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
     }
 
     /// Downloads `path` into `w`; returns the number of bytes.
-    pub async fn download_to<W: AsyncWrite + Unpin>(&self, namespace: &str, name: &str, path: &str, w: &mut W) -> Result<u64, Status> {
+    pub async fn download_to<W: AsyncWrite + Unpin>(
+        &self,
+        namespace: &str,
+        name: &str,
+        path: &str,
+        w: &mut W,
+    ) -> Result<u64, Status> {
         let mut s = self.download(namespace, name, path).await?;
         let mut n = 0u64;
         while let Some(m) = s.message().await? {
-            w.write_all(&m.chunk).await.map_err(|e| Status::internal(format!("writing the local file: {e}")))?;
+            w.write_all(&m.chunk)
+                .await
+                .map_err(|e| Status::internal(format!("writing the local file: {e}")))?;
             n += m.chunk.len() as u64;
         }
-        w.flush().await.map_err(|e| Status::internal(format!("writing the local file: {e}")))?;
+        w.flush()
+            .await
+            .map_err(|e| Status::internal(format!("writing the local file: {e}")))?;
         Ok(n)
     }
 
     /// Downloads `path` into memory.
-    pub async fn download_bytes(&self, namespace: &str, name: &str, path: &str) -> Result<Vec<u8>, Status> {
+    pub async fn download_bytes(
+        &self,
+        namespace: &str,
+        name: &str,
+        path: &str,
+    ) -> Result<Vec<u8>, Status> {
         let mut v = Vec::new();
         self.download_to(namespace, name, path, &mut v).await?;
         Ok(v)
     }
 
-    pub async fn list_dir(&self, namespace: &str, name: &str, path: &str) -> Result<Vec<pb::FileInfo>, Status> {
-        self.files().list_dir(pb::ListDirRequest { sandbox: sandbox_ref(namespace, name), path: path.into() }).await.map(|r| r.into_inner().entries)
+    pub async fn list_dir(
+        &self,
+        namespace: &str,
+        name: &str,
+        path: &str,
+    ) -> Result<Vec<pb::FileInfo>, Status> {
+        self.files()
+            .list_dir(pb::ListDirRequest {
+                sandbox: sandbox_ref(namespace, name),
+                path: path.into(),
+            })
+            .await
+            .map(|r| r.into_inner().entries)
     }
 
-    pub async fn stat(&self, namespace: &str, name: &str, path: &str) -> Result<pb::FileInfo, Status> {
-        self.files().stat(pb::StatRequest { sandbox: sandbox_ref(namespace, name), path: path.into() }).await.map(|r| r.into_inner())
+    pub async fn stat(
+        &self,
+        namespace: &str,
+        name: &str,
+        path: &str,
+    ) -> Result<pb::FileInfo, Status> {
+        self.files()
+            .stat(pb::StatRequest {
+                sandbox: sandbox_ref(namespace, name),
+                path: path.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
     }
 
-    pub async fn remove(&self, namespace: &str, name: &str, path: &str, recursive: bool) -> Result<(), Status> {
-        self.files().remove(pb::RemoveRequest { sandbox: sandbox_ref(namespace, name), path: path.into(), recursive }).await.map(|_| ())
+    pub async fn remove(
+        &self,
+        namespace: &str,
+        name: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), Status> {
+        self.files()
+            .remove(pb::RemoveRequest {
+                sandbox: sandbox_ref(namespace, name),
+                path: path.into(),
+                recursive,
+            })
+            .await
+            .map(|_| ())
     }
 
-    pub async fn make_dir(&self, namespace: &str, name: &str, path: &str, parents: bool, mode: u32) -> Result<(), Status> {
-        self.files().make_dir(pb::MakeDirRequest { sandbox: sandbox_ref(namespace, name), path: path.into(), parents, mode }).await.map(|_| ())
+    pub async fn make_dir(
+        &self,
+        namespace: &str,
+        name: &str,
+        path: &str,
+        parents: bool,
+        mode: u32,
+    ) -> Result<(), Status> {
+        self.files()
+            .make_dir(pb::MakeDirRequest {
+                sandbox: sandbox_ref(namespace, name),
+                path: path.into(),
+                parents,
+                mode,
+            })
+            .await
+            .map(|_| ())
     }
 }
 
@@ -326,14 +527,19 @@ pub async fn collect(mut s: Streaming<pb::ExecEvent>) -> Result<ExecOutput, Stat
             Some(Event::Started(_)) | None => {}
         }
     }
-    Err(Status::unknown("the command's event stream ended without an exit event"))
+    Err(Status::unknown(
+        "the command's event stream ended without an exit event",
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn addresses() {
-        assert_eq!(super::normalize("localhost:50051"), "http://localhost:50051");
+        assert_eq!(
+            super::normalize("localhost:50051"),
+            "http://localhost:50051"
+        );
         assert_eq!(super::normalize("https://x:1"), "https://x:1");
     }
 }

@@ -13,7 +13,10 @@ pub fn timestamp(t: &Time) -> prost_types::Timestamp {
 }
 
 pub fn timestamp_from_unix(secs: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: secs, nanos: 0 }
+    prost_types::Timestamp {
+        seconds: secs,
+        nanos: 0,
+    }
 }
 
 fn phase(p: Option<Phase>) -> pb::Phase {
@@ -35,7 +38,9 @@ pub fn sandbox(s: &Sandbox) -> pb::Sandbox {
     let message = if ready {
         String::new()
     } else {
-        s.condition(condition::READY).map(|c| c.message.clone()).unwrap_or_default()
+        s.condition(condition::READY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default()
     };
     pb::Sandbox {
         namespace: s.namespace().unwrap_or_default(),
@@ -56,9 +61,24 @@ pub fn sandbox(s: &Sandbox) -> pb::Sandbox {
             })
             .collect(),
         resources: Some(pb::Resources {
-            cpu: spec.resources.cpu.as_ref().map(|q| q.0.clone()).unwrap_or_default(),
-            memory: spec.resources.memory.as_ref().map(|q| q.0.clone()).unwrap_or_default(),
-            ephemeral_storage: spec.resources.ephemeral_storage.as_ref().map(|q| q.0.clone()).unwrap_or_default(),
+            cpu: spec
+                .resources
+                .cpu
+                .as_ref()
+                .map(|q| q.0.clone())
+                .unwrap_or_default(),
+            memory: spec
+                .resources
+                .memory
+                .as_ref()
+                .map(|q| q.0.clone())
+                .unwrap_or_default(),
+            ephemeral_storage: spec
+                .resources
+                .ephemeral_storage
+                .as_ref()
+                .map(|q| q.0.clone())
+                .unwrap_or_default(),
         }),
         ttl_seconds: spec.lifetime.ttl_seconds.unwrap_or_default(),
         idle_timeout_seconds: spec.lifetime.idle_timeout_seconds.unwrap_or_default(),
@@ -90,15 +110,27 @@ pub fn sandbox(s: &Sandbox) -> pb::Sandbox {
                 .collect(),
             dns: spec.network.dns,
         }),
-        env: spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect(),
-        labels: s.labels().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        env: spec
+            .env
+            .iter()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect(),
+        labels: s
+            .labels()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         created_at: s.metadata.creation_timestamp.as_ref().map(timestamp),
         ready_at: status.ready_time.as_ref().map(timestamp),
         expires_at: status.expires_at.as_ref().map(timestamp),
         last_activity_at: status.last_activity_time.as_ref().map(timestamp),
         pod_name: status.pod_name.clone().unwrap_or_default(),
         node_name: status.node_name.clone().unwrap_or_default(),
-        runtime_class_name: status.runtime_class_name.clone().or_else(|| spec.runtime_class_name.clone()).unwrap_or_default(),
+        runtime_class_name: status
+            .runtime_class_name
+            .clone()
+            .or_else(|| spec.runtime_class_name.clone())
+            .unwrap_or_default(),
         message,
         deleting: s.metadata.deletion_timestamp.is_some(),
     }
@@ -106,7 +138,9 @@ pub fn sandbox(s: &Sandbox) -> pb::Sandbox {
 
 /// The reason of the Ready condition when it is not True.
 pub fn not_ready_reason(s: &Sandbox) -> Option<String> {
-    s.condition(condition::READY).filter(|c| c.status != "True").map(|c| c.reason.clone())
+    s.condition(condition::READY)
+        .filter(|c| c.status != "True")
+        .map(|c| c.reason.clone())
 }
 
 /// True when the Sandbox reports that the namespace's quota refused its pod.
@@ -117,7 +151,8 @@ pub fn quota_exceeded(s: &Sandbox) -> bool {
 /// True when the Sandbox's lifetime ended.
 pub fn expired(s: &Sandbox) -> bool {
     s.status.as_ref().and_then(|st| st.phase) == Some(Phase::Expired)
-        || s.condition(condition::EXPIRED).is_some_and(|c| c.status == "True")
+        || s.condition(condition::EXPIRED)
+            .is_some_and(|c| c.status == "True")
 }
 
 /// True when the Sandbox failed for good.

@@ -74,7 +74,8 @@ pub(crate) fn parse_listing(out: &[u8]) -> Result<Vec<pb::FileInfo>, String> {
         if line.trim().is_empty() {
             continue;
         }
-        let e: AgentEntry = serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        let e: AgentEntry =
+            serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
         entries.push(e.into_info());
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -82,16 +83,26 @@ pub(crate) fn parse_listing(out: &[u8]) -> Result<Vec<pb::FileInfo>, String> {
 }
 
 /// Reads a pipe to its end, failing past `limit` bytes.
-async fn read_limited(mut r: Pin<Box<dyn AsyncRead + Send>>, limit: usize, pod: &str) -> Result<Vec<u8>, AgentError> {
+async fn read_limited(
+    mut r: Pin<Box<dyn AsyncRead + Send>>,
+    limit: usize,
+    pod: &str,
+) -> Result<Vec<u8>, AgentError> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = r.read(&mut buf).await.map_err(|source| AgentError::Io { pod: pod.to_string(), source })?;
+        let n = r.read(&mut buf).await.map_err(|source| AgentError::Io {
+            pod: pod.to_string(),
+            source,
+        })?;
         if n == 0 {
             return Ok(out);
         }
         if out.len() + n > limit {
-            return Err(AgentError::TooMuchOutput { pod: pod.to_string(), limit });
+            return Err(AgentError::TooMuchOutput {
+                pod: pod.to_string(),
+                limit,
+            });
         }
         out.extend_from_slice(&buf[..n]);
     }
@@ -120,28 +131,61 @@ struct Collected {
 }
 
 /// Runs a command that needs no stdin and collects its output.
-async fn collect(proc: RemoteProcess, pod: &str, stdout_limit: usize) -> Result<Collected, AgentError> {
-    let RemoteProcess { stdin, stdout, stderr, status, guard } = proc;
+async fn collect(
+    proc: RemoteProcess,
+    pod: &str,
+    stdout_limit: usize,
+) -> Result<Collected, AgentError> {
+    let RemoteProcess {
+        stdin,
+        stdout,
+        stderr,
+        status,
+        guard,
+    } = proc;
     // Stdin stays open (and untouched) until the command ended: closing it early would tell the
     // agent that the client is gone.
     let writer = StdinWriter::spawn(stdin);
-    let (out, err, code) = tokio::join!(read_limited(stdout, stdout_limit, pod), read_capped(stderr, MAX_STDERR), status);
+    let (out, err, code) = tokio::join!(
+        read_limited(stdout, stdout_limit, pod),
+        read_capped(stderr, MAX_STDERR),
+        status
+    );
     drop(writer);
     drop(guard);
     let code = code?;
-    Ok(Collected { code, stdout: out?, stderr: String::from_utf8_lossy(&err).into_owned() })
+    Ok(Collected {
+        code,
+        stdout: out?,
+        stderr: String::from_utf8_lossy(&err).into_owned(),
+    })
 }
 
 impl FilesService {
     /// Validates the sandbox, authorizes, checks readiness, records activity and starts `cmd`.
-    async fn start<T>(&self, req: &Request<T>, sandbox: Option<&pb::SandboxRef>, verb: &'static str, cmd: &FileCommand) -> Result<(RemoteProcess, String, String, String), Status> {
+    async fn start<T>(
+        &self,
+        req: &Request<T>,
+        sandbox: Option<&pb::SandboxRef>,
+        verb: &'static str,
+        cmd: &FileCommand,
+    ) -> Result<(RemoteProcess, String, String, String), Status> {
         let ctx = &self.ctx;
         let (ns, name) = validate::sandbox_ref("sandbox", sandbox, &ctx.default_namespace)?;
-        ctx.authorize(req, Access::new(verb, &ns, Some(&name)).sub("files")).await?;
+        ctx.authorize(
+            req,
+            Access::new(verb, &ns, Some(&name)).subresource("files"),
+        )
+        .await?;
         self.start_checked(ns, name, cmd).await
     }
 
-    async fn start_checked(&self, ns: String, name: String, cmd: &FileCommand) -> Result<(RemoteProcess, String, String, String), Status> {
+    async fn start_checked(
+        &self,
+        ns: String,
+        name: String,
+        cmd: &FileCommand,
+    ) -> Result<(RemoteProcess, String, String, String), Status> {
         let ctx = &self.ctx;
         let (_sb, pod) = crate::k8s::ready_sandbox(&ctx.client, &ns, &name).await?;
         ctx.activity.touch(&ns, &name);
@@ -154,13 +198,32 @@ impl FilesService {
     }
 
     /// Runs a metadata command to completion; non-zero exit codes become statuses.
-    async fn metadata<T>(&self, req: &Request<T>, sandbox: Option<&pb::SandboxRef>, verb: &'static str, cmd: FileCommand, limit: usize) -> Result<Vec<u8>, Status> {
+    async fn metadata<T>(
+        &self,
+        req: &Request<T>,
+        sandbox: Option<&pb::SandboxRef>,
+        verb: &'static str,
+        cmd: FileCommand,
+        limit: usize,
+    ) -> Result<Vec<u8>, Status> {
         let (proc, _ns, _name, pod) = self.start(req, sandbox, verb, &cmd).await?;
         let c = tokio::time::timeout(METADATA_TIMEOUT, collect(proc, &pod, limit))
             .await
-            .map_err(|_| Status::deadline_exceeded(format!("{} {}: no answer within {}s", cmd.name(), cmd.path(), METADATA_TIMEOUT.as_secs())))??;
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "{} {}: no answer within {}s",
+                    cmd.name(),
+                    cmd.path(),
+                    METADATA_TIMEOUT.as_secs()
+                ))
+            })??;
         if c.code != 0 {
-            return Err(agent::file_status(cmd.name(), cmd.path(), c.code, &c.stderr));
+            return Err(agent::file_status(
+                cmd.name(),
+                cmd.path(),
+                c.code,
+                &c.stderr,
+            ));
         }
         Ok(c.stdout)
     }
@@ -170,21 +233,49 @@ impl FilesService {
 impl pb::files_server::Files for FilesService {
     type DownloadStream = DownloadStream;
 
-    async fn upload(&self, req: Request<Streaming<pb::UploadRequest>>) -> Result<Response<pb::UploadResponse>, Status> {
+    async fn upload(
+        &self,
+        req: Request<Streaming<pb::UploadRequest>>,
+    ) -> Result<Response<pb::UploadResponse>, Status> {
         let mut req = req;
         let first = tokio::time::timeout(Duration::from_secs(30), req.get_mut().message())
             .await
             .map_err(|_| Status::deadline_exceeded("header: no first message within 30s"))??;
-        let Some(pb::UploadRequest { part: Some(pb::upload_request::Part::Header(h)) }) = first else {
-            return Err(validate::invalid("header", "the first message must be the header"));
+        let Some(pb::UploadRequest {
+            part: Some(pb::upload_request::Part::Header(h)),
+        }) = first
+        else {
+            return Err(validate::invalid(
+                "header",
+                "the first message must be the header",
+            ));
         };
-        let (ns, name) = validate::sandbox_ref("header.sandbox", h.sandbox.as_ref(), &self.ctx.default_namespace)?;
+        let (ns, name) = validate::sandbox_ref(
+            "header.sandbox",
+            h.sandbox.as_ref(),
+            &self.ctx.default_namespace,
+        )?;
         let path = validate::path("header.path", &h.path)?;
         let mode = validate::mode("header.mode", h.mode)?;
-        self.ctx.authorize(&req, Access::new("create", &ns, Some(&name)).sub("files")).await?;
-        let cmd = FileCommand::Put { path: path.clone(), mode, parents: h.parents };
+        self.ctx
+            .authorize(
+                &req,
+                Access::new("create", &ns, Some(&name)).subresource("files"),
+            )
+            .await?;
+        let cmd = FileCommand::Put {
+            path: path.clone(),
+            mode,
+            parents: h.parents,
+        };
         let (proc, ns, name, pod) = self.start_checked(ns, name, &cmd).await?;
-        let RemoteProcess { stdin, stdout, stderr, mut status, guard } = proc;
+        let RemoteProcess {
+            stdin,
+            stdout,
+            stderr,
+            mut status,
+            guard,
+        } = proc;
         let writer = StdinWriter::spawn(stdin);
         let mut input = req.into_inner();
         let out_task = tokio::spawn(read_capped(stdout, 4096));
@@ -207,7 +298,9 @@ impl pb::files_server::Files for FilesService {
                 _ = self.ctx.hard_stop.cancelled() => break Err(Status::unavailable("the gateway is shutting down")),
             };
             match msg {
-                Ok(Some(pb::UploadRequest { part: Some(pb::upload_request::Part::Chunk(b)) })) => {
+                Ok(Some(pb::UploadRequest {
+                    part: Some(pb::upload_request::Part::Chunk(b)),
+                })) => {
                     let n = b.len();
                     let mut ok = true;
                     for f in agent::data_frames(&b) {
@@ -217,63 +310,129 @@ impl pb::files_server::Files for FilesService {
                         }
                     }
                     if !ok {
-                        break Err(Status::unavailable(format!("put {path}: the connection to the sandbox broke")));
+                        break Err(Status::unavailable(format!(
+                            "put {path}: the connection to the sandbox broke"
+                        )));
                     }
                     metrics.add_bytes("upload", n);
                 }
-                Ok(Some(pb::UploadRequest { part: Some(pb::upload_request::Part::Header(_)) })) => {
-                    break Err(validate::invalid("header", "may only be sent once, as the first message"));
+                Ok(Some(pb::UploadRequest {
+                    part: Some(pb::upload_request::Part::Header(_)),
+                })) => {
+                    break Err(validate::invalid(
+                        "header",
+                        "may only be sent once, as the first message",
+                    ));
                 }
-                Ok(Some(pb::UploadRequest { part: None })) => break Err(validate::invalid("part", "must be set")),
+                Ok(Some(pb::UploadRequest { part: None })) => {
+                    break Err(validate::invalid("part", "must be set"));
+                }
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             }
+        };
+        let fed = match fed {
+            Ok(()) => match writer.normal.send(agent::close_frame()).await {
+                Ok(()) => Ok(()),
+                Err(_) => Err(Status::unavailable(format!(
+                    "put {path}: the connection to the sandbox broke"
+                ))),
+            },
+            Err(e) => Err(e),
         };
         if let Err(e) = fed {
             // No CLOSE: the agent discards its temporary file; the old file stays.
             writer.drop_stdin();
             tracing::info!(namespace = %ns, sandbox = %name, path = %path, error = %e.message(), "upload aborted");
-            let _ = tokio::time::timeout(agent::KILL_GRACE, &mut status).await;
+            let st = tokio::time::timeout(agent::KILL_GRACE, &mut status).await;
             drop(guard);
+            // A broken pipe usually means the agent refused the file and exited: its exit code
+            // and message say why.
+            if e.code() == tonic::Code::Unavailable
+                && let Ok(Ok(code)) = st
+                && code != 0
+            {
+                let err = tokio::time::timeout(agent::KILL_GRACE, err_task)
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .unwrap_or_default();
+                return Err(agent::file_status(
+                    "put",
+                    &path,
+                    code,
+                    &String::from_utf8_lossy(&err),
+                ));
+            }
             return Err(e);
-        }
-        if writer.normal.send(agent::close_frame()).await.is_err() {
-            return Err(Status::unavailable(format!("put {path}: the connection to the sandbox broke")));
         }
         let code = tokio::time::timeout(METADATA_TIMEOUT, &mut status)
             .await
-            .map_err(|_| Status::deadline_exceeded(format!("put {path}: the agent did not commit the file within {}s", METADATA_TIMEOUT.as_secs())))?
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "put {path}: the agent did not commit the file within {}s",
+                    METADATA_TIMEOUT.as_secs()
+                ))
+            })?
             .map_err(Status::from)?;
         let out = out_task.await.unwrap_or_default();
         let err = err_task.await.unwrap_or_default();
         drop(writer);
         drop(guard);
         if code != 0 {
-            return Err(agent::file_status("put", &path, code, &String::from_utf8_lossy(&err)));
+            return Err(agent::file_status(
+                "put",
+                &path,
+                code,
+                &String::from_utf8_lossy(&err),
+            ));
         }
         #[derive(Deserialize)]
         struct Size {
             size: u64,
         }
         let size = serde_json::from_slice::<Size>(out.trim_ascii())
-            .map_err(|e| Status::internal(format!("put {path}: unexpected agent output {:?}: {e}", String::from_utf8_lossy(&out))))?
+            .map_err(|e| {
+                Status::internal(format!(
+                    "put {path}: unexpected agent output {:?}: {e}",
+                    String::from_utf8_lossy(&out)
+                ))
+            })?
             .size;
         tracing::info!(namespace = %ns, sandbox = %name, pod = %pod, path = %path, size, "uploaded");
         Ok(Response::new(pb::UploadResponse { size }))
     }
 
-    async fn download(&self, req: Request<pb::DownloadRequest>) -> Result<Response<DownloadStream>, Status> {
+    async fn download(
+        &self,
+        req: Request<pb::DownloadRequest>,
+    ) -> Result<Response<DownloadStream>, Status> {
         let path = validate::path("path", &req.get_ref().path)?;
         let cmd = FileCommand::Get { path: path.clone() };
-        let (proc, ns, name, _pod) = self.start(&req, req.get_ref().sandbox.as_ref(), "get", &cmd).await?;
-        let RemoteProcess { stdin, stdout, stderr, mut status, guard } = proc;
-        let (tx, rx) = mpsc::channel::<Result<pb::DownloadResponse, Status>>(crate::processes::EVENT_BUFFER);
+        let (proc, ns, name, _pod) = self
+            .start(&req, req.get_ref().sandbox.as_ref(), "get", &cmd)
+            .await?;
+        let RemoteProcess {
+            stdin,
+            stdout,
+            stderr,
+            mut status,
+            guard,
+        } = proc;
+        let (tx, rx) =
+            mpsc::channel::<Result<pb::DownloadResponse, Status>>(crate::processes::EVENT_BUFFER);
         let ctx = self.ctx.clone();
         tokio::spawn(async move {
             let writer = StdinWriter::spawn(stdin);
             let discard = CancellationToken::new();
             let m = ctx.metrics.clone();
-            let out = tokio::spawn(crate::processes::forward(stdout, tx.clone(), |chunk| pb::DownloadResponse { chunk }, discard.clone(), move |n| m.add_bytes("download", n)));
+            let out = tokio::spawn(crate::processes::forward(
+                stdout,
+                tx.clone(),
+                |chunk| pb::DownloadResponse { chunk },
+                discard.clone(),
+                move |n| m.add_bytes("download", n),
+            ));
             let err = tokio::spawn(read_capped(stderr, MAX_STDERR));
             let r = tokio::select! {
                 r = &mut status => Some(r),
@@ -295,9 +454,18 @@ impl pb::files_server::Files for FilesService {
                     let err = err.await.unwrap_or_default();
                     if delivered {
                         match r {
-                            Ok(0) => tracing::info!(namespace = %ns, sandbox = %name, path = %path, "downloaded"),
+                            Ok(0) => {
+                                tracing::info!(namespace = %ns, sandbox = %name, path = %path, "downloaded")
+                            }
                             Ok(code) => {
-                                let _ = tx.send(Err(agent::file_status("get", &path, code, &String::from_utf8_lossy(&err)))).await;
+                                let _ = tx
+                                    .send(Err(agent::file_status(
+                                        "get",
+                                        &path,
+                                        code,
+                                        &String::from_utf8_lossy(&err),
+                                    )))
+                                    .await;
                             }
                             Err(e) => {
                                 let _ = tx.send(Err(e.into())).await;
@@ -312,40 +480,91 @@ impl pb::files_server::Files for FilesService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn list_dir(&self, req: Request<pb::ListDirRequest>) -> Result<Response<pb::ListDirResponse>, Status> {
+    async fn list_dir(
+        &self,
+        req: Request<pb::ListDirRequest>,
+    ) -> Result<Response<pb::ListDirResponse>, Status> {
         let path = validate::path("path", &req.get_ref().path)?;
-        let out = self.metadata(&req, req.get_ref().sandbox.as_ref(), "get", FileCommand::Ls { path: path.clone() }, MAX_LISTING).await?;
-        let entries = parse_listing(&out).map_err(|e| Status::internal(format!("ls {path}: unexpected agent output: {e}")))?;
+        let out = self
+            .metadata(
+                &req,
+                req.get_ref().sandbox.as_ref(),
+                "get",
+                FileCommand::Ls { path: path.clone() },
+                MAX_LISTING,
+            )
+            .await?;
+        let entries = parse_listing(&out)
+            .map_err(|e| Status::internal(format!("ls {path}: unexpected agent output: {e}")))?;
         Ok(Response::new(pb::ListDirResponse { entries }))
     }
 
     async fn stat(&self, req: Request<pb::StatRequest>) -> Result<Response<pb::FileInfo>, Status> {
         let path = validate::path("path", &req.get_ref().path)?;
-        let out = self.metadata(&req, req.get_ref().sandbox.as_ref(), "get", FileCommand::Stat { path: path.clone() }, 64 * 1024).await?;
-        let mut entries = parse_listing(&out).map_err(|e| Status::internal(format!("stat {path}: unexpected agent output: {e}")))?;
+        let out = self
+            .metadata(
+                &req,
+                req.get_ref().sandbox.as_ref(),
+                "get",
+                FileCommand::Stat { path: path.clone() },
+                64 * 1024,
+            )
+            .await?;
+        let mut entries = parse_listing(&out)
+            .map_err(|e| Status::internal(format!("stat {path}: unexpected agent output: {e}")))?;
         if entries.len() != 1 {
-            return Err(Status::internal(format!("stat {path}: expected one entry from the agent, got {}", entries.len())));
+            return Err(Status::internal(format!(
+                "stat {path}: expected one entry from the agent, got {}",
+                entries.len()
+            )));
         }
         let mut info = entries.remove(0);
         info.name = path;
         Ok(Response::new(info))
     }
 
-    async fn remove(&self, req: Request<pb::RemoveRequest>) -> Result<Response<pb::RemoveResponse>, Status> {
+    async fn remove(
+        &self,
+        req: Request<pb::RemoveRequest>,
+    ) -> Result<Response<pb::RemoveResponse>, Status> {
         let path = validate::path("path", &req.get_ref().path)?;
         if path.trim_end_matches('/').is_empty() {
             return Err(validate::invalid("path", "refusing to remove /"));
         }
-        let cmd = FileCommand::Rm { path, recursive: req.get_ref().recursive };
-        self.metadata(&req, req.get_ref().sandbox.as_ref(), "create", cmd, 64 * 1024).await?;
+        let cmd = FileCommand::Rm {
+            path,
+            recursive: req.get_ref().recursive,
+        };
+        self.metadata(
+            &req,
+            req.get_ref().sandbox.as_ref(),
+            "create",
+            cmd,
+            64 * 1024,
+        )
+        .await?;
         Ok(Response::new(pb::RemoveResponse {}))
     }
 
-    async fn make_dir(&self, req: Request<pb::MakeDirRequest>) -> Result<Response<pb::MakeDirResponse>, Status> {
+    async fn make_dir(
+        &self,
+        req: Request<pb::MakeDirRequest>,
+    ) -> Result<Response<pb::MakeDirResponse>, Status> {
         let path = validate::path("path", &req.get_ref().path)?;
         let mode = validate::mode("mode", req.get_ref().mode)?;
-        let cmd = FileCommand::Mkdir { path, parents: req.get_ref().parents, mode };
-        self.metadata(&req, req.get_ref().sandbox.as_ref(), "create", cmd, 64 * 1024).await?;
+        let cmd = FileCommand::Mkdir {
+            path,
+            parents: req.get_ref().parents,
+            mode,
+        };
+        self.metadata(
+            &req,
+            req.get_ref().sandbox.as_ref(),
+            "create",
+            cmd,
+            64 * 1024,
+        )
+        .await?;
         Ok(Response::new(pb::MakeDirResponse {}))
     }
 }
@@ -362,7 +581,10 @@ mod tests {
 {"name":"l","type":"symlink","size":1,"mode":41471,"mtime":0,"extra":true}
 "#;
         let e = parse_listing(out).unwrap();
-        assert_eq!(e.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["a.txt", "b", "l"]);
+        assert_eq!(
+            e.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["a.txt", "b", "l"]
+        );
         assert_eq!(e[0].r#type, pb::FileType::File as i32);
         assert_eq!(e[0].mode, 0o644);
         assert_eq!(e[1].r#type, pb::FileType::Dir as i32);
@@ -370,7 +592,11 @@ mod tests {
         assert_eq!(e[2].r#type, pb::FileType::Symlink as i32);
         assert_eq!(e[0].mtime.as_ref().unwrap().seconds, 1700000001);
         assert!(parse_listing(b"").unwrap().is_empty());
-        assert!(parse_listing(b"not json\n").unwrap_err().starts_with("line 1:"));
+        assert!(
+            parse_listing(b"not json\n")
+                .unwrap_err()
+                .starts_with("line 1:")
+        );
         assert!(parse_listing(&[0xff, 0xfe]).is_err());
     }
 }

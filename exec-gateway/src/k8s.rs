@@ -26,9 +26,17 @@ impl KubeError {
             && s.code == 404
             && action != "creating"
         {
-            return KubeError::NotFound { namespace: namespace.into(), name: name.into() };
+            return KubeError::NotFound {
+                namespace: namespace.into(),
+                name: name.into(),
+            };
         }
-        KubeError::Api { action, namespace: namespace.into(), name: name.into(), source }
+        KubeError::Api {
+            action,
+            namespace: namespace.into(),
+            name: name.into(),
+            source,
+        }
     }
 }
 
@@ -40,9 +48,15 @@ impl From<KubeError> for tonic::Status {
             KubeError::Api { source, .. } => match source {
                 kube::Error::Api(s) => match s.code {
                     400 | 422 => tonic::Status::invalid_argument(msg),
-                    401 => tonic::Status::internal(format!("the gateway's own Kubernetes credentials were refused: {msg}")),
-                    403 if s.message.contains("exceeded quota") => tonic::Status::resource_exhausted(msg),
-                    403 => tonic::Status::internal(format!("the gateway lacks Kubernetes permissions: {msg}")),
+                    401 => tonic::Status::internal(format!(
+                        "the gateway's own Kubernetes credentials were refused: {msg}"
+                    )),
+                    403 if s.message.contains("exceeded quota") => {
+                        tonic::Status::resource_exhausted(msg)
+                    }
+                    403 => tonic::Status::internal(format!(
+                        "the gateway lacks Kubernetes permissions: {msg}"
+                    )),
                     404 => tonic::Status::not_found(msg),
                     409 => tonic::Status::already_exists(msg),
                     429 => tonic::Status::resource_exhausted(msg),
@@ -56,13 +70,23 @@ impl From<KubeError> for tonic::Status {
 }
 
 /// Reads a Sandbox (NOT_FOUND when missing).
-pub async fn get_sandbox(client: &kube::Client, namespace: &str, name: &str) -> Result<Sandbox, KubeError> {
+pub async fn get_sandbox(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Sandbox, KubeError> {
     let api: Api<Sandbox> = Api::namespaced(client.clone(), namespace);
-    api.get(name).await.map_err(|e| KubeError::api("reading", namespace, name, e))
+    api.get(name)
+        .await
+        .map_err(|e| KubeError::api("reading", namespace, name, e))
 }
 
 /// A Sandbox that accepts commands, with the name of its pod.
-pub async fn ready_sandbox(client: &kube::Client, namespace: &str, name: &str) -> Result<(Sandbox, String), tonic::Status> {
+pub async fn ready_sandbox(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(Sandbox, String), tonic::Status> {
     let sb = get_sandbox(client, namespace, name).await?;
     check_ready(&sb, namespace, name)?;
     let pod = sb
@@ -76,18 +100,29 @@ pub async fn ready_sandbox(client: &kube::Client, namespace: &str, name: &str) -
 /// FAILED_PRECONDITION unless the Sandbox is Ready (and not expired or being deleted).
 pub fn check_ready(sb: &Sandbox, namespace: &str, name: &str) -> Result<(), tonic::Status> {
     if convert::expired(sb) {
-        return Err(tonic::Status::failed_precondition(format!("sandbox {namespace}/{name} has expired")));
+        return Err(tonic::Status::failed_precondition(format!(
+            "sandbox {namespace}/{name} has expired"
+        )));
     }
     if sb.metadata.deletion_timestamp.is_some() {
-        return Err(tonic::Status::failed_precondition(format!("sandbox {namespace}/{name} is being deleted")));
+        return Err(tonic::Status::failed_precondition(format!(
+            "sandbox {namespace}/{name} is being deleted"
+        )));
     }
     if !sb.is_ready() {
-        let phase = sb.status.as_ref().and_then(|s| s.phase).map(|p| p.as_str()).unwrap_or("Pending");
+        let phase = sb
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .map(|p| p.as_str())
+            .unwrap_or("Pending");
         let why = sb
             .condition(airlock_crds::condition::READY)
             .map(|c| format!(": {} {}", c.reason, c.message))
             .unwrap_or_default();
-        return Err(tonic::Status::failed_precondition(format!("sandbox {namespace}/{name} is not ready (phase {phase}{why})")));
+        return Err(tonic::Status::failed_precondition(format!(
+            "sandbox {namespace}/{name} is not ready (phase {phase}{why})"
+        )));
     }
     Ok(())
 }
@@ -100,7 +135,13 @@ mod tests {
     use tonic::Code;
 
     fn sb(phase: Phase, ready: &str, reason: &str) -> Sandbox {
-        let mut s = Sandbox::new("x", SandboxSpec { image: "i".into(), ..Default::default() });
+        let mut s = Sandbox::new(
+            "x",
+            SandboxSpec {
+                image: "i".into(),
+                ..Default::default()
+            },
+        );
         s.status = Some(SandboxStatus {
             phase: Some(phase),
             conditions: vec![Condition {
@@ -121,27 +162,46 @@ mod tests {
         assert!(check_ready(&sb(Phase::Ready, "True", "Ready"), "n", "x").is_ok());
         let e = check_ready(&sb(Phase::Pending, "False", "PodPending"), "n", "x").unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition);
-        assert_eq!(e.message(), "sandbox n/x is not ready (phase Pending: PodPending msg)");
+        assert_eq!(
+            e.message(),
+            "sandbox n/x is not ready (phase Pending: PodPending msg)"
+        );
         let e = check_ready(&sb(Phase::Expired, "False", "Expired"), "n", "x").unwrap_err();
         assert_eq!(e.message(), "sandbox n/x has expired");
-        assert!(convert::quota_exceeded(&sb(Phase::Pending, "False", "QuotaExceeded")));
-        assert!(!convert::failed(&sb(Phase::Failed, "False", "QuotaExceeded")));
+        assert!(convert::quota_exceeded(&sb(
+            Phase::Pending,
+            "False",
+            "QuotaExceeded"
+        )));
+        assert!(!convert::failed(&sb(
+            Phase::Failed,
+            "False",
+            "QuotaExceeded"
+        )));
         assert!(convert::failed(&sb(Phase::Failed, "False", "PodFailed")));
     }
 
     fn api_err(code: u16, message: &str) -> kube::Error {
-        kube::Error::Api(Box::new(kube::core::Status { code, message: message.into(), ..Default::default() }))
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            message: message.into(),
+            ..Default::default()
+        }))
     }
 
     #[test]
     fn kube_errors_map_to_grpc_codes() {
         let s: tonic::Status = KubeError::api("reading", "n", "x", api_err(404, "nope")).into();
-        assert_eq!((s.code(), s.message()), (Code::NotFound, "sandbox n/x not found"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::NotFound, "sandbox n/x not found")
+        );
         let s: tonic::Status = KubeError::api("creating", "n", "x", api_err(409, "exists")).into();
         assert_eq!(s.code(), Code::AlreadyExists);
         let s: tonic::Status = KubeError::api("creating", "n", "x", api_err(422, "invalid")).into();
         assert_eq!(s.code(), Code::InvalidArgument);
-        let s: tonic::Status = KubeError::api("creating", "n", "x", api_err(403, "exceeded quota: q")).into();
+        let s: tonic::Status =
+            KubeError::api("creating", "n", "x", api_err(403, "exceeded quota: q")).into();
         assert_eq!(s.code(), Code::ResourceExhausted);
         let s: tonic::Status = KubeError::api("creating", "n", "x", api_err(503, "down")).into();
         assert_eq!(s.code(), Code::Unavailable);

@@ -36,7 +36,8 @@ pub mod proto {
         tonic::include_proto!("airlock.v1");
 
         /// Encoded `FileDescriptorSet` of the API, served by the reflection service.
-        pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("airlock_descriptor");
+        pub const FILE_DESCRIPTOR_SET: &[u8] =
+            tonic::include_file_descriptor_set!("airlock_descriptor");
     }
 }
 

@@ -38,7 +38,12 @@ struct Args {
     #[arg(long, env = "AIRLOCK_METRICS_ADDR", default_value = "0.0.0.0:9090")]
     metrics_addr: SocketAddr,
     /// How callers are authenticated.
-    #[arg(long, env = "AIRLOCK_AUTH_MODE", value_enum, default_value = "kubernetes")]
+    #[arg(
+        long,
+        env = "AIRLOCK_AUTH_MODE",
+        value_enum,
+        default_value = "kubernetes"
+    )]
     auth_mode: AuthModeArg,
     /// Tokens file for --auth-mode static: one `TOKEN NAMESPACE[,NAMESPACE...]` or `TOKEN *` per line.
     #[arg(long, env = "AIRLOCK_STATIC_TOKENS_FILE")]
@@ -60,13 +65,21 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn,tower=warn,h2=warn,hyper=warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn,tower=warn,h2=warn,hyper=warn".into());
     match args.log_format {
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_current_span(false)
+            .init(),
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
     }
     if !airlock_exec_gateway::validate::is_dns_label(&args.default_namespace) {
-        anyhow::bail!("--default-namespace {:?} is not a valid namespace name", args.default_namespace);
+        anyhow::bail!(
+            "--default-namespace {:?} is not a valid namespace name",
+            args.default_namespace
+        );
     }
     if !args.agent_path.starts_with('/') {
         anyhow::bail!("--agent-path must be absolute");
@@ -75,7 +88,10 @@ async fn main() -> anyhow::Result<()> {
         AuthModeArg::Kubernetes => AuthMode::Kubernetes,
         AuthModeArg::None => AuthMode::None,
         AuthModeArg::Static => {
-            let path = args.static_tokens_file.as_ref().ok_or_else(|| anyhow::anyhow!("--auth-mode static needs --static-tokens-file"))?;
+            let path = args
+                .static_tokens_file
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("--auth-mode static needs --static-tokens-file"))?;
             let tokens = StaticTokens::load(path)?;
             tracing::info!(tokens = tokens.len(), file = %path.display(), "loaded static tokens");
             AuthMode::Static(tokens)
@@ -96,12 +112,18 @@ async fn main() -> anyhow::Result<()> {
         s.cancel();
     });
 
-    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr).await.map_err(|e| anyhow::anyhow!("binding --metrics-addr {}: {e}", args.metrics_addr))?;
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding --metrics-addr {}: {e}", args.metrics_addr))?;
     tracing::info!(addr = %args.metrics_addr, "metrics listening on /metrics");
     let s = shutdown.clone();
-    let metrics_task = tokio::spawn(serve_metrics(metrics, metrics_listener, async move { s.cancelled().await }));
+    let metrics_task = tokio::spawn(serve_metrics(metrics, metrics_listener, async move {
+        s.cancelled().await
+    }));
 
-    let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| anyhow::anyhow!("binding --listen {}: {e}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding --listen {}: {e}", args.listen))?;
     let s = shutdown.clone();
     serve(config, listener, async move { s.cancelled().await }).await?;
     shutdown.cancel();

@@ -69,21 +69,39 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("airlock_gateway");
         let rpcs = Family::<MethodCode, Counter>::default();
-        let durations: HistogramFamily = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
+        let durations: HistogramFamily =
+            Family::new_with_constructor(duration_histogram as fn() -> Histogram);
         let active = Family::<MethodLabel, Gauge>::default();
         let bytes = Family::<StreamLabel, Counter>::default();
         let execs = Family::<ResultLabel, Counter>::default();
-        registry.register("rpcs", "Finished gRPC calls by method and status code", rpcs.clone());
-        registry.register("rpc_duration_seconds", "Duration of gRPC calls", durations.clone());
+        registry.register(
+            "rpcs",
+            "Finished gRPC calls by method and status code",
+            rpcs.clone(),
+        );
+        registry.register(
+            "rpc_duration_seconds",
+            "Duration of gRPC calls",
+            durations.clone(),
+        );
         registry.register("active_streams", "gRPC calls in flight", active.clone());
         registry.register("bytes", "Payload bytes moved, by stream", bytes.clone());
         registry.register("exec", "Commands run, by outcome", execs.clone());
-        Metrics { registry, rpcs, durations, active, bytes, execs }
+        Metrics {
+            registry,
+            rpcs,
+            durations,
+            active,
+            bytes,
+            execs,
+        }
     }
 
     /// Counts payload bytes of a stream (`stdout`, `stderr`, `stdin`, `upload`, `download`).
     pub fn add_bytes(&self, stream: &'static str, n: usize) {
-        self.bytes.get_or_create(&StreamLabel { stream }).inc_by(n as u64);
+        self.bytes
+            .get_or_create(&StreamLabel { stream })
+            .inc_by(n as u64);
     }
 
     /// Counts a finished command.
@@ -113,19 +131,40 @@ pub async fn serve_metrics(
             "/metrics",
             get(move || {
                 let m = metrics.clone();
-                async move { ([(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode()) }
+                async move {
+                    (
+                        [(
+                            http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
+                }
             }),
         )
         .route("/healthz", get(|| async { "ok" }));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// The method label of a request path: `airlock.v1.Processes/Exec`; anything that is not a known
 /// service is `other` (keeps label cardinality bounded whatever clients send).
 pub fn method_label(path: &str) -> String {
     let p = path.trim_start_matches('/');
-    let known = ["airlock.v1.Sandboxes/", "airlock.v1.Processes/", "airlock.v1.Files/", "grpc.health.v1.Health/", "grpc.reflection.v1.ServerReflection/", "grpc.reflection.v1alpha.ServerReflection/"];
-    if known.iter().any(|k| p.starts_with(k)) && p.len() < 100 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/') {
+    let known = [
+        "airlock.v1.Sandboxes/",
+        "airlock.v1.Processes/",
+        "airlock.v1.Files/",
+        "grpc.health.v1.Health/",
+        "grpc.reflection.v1.ServerReflection/",
+        "grpc.reflection.v1alpha.ServerReflection/",
+    ];
+    if known.iter().any(|k| p.starts_with(k))
+        && p.len() < 100
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/')
+    {
         p.to_string()
     } else {
         "other".to_string()
@@ -167,8 +206,18 @@ struct CallRecord {
 
 impl CallRecord {
     fn new(metrics: Arc<Metrics>, method: String) -> Self {
-        metrics.active.get_or_create(&MethodLabel { method: method.clone() }).inc();
-        CallRecord { metrics, method, start: Instant::now(), done: false }
+        metrics
+            .active
+            .get_or_create(&MethodLabel {
+                method: method.clone(),
+            })
+            .inc();
+        CallRecord {
+            metrics,
+            method,
+            start: Instant::now(),
+            done: false,
+        }
     }
 
     fn finish(&mut self, code: &str) {
@@ -176,20 +225,41 @@ impl CallRecord {
             return;
         }
         self.done = true;
-        self.metrics.rpcs.get_or_create(&MethodCode { method: self.method.clone(), code: code.to_string() }).inc();
-        self.metrics.durations.get_or_create(&MethodLabel { method: self.method.clone() }).observe(self.start.elapsed().as_secs_f64());
+        self.metrics
+            .rpcs
+            .get_or_create(&MethodCode {
+                method: self.method.clone(),
+                code: code.to_string(),
+            })
+            .inc();
+        self.metrics
+            .durations
+            .get_or_create(&MethodLabel {
+                method: self.method.clone(),
+            })
+            .observe(self.start.elapsed().as_secs_f64());
     }
 }
 
 impl Drop for CallRecord {
     fn drop(&mut self) {
         self.finish("CANCELLED");
-        self.metrics.active.get_or_create(&MethodLabel { method: self.method.clone() }).dec();
+        self.metrics
+            .active
+            .get_or_create(&MethodLabel {
+                method: self.method.clone(),
+            })
+            .dec();
     }
 }
 
 fn grpc_code(headers: &http::HeaderMap) -> Option<&'static str> {
-    let v = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+    let v = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse::<i32>()
+        .ok()?;
     Some(code_name(tonic::Code::from_i32(v)))
 }
 
@@ -209,7 +279,10 @@ where
     type Data = B::Data;
     type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let res = this.inner.poll_frame(cx);
         match &res {
@@ -258,7 +331,10 @@ impl MetricsLayer {
 impl<S> tower::Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        MetricsService { inner, metrics: self.metrics.clone() }
+        MetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -318,10 +394,19 @@ mod tests {
 
     #[test]
     fn labels_are_bounded() {
-        assert_eq!(method_label("/airlock.v1.Processes/Exec"), "airlock.v1.Processes/Exec");
+        assert_eq!(
+            method_label("/airlock.v1.Processes/Exec"),
+            "airlock.v1.Processes/Exec"
+        );
         assert_eq!(method_label("/evil/../x"), "other");
-        assert_eq!(method_label(&format!("/airlock.v1.Files/{}", "x".repeat(200))), "other");
-        assert_eq!(code_name(tonic::Code::PermissionDenied), "PERMISSION_DENIED");
+        assert_eq!(
+            method_label(&format!("/airlock.v1.Files/{}", "x".repeat(200))),
+            "other"
+        );
+        assert_eq!(
+            code_name(tonic::Code::PermissionDenied),
+            "PERMISSION_DENIED"
+        );
     }
 
     #[test]
@@ -329,15 +414,32 @@ mod tests {
         let m = Arc::new(Metrics::new());
         {
             let mut r = CallRecord::new(m.clone(), "airlock.v1.Files/Stat".into());
-            assert!(m.encode().contains("airlock_gateway_active_streams{method=\"airlock.v1.Files/Stat\"} 1"));
+            assert!(
+                m.encode()
+                    .contains("airlock_gateway_active_streams{method=\"airlock.v1.Files/Stat\"} 1")
+            );
             r.finish("NOT_FOUND");
         }
-        drop(CallRecord::new(m.clone(), "airlock.v1.Processes/Exec".into()));
+        drop(CallRecord::new(
+            m.clone(),
+            "airlock.v1.Processes/Exec".into(),
+        ));
         m.add_bytes("stdout", 10);
         let text = m.encode();
-        assert!(text.contains("airlock_gateway_rpcs_total{method=\"airlock.v1.Files/Stat\",code=\"NOT_FOUND\"} 1"), "{text}");
+        assert!(
+            text.contains(
+                "airlock_gateway_rpcs_total{method=\"airlock.v1.Files/Stat\",code=\"NOT_FOUND\"} 1"
+            ),
+            "{text}"
+        );
         assert!(text.contains("airlock_gateway_rpcs_total{method=\"airlock.v1.Processes/Exec\",code=\"CANCELLED\"} 1"), "{text}");
-        assert!(text.contains("airlock_gateway_active_streams{method=\"airlock.v1.Files/Stat\"} 0"), "{text}");
-        assert!(text.contains("airlock_gateway_bytes_total{stream=\"stdout\"} 10"), "{text}");
+        assert!(
+            text.contains("airlock_gateway_active_streams{method=\"airlock.v1.Files/Stat\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("airlock_gateway_bytes_total{stream=\"stdout\"} 10"),
+            "{text}"
+        );
     }
 }

@@ -121,9 +121,20 @@ struct Run {
 }
 
 impl Run {
-    async fn run(self, proc: RemoteProcess, initial: Vec<Bytes>, input: Option<(Streaming<pb::ExecInput>, bool)>) {
+    async fn run(
+        self,
+        proc: RemoteProcess,
+        initial: Vec<Bytes>,
+        input: Option<(Streaming<pb::ExecInput>, bool)>,
+    ) {
         let started = Instant::now();
-        let RemoteProcess { stdin, stdout, stderr, mut status, guard } = proc;
+        let RemoteProcess {
+            stdin,
+            stdout,
+            stderr,
+            mut status,
+            guard,
+        } = proc;
         let writer = StdinWriter::spawn(stdin);
         let metrics = self.ctx.metrics.clone();
 
@@ -150,9 +161,21 @@ impl Run {
 
         let discard = CancellationToken::new();
         let m1 = metrics.clone();
-        let out = tokio::spawn(forward(stdout, self.tx.clone(), |b| event(pb::exec_event::Event::Stdout(b)), discard.clone(), move |n| m1.add_bytes("stdout", n)));
+        let out = tokio::spawn(forward(
+            stdout,
+            self.tx.clone(),
+            |b| event(pb::exec_event::Event::Stdout(b)),
+            discard.clone(),
+            move |n| m1.add_bytes("stdout", n),
+        ));
         let m2 = metrics.clone();
-        let err = tokio::spawn(forward(stderr, self.tx.clone(), |b| event(pb::exec_event::Event::Stderr(b)), discard.clone(), move |n| m2.add_bytes("stderr", n)));
+        let err = tokio::spawn(forward(
+            stderr,
+            self.tx.clone(),
+            |b| event(pb::exec_event::Event::Stderr(b)),
+            discard.clone(),
+            move |n| m2.add_bytes("stderr", n),
+        ));
 
         let deadline = self.timeout.map(|t| started + t);
         let far = started + Duration::from_secs(100 * 365 * 24 * 3600);
@@ -202,16 +225,33 @@ impl Run {
                 writer.kill_and_close();
                 let shutdown = matches!(next, Next::Shutdown);
                 if shutdown {
-                    let _ = self.tx.try_send(Err(Status::unavailable("the gateway is shutting down")));
+                    let _ = self
+                        .tx
+                        .try_send(Err(Status::unavailable("the gateway is shutting down")));
                 }
                 match tokio::time::timeout(KILL_GRACE, &mut status).await {
-                    Ok(r) => tracing::debug!(exit = ?r.ok(), "command ended after its client went away"),
-                    Err(_) => tracing::warn!(namespace = %self.namespace, sandbox = %self.sandbox, "no exit status within the grace period after the client went away"),
+                    Ok(r) => {
+                        tracing::debug!(exit = ?r.ok(), "command ended after its client went away")
+                    }
+                    Err(_) => {
+                        tracing::warn!(namespace = %self.namespace, sandbox = %self.sandbox, "no exit status within the grace period after the client went away")
+                    }
                 }
-                if shutdown { Ending::Shutdown } else { Ending::ClientGone }
+                if shutdown {
+                    Ending::Shutdown
+                } else {
+                    Ending::ClientGone
+                }
             }
             Next::GaveUp => {
-                let _ = self.tx.send(Ok(event(exited(agent::EXIT_SIGKILL, true, started.elapsed())))).await;
+                let _ = self
+                    .tx
+                    .send(Ok(event(exited(
+                        agent::EXIT_SIGKILL,
+                        true,
+                        started.elapsed(),
+                    ))))
+                    .await;
                 Ending::TimedOut
             }
             Next::Status(r) => {
@@ -231,13 +271,29 @@ impl Run {
                     match r {
                         Ok(code) => {
                             // The agent's backstop may fire a moment before the gateway's.
-                            let timed_out = timed_out || (deadline.is_some_and(|d| Instant::now() >= d) && code == agent::EXIT_SIGKILL);
-                            let _ = self.tx.send(Ok(event(exited(code, timed_out, started.elapsed())))).await;
-                            if timed_out { Ending::TimedOut } else { Ending::Exited }
+                            let timed_out = timed_out
+                                || (deadline.is_some_and(|d| Instant::now() >= d)
+                                    && code == agent::EXIT_SIGKILL);
+                            let _ = self
+                                .tx
+                                .send(Ok(event(exited(code, timed_out, started.elapsed()))))
+                                .await;
+                            if timed_out {
+                                Ending::TimedOut
+                            } else {
+                                Ending::Exited
+                            }
                         }
                         Err(e) if timed_out => {
                             tracing::debug!(error = %e, "exec stream ended without status after the timeout");
-                            let _ = self.tx.send(Ok(event(exited(agent::EXIT_SIGKILL, true, started.elapsed())))).await;
+                            let _ = self
+                                .tx
+                                .send(Ok(event(exited(
+                                    agent::EXIT_SIGKILL,
+                                    true,
+                                    started.elapsed(),
+                                ))))
+                                .await;
                             Ending::TimedOut
                         }
                         Err(e) => {
@@ -271,7 +327,10 @@ fn exited(code: i32, timed_out: bool, d: Duration) -> pb::exec_event::Event {
         exit_code: code,
         signal: agent::signal_from_exit_code(code),
         timed_out,
-        duration: Some(prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }),
+        duration: Some(prost_types::Duration {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        }),
     })
 }
 
@@ -313,7 +372,13 @@ async fn read_input(
         };
         match msg.input {
             None => return fail(validate::invalid("input", "must be set")).await,
-            Some(Input::Start(_)) => return fail(validate::invalid("start", "may only be sent once, as the first message")).await,
+            Some(Input::Start(_)) => {
+                return fail(validate::invalid(
+                    "start",
+                    "may only be sent once, as the first message",
+                ))
+                .await;
+            }
             Some(Input::Stdin(b)) => {
                 if closed {
                     return fail(validate::invalid("stdin", "stdin was already closed")).await;
@@ -335,7 +400,11 @@ async fn read_input(
             }
             Some(Input::Resize(r)) => {
                 if !tty {
-                    return fail(validate::invalid("resize", "only allowed when the command runs with tty")).await;
+                    return fail(validate::invalid(
+                        "resize",
+                        "only allowed when the command runs with tty",
+                    ))
+                    .await;
                 }
                 match validate::resize("resize", &r) {
                     Ok((c, rws)) => {
@@ -368,11 +437,14 @@ impl ProcessesService {
         input: Option<Streaming<pb::ExecInput>>,
     ) -> Result<Response<EventStream>, Status> {
         let ctx = self.ctx.clone();
-        let (_sb, pod) = crate::k8s::ready_sandbox(&ctx.client, &spec.namespace, &spec.name).await?;
+        let (_sb, pod) =
+            crate::k8s::ready_sandbox(&ctx.client, &spec.namespace, &spec.name).await?;
         ctx.activity.touch(&spec.namespace, &spec.name);
         let mut options = spec.options.clone();
         options.tty = tty;
-        options.timeout_ms = spec.timeout.map(|t| (t + AGENT_TIMEOUT_SLACK).as_millis() as u64);
+        options.timeout_ms = spec
+            .timeout
+            .map(|t| (t + AGENT_TIMEOUT_SLACK).as_millis() as u64);
         let command = agent::exec_command(&ctx.agent_path, &options);
         tracing::info!(
             namespace = %spec.namespace,
@@ -403,7 +475,10 @@ impl ProcessesService {
 
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         // Cannot fail: the channel is new and has room.
-        let _ = tx.try_send(Ok(event(pb::exec_event::Event::Started(pb::Started { pid: 0, pod_name: pod.clone() }))));
+        let _ = tx.try_send(Ok(event(pb::exec_event::Event::Started(pb::Started {
+            pid: 0,
+            pod_name: pod.clone(),
+        }))));
         let run = Run {
             ctx: ctx.clone(),
             namespace: spec.namespace.clone(),
@@ -426,17 +501,33 @@ impl pb::processes_server::Processes for ProcessesService {
 
     async fn exec(&self, req: Request<pb::ExecRequest>) -> Result<Response<EventStream>, Status> {
         let spec = validate::exec_request(req.get_ref(), &self.ctx.default_namespace)?;
-        self.ctx.authorize(&req, Access::new("create", &spec.namespace, Some(&spec.name)).sub("exec")).await?;
+        self.ctx
+            .authorize(
+                &req,
+                Access::new("create", &spec.namespace, Some(&spec.name)).subresource("exec"),
+            )
+            .await?;
         self.start(spec, false, None, None).await
     }
 
-    async fn run_code(&self, req: Request<pb::RunCodeRequest>) -> Result<Response<EventStream>, Status> {
+    async fn run_code(
+        &self,
+        req: Request<pb::RunCodeRequest>,
+    ) -> Result<Response<EventStream>, Status> {
         let spec = validate::run_code_request(req.get_ref(), &self.ctx.default_namespace)?;
-        self.ctx.authorize(&req, Access::new("create", &spec.namespace, Some(&spec.name)).sub("exec")).await?;
+        self.ctx
+            .authorize(
+                &req,
+                Access::new("create", &spec.namespace, Some(&spec.name)).subresource("exec"),
+            )
+            .await?;
         self.start(spec, false, None, None).await
     }
 
-    async fn exec_interactive(&self, req: Request<Streaming<pb::ExecInput>>) -> Result<Response<EventStream>, Status> {
+    async fn exec_interactive(
+        &self,
+        req: Request<Streaming<pb::ExecInput>>,
+    ) -> Result<Response<EventStream>, Status> {
         let first = tokio::time::timeout(Duration::from_secs(30), async {
             let mut s = req;
             let m = s.get_mut().message().await;
@@ -445,20 +536,32 @@ impl pb::processes_server::Processes for ProcessesService {
         .await
         .map_err(|_| Status::deadline_exceeded("start: no first message within 30s"))?;
         let (req, msg) = first;
-        let msg = msg?.ok_or_else(|| validate::invalid("start", "the first message must be start"))?;
+        let msg =
+            msg?.ok_or_else(|| validate::invalid("start", "the first message must be start"))?;
         let Some(pb::exec_input::Input::Start(start)) = msg.input else {
-            return Err(validate::invalid("start", "the first message must be start"));
+            return Err(validate::invalid(
+                "start",
+                "the first message must be start",
+            ));
         };
         let Some(request) = start.request.as_ref() else {
             return Err(validate::invalid("start.request", "required"));
         };
         let spec = validate::exec_request(request, &self.ctx.default_namespace)?;
         let size = match (&start.size, start.tty) {
-            (Some(_), false) => return Err(validate::invalid("start.size", "only allowed with tty")),
+            (Some(_), false) => {
+                return Err(validate::invalid("start.size", "only allowed with tty"));
+            }
             (Some(s), true) => Some(validate::resize("start.size", s)?),
             (None, _) => None,
         };
-        self.ctx.authorize(&req, Access::new("create", &spec.namespace, Some(&spec.name)).sub("exec")).await?;
-        self.start(spec, start.tty, size, Some(req.into_inner())).await
+        self.ctx
+            .authorize(
+                &req,
+                Access::new("create", &spec.namespace, Some(&spec.name)).subresource("exec"),
+            )
+            .await?;
+        self.start(spec, start.tty, size, Some(req.into_inner()))
+            .await
     }
 }

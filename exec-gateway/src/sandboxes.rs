@@ -49,8 +49,14 @@ enum WaitOutcome {
 }
 
 fn classify(s: Option<&Sandbox>) -> Option<WaitOutcome> {
-    let Some(s) = s else { return Some(WaitOutcome::Deleted) };
-    let msg = || s.condition(airlock_crds::condition::READY).map(|c| format!("{}: {}", c.reason, c.message)).unwrap_or_default();
+    let Some(s) = s else {
+        return Some(WaitOutcome::Deleted);
+    };
+    let msg = || {
+        s.condition(airlock_crds::condition::READY)
+            .map(|c| format!("{}: {}", c.reason, c.message))
+            .unwrap_or_default()
+    };
     if s.is_ready() {
         Some(WaitOutcome::Ready(Box::new(s.clone())))
     } else if convert::quota_exceeded(s) {
@@ -65,7 +71,13 @@ fn classify(s: Option<&Sandbox>) -> Option<WaitOutcome> {
 }
 
 impl SandboxesService {
-    async fn wait_ready(&self, api: &Api<Sandbox>, ns: &str, name: &str, budget: Duration) -> Result<Sandbox, Status> {
+    async fn wait_ready(
+        &self,
+        api: &Api<Sandbox>,
+        ns: &str,
+        name: &str,
+        budget: Duration,
+    ) -> Result<Sandbox, Status> {
         let watch = async {
             let mut o = None;
             let cond = |s: Option<&Sandbox>| classify(s).is_some();
@@ -85,25 +97,41 @@ impl SandboxesService {
                 }
             }
         };
-        let outcome = tokio::time::timeout(budget, watch)
-            .await
-            .map_err(|_| Status::deadline_exceeded(format!("sandbox {ns}/{name} did not become ready within {}s", budget.as_secs())))??;
+        let outcome = tokio::time::timeout(budget, watch).await.map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "sandbox {ns}/{name} did not become ready within {}s",
+                budget.as_secs()
+            ))
+        })??;
         match outcome {
             WaitOutcome::Ready(s) => Ok(*s),
-            WaitOutcome::Quota(m) => Err(Status::resource_exhausted(format!("sandbox {ns}/{name} refused by the namespace's quota ({m})"))),
-            WaitOutcome::Failed(m) => Err(Status::failed_precondition(format!("sandbox {ns}/{name} failed ({m})"))),
-            WaitOutcome::Expired => Err(Status::failed_precondition(format!("sandbox {ns}/{name} expired before it became ready"))),
-            WaitOutcome::Deleted => Err(Status::failed_precondition(format!("sandbox {ns}/{name} was deleted before it became ready"))),
+            WaitOutcome::Quota(m) => Err(Status::resource_exhausted(format!(
+                "sandbox {ns}/{name} refused by the namespace's quota ({m})"
+            ))),
+            WaitOutcome::Failed(m) => Err(Status::failed_precondition(format!(
+                "sandbox {ns}/{name} failed ({m})"
+            ))),
+            WaitOutcome::Expired => Err(Status::failed_precondition(format!(
+                "sandbox {ns}/{name} expired before it became ready"
+            ))),
+            WaitOutcome::Deleted => Err(Status::failed_precondition(format!(
+                "sandbox {ns}/{name} was deleted before it became ready"
+            ))),
         }
     }
 }
 
 #[tonic::async_trait]
 impl pb::sandboxes_server::Sandboxes for SandboxesService {
-    async fn create_sandbox(&self, req: Request<pb::CreateSandboxRequest>) -> Result<Response<pb::Sandbox>, Status> {
+    async fn create_sandbox(
+        &self,
+        req: Request<pb::CreateSandboxRequest>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
         let received = Instant::now();
         let spec = validate::create_request(req.get_ref(), &self.ctx.default_namespace)?;
-        self.ctx.authorize(&req, Access::new("create", &spec.namespace, None)).await?;
+        self.ctx
+            .authorize(&req, Access::new("create", &spec.namespace, None))
+            .await?;
         let ns = spec.namespace.clone();
         let mut sb = Sandbox::new(spec.name.as_deref().unwrap_or(""), spec.spec);
         sb.metadata.name = spec.name.clone();
@@ -113,9 +141,19 @@ impl pb::sandboxes_server::Sandboxes for SandboxesService {
             sb.metadata.labels = Some(spec.labels);
         }
         let api: Api<Sandbox> = Api::namespaced(self.ctx.client.clone(), &ns);
-        let pp = PostParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
-        let display = spec.name.clone().or(spec.generate_name.clone().map(|g| format!("{g}*"))).unwrap_or_default();
-        let created = api.create(&pp, &sb).await.map_err(|e| KubeError::api("creating", &ns, &display, e))?;
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..Default::default()
+        };
+        let display = spec
+            .name
+            .clone()
+            .or(spec.generate_name.clone().map(|g| format!("{g}*")))
+            .unwrap_or_default();
+        let created = api
+            .create(&pp, &sb)
+            .await
+            .map_err(|e| KubeError::api("creating", &ns, &display, e))?;
         let name = created.name_any();
         tracing::info!(namespace = %ns, sandbox = %name, image = %created.spec.image, wait_ready = spec.wait_ready, "sandbox created");
         if !spec.wait_ready {
@@ -123,7 +161,9 @@ impl pb::sandboxes_server::Sandboxes for SandboxesService {
         }
         // Leave a little of the caller's deadline to answer with DEADLINE_EXCEEDED ourselves.
         let budget = match grpc_timeout(req.metadata().as_ref()) {
-            Some(t) => t.saturating_sub(received.elapsed()).saturating_sub(Duration::from_millis(250)),
+            Some(t) => t
+                .saturating_sub(received.elapsed())
+                .saturating_sub(Duration::from_millis(250)),
             None => self.ctx.default_wait_ready,
         };
         match self.wait_ready(&api, &ns, &name, budget).await {
@@ -145,20 +185,37 @@ impl pb::sandboxes_server::Sandboxes for SandboxesService {
         }
     }
 
-    async fn get_sandbox(&self, req: Request<pb::GetSandboxRequest>) -> Result<Response<pb::Sandbox>, Status> {
-        let (ns, name) = validate::sandbox_ref("sandbox", req.get_ref().sandbox.as_ref(), &self.ctx.default_namespace)?;
-        self.ctx.authorize(&req, Access::new("get", &ns, Some(&name))).await?;
+    async fn get_sandbox(
+        &self,
+        req: Request<pb::GetSandboxRequest>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
+        let (ns, name) = validate::sandbox_ref(
+            "sandbox",
+            req.get_ref().sandbox.as_ref(),
+            &self.ctx.default_namespace,
+        )?;
+        self.ctx
+            .authorize(&req, Access::new("get", &ns, Some(&name)))
+            .await?;
         let s = crate::k8s::get_sandbox(&self.ctx.client, &ns, &name).await?;
         Ok(Response::new(convert::sandbox(&s)))
     }
 
-    async fn list_sandboxes(&self, req: Request<pb::ListSandboxesRequest>) -> Result<Response<pb::ListSandboxesResponse>, Status> {
+    async fn list_sandboxes(
+        &self,
+        req: Request<pb::ListSandboxesRequest>,
+    ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
         let r = req.get_ref();
         let ns = validate::namespace("namespace", &r.namespace, &self.ctx.default_namespace)?;
         if r.label_selector.len() > 4096 {
-            return Err(validate::invalid("label_selector", "must be at most 4096 characters"));
+            return Err(validate::invalid(
+                "label_selector",
+                "must be at most 4096 characters",
+            ));
         }
-        self.ctx.authorize(&req, Access::new("list", &ns, None)).await?;
+        self.ctx
+            .authorize(&req, Access::new("list", &ns, None))
+            .await?;
         let api: Api<Sandbox> = Api::namespaced(self.ctx.client.clone(), &ns);
         let mut lp = ListParams::default();
         if !r.label_selector.is_empty() {
@@ -173,38 +230,68 @@ impl pb::sandboxes_server::Sandboxes for SandboxesService {
         Ok(Response::new(pb::ListSandboxesResponse { sandboxes }))
     }
 
-    async fn delete_sandbox(&self, req: Request<pb::DeleteSandboxRequest>) -> Result<Response<pb::DeleteSandboxResponse>, Status> {
-        let (ns, name) = validate::sandbox_ref("sandbox", req.get_ref().sandbox.as_ref(), &self.ctx.default_namespace)?;
-        self.ctx.authorize(&req, Access::new("delete", &ns, Some(&name))).await?;
+    async fn delete_sandbox(
+        &self,
+        req: Request<pb::DeleteSandboxRequest>,
+    ) -> Result<Response<pb::DeleteSandboxResponse>, Status> {
+        let (ns, name) = validate::sandbox_ref(
+            "sandbox",
+            req.get_ref().sandbox.as_ref(),
+            &self.ctx.default_namespace,
+        )?;
+        self.ctx
+            .authorize(&req, Access::new("delete", &ns, Some(&name)))
+            .await?;
         let api: Api<Sandbox> = Api::namespaced(self.ctx.client.clone(), &ns);
-        api.delete(&name, &DeleteParams::background()).await.map_err(|e| KubeError::api("deleting", &ns, &name, e))?;
+        api.delete(&name, &DeleteParams::background())
+            .await
+            .map_err(|e| KubeError::api("deleting", &ns, &name, e))?;
         tracing::info!(namespace = %ns, sandbox = %name, "sandbox deleted");
         Ok(Response::new(pb::DeleteSandboxResponse {}))
     }
 
-    async fn extend_sandbox(&self, req: Request<pb::ExtendSandboxRequest>) -> Result<Response<pb::Sandbox>, Status> {
+    async fn extend_sandbox(
+        &self,
+        req: Request<pb::ExtendSandboxRequest>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
         let r = req.get_ref();
-        let (ns, name) = validate::sandbox_ref("sandbox", r.sandbox.as_ref(), &self.ctx.default_namespace)?;
+        let (ns, name) =
+            validate::sandbox_ref("sandbox", r.sandbox.as_ref(), &self.ctx.default_namespace)?;
         if r.add_seconds <= 0 {
             return Err(validate::invalid("add_seconds", "must be positive"));
         }
         if r.add_seconds > airlock_crds::MAX_TTL_SECONDS {
-            return Err(validate::invalid("add_seconds", format!("must be at most {}", airlock_crds::MAX_TTL_SECONDS)));
+            return Err(validate::invalid(
+                "add_seconds",
+                format!("must be at most {}", airlock_crds::MAX_TTL_SECONDS),
+            ));
         }
-        self.ctx.authorize(&req, Access::new("update", &ns, Some(&name))).await?;
+        self.ctx
+            .authorize(&req, Access::new("update", &ns, Some(&name)))
+            .await?;
         let api: Api<Sandbox> = Api::namespaced(self.ctx.client.clone(), &ns);
         // Optimistic concurrency: the patch carries the resourceVersion it was computed from.
         for _ in 0..5 {
             let s = crate::k8s::get_sandbox(&self.ctx.client, &ns, &name).await?;
             if convert::expired(&s) {
-                return Err(Status::failed_precondition(format!("sandbox {ns}/{name} has expired")));
+                return Err(Status::failed_precondition(format!(
+                    "sandbox {ns}/{name} has expired"
+                )));
             }
             let current = match s.spec.lifetime.ttl_seconds {
                 Some(t) => t,
                 None => {
                     // TTL left to the operator's default: derive it from the reported deadline.
-                    let created = s.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second());
-                    let expires = s.status.as_ref().and_then(|st| st.expires_at.as_ref()).map(|t| t.0.as_second());
+                    let created = s
+                        .metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|t| t.0.as_second());
+                    let expires = s
+                        .status
+                        .as_ref()
+                        .and_then(|st| st.expires_at.as_ref())
+                        .map(|t| t.0.as_second());
                     match (created, expires) {
                         (Some(c), Some(e)) if e > c => e - c,
                         _ => {
@@ -227,7 +314,10 @@ impl pb::sandboxes_server::Sandboxes for SandboxesService {
                 "metadata": {"resourceVersion": s.resource_version()},
                 "spec": {"lifetime": {"ttlSeconds": new_ttl}},
             });
-            let pp = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
+            let pp = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..Default::default()
+            };
             match api.patch(&name, &pp, &Patch::Merge(&patch)).await {
                 Ok(s) => {
                     tracing::info!(namespace = %ns, sandbox = %name, ttl_seconds = new_ttl, "sandbox extended");
@@ -237,7 +327,9 @@ impl pb::sandboxes_server::Sandboxes for SandboxesService {
                 Err(e) => return Err(KubeError::api("extending", &ns, &name, e).into()),
             }
         }
-        Err(Status::aborted(format!("sandbox {ns}/{name} kept changing while extending it; retry")))
+        Err(Status::aborted(format!(
+            "sandbox {ns}/{name} kept changing while extending it; retry"
+        )))
     }
 }
 

@@ -49,7 +49,11 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     /// Authorizes `access` for the caller of `req`.
-    pub async fn authorize<T>(&self, req: &tonic::Request<T>, access: Access) -> Result<(), tonic::Status> {
+    pub async fn authorize<T>(
+        &self,
+        req: &tonic::Request<T>,
+        access: Access,
+    ) -> Result<(), tonic::Status> {
         let principal = req.extensions().get::<Principal>();
         let r = self.auth.authorize(principal, &access).await;
         if let Err(e) = &r {
@@ -69,16 +73,26 @@ impl Ctx {
 /// Serves the API on `listener` until `shutdown` resolves; then stops accepting connections,
 /// lets in-flight calls finish for up to `config.shutdown_grace`, cuts off what is still running,
 /// and returns.
-pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let client = match config.kube_client {
         Some(c) => c,
         None => kube::Client::try_default().await?,
     };
     if matches!(config.auth, AuthMode::None) {
-        tracing::warn!("authentication is DISABLED (--auth-mode none): anyone who can reach this port controls every sandbox; use it for local development only");
+        tracing::warn!(
+            "authentication is DISABLED (--auth-mode none): anyone who can reach this port controls every sandbox; use it for local development only"
+        );
     }
     let auth = Arc::new(Authenticator::new(config.auth, client.clone()));
-    let exec: Arc<dyn PodExec> = config.pod_exec.unwrap_or_else(|| Arc::new(KubeExec { client: client.clone() }));
+    let exec: Arc<dyn PodExec> = config.pod_exec.unwrap_or_else(|| {
+        Arc::new(KubeExec {
+            client: client.clone(),
+        })
+    });
     let hard_stop = CancellationToken::new();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
@@ -93,10 +107,18 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<pb::sandboxes_server::SandboxesServer<crate::sandboxes::SandboxesService>>().await;
-    health.set_serving::<pb::processes_server::ProcessesServer<crate::processes::ProcessesService>>().await;
-    health.set_serving::<pb::files_server::FilesServer<crate::files::FilesService>>().await;
-    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health
+        .set_serving::<pb::sandboxes_server::SandboxesServer<crate::sandboxes::SandboxesService>>()
+        .await;
+    health
+        .set_serving::<pb::processes_server::ProcessesServer<crate::processes::ProcessesService>>()
+        .await;
+    health
+        .set_serving::<pb::files_server::FilesServer<crate::files::FilesService>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -107,7 +129,10 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let incoming = TcpListenerStream::new(listener);
 
     // Shutdown: `begin` fires with the caller's future; the server then drains.
@@ -117,10 +142,14 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections, draining in-flight calls");
-        health2.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        health2
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
         health2.set_not_serving::<pb::sandboxes_server::SandboxesServer<crate::sandboxes::SandboxesService>>().await;
         health2.set_not_serving::<pb::processes_server::ProcessesServer<crate::processes::ProcessesService>>().await;
-        health2.set_not_serving::<pb::files_server::FilesServer<crate::files::FilesService>>().await;
+        health2
+            .set_not_serving::<pb::files_server::FilesServer<crate::files::FilesService>>()
+            .await;
         begin2.cancel();
     });
 
@@ -134,16 +163,24 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(pb::sandboxes_server::SandboxesServer::new(crate::sandboxes::SandboxesService { ctx: ctx.clone() }))
+        .add_service(pb::sandboxes_server::SandboxesServer::new(
+            crate::sandboxes::SandboxesService { ctx: ctx.clone() },
+        ))
         .add_service(
-            pb::processes_server::ProcessesServer::new(crate::processes::ProcessesService { ctx: ctx.clone() })
-                .max_decoding_message_size(max_msg),
+            pb::processes_server::ProcessesServer::new(crate::processes::ProcessesService {
+                ctx: ctx.clone(),
+            })
+            .max_decoding_message_size(max_msg),
         )
-        .add_service(pb::files_server::FilesServer::new(crate::files::FilesService { ctx: ctx.clone() }).max_decoding_message_size(max_msg));
+        .add_service(
+            pb::files_server::FilesServer::new(crate::files::FilesService { ctx: ctx.clone() })
+                .max_decoding_message_size(max_msg),
+        );
 
     tracing::info!(%addr, "gRPC server listening");
     let begin3 = begin.clone();
-    let serve = router.serve_with_incoming_shutdown(incoming, async move { begin3.cancelled().await });
+    let serve =
+        router.serve_with_incoming_shutdown(incoming, async move { begin3.cancelled().await });
     tokio::pin!(serve);
     let grace = config.shutdown_grace;
     tokio::select! {

@@ -29,7 +29,11 @@ fn agent_bin() -> PathBuf {
     static BUILD: std::sync::Once = std::sync::Once::new();
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = std::process::Command::new(cargo).args(["build", "-q", "-p", "airlock-agent"]).current_dir(&root).status().expect("running cargo build -p airlock-agent");
+        let st = std::process::Command::new(cargo)
+            .args(["build", "-q", "-p", "airlock-agent"])
+            .current_dir(&root)
+            .status()
+            .expect("running cargo build -p airlock-agent");
         assert!(st.success(), "building airlock-agent failed");
     });
     bin.canonicalize().expect("agent binary")
@@ -39,7 +43,12 @@ fn agent_bin() -> PathBuf {
 struct LocalExec;
 
 impl PodExec for LocalExec {
-    fn start(&self, _ns: &str, pod: &str, command: Vec<String>) -> BoxFuture<'static, Result<RemoteProcess, AgentError>> {
+    fn start(
+        &self,
+        _ns: &str,
+        pod: &str,
+        command: Vec<String>,
+    ) -> BoxFuture<'static, Result<RemoteProcess, AgentError>> {
         let pod = pod.to_string();
         Box::pin(async move {
             let mut child = tokio::process::Command::new(&command[0])
@@ -49,16 +58,28 @@ impl PodExec for LocalExec {
                 .stderr(Stdio::piped())
                 .kill_on_drop(true)
                 .spawn()
-                .map_err(|e| AgentError::Failed { pod: pod.clone(), message: e.to_string() })?;
+                .map_err(|e| AgentError::Failed {
+                    pod: pod.clone(),
+                    message: e.to_string(),
+                })?;
             let stdin = child.stdin.take().unwrap();
             let stdout = child.stdout.take().unwrap();
             let stderr = child.stderr.take().unwrap();
             let status = Box::pin(async move {
                 use std::os::unix::process::ExitStatusExt;
-                let st = child.wait().await.map_err(|source| AgentError::Io { pod: pod.clone(), source })?;
+                let st = child.wait().await.map_err(|source| AgentError::Io {
+                    pod: pod.clone(),
+                    source,
+                })?;
                 Ok(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
             });
-            Ok(RemoteProcess { stdin: Box::pin(stdin), stdout: Box::pin(stdout), stderr: Box::pin(stderr), status, guard: Box::new(()) })
+            Ok(RemoteProcess {
+                stdin: Box::pin(stdin),
+                stdout: Box::pin(stdout),
+                stderr: Box::pin(stderr),
+                status,
+                guard: Box::new(()),
+            })
         })
     }
 }
@@ -84,12 +105,27 @@ fn fake_kube() -> kube::Client {
         let parts: Vec<&str> = path.split('/').collect();
         // /apis/airlock.dev/v1alpha1/namespaces/NS/sandboxes/NAME
         let (code, body) = match parts.as_slice() {
-            ["", "apis", "airlock.dev", "v1alpha1", "namespaces", ns, "sandboxes", name] => match *name {
-                "missing" => (404, serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": format!("sandboxes.airlock.dev \"{name}\" not found")})),
+            [
+                "",
+                "apis",
+                "airlock.dev",
+                "v1alpha1",
+                "namespaces",
+                ns,
+                "sandboxes",
+                name,
+            ] => match *name {
+                "missing" => (
+                    404,
+                    serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": format!("sandboxes.airlock.dev \"{name}\" not found")}),
+                ),
                 "pending" => (200, sandbox_json(ns, name, false)),
                 _ => (200, sandbox_json(ns, name, true)),
             },
-            _ => (404, serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})),
+            _ => (
+                404,
+                serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+            ),
         };
         Ok::<_, std::convert::Infallible>(
             http::Response::builder()
@@ -113,7 +149,9 @@ impl Gateway {
     async fn start(auth: AuthMode, grace: Duration) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = format!("http://{}", listener.local_addr().unwrap());
-        let mut config = Config::new(auth).with_client(fake_kube()).with_default_namespace("default");
+        let mut config = Config::new(auth)
+            .with_client(fake_kube())
+            .with_default_namespace("default");
         config.agent_path = agent_bin().display().to_string();
         config.pod_exec = Some(Arc::new(LocalExec));
         config.shutdown_grace = grace;
@@ -126,16 +164,26 @@ impl Gateway {
             .await
             .unwrap();
         });
-        Gateway { addr, stop: Some(stop), done, metrics }
+        Gateway {
+            addr,
+            stop: Some(stop),
+            done,
+            metrics,
+        }
     }
 
     async fn client(&self, token: Option<&str>) -> AirlockClient {
-        AirlockClient::connect(&self.addr, token.map(str::to_string)).await.unwrap()
+        AirlockClient::connect(&self.addr, token.map(str::to_string))
+            .await
+            .unwrap()
     }
 
     async fn shutdown(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.done).await.expect("server stops").unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.done)
+            .await
+            .expect("server stops")
+            .unwrap();
     }
 }
 
@@ -147,7 +195,9 @@ fn sh(line: &str) -> pb::ExecRequest {
 fn processes_with(marker: &str) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
             if cmd.contains(marker) && !cmd.contains("airlock-agent") {
@@ -165,7 +215,10 @@ async fn wait_gone(marker: &str, within: Duration) {
         if left.is_empty() {
             return;
         }
-        assert!(Instant::now() < end, "processes with {marker:?} still running: {left:?}");
+        assert!(
+            Instant::now() < end,
+            "processes with {marker:?} still running: {left:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -175,10 +228,29 @@ async fn exec_output_exit_codes_stdin() {
     let gw = Gateway::start(AuthMode::None, Duration::from_secs(5)).await;
     let c = gw.client(None).await;
 
-    let out = c.exec_collect(sh("echo out; echo err >&2; exit 3")).await.unwrap();
-    assert_eq!((out.stdout.as_slice(), out.stderr.as_slice(), out.exit_code, out.signal, out.timed_out), (&b"out\n"[..], &b"err\n"[..], 3, 0, false));
+    let out = c
+        .exec_collect(sh("echo out; echo err >&2; exit 3"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            out.stdout.as_slice(),
+            out.stderr.as_slice(),
+            out.exit_code,
+            out.signal,
+            out.timed_out
+        ),
+        (&b"out\n"[..], &b"err\n"[..], 3, 0, false)
+    );
 
-    let out = c.exec_collect(AirlockClient::argv("ns", "box", ["printf", "%s|", "a b", "c"])).await.unwrap();
+    let out = c
+        .exec_collect(AirlockClient::argv(
+            "ns",
+            "box",
+            ["printf", "%s|", "a b", "c"],
+        ))
+        .await
+        .unwrap();
     assert_eq!(out.stdout, b"a b|c|");
 
     let mut req = AirlockClient::argv("ns", "box", ["cat"]);
@@ -192,14 +264,22 @@ async fn exec_output_exit_codes_stdin() {
     let out = c.exec_collect(req).await.unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "bar baz\n/tmp\n");
 
-    let out = c.exec_collect(AirlockClient::argv("ns", "box", ["/no/such/program"])).await.unwrap();
+    let out = c
+        .exec_collect(AirlockClient::argv("ns", "box", ["/no/such/program"]))
+        .await
+        .unwrap();
     assert_eq!(out.exit_code, 127, "{out:?}");
 
     let out = c.exec_collect(sh("kill -TERM $$")).await.unwrap();
     assert_eq!((out.exit_code, out.signal), (143, 15));
 
     let rc = c
-        .run_code(pb::RunCodeRequest { sandbox: airlock_exec_gateway::client::sandbox_ref("ns", "box"), language: pb::Language::Shell as i32, code: "echo $((1+1))".into(), ..Default::default() })
+        .run_code(pb::RunCodeRequest {
+            sandbox: airlock_exec_gateway::client::sandbox_ref("ns", "box"),
+            language: pb::Language::Shell as i32,
+            code: "echo $((1+1))".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(rc.stdout, b"2\n");
@@ -207,7 +287,10 @@ async fn exec_output_exit_codes_stdin() {
     // The first event is Started with the pod name.
     let mut s = c.exec(sh("true")).await.unwrap();
     let first = s.message().await.unwrap().unwrap();
-    assert!(matches!(first.event, Some(pb::exec_event::Event::Started(ref st)) if st.pod_name == "box"), "{first:?}");
+    assert!(
+        matches!(first.event, Some(pb::exec_event::Event::Started(ref st)) if st.pod_name == "box"),
+        "{first:?}"
+    );
     gw.shutdown().await;
 }
 
@@ -219,29 +302,47 @@ async fn timeout_and_cancel_kill_the_process_group() {
     // Timeout: a child and a grandchild, both gone afterwards.
     let tag = std::process::id();
     let mut req = sh(&format!("sleep 61.{tag}1 & sleep 61.{tag}2; wait"));
-    req.timeout = Some(prost_types::Duration { seconds: 1, nanos: 0 });
+    req.timeout = Some(prost_types::Duration {
+        seconds: 1,
+        nanos: 0,
+    });
     let t0 = Instant::now();
     let out = c.exec_collect(req).await.unwrap();
     assert!(out.timed_out, "{out:?}");
     assert_eq!((out.exit_code, out.signal), (137, 9));
-    assert!(t0.elapsed() < Duration::from_secs(6), "took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        t0.elapsed()
+    );
     wait_gone(&format!("sleep 61.{tag}"), Duration::from_secs(3)).await;
 
     // Cancel: drop the stream after the first output.
-    let mut s = c.exec(sh(&format!("echo started; sleep 62.{tag}1 & sleep 62.{tag}2"))).await.unwrap();
+    let mut s = c
+        .exec(sh(&format!(
+            "echo started; sleep 62.{tag}1 & sleep 62.{tag}2"
+        )))
+        .await
+        .unwrap();
     loop {
         let ev = s.message().await.unwrap().unwrap();
         if matches!(ev.event, Some(pb::exec_event::Event::Stdout(_))) {
             break;
         }
     }
-    assert!(!processes_with(&format!("sleep 62.{tag}")).is_empty(), "the command runs");
+    assert!(
+        !processes_with(&format!("sleep 62.{tag}")).is_empty(),
+        "the command runs"
+    );
     drop(s);
     wait_gone(&format!("sleep 62.{tag}"), Duration::from_secs(5)).await;
 
     // A client that stops reading: the command blocks on output and still dies at its timeout.
     let mut req = sh(&format!("yes marker-{tag}"));
-    req.timeout = Some(prost_types::Duration { seconds: 1, nanos: 500_000_000 });
+    req.timeout = Some(prost_types::Duration {
+        seconds: 1,
+        nanos: 500_000_000,
+    });
     let mut s = c.exec(req).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut timed_out = false;
@@ -284,8 +385,15 @@ async fn large_output_is_intact_with_a_slow_reader() {
     assert_eq!(code, Some(0));
     assert_eq!(n, 20 * 1024 * 1024);
     let remote = String::from_utf8_lossy(&stderr);
-    assert_eq!(remote.split_whitespace().next().unwrap(), hex::encode(hasher.finalize()));
-    assert!(gw.metrics.encode().contains("airlock_gateway_bytes_total{stream=\"stdout\"}"));
+    assert_eq!(
+        remote.split_whitespace().next().unwrap(),
+        hex::encode(hasher.finalize())
+    );
+    assert!(
+        gw.metrics
+            .encode()
+            .contains("airlock_gateway_bytes_total{stream=\"stdout\"}")
+    );
     gw.shutdown().await;
 }
 
@@ -295,18 +403,39 @@ async fn interactive_stdin_signal_and_protocol_errors() {
     let gw = Gateway::start(AuthMode::None, Duration::from_secs(5)).await;
     let c = gw.client(None).await;
 
-    let (tx, mut events) = c.exec_interactive(pb::ExecStart { request: Some(AirlockClient::argv("ns", "box", ["cat"])), tty: false, size: None }).await.unwrap();
-    tx.send(pb::ExecInput { input: Some(Input::Stdin(Bytes::from_static(b"hello "))) }).await.unwrap();
+    let (tx, mut events) = c
+        .exec_interactive(pb::ExecStart {
+            request: Some(AirlockClient::argv("ns", "box", ["cat"])),
+            tty: false,
+            size: None,
+        })
+        .await
+        .unwrap();
+    tx.send(pb::ExecInput {
+        input: Some(Input::Stdin(Bytes::from_static(b"hello "))),
+    })
+    .await
+    .unwrap();
     // Output arrives before stdin is closed (interactive).
     let mut got = Vec::new();
     while got.len() < 6 {
-        if let Some(pb::exec_event::Event::Stdout(b)) = events.message().await.unwrap().unwrap().event {
+        if let Some(pb::exec_event::Event::Stdout(b)) =
+            events.message().await.unwrap().unwrap().event
+        {
             got.extend_from_slice(&b);
         }
     }
     assert_eq!(got, b"hello ");
-    tx.send(pb::ExecInput { input: Some(Input::Stdin(Bytes::from_static(b"world"))) }).await.unwrap();
-    tx.send(pb::ExecInput { input: Some(Input::CloseStdin(pb::CloseStdin {})) }).await.unwrap();
+    tx.send(pb::ExecInput {
+        input: Some(Input::Stdin(Bytes::from_static(b"world"))),
+    })
+    .await
+    .unwrap();
+    tx.send(pb::ExecInput {
+        input: Some(Input::CloseStdin(pb::CloseStdin {})),
+    })
+    .await
+    .unwrap();
     let rest = collect(events).await.unwrap();
     assert_eq!(rest.stdout, b"world");
     assert_eq!(rest.exit_code, 0);
@@ -314,21 +443,42 @@ async fn interactive_stdin_signal_and_protocol_errors() {
 
     // Signal: SIGTERM to the group.
     let tag = std::process::id();
-    let (tx, events) = c.exec_interactive(pb::ExecStart { request: Some(sh(&format!("sleep 64.{tag}"))), tty: false, size: None }).await.unwrap();
+    let (tx, events) = c
+        .exec_interactive(pb::ExecStart {
+            request: Some(sh(&format!("sleep 64.{tag}"))),
+            tty: false,
+            size: None,
+        })
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    tx.send(pb::ExecInput { input: Some(Input::Signal(pb::Signal { number: 15 })) }).await.unwrap();
+    tx.send(pb::ExecInput {
+        input: Some(Input::Signal(pb::Signal { number: 15 })),
+    })
+    .await
+    .unwrap();
     let out = collect(events).await.unwrap();
     assert_eq!((out.exit_code, out.signal), (143, 15), "{out:?}");
 
     // tty: output through the pty.
     let (tx, events) = c
-        .exec_interactive(pb::ExecStart { request: Some(sh("stty size; echo tty:$(test -t 0 && echo yes)")), tty: true, size: Some(pb::Resize { cols: 100, rows: 30 }) })
+        .exec_interactive(pb::ExecStart {
+            request: Some(sh("stty size; echo tty:$(test -t 0 && echo yes)")),
+            tty: true,
+            size: Some(pb::Resize {
+                cols: 100,
+                rows: 30,
+            }),
+        })
         .await
         .unwrap();
     let out = collect(events).await.unwrap();
     drop(tx);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("30 100") && text.contains("tty:yes"), "{text:?}");
+    assert!(
+        text.contains("30 100") && text.contains("tty:yes"),
+        "{text:?}"
+    );
 
     // Resize without tty, bad signal, second start: INVALID_ARGUMENT naming the field.
     for (input, field) in [
@@ -336,7 +486,14 @@ async fn interactive_stdin_signal_and_protocol_errors() {
         (Input::Signal(pb::Signal { number: 99 }), "signal.number:"),
         (Input::Start(pb::ExecStart::default()), "start:"),
     ] {
-        let (tx, events) = c.exec_interactive(pb::ExecStart { request: Some(sh(&format!("sleep 65.{tag}"))), tty: false, size: None }).await.unwrap();
+        let (tx, events) = c
+            .exec_interactive(pb::ExecStart {
+                request: Some(sh(&format!("sleep 65.{tag}"))),
+                tty: false,
+                size: None,
+            })
+            .await
+            .unwrap();
         tx.send(pb::ExecInput { input: Some(input) }).await.unwrap();
         let err = collect(events).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
@@ -346,8 +503,16 @@ async fn interactive_stdin_signal_and_protocol_errors() {
 
     // First message must be start.
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tx.send(pb::ExecInput { input: Some(Input::Stdin(Bytes::from_static(b"x"))) }).await.unwrap();
-    let err = c.processes().exec_interactive(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap_err();
+    tx.send(pb::ExecInput {
+        input: Some(Input::Stdin(Bytes::from_static(b"x"))),
+    })
+    .await
+    .unwrap();
+    let err = c
+        .processes()
+        .exec_interactive(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("start:"), "{}", err.message());
     gw.shutdown().await;
@@ -360,54 +525,133 @@ async fn files_roundtrip_and_errors() {
     let dir = format!("/tmp/airlock-gw-files-{}", std::process::id());
     let _ = std::fs::remove_dir_all(&dir);
 
-    c.make_dir("ns", "box", &format!("{dir}/sub"), true, 0o750).await.unwrap();
-    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
-    let size = c.upload("ns", "box", &format!("{dir}/sub/f.bin"), 0o600, false, std::io::Cursor::new(data.clone())).await.unwrap();
+    c.make_dir("ns", "box", &format!("{dir}/sub"), true, 0o750)
+        .await
+        .unwrap();
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let size = c
+        .upload(
+            "ns",
+            "box",
+            &format!("{dir}/sub/f.bin"),
+            0o600,
+            false,
+            std::io::Cursor::new(data.clone()),
+        )
+        .await
+        .unwrap();
     assert_eq!(size, data.len() as u64);
-    let back = c.download_bytes("ns", "box", &format!("{dir}/sub/f.bin")).await.unwrap();
+    let back = c
+        .download_bytes("ns", "box", &format!("{dir}/sub/f.bin"))
+        .await
+        .unwrap();
     assert_eq!(Sha256::digest(&back), Sha256::digest(&data));
 
-    let st = c.stat("ns", "box", &format!("{dir}/sub/f.bin")).await.unwrap();
-    assert_eq!((st.size, st.mode, st.r#type), (data.len() as u64, 0o600, pb::FileType::File as i32));
+    let st = c
+        .stat("ns", "box", &format!("{dir}/sub/f.bin"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (st.size, st.mode, st.r#type),
+        (data.len() as u64, 0o600, pb::FileType::File as i32)
+    );
     assert_eq!(st.name, format!("{dir}/sub/f.bin"));
-    let ls = c.list_dir("ns", "box", &format!("{dir}/sub")).await.unwrap();
+    let ls = c
+        .list_dir("ns", "box", &format!("{dir}/sub"))
+        .await
+        .unwrap();
     assert_eq!(ls.len(), 1);
-    assert_eq!((ls[0].name.as_str(), ls[0].size), ("f.bin", data.len() as u64));
+    assert_eq!(
+        (ls[0].name.as_str(), ls[0].size),
+        ("f.bin", data.len() as u64)
+    );
     let d = c.stat("ns", "box", &format!("{dir}/sub")).await.unwrap();
     assert_eq!((d.r#type, d.mode), (pb::FileType::Dir as i32, 0o750));
 
     // Error codes.
-    let e = c.stat("ns", "box", &format!("{dir}/nope")).await.unwrap_err();
+    let e = c
+        .stat("ns", "box", &format!("{dir}/nope"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
-    let e = c.download_bytes("ns", "box", &format!("{dir}/nope")).await.unwrap_err();
+    let e = c
+        .download_bytes("ns", "box", &format!("{dir}/nope"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
-    let e = c.download_bytes("ns", "box", &format!("{dir}/sub")).await.unwrap_err();
+    let e = c
+        .download_bytes("ns", "box", &format!("{dir}/sub"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     let e = c.remove("ns", "box", &dir, false).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
-    let e = c.upload_bytes("ns", "box", &format!("{dir}/missing/x"), 0, Bytes::from_static(b"x")).await.unwrap_err();
+    let e = c
+        .upload_bytes(
+            "ns",
+            "box",
+            &format!("{dir}/missing/x"),
+            0,
+            Bytes::from_static(b"x"),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     let e = c.stat("ns", "box", "relative").await.unwrap_err();
-    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "path: must be absolute"));
-    let e = c.make_dir("ns", "box", "/x", false, 0o17777).await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::InvalidArgument, "path: must be absolute")
+    );
+    let e = c
+        .make_dir("ns", "box", "/x", false, 0o17777)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("mode:"));
 
     // An aborted upload leaves the old file untouched.
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(pb::UploadRequest {
-        part: Some(pb::upload_request::Part::Header(pb::UploadHeader { sandbox: airlock_exec_gateway::client::sandbox_ref("ns", "box"), path: format!("{dir}/sub/f.bin"), mode: 0, parents: false })),
+        part: Some(pb::upload_request::Part::Header(pb::UploadHeader {
+            sandbox: airlock_exec_gateway::client::sandbox_ref("ns", "box"),
+            path: format!("{dir}/sub/f.bin"),
+            mode: 0,
+            parents: false,
+        })),
     })
     .await
     .unwrap();
-    tx.send(pb::UploadRequest { part: Some(pb::upload_request::Part::Chunk(Bytes::from_static(b"partial"))) }).await.unwrap();
-    tx.send(pb::UploadRequest { part: Some(pb::upload_request::Part::Header(pb::UploadHeader::default())) }).await.unwrap();
-    let e = c.files().upload(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap_err();
+    tx.send(pb::UploadRequest {
+        part: Some(pb::upload_request::Part::Chunk(Bytes::from_static(
+            b"partial",
+        ))),
+    })
+    .await
+    .unwrap();
+    tx.send(pb::UploadRequest {
+        part: Some(pb::upload_request::Part::Header(pb::UploadHeader::default())),
+    })
+    .await
+    .unwrap();
+    let e = c
+        .files()
+        .upload(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("header:"), "{}", e.message());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(std::fs::read(format!("{dir}/sub/f.bin")).unwrap().len(), data.len());
-    let leftovers: Vec<_> = std::fs::read_dir(format!("{dir}/sub")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(
+        std::fs::read(format!("{dir}/sub/f.bin")).unwrap().len(),
+        data.len()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(format!("{dir}/sub"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(leftovers.len(), 1, "temporary files left: {leftovers:?}");
 
     c.remove("ns", "box", &dir, true).await.unwrap();
@@ -424,63 +668,154 @@ async fn validation_readiness_and_static_auth() {
 
     // No token / bad token: UNAUTHENTICATED. Health needs none.
     let anon = gw.client(None).await;
-    let e = anon.exec_collect(AirlockClient::argv("team-a", "box", ["true"])).await.unwrap_err();
+    let e = anon
+        .exec_collect(AirlockClient::argv("team-a", "box", ["true"]))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
-    let e = gw.client(Some("wrong-token")).await.get_sandbox("team-a", "box").await.unwrap_err();
+    let e = gw
+        .client(Some("wrong-token"))
+        .await
+        .get_sandbox("team-a", "box")
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
-    let channel = tonic::transport::Endpoint::from_shared(gw.addr.clone()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(gw.addr.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let health = tonic_health::pb::health_client::HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest { service: "airlock.v1.Processes".into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "airlock.v1.Processes".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(health.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 
     // Namespace A allowed, B denied naming namespace and verb.
     let a = gw.client(Some("token-team-a")).await;
-    assert_eq!(a.exec_collect(AirlockClient::argv("team-a", "box", ["true"])).await.unwrap().exit_code, 0);
-    let e = a.exec_collect(AirlockClient::argv("team-b", "box", ["true"])).await.unwrap_err();
+    assert_eq!(
+        a.exec_collect(AirlockClient::argv("team-a", "box", ["true"]))
+            .await
+            .unwrap()
+            .exit_code,
+        0
+    );
+    let e = a
+        .exec_collect(AirlockClient::argv("team-b", "box", ["true"]))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    assert!(e.message().contains("create sandboxes/exec in namespace team-b"), "{}", e.message());
+    assert!(
+        e.message()
+            .contains("create sandboxes/exec in namespace team-b"),
+        "{}",
+        e.message()
+    );
     let e = a.list_dir("team-b", "box", "/").await.unwrap_err();
-    assert!(e.message().contains("get sandboxes/files in namespace team-b"), "{}", e.message());
+    assert!(
+        e.message()
+            .contains("get sandboxes/files in namespace team-b"),
+        "{}",
+        e.message()
+    );
 
     let admin = gw.client(Some("token-admin")).await;
     // Readiness.
-    let e = admin.exec_collect(AirlockClient::argv("x", "missing", ["true"])).await.unwrap_err();
-    assert_eq!((e.code(), e.message()), (Code::NotFound, "sandbox x/missing not found"));
-    let e = admin.exec_collect(AirlockClient::argv("x", "pending", ["true"])).await.unwrap_err();
+    let e = admin
+        .exec_collect(AirlockClient::argv("x", "missing", ["true"]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::NotFound, "sandbox x/missing not found")
+    );
+    let e = admin
+        .exec_collect(AirlockClient::argv("x", "pending", ["true"]))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
-    assert!(e.message().starts_with("sandbox x/pending is not ready"), "{}", e.message());
+    assert!(
+        e.message().starts_with("sandbox x/pending is not ready"),
+        "{}",
+        e.message()
+    );
     let e = admin.stat("x", "pending", "/").await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
 
     // Validation through the server.
     let cases: Vec<(pb::ExecRequest, &str)> = vec![
-        (AirlockClient::argv("x", "box", Vec::<String>::new()), "argv: must not be empty"),
-        (AirlockClient::argv("x", "", ["true"]), "sandbox.name: must not be empty"),
-        (pb::ExecRequest { timeout: Some(prost_types::Duration { seconds: -1, nanos: 0 }), ..AirlockClient::argv("x", "box", ["true"]) }, "timeout: must not be negative"),
-        (pb::ExecRequest { cwd: "tmp".into(), ..AirlockClient::argv("x", "box", ["true"]) }, "cwd: must be absolute"),
-        (pb::ExecRequest { command: None, ..AirlockClient::argv("x", "box", ["true"]) }, "command: set argv or shell"),
+        (
+            AirlockClient::argv("x", "box", Vec::<String>::new()),
+            "argv: must not be empty",
+        ),
+        (
+            AirlockClient::argv("x", "", ["true"]),
+            "sandbox.name: must not be empty",
+        ),
+        (
+            pb::ExecRequest {
+                timeout: Some(prost_types::Duration {
+                    seconds: -1,
+                    nanos: 0,
+                }),
+                ..AirlockClient::argv("x", "box", ["true"])
+            },
+            "timeout: must not be negative",
+        ),
+        (
+            pb::ExecRequest {
+                cwd: "tmp".into(),
+                ..AirlockClient::argv("x", "box", ["true"])
+            },
+            "cwd: must be absolute",
+        ),
+        (
+            pb::ExecRequest {
+                command: None,
+                ..AirlockClient::argv("x", "box", ["true"])
+            },
+            "command: set argv or shell",
+        ),
     ];
     for (req, msg) in cases {
         let e = admin.exec(req).await.unwrap_err();
         assert_eq!((e.code(), e.message()), (Code::InvalidArgument, msg));
     }
     let e = admin
-        .create_sandbox(pb::CreateSandboxRequest { source: Some(pb::create_sandbox_request::Source::Template("t".into())), ..Default::default() })
+        .create_sandbox(pb::CreateSandboxRequest {
+            source: Some(pb::create_sandbox_request::Source::Template("t".into())),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
-    let e = admin.create_sandbox(pb::CreateSandboxRequest { ttl_seconds: -5, ..Default::default() }).await.unwrap_err();
+    let e = admin
+        .create_sandbox(pb::CreateSandboxRequest {
+            ttl_seconds: -5,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = admin.extend_sandbox("x", "box", 0).await.unwrap_err();
-    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "add_seconds: must be positive"));
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::InvalidArgument, "add_seconds: must be positive")
+    );
 
     let text = gw.metrics.encode();
     assert!(text.contains("code=\"UNAUTHENTICATED\""), "{text}");
     assert!(text.contains("code=\"PERMISSION_DENIED\""), "{text}");
-    assert!(text.contains("method=\"airlock.v1.Processes/Exec\",code=\"OK\""), "{text}");
+    assert!(
+        text.contains("method=\"airlock.v1.Processes/Exec\",code=\"OK\""),
+        "{text}"
+    );
     gw.shutdown().await;
 }
 
@@ -498,7 +833,11 @@ async fn shutdown_drains_then_cuts_off() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t0 = Instant::now();
     gw.shutdown().await;
-    assert!(t0.elapsed() < Duration::from_secs(10), "shutdown took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
     assert_eq!(short.await.unwrap().unwrap().stdout, b"done\n");
     let mut err = None;
     loop {

@@ -16,13 +16,24 @@ use tokio::io::AsyncReadExt;
 #[command(version, name = "airlock")]
 struct Cli {
     /// Address of the exec gateway.
-    #[arg(long, env = "AIRLOCK_ADDR", default_value = "http://127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "AIRLOCK_ADDR",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
     addr: String,
     /// Bearer token (a Kubernetes token, or a static token of the gateway).
     #[arg(long, env = "AIRLOCK_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// Namespace (empty: the gateway's default).
-    #[arg(short, long, env = "AIRLOCK_NAMESPACE", default_value = "", global = true)]
+    #[arg(
+        short,
+        long,
+        env = "AIRLOCK_NAMESPACE",
+        default_value = "",
+        global = true
+    )]
     namespace: String,
     #[command(subcommand)]
     command: Command,
@@ -142,7 +153,9 @@ enum Command {
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
-    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("expected K=V, got {s:?}"))
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected K=V, got {s:?}"))
 }
 
 /// `SANDBOX:/path` -> (sandbox, path).
@@ -174,29 +187,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let client = AirlockClient::connect(&cli.addr, cli.token.clone()).await?;
     let ns = cli.namespace.clone();
     match cli.command {
-        Command::Run { sandbox, keep, exec } => {
+        Command::Run {
+            sandbox,
+            keep,
+            exec,
+        } => {
             let req = create_request(&ns, "", &sandbox);
-            let sb = client.create_sandbox_ready(req, Duration::from_secs(sandbox.ready_timeout)).await.map_err(status_err).context("creating the sandbox")?;
+            let sb = client
+                .create_sandbox_ready(req, Duration::from_secs(sandbox.ready_timeout))
+                .await
+                .map_err(status_err)
+                .context("creating the sandbox")?;
             if keep {
                 eprintln!("airlock: sandbox {}/{}", sb.namespace, sb.name);
             }
             let result = exec_command(&client, &sb.namespace, &sb.name, &exec).await;
-            if !keep {
-                if let Err(e) = client.delete_sandbox(&sb.namespace, &sb.name).await {
-                    eprintln!("airlock: deleting sandbox {}: {}", sb.name, e.message());
-                }
+            if !keep && let Err(e) = client.delete_sandbox(&sb.namespace, &sb.name).await {
+                eprintln!("airlock: deleting sandbox {}: {}", sb.name, e.message());
             }
             result
         }
         Command::Exec { sandbox, exec } => exec_command(&client, &ns, &sandbox, &exec).await,
-        Command::Cp { src, dst, mode, parents } => {
-            let mode = u32::from_str_radix(&mode, 8).map_err(|_| anyhow!("--mode must be octal, got {mode:?}"))?;
+        Command::Cp {
+            src,
+            dst,
+            mode,
+            parents,
+        } => {
+            let mode = u32::from_str_radix(&mode, 8)
+                .map_err(|_| anyhow!("--mode must be octal, got {mode:?}"))?;
             match (remote(&src), remote(&dst)) {
                 (None, Some((sb, path))) => {
                     let size = if src == "-" {
-                        client.upload(&ns, &sb, &path, mode, parents, tokio::io::stdin()).await
+                        client
+                            .upload(&ns, &sb, &path, mode, parents, tokio::io::stdin())
+                            .await
                     } else {
-                        let f = tokio::fs::File::open(&src).await.with_context(|| format!("opening {src}"))?;
+                        let f = tokio::fs::File::open(&src)
+                            .await
+                            .with_context(|| format!("opening {src}"))?;
                         client.upload(&ns, &sb, &path, mode, parents, f).await
                     }
                     .map_err(status_err)?;
@@ -205,17 +234,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (Some((sb, path)), None) => {
                     let n = if dst == "-" {
                         let mut out = tokio::io::stdout();
-                        client.download_to(&ns, &sb, &path, &mut out).await.map_err(status_err)?
+                        client
+                            .download_to(&ns, &sb, &path, &mut out)
+                            .await
+                            .map_err(status_err)?
                     } else {
                         // Write next to the destination, rename when complete.
                         let dst = PathBuf::from(&dst);
                         let tmp = dst.with_extension("airlock-part");
-                        let mut f = tokio::fs::File::create(&tmp).await.with_context(|| format!("creating {}", tmp.display()))?;
+                        let mut f = tokio::fs::File::create(&tmp)
+                            .await
+                            .with_context(|| format!("creating {}", tmp.display()))?;
                         let r = client.download_to(&ns, &sb, &path, &mut f).await;
                         match r {
                             Ok(n) => {
                                 f.sync_all().await.ok();
-                                tokio::fs::rename(&tmp, &dst).await.with_context(|| format!("renaming to {}", dst.display()))?;
+                                tokio::fs::rename(&tmp, &dst)
+                                    .await
+                                    .with_context(|| format!("renaming to {}", dst.display()))?;
                                 n
                             }
                             Err(e) => {
@@ -231,7 +267,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ls { target } => {
-            let (sb, path) = remote(&target).ok_or_else(|| anyhow!("expected SANDBOX:/absolute/path, got {target:?}"))?;
+            let (sb, path) = remote(&target)
+                .ok_or_else(|| anyhow!("expected SANDBOX:/absolute/path, got {target:?}"))?;
             let entries = client.list_dir(&ns, &sb, &path).await.map_err(status_err)?;
             let mut out = std::io::stdout().lock();
             for e in entries {
@@ -242,32 +279,52 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     _ => '?',
                 };
                 let mtime = e.mtime.map(|t| t.seconds).unwrap_or(0);
-                let when = chrono::DateTime::from_timestamp(mtime, 0).map(|d| d.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default();
+                let when = chrono::DateTime::from_timestamp(mtime, 0)
+                    .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_default();
                 writeln!(out, "{kind}{:04o} {:>12} {when} {}", e.mode, e.size, e.name)?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Create { name, sandbox, no_wait } => {
+        Command::Create {
+            name,
+            sandbox,
+            no_wait,
+        } => {
             let req = create_request(&ns, &name, &sandbox);
             let sb = if no_wait {
                 client.create_sandbox(req).await
             } else {
-                client.create_sandbox_ready(req, Duration::from_secs(sandbox.ready_timeout)).await
+                client
+                    .create_sandbox_ready(req, Duration::from_secs(sandbox.ready_timeout))
+                    .await
             }
             .map_err(status_err)?;
             println!("{}", sb.name);
             Ok(ExitCode::SUCCESS)
         }
         Command::Get { sandbox } => {
-            let sb = client.get_sandbox(&ns, &sandbox).await.map_err(status_err)?;
+            let sb = client
+                .get_sandbox(&ns, &sandbox)
+                .await
+                .map_err(status_err)?;
             print_sandbox(&sb);
             Ok(ExitCode::SUCCESS)
         }
         Command::List { selector } => {
-            let list = client.list_sandboxes(&ns, &selector).await.map_err(status_err)?;
-            println!("{:<40} {:<10} {:<40} {}", "NAME", "PHASE", "IMAGE", "EXPIRES");
+            let list = client
+                .list_sandboxes(&ns, &selector)
+                .await
+                .map_err(status_err)?;
+            println!("{:<40} {:<10} {:<40} EXPIRES", "NAME", "PHASE", "IMAGE");
             for sb in list {
-                println!("{:<40} {:<10} {:<40} {}", sb.name, phase(sb.phase), sb.image, ts(sb.expires_at.as_ref()));
+                println!(
+                    "{:<40} {:<10} {:<40} {}",
+                    sb.name,
+                    phase(sb.phase),
+                    sb.image,
+                    ts(sb.expires_at.as_ref())
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -282,10 +339,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Extend { sandbox, seconds } => {
-            let sb = client.extend_sandbox(&ns, &sandbox, seconds).await.map_err(status_err)?;
+            let sb = client
+                .extend_sandbox(&ns, &sandbox, seconds)
+                .await
+                .map_err(status_err)?;
             println!("{} expires {}", sb.name, ts(sb.expires_at.as_ref()));
             Ok(ExitCode::SUCCESS)
         }
@@ -301,10 +365,18 @@ fn create_request(ns: &str, name: &str, o: &SandboxOpts) -> pb::CreateSandboxReq
         namespace: ns.into(),
         name: name.into(),
         source: Some(pb::create_sandbox_request::Source::Image(o.image.clone())),
-        resources: Some(pb::Resources { cpu: o.cpu.clone(), memory: o.memory.clone(), ephemeral_storage: String::new() }),
+        resources: Some(pb::Resources {
+            cpu: o.cpu.clone(),
+            memory: o.memory.clone(),
+            ephemeral_storage: String::new(),
+        }),
         ttl_seconds: o.ttl,
         idle_timeout_seconds: o.idle_timeout,
-        network: Some(pb::Network { egress: egress as i32, allow: vec![], dns: false }),
+        network: Some(pb::Network {
+            egress: egress as i32,
+            allow: vec![],
+            dns: false,
+        }),
         env: o.sandbox_env.iter().cloned().collect(),
         labels: o.labels.iter().cloned().collect(),
         runtime_class_name: o.runtime_class.clone(),
@@ -324,20 +396,33 @@ fn phase(p: i32) -> &'static str {
 }
 
 fn ts(t: Option<&prost_types::Timestamp>) -> String {
-    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0)).map(|d| d.to_rfc3339()).unwrap_or_else(|| "-".into())
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+        .map(|d| d.to_rfc3339())
+        .unwrap_or_else(|| "-".into())
 }
 
 fn print_sandbox(sb: &pb::Sandbox) {
     println!("name:      {}/{}", sb.namespace, sb.name);
     println!("image:     {}", sb.image);
-    println!("phase:     {}{}", phase(sb.phase), if sb.message.is_empty() { String::new() } else { format!(" ({})", sb.message) });
+    println!(
+        "phase:     {}{}",
+        phase(sb.phase),
+        if sb.message.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", sb.message)
+        }
+    );
     println!("runtime:   {}", sb.runtime_class_name);
     println!("node:      {}", sb.node_name);
     println!("created:   {}", ts(sb.created_at.as_ref()));
     println!("expires:   {}", ts(sb.expires_at.as_ref()));
     println!("activity:  {}", ts(sb.last_activity_at.as_ref()));
     for c in &sb.conditions {
-        println!("condition: {}={} {} {}", c.r#type, c.status, c.reason, c.message);
+        println!(
+            "condition: {}={} {} {}",
+            c.r#type, c.status, c.reason, c.message
+        );
     }
 }
 
@@ -345,11 +430,16 @@ fn exec_request(ns: &str, sandbox: &str, o: &ExecOpts) -> pb::ExecRequest {
     let command = if o.command.len() == 1 && o.command[0].contains(' ') {
         pb::exec_request::Command::Shell(o.command[0].clone())
     } else {
-        pb::exec_request::Command::Argv(pb::Argv { args: o.command.clone() })
+        pb::exec_request::Command::Argv(pb::Argv {
+            args: o.command.clone(),
+        })
     };
     let timeout = (o.timeout > 0.0).then(|| {
         let d = Duration::from_secs_f64(o.timeout.min(1e9));
-        prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+        prost_types::Duration {
+            seconds: d.as_secs() as i64,
+            nanos: d.subsec_nanos() as i32,
+        }
     });
     pb::ExecRequest {
         sandbox: sandbox_ref(ns, sandbox),
@@ -362,12 +452,21 @@ fn exec_request(ns: &str, sandbox: &str, o: &ExecOpts) -> pb::ExecRequest {
 }
 
 /// Runs a command, streaming its output to this terminal; returns its exit code.
-async fn exec_command(client: &AirlockClient, ns: &str, sandbox: &str, o: &ExecOpts) -> anyhow::Result<ExitCode> {
+async fn exec_command(
+    client: &AirlockClient,
+    ns: &str,
+    sandbox: &str,
+    o: &ExecOpts,
+) -> anyhow::Result<ExitCode> {
     use pb::exec_event::Event;
     let req = exec_request(ns, sandbox, o);
     let mut events = if o.interactive {
         let (tx, events) = client
-            .exec_interactive(pb::ExecStart { request: Some(req), tty: false, size: None })
+            .exec_interactive(pb::ExecStart {
+                request: Some(req),
+                tty: false,
+                size: None,
+            })
             .await
             .map_err(status_err)?;
         tokio::spawn(async move {
@@ -377,14 +476,22 @@ async fn exec_command(client: &AirlockClient, ns: &str, sandbox: &str, o: &ExecO
                 match stdin.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        let m = pb::ExecInput { input: Some(pb::exec_input::Input::Stdin(bytes::Bytes::copy_from_slice(&buf[..n]))) };
+                        let m = pb::ExecInput {
+                            input: Some(pb::exec_input::Input::Stdin(
+                                bytes::Bytes::copy_from_slice(&buf[..n]),
+                            )),
+                        };
                         if tx.send(m).await.is_err() {
                             return;
                         }
                     }
                 }
             }
-            let _ = tx.send(pb::ExecInput { input: Some(pb::exec_input::Input::CloseStdin(pb::CloseStdin {})) }).await;
+            let _ = tx
+                .send(pb::ExecInput {
+                    input: Some(pb::exec_input::Input::CloseStdin(pb::CloseStdin {})),
+                })
+                .await;
             // Keep the request stream open: the gateway reads a half-close as "close stdin"
             // too, so nothing more is needed; just hold the sender until the call ends.
             tx.closed().await;
@@ -404,7 +511,9 @@ async fn exec_command(client: &AirlockClient, ns: &str, sandbox: &str, o: &ExecO
                 return Ok(ExitCode::from(130));
             }
         };
-        let Some(ev) = msg else { bail!("the gateway ended the stream without an exit status") };
+        let Some(ev) = msg else {
+            bail!("the gateway ended the stream without an exit status")
+        };
         match ev.event {
             Some(Event::Stdout(b)) => {
                 stdout.write_all(&b)?;
@@ -441,11 +550,21 @@ mod tests {
 
     #[test]
     fn cli_parses() {
-        let c = Cli::try_parse_from(["airlock", "run", "--image", "python:3", "--ttl", "60", "--", "python3", "-c", "print(1)"]).unwrap();
+        let c = Cli::try_parse_from([
+            "airlock", "run", "--image", "python:3", "--ttl", "60", "--", "python3", "-c",
+            "print(1)",
+        ])
+        .unwrap();
         assert!(matches!(c.command, Command::Run { .. }));
-        let c = Cli::try_parse_from(["airlock", "exec", "sb", "--timeout", "2", "--", "echo hi"]).unwrap();
-        let Command::Exec { exec, .. } = c.command else { panic!() };
-        assert!(matches!(exec_request("", "sb", &exec).command, Some(pb::exec_request::Command::Shell(_))));
+        let c = Cli::try_parse_from(["airlock", "exec", "sb", "--timeout", "2", "--", "echo hi"])
+            .unwrap();
+        let Command::Exec { exec, .. } = c.command else {
+            panic!()
+        };
+        assert!(matches!(
+            exec_request("", "sb", &exec).command,
+            Some(pb::exec_request::Command::Shell(_))
+        ));
         assert!(Cli::try_parse_from(["airlock", "cp", "a", "sb:/b"]).is_ok());
     }
 }
