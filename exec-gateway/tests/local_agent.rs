@@ -696,6 +696,44 @@ async fn validation_readiness_and_static_auth() {
         health.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+    // Reflection needs no token either and lists the API.
+    {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        let channel = tonic::transport::Endpoint::from_shared(gw.addr.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut resp = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            resp.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("expected a service list");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        for want in [
+            "airlock.v1.Sandboxes",
+            "airlock.v1.Processes",
+            "airlock.v1.Files",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{want} missing from {names:?}"
+            );
+        }
+    }
 
     // Namespace A allowed, B denied naming namespace and verb.
     let a = gw.client(Some("token-team-a")).await;
