@@ -181,7 +181,7 @@ pub async fn reconcile_at(
             let next = status::next(&status_ctx(None), Outcome::Invalid { message: &message });
             write_status(ctx, sandbox, &next).await?;
             if ready_reason(&prev) != Some(reason::INVALID) {
-                warn!(field = %invalid.problem.field(), %message, "sandbox refused by the operator's policy");
+                warn!(field = %invalid.problem.field(), detail = %message, "sandbox refused by the operator's policy");
                 publish(
                     ctx,
                     sandbox,
@@ -451,7 +451,7 @@ async fn transition_events(
     if ready_reason(next) == Some(reason::QUOTA_EXCEEDED)
         && ready_reason(prev) != Some(reason::QUOTA_EXCEEDED)
     {
-        warn!(message = %message(), "pod refused by quota; retrying");
+        warn!(detail = %message(), "pod refused by quota; retrying");
         publish(
             ctx,
             sandbox,
@@ -475,7 +475,7 @@ async fn ensure_quota(ctx: &Context, namespace: &str) -> Result<(), Error> {
     match apply::resource_quota(&ctx.client, &build::resource_quota(namespace, quota)).await? {
         apply::QuotaApplied::Applied => debug!("applied ResourceQuota {}", build::QUOTA_NAME),
         apply::QuotaApplied::LeftToOthers(message) => info!(
-            %message,
+            detail = %message,
             "ResourceQuota {} has fields managed by someone else; leaving them as they are",
             build::QUOTA_NAME
         ),
