@@ -50,7 +50,12 @@ install: cluster-up
 	@TAG=$$(e2e/lib/images.sh | sed -n 's/^TAG=//p'); \
 	echo "==> helm upgrade --install airlock (images $$TAG)"; \
 	kubectl create namespace $(NS) --dry-run=client -o yaml | kubectl apply -f - >/dev/null; \
-	$(HELM) template airlock charts/airlock -n $(NS) -f e2e/values-local.yaml --set image.tag=$$TAG --set agentImage=airlock.local/agent:$$TAG \
+	for r in crd/sandboxes.airlock.dev priorityclass/airlock-sandbox; do \
+	  kubectl get $$r >/dev/null 2>&1 || continue; \
+	  kubectl label --overwrite $$r app.kubernetes.io/managed-by=Helm >/dev/null; \
+	  kubectl annotate --overwrite $$r meta.helm.sh/release-name=airlock meta.helm.sh/release-namespace=$(NS) >/dev/null; \
+	done; \
+	$(HELM) template airlock charts/airlock -n $(NS) --kube-version $(K8S_VERSION) -f e2e/values-local.yaml --set image.tag=$$TAG --set agentImage=airlock.local/agent:$$TAG \
 	  | kubectl apply --dry-run=server -f - >/dev/null; \
 	$(HELM) upgrade --install airlock charts/airlock -n $(NS) -f e2e/values-local.yaml \
 	  --set image.tag=$$TAG --set agentImage=airlock.local/agent:$$TAG --wait --timeout 180s \

@@ -43,8 +43,14 @@ pub const MAX_TTL_SECONDS: i64 = 7 * 24 * 3600;
     printcolumn = r#"{"name":"Pod","type":"string","jsonPath":".status.podName","priority":1}"#,
     printcolumn = r#"{"name":"Node","type":"string","jsonPath":".status.nodeName","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiresAt"}"#
+    printcolumn = r#"{"name":"Expires","type":"string","description":"When the sandbox ends (RFC 3339)","jsonPath":".status.expiresAt"}"#
 )]
+#[x_kube(validation = Rule::new("has(self.imagePullPolicy) == has(oldSelf.imagePullPolicy)").message("spec.imagePullPolicy is immutable: it cannot be added or removed after creation"))]
+#[x_kube(validation = Rule::new("has(self.command) == has(oldSelf.command)").message("spec.command is immutable: it cannot be added or removed after creation"))]
+#[x_kube(validation = Rule::new("has(self.args) == has(oldSelf.args)").message("spec.args is immutable: it cannot be added or removed after creation"))]
+#[x_kube(validation = Rule::new("has(self.env) == has(oldSelf.env)").message("spec.env is immutable: it cannot be added or removed after creation"))]
+#[x_kube(validation = Rule::new("has(self.workingDir) == has(oldSelf.workingDir)").message("spec.workingDir is immutable: it cannot be added or removed after creation"))]
+#[x_kube(validation = Rule::new("has(self.runtimeClassName) == has(oldSelf.runtimeClassName)").message("spec.runtimeClassName is immutable: it cannot be added or removed after creation"))]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxSpec {
     /// Container image the sandbox runs, for example `python:3.12-slim`. Any image works, even one

@@ -424,6 +424,9 @@ async fn malformed_sandboxes_are_rejected_by_the_api_server() {
         ("changing spec.image", json!({"spec": {"image": "other:1"}}), "spec.image is immutable"),
         ("changing spec.resources", json!({"spec": {"resources": {"cpu": "200m"}}}), "spec.resources is immutable"),
         ("changing spec.command", json!({"spec": {"command": ["sh"]}}), "spec.command is immutable"),
+        ("adding spec.workingDir", json!({"spec": {"workingDir": "/tmp"}}), "spec.workingDir is immutable"),
+        ("adding spec.runtimeClassName", json!({"spec": {"runtimeClassName": "runc"}}), "spec.runtimeClassName is immutable"),
+        ("removing spec.command", json!({"spec": {"command": null}}), "spec.command is immutable"),
     ] {
         match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => failures.push(format!("{what}: accepted")),
