@@ -7,6 +7,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 NS=airlock-demo
 SYS=airlock-system
 AIRLOCK=$ROOT/target/debug/airlock
+eval "$("$ROOT/e2e/cluster" env)"
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 step "namespace $NS and a ServiceAccount allowed to use sandboxes there (ordinary RBAC)"
