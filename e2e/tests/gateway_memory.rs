@@ -1,0 +1,96 @@
+//! Backpressure end to end: while a client does not read, the gateway stops reading the sandbox's
+//! output, so its memory stays bounded however much the sandbox writes. This test is alone in its
+//! binary so that the resident memory it samples is the gateway's (in-process) and the client's.
+
+use std::time::Duration;
+
+use airlock_crds::Sandbox;
+use airlock_e2e::{GVISOR, SANDBOX_IMAGE, TestNamespace, client, wait_for};
+use airlock_exec_gateway::auth::AuthMode;
+use airlock_exec_gateway::client::AirlockClient;
+use airlock_exec_gateway::proto::v1 as pb;
+use airlock_exec_gateway::{Config, serve};
+use kube::api::{Api, PostParams};
+use sha2::{Digest, Sha256};
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_does_not_make_the_gateway_buffer() {
+    let kube = client().await;
+    let ns = TestNamespace::new(&kube, "gw-mem").await;
+    let sandboxes: Api<Sandbox> = Api::namespaced(kube.clone(), &ns.name);
+    let sbx: Sandbox = serde_json::from_value(serde_json::json!({
+        "apiVersion": "airlock.dev/v1alpha1", "kind": "Sandbox", "metadata": {"name": "flood"},
+        "spec": {"image": SANDBOX_IMAGE, "imagePullPolicy": "Never", "runtimeClassName": GVISOR,
+                 "resources": {"cpu": "500m", "memory": "256Mi"}, "lifetime": {"ttlSeconds": 600}}
+    }))
+    .unwrap();
+    sandboxes.create(&PostParams::default(), &sbx).await.expect("create sandbox");
+    wait_for(&sandboxes, "flood", Duration::from_secs(180), "Ready", |s| s.is_some_and(|s| s.is_ready())).await;
+
+    // The gateway in this process (authentication off: this test is about memory, not auth).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let config = Config::new(AuthMode::None).with_client(kube.clone()).with_default_namespace(&ns.name);
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = serve(config, listener, async move {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    let c = AirlockClient::connect(&addr, None).await.expect("connect");
+
+    // 200 MiB of output; the sandbox prints its own hash at the end.
+    const TOTAL: usize = 200 * 1024 * 1024;
+    let script = format!(
+        "import hashlib,sys\nh=hashlib.sha256()\nblock=bytes(range(256))*256\nout=sys.stdout.buffer\nfor i in range({n}):\n  b=block[i%256:]+block[:i%256]\n  h.update(b)\n  out.write(b)\nout.flush()\nprint(h.hexdigest(),file=sys.stderr)",
+        n = TOTAL / 65536
+    );
+    let mut s = c.exec(AirlockClient::argv(&ns.name, "flood", ["python3", "-c", &script])).await.expect("exec");
+    let mut hasher = Sha256::new();
+    let (mut n, mut stderr, mut code) = (0usize, Vec::new(), None);
+    // Read the first message, then stall for a while: an unbounded gateway would take in
+    // everything the sandbox writes meanwhile (it writes ~30 MiB/s here).
+    let before = rss_bytes();
+    let mut peak = before;
+    let mut first = true;
+    while let Some(ev) = s.message().await.expect("stream") {
+        match ev.event {
+            Some(pb::exec_event::Event::Stdout(b)) => {
+                hasher.update(&b);
+                n += b.len();
+                if first {
+                    first = false;
+                    for _ in 0..20 {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        peak = peak.max(rss_bytes());
+                    }
+                }
+            }
+            Some(pb::exec_event::Event::Stderr(b)) => stderr.extend_from_slice(&b),
+            Some(pb::exec_event::Event::Exited(x)) => code = Some(x.exit_code),
+            _ => {}
+        }
+        peak = peak.max(rss_bytes());
+    }
+    let growth = peak.saturating_sub(before);
+    eprintln!("resident memory: before {} MiB, peak {} MiB, growth {} MiB", before >> 20, peak >> 20, growth >> 20);
+    assert_eq!(code, Some(0), "stderr: {}", String::from_utf8_lossy(&stderr));
+    assert_eq!(n, TOTAL, "every byte arrived");
+    assert_eq!(String::from_utf8_lossy(&stderr).trim(), hex::encode(hasher.finalize()), "same hash");
+    // Bounded: far below what the sandbox wrote (200 MiB); the bound is flow-control windows and
+    // the gateway's bounded channels, a few MiB.
+    assert!(growth < 48 << 20, "gateway+client memory grew by {} MiB while the reader stalled", growth >> 20);
+    let _ = stop.send(());
+    ns.cleanup().await;
+}
