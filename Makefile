@@ -12,7 +12,7 @@ export PATH := $(BIN):$(HOME)/.cargo/bin:$(PATH)
 NS := airlock-system
 CHART_CRD := charts/airlock/files/sandbox-crd.yaml
 
-.PHONY: help demo test unit lint crds chart-crd cluster-up cluster-down install uninstall e2e cluster-lifecycle bench tools
+.PHONY: help demo test unit lint crds cluster-up cluster-down install uninstall e2e helm-lifecycle cluster-lifecycle bench tools
 
 help:
 	@echo "make demo   - local cluster + operator + gateway, then run Python in a sandbox"
@@ -70,11 +70,15 @@ e2e: install
 	@echo "==> cluster tests (real kube-apiserver, kubelet, containerd, gVisor)"
 	cargo test -p airlock-e2e -- --test-threads=4
 
+## helm-lifecycle: release Ready; uninstall removes it and keeps the CRD and Sandboxes
+helm-lifecycle:
+	HELM=$(HELM) e2e/tests/helm-lifecycle.sh
+
 ## cluster-lifecycle: `down` leaves nothing behind and `up` works again
 cluster-lifecycle:
 	e2e/tests/cluster-lifecycle.sh
 
-test: unit lint e2e cluster-lifecycle
+test: unit lint e2e helm-lifecycle cluster-lifecycle
 	@echo "==> all tests passed"
 
 demo: install
