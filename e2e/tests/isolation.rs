@@ -1,0 +1,479 @@
+//! Hostile code inside a Sandbox: what it must not reach, see, change or exhaust.
+//!
+//! Every Sandbox here is created through the Kubernetes API (the operator turns it into a gVisor
+//! pod) and commands run in its `sandbox` container through pods/exec, as an attacker with a shell
+//! in the sandbox would run them. Network probes go only to addresses of this cluster: pods the
+//! test started, the node (10.200.0.1), the API server's service IP and loopback.
+//!
+//! Findings pinned here (the truth on the local gVisor cluster):
+//! - the kubelet always injects `KUBERNETES_SERVICE_HOST`/`PORT` (enableServiceLinks=false only
+//!   drops the namespace's *other* services), but there is no token and the API server is
+//!   unreachable;
+//! - `/tmp` in a gVisor sandbox is the sentry's own memory-backed tmpfs (it counts against
+//!   memory, not ephemeral storage); the image's writable layer (`/var/tmp`, `/root`, ...) is what
+//!   `ephemeralStorage` limits, and exceeding it gets the pod evicted by the kubelet (no ENOSPC).
+//!   The Sandbox then goes Failed; its reason is usually `Evicted`, but when the kubelet records
+//!   the pod as Succeeded (the agent exits 0 on SIGTERM) it reads `Completed`, so only the phase
+//!   and the pod's `Evicted` event are asserted;
+//! - under gVisor a memory bomb started by an exec takes the whole sandbox down (the pod is
+//!   OOMKilled, the Sandbox goes Failed with reason OOMKilled), it does not just kill the process.
+
+use std::time::Duration;
+
+use airlock_crds::{Phase, Sandbox, condition};
+use airlock_e2e::{ExecOutput, RUNC, SANDBOX_IMAGE, TCP_LISTENER, TestNamespace, client, exit_code, run_pod, sleeper, wait_for};
+use k8s_openapi::api::core::v1::{Event, Node, Pod, Service};
+use kube::Client;
+use kube::api::{Api, AttachParams, ListParams, PostParams};
+use serde_json::{Value, json};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A Sandbox with the sandbox image and modest resources (`spec` merged over the defaults).
+fn sandbox(name: &str, spec: Value) -> Sandbox {
+    let mut m = json!({
+        "apiVersion": "airlock.dev/v1alpha1", "kind": "Sandbox", "metadata": {"name": name},
+        "spec": {
+            "image": SANDBOX_IMAGE, "imagePullPolicy": "Never",
+            "resources": {"cpu": "50m", "memory": "256Mi", "ephemeralStorage": "256Mi"},
+            "lifetime": {"ttlSeconds": 1800},
+        }
+    });
+    merge(&mut m["spec"], spec);
+    serde_json::from_value(m).expect("sandbox literal")
+}
+
+fn merge(a: &mut Value, b: Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+/// Creates the Sandbox and waits until it is Ready; returns it (with `status.podIP`).
+async fn ready(c: &Client, ns: &str, name: &str, spec: Value) -> Sandbox {
+    let api: Api<Sandbox> = Api::namespaced(c.clone(), ns);
+    api.create(&PostParams::default(), &sandbox(name, spec))
+        .await
+        .unwrap_or_else(|e| panic!("creating Sandbox {ns}/{name}: {e}"));
+    wait_for(&api, name, READY_TIMEOUT, "Ready", |s| s.is_some_and(Sandbox::is_ready)).await.expect("sandbox")
+}
+
+/// pods/exec in container `sandbox`; unlike `airlock_e2e::exec` it reports a broken connection
+/// (the sandbox dying under the command) as an error instead of panicking.
+async fn try_exec(c: &Client, ns: &str, pod: &str, argv: &[&str]) -> Result<ExecOutput, String> {
+    use tokio::io::AsyncReadExt;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+    let ap = AttachParams::default().container("sandbox").stdout(true).stderr(true).stdin(false);
+    let mut p = pods.exec(pod, argv.iter().copied(), &ap).await.map_err(|e| format!("exec {argv:?}: {e}"))?;
+    let mut out = p.stdout().ok_or("no stdout")?;
+    let mut err = p.stderr().ok_or("no stderr")?;
+    let status = p.take_status().ok_or("no status channel")?;
+    let (mut so, mut se) = (Vec::new(), Vec::new());
+    let (a, b) = tokio::join!(out.read_to_end(&mut so), err.read_to_end(&mut se));
+    let status = status.await;
+    let _ = p.join().await;
+    let o = ExecOutput {
+        stdout: String::from_utf8_lossy(&so).into(),
+        stderr: String::from_utf8_lossy(&se).into(),
+        exit_code: exit_code(status.as_ref()),
+    };
+    if let (Err(e), _) | (_, Err(e)) = (&a, &b) {
+        return Err(format!("reading output of {argv:?}: {e}; got so far {o:?}"));
+    }
+    Ok(o)
+}
+
+async fn run(c: &Client, ns: &str, pod: &str, argv: &[&str]) -> ExecOutput {
+    try_exec(c, ns, pod, argv).await.unwrap_or_else(|e| panic!("{ns}/{pod}: {e}"))
+}
+
+/// Connects to each `host:port` (4 s timeout) and prints `host:port OPEN|REFUSED|TIMEOUT|ERR n`.
+const PROBE: &str = "import socket,sys,errno\nfor hp in sys.argv[1:]:\n  h,p=hp.rsplit(':',1)\n  s=socket.socket(); s.settimeout(4)\n  try:\n    s.connect((h,int(p))); r='OPEN' if s.recv(5)==b'hello' else 'OPEN-other'\n  except socket.timeout: r='TIMEOUT'\n  except ConnectionRefusedError: r='REFUSED'\n  except OSError as e: r='ERR %s'%e.errno\n  finally: s.close()\n  print(hp,r,flush=True)\n";
+
+/// Probes `targets` from `pod` (its `container`, or `sandbox`); `host:port` -> result.
+async fn probe(c: &Client, ns: &str, pod: &str, container: Option<&str>, targets: &[String]) -> Vec<(String, String)> {
+    let mut argv = vec!["python3", "-c", PROBE];
+    argv.extend(targets.iter().map(String::as_str));
+    let out = match container {
+        None => run(c, ns, pod, &argv).await,
+        Some(_) => airlock_e2e::exec(c, ns, pod, &argv).await,
+    };
+    assert_eq!(out.exit_code, 0, "probe from {pod}: {out:?}");
+    let res: Vec<(String, String)> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(res.len(), targets.len(), "probe from {pod}: {out:?}");
+    eprintln!("probe from {pod}: {res:?}");
+    res
+}
+
+fn listener_pod(name: &str, ports: &[u16]) -> Value {
+    let containers: Vec<Value> = ports
+        .iter()
+        .map(|p| {
+            json!({"name": format!("l{p}"), "image": SANDBOX_IMAGE, "imagePullPolicy": "Never",
+                   "command": ["python3", "-c", TCP_LISTENER, p.to_string()]})
+        })
+        .collect();
+    json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"runtimeClassName": RUNC, "terminationGracePeriodSeconds": 0,
+                 "automountServiceAccountToken": false, "containers": containers}
+    })
+}
+
+fn pod_ip(p: &Pod) -> String {
+    p.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("pod IP")
+}
+
+async fn node_ok(c: &Client) {
+    for n in Api::<Node>::all(c.clone()).list(&ListParams::default()).await.expect("nodes").items {
+        let conds = n.status.and_then(|s| s.conditions).unwrap_or_default();
+        let get = |t: &str| conds.iter().find(|c| c.type_ == t).map(|c| c.status.clone());
+        assert_eq!(get("Ready").as_deref(), Some("True"), "node {:?} Ready", n.metadata.name);
+        for p in ["MemoryPressure", "DiskPressure", "PIDPressure"] {
+            assert_ne!(get(p).as_deref(), Some("True"), "node {:?} {p}", n.metadata.name);
+        }
+    }
+}
+
+fn rand_hex() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    format!("{:016x}", h.finish())
+}
+
+#[tokio::test]
+async fn egress_none_reaches_nothing_and_allow_list_exactly_one_port() {
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "iso-net").await;
+    let n = ns.name.as_str();
+    // Two listener pods under runc, outside any policy: lst1 on 8080 and 8081, lst2 on 8080.
+    let (lst1, lst2) = tokio::join!(run_pod(&c, n, listener_pod("lst1", &[8080, 8081])), run_pod(&c, n, listener_pod("lst2", &[8080])));
+    let (ip1, ip2) = (pod_ip(&lst1), pod_ip(&lst2));
+    let l1_8080 = format!("{ip1}:8080");
+    let l1_8081 = format!("{ip1}:8081");
+    let l2_8080 = format!("{ip2}:8080");
+    let internal = ["10.200.0.1:6443".to_string(), "10.200.0.1:10250".into(), "10.96.0.1:443".into()];
+
+    // Control: from an unrestricted runc pod every listener answers (so "blocked" below means
+    // the policy, not a listener that is not up yet).
+    run_pod(&c, n, sleeper("control", RUNC, json!({"app": "control"}))).await;
+    let listeners = [l1_8080.clone(), l1_8081.clone(), l2_8080.clone()];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = probe(&c, n, "control", Some("main"), &listeners).await;
+        if r.iter().all(|(_, v)| v == "OPEN") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "listeners never answered the control pod: {r:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let ctl = probe(&c, n, "control", Some("main"), &internal).await;
+    eprintln!("control pod (no policy) to node/API server: {ctl:?}");
+
+    let spec_allow = json!({"network": {"egress": "AllowList", "allow": [{"cidr": format!("{ip1}/32"), "ports": [{"port": 8080}]}]}});
+    let (_closed, _allow) = tokio::join!(ready(&c, n, "closed", json!({"network": {"egress": "None"}})), ready(&c, n, "allow", spec_allow));
+
+    // egress None: nothing, right after Ready.
+    let mut all: Vec<String> = listeners.to_vec();
+    all.extend(internal.iter().cloned());
+    let r = probe(&c, n, "closed", None, &all).await;
+    for (t, v) in &r {
+        assert!(!v.starts_with("OPEN"), "egress None sandbox reached {t}: {r:?}");
+    }
+
+    // AllowList: the allowed listener port (retried briefly, the rule may take a moment)...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = probe(&c, n, "allow", None, std::slice::from_ref(&l1_8080)).await;
+        if r[0].1 == "OPEN" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "allow-listed {l1_8080} unreachable: {r:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // ...and nothing else: not the other port of the same pod, not the other pod, not the node or
+    // the API server.
+    let mut others = vec![l1_8081.clone(), l2_8080.clone()];
+    others.extend(internal.iter().cloned());
+    let r = probe(&c, n, "allow", None, &others).await;
+    for (t, v) in &r {
+        assert!(!v.starts_with("OPEN"), "AllowList sandbox reached {t} beyond its rule: {r:?}");
+    }
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn no_credentials_and_no_api_server() {
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "iso-cred").await;
+    let n = ns.name.as_str();
+    // A service in the namespace: service links would show it as LEAKY_SERVICE_HOST.
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "leaky"}, "spec": {"selector": {"app": "nothing"}, "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(c.clone(), n).create(&PostParams::default(), &svc).await.expect("service");
+    ready(&c, n, "creds", json!({})).await;
+
+    // (python3-minimal: no json module; plain lines.)
+    let code = "import os\nfor p in ['/var/run/secrets/kubernetes.io','/var/run/secrets','/run/secrets/kubernetes.io']:\n  print('exists', p, os.path.exists(p))\nfor k,v in os.environ.items():\n  print('env', k, v)";
+    let out = run(&c, n, "creds", &["python3", "-c", code]).await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    for l in out.stdout.lines().filter(|l| l.starts_with("exists ")) {
+        assert!(l.ends_with(" False"), "in the sandbox: {l}");
+    }
+    assert_eq!(out.stdout.lines().filter(|l| l.starts_with("exists ")).count(), 3, "{out:?}");
+    let mounts = run(&c, n, "creds", &["cat", "/proc/mounts"]).await.stdout;
+    assert!(!mounts.contains("serviceaccount") && !mounts.contains("secrets"), "token mount: {mounts}");
+    let env: std::collections::BTreeMap<String, String> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("env "))
+        .map(|l| l.split_once(' ').map(|(k, v)| (k.to_string(), v.to_string())).unwrap_or((l.to_string(), String::new())))
+        .collect();
+    assert!(env.contains_key("PATH"), "env parsed: {env:?}");
+    assert!(env.keys().all(|k| !k.starts_with("LEAKY_")), "service links are off: {env:?}");
+    assert!(env.keys().all(|k| !k.to_ascii_lowercase().contains("token")), "no token in env: {env:?}");
+    // The truth: the kubelet injects the API server's address whatever enableServiceLinks says.
+    let host = env.get("KUBERNETES_SERVICE_HOST").map(String::as_str);
+    let port = env.get("KUBERNETES_SERVICE_PORT").map(String::as_str);
+    eprintln!("KUBERNETES_SERVICE_HOST={host:?} PORT={port:?} (kubelet-injected)");
+    // Whatever it says, nothing answers there.
+    let mut targets = vec!["10.96.0.1:443".to_string(), "10.200.0.1:6443".to_string()];
+    if let (Some(h), Some(p)) = (host, port) {
+        let t = format!("{h}:{p}");
+        if !targets.contains(&t) {
+            targets.push(t);
+        }
+    }
+    let r = probe(&c, n, "creds", None, &targets).await;
+    for (t, v) in &r {
+        assert!(!v.starts_with("OPEN"), "the sandbox reached the API server at {t}: {r:?}");
+    }
+    ns.cleanup().await;
+}
+
+/// Waits for the Sandbox to leave Ready and reports phase and Ready condition (reason, message).
+async fn wait_not_ready(c: &Client, ns: &str, name: &str, timeout: Duration) -> (Option<Phase>, String, String) {
+    let api: Api<Sandbox> = Api::namespaced(c.clone(), ns);
+    let s = wait_for(&api, name, timeout, "Ready=False with phase Failed", |s| {
+        s.is_some_and(|s| s.status.as_ref().and_then(|st| st.phase) == Some(Phase::Failed) && !s.is_ready())
+    })
+    .await
+    .expect("sandbox");
+    let r = s.condition(condition::READY).expect("Ready condition");
+    (s.status.as_ref().and_then(|st| st.phase), r.reason.clone(), r.message.clone())
+}
+
+#[tokio::test]
+async fn memory_bomb_oom_kills_the_sandbox_and_the_status_says_so() {
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "iso-mem").await;
+    let n = ns.name.as_str();
+    ready(&c, n, "hog", json!({})).await;
+    // Up to 1 GiB in 16 MiB touched chunks against a 256Mi limit.
+    let bomb = "import sys\nb=[]\nfor i in range(64):\n  b.append(bytearray(16<<20))\n  print(len(b)*16,'MiB',flush=True)\nprint('survived 1GiB',flush=True)";
+    let out = try_exec(&c, n, "hog", &["python3", "-c", bomb]).await;
+    eprintln!("memory bomb exec: {out:?}");
+    if let Ok(o) = &out {
+        assert!(!o.stdout.contains("survived"), "1 GiB allocated under a 256Mi limit: {o:?}");
+        assert_ne!(o.exit_code, 0, "{o:?}");
+    }
+    // Under gVisor the sandbox's cgroup OOM takes the whole sandbox: the operator reports it.
+    let (phase, reason, message) = wait_not_ready(&c, n, "hog", Duration::from_secs(90)).await;
+    eprintln!("after the bomb: {phase:?} {reason}: {message}");
+    assert_eq!(reason, "OOMKilled", "{message}");
+    assert!(message.contains("OOMKilled"), "{message}");
+    let pod = Api::<Pod>::namespaced(c.clone(), n).get("hog").await.expect("pod kept for inspection");
+    let term = pod.status.and_then(|s| s.container_statuses).unwrap_or_default().into_iter().find(|s| s.name == "sandbox");
+    let t = term.and_then(|s| s.state).and_then(|s| s.terminated).expect("sandbox container terminated");
+    assert_eq!((t.reason.as_deref(), t.exit_code), (Some("OOMKilled"), 137));
+    node_ok(&c).await;
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn fork_bomb_is_contained() {
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "iso-fork").await;
+    let n = ns.name.as_str();
+    let (_a, _b) = tokio::join!(ready(&c, n, "forker", json!({})), ready(&c, n, "witness", json!({})));
+    // At most 2000 forks, each child sleeping; stop at the first refusal.
+    let bomb = "import os,time\nok=0;err=None\nfor i in range(2000):\n  try:\n    p=os.fork()\n  except OSError as e:\n    err=e;break\n  if p==0:\n    time.sleep(120);os._exit(0)\n  ok+=1\nprint('forked',ok,'refused',err,flush=True)";
+    let out = try_exec(&c, n, "forker", &["python3", "-c", bomb]).await;
+    eprintln!("fork bomb exec: {out:?}");
+    // Contained one way or the other: refused forks, or the sandbox's own limits end it.
+    let api: Api<Sandbox> = Api::namespaced(c.clone(), n);
+    let s = api.get("forker").await.unwrap();
+    match &out {
+        Ok(o) if o.exit_code == 0 => {
+            assert!(o.stdout.contains("forked"), "{o:?}");
+            eprintln!("forks were refused inside the sandbox; sandbox phase {:?}", s.status.and_then(|s| s.phase));
+        }
+        _ => {
+            let (phase, reason, message) = wait_not_ready(&c, n, "forker", Duration::from_secs(90)).await;
+            eprintln!("fork bomb ended the sandbox: {phase:?} {reason}: {message}");
+            assert!(!reason.is_empty() && !message.is_empty());
+        }
+    }
+    // The node and the neighbour are fine.
+    node_ok(&c).await;
+    let w = run(&c, n, "witness", &["python3", "-c", "print(6*7)"]).await;
+    assert_eq!((w.stdout.as_str(), w.exit_code), ("42\n", 0), "{w:?}");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn disk_fill_hits_the_ephemeral_storage_limit() {
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "iso-disk").await;
+    let n = ns.name.as_str();
+    ready(&c, n, "filler", json!({"resources": {"ephemeralStorage": "64Mi"}})).await;
+    // 200 MiB into the writable layer (/var/tmp; /tmp is gVisor's in-memory tmpfs), 64Mi allowed.
+    let fill = "import os\nb=b'x'*(1<<20)\nn=0\ntry:\n  with open('/var/tmp/fill','wb') as f:\n    for i in range(200):\n      f.write(b); f.flush(); n+=1\n    os.fsync(f.fileno())\n  print('wrote',n,flush=True)\nexcept OSError as e:\n  print('stopped',n,e.errno,flush=True)";
+    let out = try_exec(&c, n, "filler", &["python3", "-c", fill]).await;
+    eprintln!("disk fill exec: {out:?}");
+    let stopped_early = out.as_ref().is_ok_and(|o| o.stdout.starts_with("stopped"));
+    if stopped_early {
+        // ENOSPC/EDQUOT inside: the sandbox must still work.
+        let o = out.unwrap();
+        assert!(o.stdout.contains(" 28") || o.stdout.contains(" 122"), "ENOSPC or EDQUOT: {o:?}");
+        let w = run(&c, n, "filler", &["python3", "-c", "print(1)"]).await;
+        assert_eq!(w.exit_code, 0);
+    } else {
+        // The truth on this cluster: the write succeeds and the kubelet evicts the pod.
+        let events: Api<Event> = Api::namespaced(c.clone(), n);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let ev = loop {
+            let list = events.list(&ListParams::default().fields("involvedObject.kind=Pod,involvedObject.name=filler")).await.unwrap();
+            if let Some(e) = list.items.into_iter().find(|e| e.reason.as_deref() == Some("Evicted")) {
+                break e;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "200 MiB over a 64Mi limit and no eviction");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        };
+        let msg = ev.message.unwrap_or_default();
+        assert!(msg.contains("ephemeral"), "eviction for ephemeral storage: {msg}");
+        let (phase, reason, message) = wait_not_ready(&c, n, "filler", Duration::from_secs(90)).await;
+        eprintln!("Sandbox after eviction: {phase:?} reason={reason} message={message}");
+        assert_eq!(phase, Some(Phase::Failed));
+    }
+    node_ok(&c).await;
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn escape_attempts_fail() {
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "iso-escape").await;
+    let n = ns.name.as_str();
+    ready(&c, n, "jail", json!({})).await;
+    let host_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+
+    // mount(2): through util-linux and as a raw syscall (perl), then check nothing got mounted.
+    let m = run(&c, n, "jail", &["sh", "-c", "mkdir -p /tmp/m; mount -t tmpfs none /mnt; echo mnt=$?; mount -t tmpfs none /tmp/m; echo tmp=$?"]).await;
+    assert!(m.stdout.contains("mnt=") && !m.stdout.contains("mnt=0\n") && !m.stdout.contains("tmp=0\n"), "{m:?}");
+    // Raw syscalls (perl's syscall(): the image's python has no ctypes): mount, init_module,
+    // finit_module, sethostname must all be refused with EPERM.
+    let perl = r#"my ($s,$d,$f,$e,$h)=('none','/mnt','tmpfs','','evil'); my $img="\0" x 64;
+my $r=syscall(165,$s,$d,$f,0,0); print "mount=$r/".($!+0)."\n";
+$r=syscall(175,$img,64,$e); print "init_module=$r/".($!+0)."\n";
+open(my $fh,'<','/etc/hostname'); $r=syscall(313,fileno($fh),$e,0); print "finit_module=$r/".($!+0)."\n";
+$r=syscall(170,$h,4); print "sethostname=$r/".($!+0)."\n";
+"#;
+    let p = run(&c, n, "jail", &["perl", "-e", perl]).await;
+    eprintln!("raw syscalls: {p:?}");
+    assert_eq!(p.exit_code, 0, "{p:?}");
+    for call in ["mount", "init_module", "finit_module", "sethostname"] {
+        assert!(p.stdout.lines().any(|l| l == format!("{call}=-1/1")), "{call} not refused with EPERM: {p:?}");
+    }
+    let mounts = run(&c, n, "jail", &["cat", "/proc/mounts"]).await.stdout;
+    assert!(!mounts.lines().any(|l| l.contains(" /mnt ") || l.contains(" /tmp/m ")), "{mounts}");
+
+    // Kernel module helper path.
+    let mp = run(&c, n, "jail", &["sh", "-c", "echo /tmp/evil > /proc/sys/kernel/modprobe"]).await;
+    assert_ne!(mp.exit_code, 0, "{mp:?}");
+    // No capabilities at all (so no CAP_SYS_MODULE, CAP_SYS_ADMIN, CAP_NET_RAW).
+    let caps = run(&c, n, "jail", &["grep", "CapEff", "/proc/self/status"]).await;
+    assert_eq!(caps.stdout.split_whitespace().nth(1), Some("0000000000000000"), "{caps:?}");
+
+    // Raw sockets.
+    let raw = run(&c, n, "jail", &["python3", "-c", "import socket\ntry:\n  socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_ICMP); print('RAW OK')\nexcept OSError as e: print('refused',e.errno)"]).await;
+    eprintln!("raw socket: {raw:?}");
+    let errno: i32 = raw.stdout.trim().strip_prefix("refused ").and_then(|e| e.parse().ok()).unwrap_or_else(|| panic!("raw socket opened: {raw:?}"));
+    assert!([1, 13, 97].contains(&errno), "EPERM/EACCES/EAFNOSUPPORT, got {errno}");
+
+    // hostname.
+    let h = run(&c, n, "jail", &["hostname", "evil"]).await;
+    assert_ne!(h.exit_code, 0, "{h:?}");
+    let inside = run(&c, n, "jail", &["cat", "/proc/sys/kernel/hostname"]).await;
+    assert_ne!(inside.stdout.trim(), "evil");
+    assert_eq!(std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(), host_hostname, "node hostname unchanged");
+
+    // Host paths: a file created at / in the sandbox is not on the node's /.
+    let marker = format!("host-marker-{}", rand_hex());
+    let t = run(&c, n, "jail", &["sh", "-c", &format!("touch /{marker} /proc/1/root/{marker}-p 2>&1; echo rc=$?")]).await;
+    eprintln!("marker inside: {t:?}");
+    for p in [format!("/{marker}"), format!("/{marker}-p")] {
+        assert!(!std::path::Path::new(&p).exists(), "{p} appeared on the host");
+    }
+    node_ok(&c).await;
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn sandboxes_cannot_see_each_other() {
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "iso-peer").await;
+    let n = ns.name.as_str();
+    let (_a, _b) = tokio::join!(ready(&c, n, "alpha", json!({})), ready(&c, n, "beta", json!({})));
+    let secret = rand_hex();
+    let w = run(&c, n, "alpha", &["sh", "-c", &format!("echo {secret} > /tmp/secret && echo {secret} > /var/tmp/secret && cat /tmp/secret")]).await;
+    assert_eq!(w.stdout.trim(), secret, "{w:?}");
+    // A long-running process in alpha with a recognizable command line.
+    let marker = format!("marker-{secret}");
+    let (c2, n2, m2) = (c.clone(), n.to_string(), marker.clone());
+    let bg = tokio::spawn(async move {
+        let _ = try_exec(&c2, &n2, "alpha", &["python3", "-c", "import time; time.sleep(600)", &m2]).await;
+    });
+    let scan = format!(
+        "import os\nn=0\nfor p in os.listdir('/proc'):\n  if p.isdigit():\n    try: n += b'{marker}' in open('/proc/'+p+'/cmdline','rb').read()\n    except OSError: pass\nprint(n, len([p for p in os.listdir('/proc') if p.isdigit()]))"
+    );
+    // Control: alpha sees its own process.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = run(&c, n, "alpha", &["python3", "-c", &scan]).await;
+        // The scanning python's own cmdline holds the marker too (in the script), so: >= 2.
+        let seen: usize = o.stdout.split_whitespace().next().and_then(|x| x.parse().ok()).unwrap_or(0);
+        if seen >= 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "alpha never saw its own marker process: {o:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // beta: neither the files nor the process (only its own scanner matches).
+    let o = run(&c, n, "beta", &["python3", "-c", &scan]).await;
+    let mut it = o.stdout.split_whitespace();
+    let seen: usize = it.next().and_then(|x| x.parse().ok()).expect("count");
+    let pids: usize = it.next().and_then(|x| x.parse().ok()).expect("pids");
+    eprintln!("beta: {seen} marker processes (its scanner), {pids} processes in /proc");
+    assert_eq!(seen, 1, "beta sees alpha's process: {o:?}");
+    let f = run(&c, n, "beta", &["python3", "-c", "import os;print([os.path.exists(p) for p in ['/tmp/secret','/var/tmp/secret']])"]).await;
+    assert_eq!(f.stdout.trim(), "[False, False]", "{f:?}");
+    let g = run(&c, n, "beta", &["sh", "-c", &format!("grep -rls {secret} /tmp /var/tmp /.airlock; echo rc=$?")]).await;
+    let hits: Vec<&str> = g.stdout.lines().filter(|l| !l.starts_with("rc=")).collect();
+    assert!(hits.is_empty(), "beta found alpha's secret: {g:?}");
+    bg.abort();
+    ns.cleanup().await;
+}
