@@ -51,6 +51,7 @@ pub const MAX_TTL_SECONDS: i64 = 7 * 24 * 3600;
 #[x_kube(validation = Rule::new("has(self.env) == has(oldSelf.env)").message("spec.env is immutable: it cannot be added or removed after creation"))]
 #[x_kube(validation = Rule::new("has(self.workingDir) == has(oldSelf.workingDir)").message("spec.workingDir is immutable: it cannot be added or removed after creation"))]
 #[x_kube(validation = Rule::new("has(self.runtimeClassName) == has(oldSelf.runtimeClassName)").message("spec.runtimeClassName is immutable: it cannot be added or removed after creation"))]
+#[x_kube(validation = Rule::new("(has(self.readOnlyRootFilesystem) && self.readOnlyRootFilesystem) == (has(oldSelf.readOnlyRootFilesystem) && oldSelf.readOnlyRootFilesystem)").message("spec.readOnlyRootFilesystem is immutable"))]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxSpec {
     /// Container image the sandbox runs, for example `python:3.12-slim`. Any image works, even one
@@ -169,7 +170,8 @@ pub struct SandboxResources {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "quantity::deserialize")]
     #[x_kube(validation = Rule::new("type(self) == int ? self > 4194304 : (isQuantity(self) && quantity(self).isGreaterThan(quantity('4Mi')))").message("spec.resources.memory must be a quantity above 4Mi such as 512Mi"))]
     pub memory: Option<Quantity>,
-    /// Scratch disk (writable layer, logs and `/tmp`), for example `1Gi`.
+    /// Scratch disk (writable layer and logs), for example `1Gi`. Under gVisor, files in `/tmp`
+    /// live in the sandbox's memory and count against `memory` instead.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "quantity::deserialize")]
     #[x_kube(validation = Rule::new("type(self) == int ? self > 0 : (isQuantity(self) && quantity(self).isGreaterThan(quantity('0')))").message("spec.resources.ephemeralStorage must be a positive quantity such as 1Gi"))]
     pub ephemeral_storage: Option<Quantity>,

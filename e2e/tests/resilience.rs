@@ -585,14 +585,9 @@ async fn hostile_manifests_are_refused_or_reported_and_the_operator_survives() {
     ns.cleanup().await;
 }
 
-/// README: `readOnlyRootFilesystem` is immutable. The CRD's rule (`self == oldSelf`) only runs when
-/// the old object has the field, and `false` is omitted, so it can be *added* after creation: the
-/// API server accepts it, the operator (which never updates a pod) keeps the writable pod and
-/// reports Ready for the new generation. Un-ignore once the CRD has a rule for adding it, e.g.
-/// `(has(self.readOnlyRootFilesystem) && self.readOnlyRootFilesystem) ==
-///  (has(oldSelf.readOnlyRootFilesystem) && oldSelf.readOnlyRootFilesystem)` on the spec.
+/// `readOnlyRootFilesystem` is immutable, including adding it after creation (`false` is omitted
+/// from the stored object, so a plain `self == oldSelf` rule on the field never runs for that).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "product bug: spec.readOnlyRootFilesystem can be added after creation (crds/src/lib.rs lacks the has() rule)"]
 async fn read_only_root_filesystem_cannot_be_added_after_creation() {
     let c = client().await;
     let ns = TestNamespace::new(&c, "res-rofs").await;
