@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use airlock_exec_gateway::agent::{self, ExecOptions, FileCommand};
 use airlock_exec_gateway::bytes::Bytes;
+use airlock_exec_gateway::prost_types;
 use airlock_exec_gateway::proto::v1 as pb;
 use airlock_exec_gateway::tonic::{Code, Status};
 use airlock_exec_gateway::validate::{self, CreateSpec, ExecSpec};
