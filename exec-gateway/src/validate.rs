@@ -107,6 +107,10 @@ pub fn is_env_name(s: &str) -> bool {
         && s.len() <= 256
 }
 
+/// Longest environment value accepted (the Sandbox CRD's limit, so a create never fails later
+/// at admission with a message that does not name the field).
+pub const MAX_ENV_VALUE: usize = 32768;
+
 /// Environment variables, sorted by name.
 pub fn env(
     field: &str,
@@ -131,6 +135,12 @@ pub fn env(
             return Err(invalid(
                 field,
                 format!("value of {k} must not contain NUL bytes"),
+            ));
+        }
+        if v.len() > MAX_ENV_VALUE {
+            return Err(invalid(
+                field,
+                format!("value of {k} is longer than {MAX_ENV_VALUE} bytes"),
             ));
         }
         out.push((k.clone(), v.clone()));
@@ -1196,5 +1206,21 @@ mod tests {
         assert!(
             is_env_name("_X1") && !is_env_name("") && !is_env_name("1X") && !is_env_name("A-B")
         );
+    }
+}
+
+#[cfg(test)]
+mod env_limits {
+    use super::*;
+
+    #[test]
+    fn env_values_over_the_crd_limit_name_the_field() {
+        let mut m = HashMap::new();
+        m.insert("BIG".to_string(), "x".repeat(MAX_ENV_VALUE + 1));
+        let err = env("env", &m, 128).expect_err("too long");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().starts_with("env"), "{}", err.message());
+        m.insert("BIG".to_string(), "x".repeat(MAX_ENV_VALUE));
+        assert!(env("env", &m, 128).is_ok(), "the limit itself is accepted");
     }
 }
