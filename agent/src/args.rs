@@ -6,7 +6,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 pub const USAGE: &str = "usage:
   airlock-agent install DEST
   airlock-agent init [-- CMD ARGS...]
-  airlock-agent exec [--cwd DIR] [--env K=V]... [--timeout-ms N] [--tty] -- ARGV...
+  airlock-agent exec [--cwd DIR] [--env K=V]... [--timeout-ms N] [--tty [--size COLSxROWS]] -- ARGV...
   airlock-agent put PATH [--mode OCTAL] [--parents]
   airlock-agent get PATH
   airlock-agent ls PATH
@@ -23,6 +23,8 @@ pub struct ExecOpts {
     /// None (or 0 on the command line) = no timeout.
     pub timeout_ms: Option<u64>,
     pub tty: bool,
+    /// Initial terminal size (cols, rows) with `--tty`, set before the command starts.
+    pub size: Option<(u16, u16)>,
     pub argv: Vec<OsString>,
 }
 
@@ -213,12 +215,21 @@ fn file_args(args: &[OsString], allowed: &[&str]) -> Result<FileArgs, String> {
     Ok(fa)
 }
 
+/// `COLSxROWS`, both 1..=65535.
+fn parse_size(v: &OsString) -> Option<(u16, u16)> {
+    let s = v.to_str()?;
+    let (c, r) = s.split_once('x')?;
+    let (c, r): (u16, u16) = (c.parse().ok()?, r.parse().ok()?);
+    (c > 0 && r > 0).then_some((c, r))
+}
+
 fn exec_args(args: &[OsString]) -> Result<ExecOpts, String> {
     let mut o = ExecOpts {
         cwd: None,
         env: Vec::new(),
         timeout_ms: None,
         tty: false,
+        size: None,
         argv: Vec::new(),
     };
     let mut it = tokens(args)?.into_iter().peekable();
@@ -240,9 +251,16 @@ fn exec_args(args: &[OsString]) -> Result<ExecOpts, String> {
                     no_value(&name, &inline)?;
                     o.tty = true
                 }
+                "size" => {
+                    let v = value(&name, inline, &mut it)?;
+                    o.size = Some(parse_size(&v).ok_or_else(|| format!("--size: want COLSxROWS, got {}", v.to_string_lossy()))?);
+                }
                 _ => return Err(format!("unknown flag --{name}")),
             },
         }
+    }
+    if o.size.is_some() && !o.tty {
+        return Err("--size needs --tty".into());
     }
     if o.argv.is_empty() {
         return Err("missing ARGV after --".into());
@@ -330,6 +348,18 @@ mod tests {
     }
 
     #[test]
+    fn size_needs_tty_and_parses() {
+        let a = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        match parse(&a(&["exec", "--tty", "--size", "120x40", "--", "sh"])) {
+            Ok(Cmd::Exec(o)) => assert_eq!(o.size, Some((120, 40))),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&a(&["exec", "--size", "120x40", "--", "sh"])).is_err());
+        assert!(parse(&a(&["exec", "--tty", "--size", "0x40", "--", "sh"])).is_err());
+        assert!(parse(&a(&["exec", "--tty", "--size", "big", "--", "sh"])).is_err());
+    }
+
+    #[test]
     fn exec_flags() {
         let c = p(&[
             "exec",
@@ -355,6 +385,7 @@ mod tests {
                 env: vec![("A".into(), "1".into()), ("B".into(), "x=y".into())],
                 timeout_ms: Some(300),
                 tty: true,
+                size: None,
                 argv: os(&["ls", "-l", "--", "x"]),
             })
         );
@@ -364,6 +395,7 @@ mod tests {
             Cmd::Exec(ExecOpts {
                 timeout_ms: None,
                 tty: false,
+                size: None,
                 ..
             })
         ));

@@ -53,7 +53,7 @@ pub fn run(o: ExecOpts) -> i32 {
     }
 
     let pty = if o.tty {
-        match open_pty() {
+        match open_pty(o.size.unwrap_or((80, 24))) {
             Ok(p) => Some(p),
             Err(e) => {
                 msg(&format!("cannot open a pty: {}", sys::err_text(&e)));
@@ -152,8 +152,8 @@ pub fn run(o: ExecOpts) -> i32 {
     s.run()
 }
 
-/// Opens a pty pair: (master, slave), both close-on-exec, window 80x24.
-fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
+/// Opens a pty pair: (master, slave), both close-on-exec, with the given window (cols, rows).
+fn open_pty(size: (u16, u16)) -> io::Result<(OwnedFd, OwnedFd)> {
     let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
     let m = sys::cvt(unsafe { libc::posix_openpt(flags) })?;
     let master = unsafe { OwnedFd::from_raw_fd(m) };
@@ -171,7 +171,7 @@ fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
         sys::cvt(unsafe { libc::open(name.as_ptr(), flags) })?
     };
     let slave = unsafe { OwnedFd::from_raw_fd(s) };
-    set_winsize(m, 80, 24);
+    set_winsize(m, size.0, size.1);
     Ok((master, slave))
 }
 

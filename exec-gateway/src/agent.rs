@@ -76,6 +76,8 @@ pub struct ExecOptions {
     /// The agent's own backstop timeout.
     pub timeout_ms: Option<u64>,
     pub tty: bool,
+    /// Initial terminal size (cols, rows), with `tty`: set before the command starts.
+    pub size: Option<(u16, u16)>,
     pub argv: Vec<String>,
 }
 
@@ -96,6 +98,10 @@ pub fn exec_command(agent: &str, o: &ExecOptions) -> Vec<String> {
     }
     if o.tty {
         c.push("--tty".into());
+        if let Some((cols, rows)) = o.size {
+            c.push("--size".into());
+            c.push(format!("{cols}x{rows}"));
+        }
     }
     c.push("--".into());
     c.extend(o.argv.iter().cloned());
@@ -520,6 +526,7 @@ mod tests {
             env: vec![("A".into(), "1".into()), ("B".into(), "x=y".into())],
             timeout_ms: Some(2500),
             tty: true,
+            size: None,
             argv: vec!["python3".into(), "-c".into(), "print(1)".into()],
         };
         assert_eq!(

@@ -442,6 +442,7 @@ impl ProcessesService {
         ctx.activity.touch(&spec.namespace, &spec.name);
         let mut options = spec.options.clone();
         options.tty = tty;
+        options.size = if tty { initial_size } else { None };
         options.timeout_ms = spec
             .timeout
             .map(|t| (t + AGENT_TIMEOUT_SLACK).as_millis() as u64);
@@ -462,10 +463,6 @@ impl ProcessesService {
         })?;
 
         let mut initial = Vec::new();
-        if tty {
-            let (c, r) = initial_size.unwrap_or((80, 24));
-            initial.push(agent::resize_frame(c, r));
-        }
         if let Some(stdin) = &spec.stdin {
             initial.extend(agent::data_frames(stdin));
         }

@@ -233,6 +233,7 @@ fn common(
             env,
             timeout_ms: None,
             tty: false,
+            size: None,
             argv,
         },
         timeout,

@@ -549,6 +549,13 @@ fn parse_exec_command(c: &[String]) -> Result<ExecOptions, String> {
                 i += 1;
                 continue;
             }
+            "--size" => {
+                let v = c.get(i + 1).ok_or("--size without value")?;
+                let (cols, rows) = v.split_once('x').ok_or("--size without x")?;
+                o.size = Some((cols.parse().map_err(|_| "cols")?, rows.parse().map_err(|_| "rows")?));
+                i += 2;
+                continue;
+            }
             _ => {}
         }
         let v = c.get(i + 1).ok_or("flag without value")?;
