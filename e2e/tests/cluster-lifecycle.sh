@@ -5,10 +5,11 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 STATE=${AIRLOCK_STATE:-/var/lib/airlock-cluster}
 pass=0 fail=0
+eval "$("$HERE/cluster" env)"
 check() { # DESCRIPTION COMMAND...: the command must succeed
   if "${@:2}" >/dev/null 2>&1; then pass=$((pass+1)); echo "ok   - $1"; else fail=$((fail+1)); echo "FAIL - $1"; fi
 }
-none() { ! "$@" | grep -q .; }
+none() { [ -z "$("$@" 2>/dev/null)" ]; }
 
 "$HERE/cluster" down
 check "no cluster process left" none pgrep -f "$STATE|/run/airlock|airlock-node"
