@@ -4,13 +4,15 @@
 //! side:
 //!
 //! - operator latency: Sandbox created -> Pod object created, for 1, 50 and 200 concurrent
-//!   creates (and the first Sandbox of a fresh namespace);
+//!   creates (and the first Sandbox of a fresh namespace), with the operator's API calls replayed
+//!   from here for comparison;
 //! - time to Ready of a Sandbox under gVisor and runc, against a bare Pod with the same image,
-//!   RuntimeClass and resources (the floor), with a split of where the time goes;
-//! - reap latency: TTL deadline -> pod gone;
+//!   RuntimeClass and resources (the floor), and against the operator's own pod created directly
+//!   with and without its init container, which splits where the time goes;
+//! - reap latency: TTL deadline -> Sandbox deleted -> pod deletion -> pod gone;
 //! - exec through the gateway against the Kubernetes `pods/exec` websocket straight from here
 //!   (what `kubectl exec` does) into the same pod: round trip of `true`, time to first output
-//!   byte, stdout throughput, 100 concurrent execs;
+//!   byte, stdout throughput, concurrent execs and streams;
 //! - footprint: resident memory of the operator and the gateway, idle, with 1,000 Sandboxes and
 //!   under 100 concurrent streams.
 //!
@@ -19,7 +21,9 @@
 //! whole seconds. The gateway runs in-process (`airlock_exec_gateway::serve`, auth `none`, on a
 //! loopback port), so the exec figures are the gateway's data path without a port-forward; when
 //! the chart's gateway runs in the cluster, it is measured as well (straight to its pod IP, with a
-//! ServiceAccount token: `kubernetes` auth) and its memory is the one reported.
+//! ServiceAccount token: `kubernetes` auth), carries the 100 concurrent streams, and its memory is
+//! the one reported. The operator and gateway pods are restarted first (`BENCH_RESTART=0` skips
+//! it) so their memory figures are those of fresh processes.
 //!
 //! Objects that must exist but should not run (the burst and 1,000-Sandbox phases) use a
 //! RuntimeClass whose scheduling nodeSelector matches no node: the operator's work and the API
@@ -29,8 +33,9 @@
 //! default of 50 pods per namespace does not cut the bursts short.
 //!
 //! Configuration (environment): `BENCH_RUNS` (20) scales every run count; `BENCH_ONLY`
-//! (comma-separated phases: operator, cold, ready, reap, exec, footprint); `BENCH_OUT` (`bench`);
-//! and the specific knobs read in [`Opts::from_env`].
+//! (comma-separated phases: operator, cold, ready, reap, exec, footprint; `execprobe` is a
+//! diagnostic of concurrent pods/exec calls, only run when named); `BENCH_OUT` (`bench`); and the
+//! specific knobs read in [`Opts::from_env`] (`BENCH_CONCURRENCY`, `BENCH_CONCURRENCY_CAP`, ...).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -81,6 +86,8 @@ struct Opts {
     stream_runs: usize,
     stream_mib: usize,
     concurrency: usize,
+    concurrency_low: usize,
+    concurrency_cap_seconds: u64,
     gvisor_concurrency: Vec<usize>,
     footprint_sandboxes: usize,
     footprint_stream_mib: usize,
@@ -90,16 +97,23 @@ struct Opts {
     reap_cpu: String,
     exec_memory: String,
     replay: bool,
+    restart: bool,
     only: Option<Vec<String>>,
     out: PathBuf,
 }
 
 fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
 }
 
 fn env_str(key: &str, default: &str) -> String {
-    std::env::var(key).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_string())
+    std::env::var(key)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_string())
 }
 
 impl Opts {
@@ -107,7 +121,12 @@ impl Opts {
         let runs = env_usize("BENCH_RUNS", 20).max(1);
         let bursts = std::env::var("BENCH_BURSTS")
             .ok()
-            .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).filter(|n| *n > 0).collect())
+            .map(|v| {
+                v.split(',')
+                    .filter_map(|s| s.trim().parse().ok())
+                    .filter(|n| *n > 0)
+                    .collect()
+            })
             .unwrap_or_else(|| vec![50, 200]);
         let only = std::env::var("BENCH_ONLY")
             .ok()
@@ -125,12 +144,19 @@ impl Opts {
             reap_ttl_seconds: env_usize("BENCH_REAP_TTL", 8) as i64,
             exec_runs: env_usize("BENCH_EXEC_RUNS", runs * 5 / 2),
             ttfb_runs: env_usize("BENCH_TTFB_RUNS", runs),
-            stream_runs: env_usize("BENCH_STREAM_RUNS", (runs / 5).max(3)),
+            stream_runs: env_usize("BENCH_STREAM_RUNS", (runs / 4).max(3)),
             stream_mib: env_usize("BENCH_STREAM_MIB", 50),
             concurrency: env_usize("BENCH_CONCURRENCY", 100),
+            concurrency_low: env_usize("BENCH_CONCURRENCY_LOW", 20),
+            concurrency_cap_seconds: env_usize("BENCH_CONCURRENCY_CAP", 45) as u64,
             gvisor_concurrency: std::env::var("BENCH_GVISOR_CONCURRENCY")
                 .ok()
-                .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).filter(|n| *n > 0).collect())
+                .map(|v| {
+                    v.split(',')
+                        .filter_map(|s| s.trim().parse().ok())
+                        .filter(|n| *n > 0)
+                        .collect()
+                })
                 .unwrap_or_else(|| vec![5, 20]),
             footprint_sandboxes: env_usize("BENCH_FOOTPRINT_SANDBOXES", 1000),
             footprint_stream_mib: env_usize("BENCH_FOOTPRINT_STREAM_MIB", 1),
@@ -140,13 +166,16 @@ impl Opts {
             reap_cpu: env_str("BENCH_REAP_CPU", "250m"),
             exec_memory: env_str("BENCH_EXEC_MEMORY", "256Mi"),
             replay: env_str("BENCH_REPLAY", "1") != "0",
+            restart: env_str("BENCH_RESTART", "1") != "0",
             only,
             out: PathBuf::from(env_str("BENCH_OUT", "bench")),
         }
     }
 
     fn enabled(&self, phase: &str) -> bool {
-        self.only.as_ref().is_none_or(|o| o.iter().any(|p| p == phase))
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|p| p == phase))
     }
 }
 
@@ -216,7 +245,14 @@ struct Metric {
 
 impl Metric {
     fn new(id: &str, name: &str, unit: &'static str) -> Metric {
-        Metric { id: id.into(), name: name.into(), unit, values: Vec::new(), errors: 0, note: String::new() }
+        Metric {
+            id: id.into(),
+            name: name.into(),
+            unit,
+            values: Vec::new(),
+            errors: 0,
+            note: String::new(),
+        }
     }
     fn dist(&self) -> Option<Dist> {
         dist(&self.values)
@@ -227,9 +263,15 @@ impl Metric {
 }
 
 fn table(metrics: &[&Metric]) -> String {
-    let mut s = String::from("| measurement | unit | p50 | p90 | p99 | max | mean | n | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    let mut s = String::from(
+        "| measurement | unit | p50 | p90 | p99 | max | mean | n | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
     for m in metrics {
-        let note = if m.note.is_empty() { String::new() } else { format!(" ({})", m.note) };
+        let note = if m.note.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", m.note)
+        };
         match m.dist() {
             Some(d) => s.push_str(&format!(
                 "| {}{} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
@@ -244,7 +286,10 @@ fn table(metrics: &[&Metric]) -> String {
                 d.n,
                 m.errors
             )),
-            None => s.push_str(&format!("| {}{} | {} | - | - | - | - | - | 0 | {} |\n", m.name, note, m.unit, m.errors)),
+            None => s.push_str(&format!(
+                "| {}{} | {} | - | - | - | - | - | 0 | {} |\n",
+                m.name, note, m.unit, m.errors
+            )),
         }
     }
     s
@@ -266,7 +311,13 @@ fn ratio(name: &str, a: &Metric, b: &Metric) -> Ratio {
         (Some(x), Some(y)) if f(y) > 0.0 => Some(f(x) / f(y)),
         _ => None,
     };
-    Ratio { name: name.into(), numerator: a.id.clone(), denominator: b.id.clone(), p50: r(|d| d.p50), p90: r(|d| d.p90) }
+    Ratio {
+        name: name.into(),
+        numerator: a.id.clone(),
+        denominator: b.id.clone(),
+        p50: r(|d| d.p50),
+        p90: r(|d| d.p90),
+    }
 }
 
 fn ratio_table(rs: &[&Ratio]) -> String {
@@ -294,20 +345,36 @@ fn key(kind: &str, ns: &str, name: &str) -> String {
 
 impl Recorder {
     fn new() -> Recorder {
-        Recorder { base_instant: Instant::now(), base_wall: SystemTime::now(), marks: Mutex::new(HashMap::new()) }
+        Recorder {
+            base_instant: Instant::now(),
+            base_wall: SystemTime::now(),
+            marks: Mutex::new(HashMap::new()),
+        }
     }
 
     fn mark(&self, key: &str, mark: &str, t: Instant) {
         let mut m = self.marks.lock().unwrap();
-        m.entry(key.to_string()).or_default().entry(mark.to_string()).or_insert(t);
+        m.entry(key.to_string())
+            .or_default()
+            .entry(mark.to_string())
+            .or_insert(t);
     }
 
     fn get(&self, key: &str, mark: &str) -> Option<Instant> {
-        self.marks.lock().unwrap().get(key).and_then(|m| m.get(mark).copied())
+        self.marks
+            .lock()
+            .unwrap()
+            .get(key)
+            .and_then(|m| m.get(mark).copied())
     }
 
     fn all(&self, key: &str) -> BTreeMap<String, Instant> {
-        self.marks.lock().unwrap().get(key).cloned().unwrap_or_default()
+        self.marks
+            .lock()
+            .unwrap()
+            .get(key)
+            .cloned()
+            .unwrap_or_default()
     }
 
     async fn wait(&self, key: &str, mark: &str, timeout: Duration) -> Result<Instant> {
@@ -317,7 +384,10 @@ impl Recorder {
                 return Ok(t);
             }
             if Instant::now() >= deadline {
-                bail!("timed out after {timeout:?} waiting for {key} to be {mark} (seen: {:?})", self.all(key).keys().collect::<Vec<_>>());
+                bail!(
+                    "timed out after {timeout:?} waiting for {key} to be {mark} (seen: {:?})",
+                    self.all(key).keys().collect::<Vec<_>>()
+                );
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -329,7 +399,9 @@ impl Recorder {
         loop {
             let n = {
                 let m = self.marks.lock().unwrap();
-                keys.iter().filter(|k| m.get(*k).is_some_and(|x| x.contains_key(mark))).count()
+                keys.iter()
+                    .filter(|k| m.get(*k).is_some_and(|x| x.contains_key(mark)))
+                    .count()
             };
             if n == keys.len() || Instant::now() >= deadline {
                 return n;
@@ -340,7 +412,11 @@ impl Recorder {
 
     /// Wall-clock time of an instant.
     fn wall(&self, t: Instant) -> SystemTime {
-        if t >= self.base_instant { self.base_wall + (t - self.base_instant) } else { self.base_wall - (self.base_instant - t) }
+        if t >= self.base_instant {
+            self.base_wall + (t - self.base_instant)
+        } else {
+            self.base_wall - (self.base_instant - t)
+        }
     }
 }
 
@@ -355,7 +431,10 @@ fn pod_marks(p: &Pod) -> Vec<String> {
     let Some(st) = &p.status else { return v };
     for c in st.conditions.iter().flatten() {
         match (c.type_.as_str(), c.status.as_str()) {
-            ("PodScheduled", "False") => v.push(format!("unschedulable:{}", c.reason.as_deref().unwrap_or(""))),
+            ("PodScheduled", "False") => v.push(format!(
+                "unschedulable:{}",
+                c.reason.as_deref().unwrap_or("")
+            )),
             ("PodReadyToStartContainers", "True") => v.push("sandbox-ready".into()),
             ("Ready", "True") => v.push("ready".into()),
             _ => {}
@@ -363,15 +442,26 @@ fn pod_marks(p: &Pod) -> Vec<String> {
     }
     let inits = st.init_container_statuses.as_deref().unwrap_or_default();
     if !inits.is_empty() {
-        if inits.iter().any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some() || s.terminated.is_some())) {
+        if inits.iter().any(|c| {
+            c.state
+                .as_ref()
+                .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+        }) {
             v.push("init-started".into());
         }
-        if inits.iter().all(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some())) {
+        if inits
+            .iter()
+            .all(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
+        {
             v.push("init-done".into());
         }
     }
     let mains = st.container_statuses.as_deref().unwrap_or_default();
-    if !mains.is_empty() && mains.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())) {
+    if !mains.is_empty()
+        && mains
+            .iter()
+            .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+    {
         v.push("running".into());
     }
     v
@@ -397,11 +487,27 @@ fn sandbox_marks(s: &Sandbox) -> Vec<String> {
 }
 
 /// Watches pods and Sandboxes of `ns` into the recorder; returns once both watches have listed.
-async fn watch_namespace(rec: Arc<Recorder>, kube: &Client, ns: &str) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+async fn watch_namespace(
+    rec: Arc<Recorder>,
+    kube: &Client,
+    ns: &str,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     let (tx1, rx1) = tokio::sync::oneshot::channel();
     let (tx2, rx2) = tokio::sync::oneshot::channel();
-    let h1 = spawn_watch(rec.clone(), Api::<Pod>::namespaced(kube.clone(), ns), "pod", pod_marks, tx1);
-    let h2 = spawn_watch(rec, Api::<Sandbox>::namespaced(kube.clone(), ns), "sbx", sandbox_marks, tx2);
+    let h1 = spawn_watch(
+        rec.clone(),
+        Api::<Pod>::namespaced(kube.clone(), ns),
+        "pod",
+        pod_marks,
+        tx1,
+    );
+    let h2 = spawn_watch(
+        rec,
+        Api::<Sandbox>::namespaced(kube.clone(), ns),
+        "sbx",
+        sandbox_marks,
+        tx2,
+    );
     tokio::time::timeout(Duration::from_secs(30), async {
         let _ = rx1.await;
         let _ = rx2.await;
@@ -422,11 +528,19 @@ fn spawn_watch<K>(
     ready: tokio::sync::oneshot::Sender<()>,
 ) -> tokio::task::JoinHandle<()>
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     tokio::spawn(async move {
         let mut ready = Some(ready);
-        let mut s = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        let mut s = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         while let Some(ev) = s.next().await {
             let now = Instant::now();
             let Ok(ev) = ev else { continue };
@@ -480,11 +594,19 @@ fn proc_mem(p: &Proc) -> Option<Value> {
     let pid = p.pid.to_string();
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
-        s.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok())
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
     };
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).ok();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .ok();
     // In a pod the network namespace is the container's own: its connections are the process's.
-    let tcp = p.source.starts_with("in-cluster").then(|| tcp_established(&pid));
+    let tcp = p
+        .source
+        .starts_with("in-cluster")
+        .then(|| tcp_established(&pid));
     Some(json!({
         "rss_mib": mib(field("VmRSS:")?),
         "hwm_mib": field("VmHWM:").map(mib),
@@ -532,14 +654,25 @@ async fn find_process(kube: &Client, component: &str, binary: &str) -> (Option<P
                 continue;
             }
             for cs in st.container_statuses.iter().flatten() {
-                let Some(cid) = cs.container_id.as_deref().and_then(|c| c.split("://").nth(1)) else { continue };
+                let Some(cid) = cs
+                    .container_id
+                    .as_deref()
+                    .and_then(|c| c.split("://").nth(1))
+                else {
+                    continue;
+                };
                 let image = cs.image.clone();
                 for pid in proc_pids() {
-                    let Ok(cg) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else { continue };
+                    let Ok(cg) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+                        continue;
+                    };
                     if cg.contains(cid) && argv0_base(&pid).as_deref() == Some(binary) {
                         found = Some(Proc {
                             pid: pid.parse().unwrap_or(0),
-                            source: format!("in-cluster pod {SYSTEM_NS}/{} (image {image})", p.name_any()),
+                            source: format!(
+                                "in-cluster pod {SYSTEM_NS}/{} (image {image})",
+                                p.name_any()
+                            ),
                         });
                         break;
                     }
@@ -558,11 +691,22 @@ async fn find_process(kube: &Client, component: &str, binary: &str) -> (Option<P
     if found.is_none() {
         if let Some(pid) = host.first() {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim().to_string())
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .trim()
+                        .to_string()
+                })
                 .unwrap_or_default();
-            found = Some(Proc { pid: pid.parse().unwrap_or(0), source: format!("host process `{cmd}` (not the Helm install)") });
+            found = Some(Proc {
+                pid: pid.parse().unwrap_or(0),
+                source: format!("host process `{cmd}` (not the Helm install)"),
+            });
             if host.len() > 1 {
-                notes.push(format!("{} {binary} processes run on the host; measured pid {pid}", host.len()));
+                notes.push(format!(
+                    "{} {binary} processes run on the host; measured pid {pid}",
+                    host.len()
+                ));
             }
         }
     } else if !host.is_empty() {
@@ -618,8 +762,9 @@ struct Bench {
     run_id: String,
     namespaces: Mutex<Vec<String>>,
     watches: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    operator: Option<Proc>,
-    gateway_proc: Option<Proc>,
+    /// Found at the start; looked up again when the process is gone (a new rollout).
+    operator: Mutex<Option<Proc>>,
+    gateway_proc: Mutex<Option<Proc>>,
     report: Mutex<Report>,
     /// The pod and NetworkPolicy the operator built for a Sandbox (for replays).
     op_templates: Mutex<Option<(Pod, k8s_openapi::api::networking::v1::NetworkPolicy)>>,
@@ -639,10 +784,17 @@ struct Report {
 
 impl Bench {
     fn progress(&self, msg: &str) {
-        eprintln!("bench: [{:6.1}s]   {msg}", self.rec.base_instant.elapsed().as_secs_f64());
+        eprintln!(
+            "bench: [{:6.1}s]   {msg}",
+            self.rec.base_instant.elapsed().as_secs_f64()
+        );
     }
     fn section(&self, title: &str, body: String) {
-        self.report.lock().unwrap().sections.push((title.to_string(), body));
+        self.report
+            .lock()
+            .unwrap()
+            .sections
+            .push((title.to_string(), body));
     }
     fn metrics(&self, ms: &[&Metric]) {
         let mut r = self.report.lock().unwrap();
@@ -651,13 +803,21 @@ impl Bench {
         }
     }
     fn ratios(&self, rs: &[&Ratio]) {
-        self.report.lock().unwrap().ratios.extend(rs.iter().map(|r| (*r).clone()));
+        self.report
+            .lock()
+            .unwrap()
+            .ratios
+            .extend(rs.iter().map(|r| (*r).clone()));
     }
     fn note(&self, n: impl Into<String>) {
         self.report.lock().unwrap().notes.push(n.into());
     }
     fn target(&self, what: &str, target: &str, measured: String, met: Option<bool>) {
-        self.report.lock().unwrap().targets.push(json!({"what": what, "target": target, "measured": measured, "met": met}));
+        self.report
+            .lock()
+            .unwrap()
+            .targets
+            .push(json!({"what": what, "target": target, "measured": measured, "met": met}));
     }
     fn footprint(&self, key: &str, v: Value) {
         self.report.lock().unwrap().footprint.insert(key.into(), v);
@@ -674,13 +834,18 @@ impl Bench {
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "labels": {BENCH_LABEL: "true", RUN_LABEL: self.run_id}}
         }))?;
-        Api::<Namespace>::all(self.kube.clone()).create(&Self::pp(), &ns).await.with_context(|| format!("creating namespace {name}"))?;
+        Api::<Namespace>::all(self.kube.clone())
+            .create(&Self::pp(), &ns)
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
         self.namespaces.lock().unwrap().push(name.clone());
         let sas: Api<ServiceAccount> = Api::namespaced(self.kube.clone(), &name);
         let t = Instant::now();
         while sas.get_opt("default").await?.is_none() {
             if t.elapsed() > Duration::from_secs(30) {
-                bail!("namespace {name}: no default ServiceAccount after 30s (kube-controller-manager?)");
+                bail!(
+                    "namespace {name}: no default ServiceAccount after 30s (kube-controller-manager?)"
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -694,11 +859,20 @@ impl Bench {
                 }
             });
             let api: Api<ResourceQuota> = Api::namespaced(self.kube.clone(), &name);
-            api.patch("airlock-sandboxes", &PatchParams::apply("airlock-bench").force(), &Patch::Apply(&rq)).await?;
+            api.patch(
+                "airlock-sandboxes",
+                &PatchParams::apply("airlock-bench").force(),
+                &Patch::Apply(&rq),
+            )
+            .await?;
             let t = Instant::now();
             loop {
                 let q = api.get("airlock-sandboxes").await?;
-                if q.status.as_ref().and_then(|s| s.hard.as_ref()).is_some_and(|h| !h.is_empty()) {
+                if q.status
+                    .as_ref()
+                    .and_then(|s| s.hard.as_ref())
+                    .is_some_and(|h| !h.is_empty())
+                {
                     break;
                 }
                 if t.elapsed() > Duration::from_secs(30) {
@@ -712,7 +886,15 @@ impl Bench {
         Ok(name)
     }
 
-    fn sandbox(&self, name: &str, phase: &str, rc: &str, cpu: &str, memory: &str, ttl: i64) -> Result<Sandbox> {
+    fn sandbox(
+        &self,
+        name: &str,
+        phase: &str,
+        rc: &str,
+        cpu: &str,
+        memory: &str,
+        ttl: i64,
+    ) -> Result<Sandbox> {
         Ok(serde_json::from_value(json!({
             "apiVersion": "airlock.dev/v1alpha1", "kind": "Sandbox",
             "metadata": {"name": name, "labels": {BENCH_LABEL: "true", PHASE_LABEL: phase}},
@@ -751,12 +933,32 @@ impl Bench {
         let api: Api<Sandbox> = Api::namespaced(self.kube.clone(), ns);
         let templates = self.operator_templates(ns).await?;
         let mut api_m = [
-            Metric::new("api.get_pod_missing", "API: GET the (not yet existing) pod", "ms"),
-            Metric::new("api.apply_networkpolicy", "API: server-side apply of a new NetworkPolicy (the operator's)", "ms"),
-            Metric::new("api.create_pod", "API: create the pod (the operator's, new name)", "ms"),
+            Metric::new(
+                "api.get_pod_missing",
+                "API: GET the (not yet existing) pod",
+                "ms",
+            ),
+            Metric::new(
+                "api.apply_networkpolicy",
+                "API: server-side apply of a new NetworkPolicy (the operator's)",
+                "ms",
+            ),
+            Metric::new(
+                "api.create_pod",
+                "API: create the pod (the operator's, new name)",
+                "ms",
+            ),
         ];
-        let mut single = Metric::new("operator.single.watch_to_watch", "1 create: Sandbox seen -> Pod seen (operator's added latency)", "ms");
-        let mut single_call = Metric::new("operator.single.call_to_pod", "1 create: create call returned -> Pod seen", "ms");
+        let mut single = Metric::new(
+            "operator.single.watch_to_watch",
+            "1 create: Sandbox seen -> Pod seen (operator's added latency)",
+            "ms",
+        );
+        let mut single_call = Metric::new(
+            "operator.single.call_to_pod",
+            "1 create: create call returned -> Pod seen",
+            "ms",
+        );
         for i in 0..self.opts.single_creates {
             // The replayed API calls right before each create, so both see the same load.
             self.api_round_trip(ns, i, &templates, &mut api_m).await?;
@@ -765,13 +967,24 @@ impl Bench {
             let sb = self.sandbox(&name, "op1", NOWHERE_RC, "10m", "16Mi", 3600)?;
             if let Err(e) = api.create(&Self::pp(), &sb).await {
                 single.errors += 1;
-                self.report.lock().unwrap().errors.push(format!("creating {name}: {e}"));
+                self.report
+                    .lock()
+                    .unwrap()
+                    .errors
+                    .push(format!("creating {name}: {e}"));
                 continue;
             }
             let returned = Instant::now();
-            match self.rec.wait(&key("pod", ns, &name), "created", Duration::from_secs(60)).await {
+            match self
+                .rec
+                .wait(&key("pod", ns, &name), "created", Duration::from_secs(60))
+                .await
+            {
                 Ok(pod_t) => {
-                    let sb_t = self.rec.get(&key("sbx", ns, &name), "created").unwrap_or(returned);
+                    let sb_t = self
+                        .rec
+                        .get(&key("sbx", ns, &name), "created")
+                        .unwrap_or(returned);
                     single.values.push(ms_between(sb_t, pod_t));
                     single_call.values.push(ms_between(returned, pod_t));
                 }
@@ -788,10 +1001,15 @@ impl Bench {
         all.push(single_call);
         {
             let lp = ListParams::default().labels(&format!("{PHASE_LABEL}=api"));
-            let _ = Api::<Pod>::namespaced(self.kube.clone(), ns).delete_collection(&DeleteParams::background(), &lp).await;
-            let _ = Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(self.kube.clone(), ns)
+            let _ = Api::<Pod>::namespaced(self.kube.clone(), ns)
                 .delete_collection(&DeleteParams::background(), &lp)
                 .await;
+            let _ = Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(
+                self.kube.clone(),
+                ns,
+            )
+            .delete_collection(&DeleteParams::background(), &lp)
+            .await;
         }
         self.progress("single creates done");
         self.settle_pods_gone(ns, "op1").await;
@@ -799,7 +1017,10 @@ impl Bench {
         for &n in &self.opts.bursts {
             let phase = format!("op{n}");
             let names: Vec<String> = (0..n).map(|i| format!("{phase}-{i:04}")).collect();
-            let sbs: Vec<Sandbox> = names.iter().map(|nm| self.sandbox(nm, &phase, NOWHERE_RC, "10m", "16Mi", 3600)).collect::<Result<_>>()?;
+            let sbs: Vec<Sandbox> = names
+                .iter()
+                .map(|nm| self.sandbox(nm, &phase, NOWHERE_RC, "10m", "16Mi", 3600))
+                .collect::<Result<_>>()?;
             let start = Instant::now();
             let created = futures::future::join_all(sbs.iter().map(|sb| {
                 let api = api.clone();
@@ -808,13 +1029,26 @@ impl Bench {
             .await;
             let create_errors = created.iter().filter(|r| r.is_err()).count();
             let pod_keys: Vec<String> = names.iter().map(|nm| key("pod", ns, nm)).collect();
-            let got = self.rec.wait_all(&pod_keys, "created", Duration::from_secs(180)).await;
-            let mut w2w = Metric::new(&format!("operator.burst{n}.watch_to_watch"), &format!("{n} concurrent creates: Sandbox seen -> Pod seen"), "ms");
-            let mut from_start =
-                Metric::new(&format!("operator.burst{n}.start_to_pod"), &format!("{n} concurrent creates: burst start -> Pod seen"), "ms");
+            let got = self
+                .rec
+                .wait_all(&pod_keys, "created", Duration::from_secs(180))
+                .await;
+            let mut w2w = Metric::new(
+                &format!("operator.burst{n}.watch_to_watch"),
+                &format!("{n} concurrent creates: Sandbox seen -> Pod seen"),
+                "ms",
+            );
+            let mut from_start = Metric::new(
+                &format!("operator.burst{n}.start_to_pod"),
+                &format!("{n} concurrent creates: burst start -> Pod seen"),
+                "ms",
+            );
             for (nm, c) in names.iter().zip(&created) {
                 let Ok(_) = c else { continue };
-                match (self.rec.get(&key("sbx", ns, nm), "created"), self.rec.get(&key("pod", ns, nm), "created")) {
+                match (
+                    self.rec.get(&key("sbx", ns, nm), "created"),
+                    self.rec.get(&key("pod", ns, nm), "created"),
+                ) {
                     (Some(s), Some(p)) => {
                         w2w.values.push(ms_between(s, p));
                         from_start.values.push(ms_between(start, p));
@@ -827,11 +1061,17 @@ impl Bench {
             all.push(w2w);
             all.push(from_start);
             self.progress(&format!("burst of {n} measured"));
-            let _ = api.delete_collection(&DeleteParams::background(), &ListParams::default().labels(&format!("{PHASE_LABEL}={phase}"))).await;
+            let _ = api
+                .delete_collection(
+                    &DeleteParams::background(),
+                    &ListParams::default().labels(&format!("{PHASE_LABEL}={phase}")),
+                )
+                .await;
             self.settle_pods_gone(ns, &phase).await;
             self.progress(&format!("burst of {n} cleaned up"));
         }
-        let replay_md = match (self.opts.bursts.iter().copied().max(), self.op_templates.lock().unwrap().clone()) {
+        let templates = self.op_templates.lock().unwrap().clone();
+        let replay_md = match (self.opts.bursts.iter().copied().max(), templates) {
             (Some(n), Some((pod, np))) if self.opts.replay => {
                 let mut md = String::new();
                 let mut rows = Vec::new();
@@ -840,7 +1080,9 @@ impl Bench {
                     self.progress(&format!("replay of {n}, limit {limit:?} done"));
                     match r {
                         Ok((m, span, conns)) => {
-                            let what = limit.map(|l| format!("{l} at a time")).unwrap_or_else(|| "all at once".into());
+                            let what = limit
+                                .map(|l| format!("{l} at a time"))
+                                .unwrap_or_else(|| "all at once".into());
                             rows.push(json!({"n": n, "concurrency": limit, "makespan_ms": ms(span), "connections": conns, "item": m.json()}));
                             md.push_str(&format!(
                                 "| {what} | {} | {} | {} | {conns} |\n",
@@ -849,10 +1091,19 @@ impl Bench {
                                 m.dist().map(|d| fmt_num(d.p99)).unwrap_or("-".into()),
                             ));
                         }
-                        Err(e) => self.report.lock().unwrap().errors.push(format!("replay: {e:#}")),
+                        Err(e) => self
+                            .report
+                            .lock()
+                            .unwrap()
+                            .errors
+                            .push(format!("replay: {e:#}")),
                     }
                 }
-                self.report.lock().unwrap().results.insert("operator.replay".into(), json!(rows));
+                self.report
+                    .lock()
+                    .unwrap()
+                    .results
+                    .insert("operator.replay".into(), json!(rows));
                 format!(
                     "\nReplay of the operator's API calls for {n} Sandboxes (GET pod, apply NetworkPolicy, create pod; each \
                      sequence in order, sequences concurrent) from a fresh client in this process, unbounded (as the operator's \
@@ -865,7 +1116,11 @@ impl Bench {
         };
         let refs: Vec<&Metric> = all.iter().collect();
         self.metrics(&refs);
-        let p50 = all.iter().find(|m| m.id == "operator.single.watch_to_watch").and_then(|m| m.dist()).map(|d| d.p50);
+        let p50 = all
+            .iter()
+            .find(|m| m.id == "operator.single.watch_to_watch")
+            .and_then(|m| m.dist())
+            .map(|d| d.p50);
         self.target(
             "operator latency before the pod exists (1 create, p50)",
             "<= 20 ms",
@@ -887,16 +1142,32 @@ impl Bench {
     }
 
     /// The pod and NetworkPolicy the operator builds for a Sandbox (templates for replays).
-    async fn operator_templates(&self, ns: &str) -> Result<(Pod, k8s_openapi::api::networking::v1::NetworkPolicy)> {
+    async fn operator_templates(
+        &self,
+        ns: &str,
+    ) -> Result<(Pod, k8s_openapi::api::networking::v1::NetworkPolicy)> {
         use k8s_openapi::api::networking::v1::NetworkPolicy;
         let api: Api<Sandbox> = Api::namespaced(self.kube.clone(), ns);
         let name = "op-template";
-        api.create(&Self::pp(), &self.sandbox(name, "op-template", NOWHERE_RC, "10m", "16Mi", 3600)?).await?;
-        self.rec.wait(&key("pod", ns, name), "created", Duration::from_secs(60)).await?;
-        let pod = Api::<Pod>::namespaced(self.kube.clone(), ns).get(name).await?;
-        let np = Api::<NetworkPolicy>::namespaced(self.kube.clone(), ns).get(name).await?;
+        api.create(
+            &Self::pp(),
+            &self.sandbox(name, "op-template", NOWHERE_RC, "10m", "16Mi", 3600)?,
+        )
+        .await?;
+        self.rec
+            .wait(&key("pod", ns, name), "created", Duration::from_secs(60))
+            .await?;
+        let pod = Api::<Pod>::namespaced(self.kube.clone(), ns)
+            .get(name)
+            .await?;
+        let np = Api::<NetworkPolicy>::namespaced(self.kube.clone(), ns)
+            .get(name)
+            .await?;
         let _ = api.delete(name, &DeleteParams::background()).await;
-        let _ = self.rec.wait(&key("pod", ns, name), "gone", Duration::from_secs(60)).await;
+        let _ = self
+            .rec
+            .wait(&key("pod", ns, name), "gone", Duration::from_secs(60))
+            .await;
         *self.op_templates.lock().unwrap() = Some((pod.clone(), np.clone()));
         Ok((pod, np))
     }
@@ -914,20 +1185,36 @@ impl Bench {
         let pods: Api<Pod> = Api::namespaced(self.kube.clone(), ns);
         let nps: Api<NetworkPolicy> = Api::namespaced(self.kube.clone(), ns);
         let clock = Instant::now();
-        push(&mut m[0], pods.get_opt(&format!("api-missing-{i}")).await.map(|_| ms(clock.elapsed())).map_err(anyhow::Error::from));
+        push(
+            &mut m[0],
+            pods.get_opt(&format!("api-missing-{i}"))
+                .await
+                .map(|_| ms(clock.elapsed()))
+                .map_err(anyhow::Error::from),
+        );
         let mut v = serde_json::to_value(&t.1)?;
         v["metadata"] = json!({"name": format!("api-np-{i:03}"), "namespace": ns, "labels": {BENCH_LABEL: "true", PHASE_LABEL: "api"}});
         let clock = Instant::now();
         push(
             &mut m[1],
-            nps.patch(&format!("api-np-{i:03}"), &PatchParams::apply("airlock-bench").force(), &Patch::Apply(&v))
+            nps.patch(
+                &format!("api-np-{i:03}"),
+                &PatchParams::apply("airlock-bench").force(),
+                &Patch::Apply(&v),
+            )
+            .await
+            .map(|_| ms(clock.elapsed()))
+            .map_err(anyhow::Error::from),
+        );
+        let p = replica(&t.0, &format!("api-pod-{i:03}"), "api", false)?;
+        let clock = Instant::now();
+        push(
+            &mut m[2],
+            pods.create(&Self::pp(), &p)
                 .await
                 .map(|_| ms(clock.elapsed()))
                 .map_err(anyhow::Error::from),
         );
-        let p = replica(&t.0, &format!("api-pod-{i:03}"), "api", false)?;
-        let clock = Instant::now();
-        push(&mut m[2], pods.create(&Self::pp(), &p).await.map(|_| ms(clock.elapsed())).map_err(anyhow::Error::from));
         Ok(())
     }
 
@@ -936,8 +1223,21 @@ impl Bench {
         let pods: Api<Pod> = Api::namespaced(self.kube.clone(), ns);
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(120) {
-            match pods.list(&ListParams::default().labels(&format!("{}={}", airlock_crds::labels::COMPONENT, airlock_crds::labels::COMPONENT_SANDBOX))).await {
-                Ok(l) if l.items.iter().all(|p| !p.name_any().starts_with(&format!("{phase}-"))) => break,
+            match pods
+                .list(&ListParams::default().labels(&format!(
+                    "{}={}",
+                    airlock_crds::labels::COMPONENT,
+                    airlock_crds::labels::COMPONENT_SANDBOX
+                )))
+                .await
+            {
+                Ok(l)
+                    if l.items
+                        .iter()
+                        .all(|p| !p.name_any().starts_with(&format!("{phase}-"))) =>
+                {
+                    break;
+                }
                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
@@ -946,15 +1246,34 @@ impl Bench {
 
     /// First Sandbox of a namespace the operator has never seen (it creates the quota first).
     async fn phase_cold(&self) -> Result<()> {
-        let mut m = Metric::new("operator.cold.watch_to_watch", "first Sandbox of a new namespace: Sandbox seen -> Pod seen", "ms");
+        let mut m = Metric::new(
+            "operator.cold.watch_to_watch",
+            "first Sandbox of a new namespace: Sandbox seen -> Pod seen",
+            "ms",
+        );
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         for i in 0..self.opts.cold_runs {
             let ns = self.namespace(&format!("cold{i}"), false).await?;
             let api: Api<Sandbox> = Api::namespaced(self.kube.clone(), &ns);
-            api.create(&Self::pp(), &self.sandbox("first", "cold", NOWHERE_RC, "10m", "16Mi", 3600)?).await?;
-            match self.rec.wait(&key("pod", &ns, "first"), "created", Duration::from_secs(60)).await {
+            api.create(
+                &Self::pp(),
+                &self.sandbox("first", "cold", NOWHERE_RC, "10m", "16Mi", 3600)?,
+            )
+            .await?;
+            match self
+                .rec
+                .wait(
+                    &key("pod", &ns, "first"),
+                    "created",
+                    Duration::from_secs(60),
+                )
+                .await
+            {
                 Ok(p) => {
-                    let s = self.rec.get(&key("sbx", &ns, "first"), "created").unwrap_or(p);
+                    let s = self
+                        .rec
+                        .get(&key("sbx", &ns, "first"), "created")
+                        .unwrap_or(p);
                     m.values.push(ms_between(s, p));
                     for k in self.rec.all(&key("sbx", &ns, "first")).keys() {
                         if let Some(r) = k.strip_prefix("reason:") {
@@ -967,9 +1286,20 @@ impl Bench {
                     self.report.lock().unwrap().errors.push(e.to_string());
                 }
             }
-            let _ = Api::<Namespace>::all(self.kube.clone()).delete(&ns, &DeleteParams::background()).await;
+            let _ = Api::<Namespace>::all(self.kube.clone())
+                .delete(&ns, &DeleteParams::background())
+                .await;
         }
-        m.note = format!("Ready reasons seen: {}", reasons.iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", "));
+        if !reasons.is_empty() {
+            m.note = format!(
+                "Ready reasons seen before the pod: {}",
+                reasons
+                    .iter()
+                    .map(|(k, v)| format!("{k} x{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         self.metrics(&[&m]);
         self.section(
             "Operator latency: first Sandbox of a new namespace",
@@ -995,24 +1325,78 @@ impl Bench {
         // shape.
         let template = {
             let name = "rd-template";
-            sbx_api.create(&Self::pp(), &self.sandbox(name, "ready", GVISOR, &cpu, &mem, 3600)?).await?;
-            self.rec.wait(&key("pod", ns, name), "created", Duration::from_secs(60)).await?;
+            sbx_api
+                .create(
+                    &Self::pp(),
+                    &self.sandbox(name, "ready", GVISOR, &cpu, &mem, 3600)?,
+                )
+                .await?;
+            self.rec
+                .wait(&key("pod", ns, name), "created", Duration::from_secs(60))
+                .await?;
             let pod = pod_api.get(name).await?;
             let _ = sbx_api.delete(name, &DeleteParams::background()).await;
-            let _ = self.rec.wait(&key("pod", ns, name), "gone", Duration::from_secs(90)).await;
+            let _ = self
+                .rec
+                .wait(&key("pod", ns, name), "gone", Duration::from_secs(90))
+                .await;
             pod
         };
         let decomp_runs = self.opts.decomp_runs.min(self.opts.ready_runs);
         let variants: Vec<Variant> = vec![
-            Variant { id: "sandbox.gvisor", label: "Sandbox, gVisor", kind: Kind::Sandbox, rt: GVISOR, runs: self.opts.ready_runs },
-            Variant { id: "replica.gvisor", label: "operator's pod created directly, gVisor", kind: Kind::Replica, rt: GVISOR, runs: decomp_runs },
-            Variant { id: "replica_noinit.gvisor", label: "operator's pod without init container, gVisor", kind: Kind::ReplicaNoInit, rt: GVISOR, runs: decomp_runs },
-            Variant { id: "bare.gvisor", label: "bare Pod, gVisor (floor)", kind: Kind::Bare, rt: GVISOR, runs: self.opts.ready_runs },
-            Variant { id: "sandbox.runc", label: "Sandbox, runc", kind: Kind::Sandbox, rt: RUNC, runs: self.opts.runc_runs.min(self.opts.ready_runs) },
-            Variant { id: "bare.runc", label: "bare Pod, runc (floor)", kind: Kind::Bare, rt: RUNC, runs: self.opts.runc_runs.min(self.opts.ready_runs) },
+            Variant {
+                id: "sandbox.gvisor",
+                label: "Sandbox, gVisor",
+                kind: Kind::Sandbox,
+                rt: GVISOR,
+                runs: self.opts.ready_runs,
+            },
+            Variant {
+                id: "replica.gvisor",
+                label: "operator's pod created directly, gVisor",
+                kind: Kind::Replica,
+                rt: GVISOR,
+                runs: decomp_runs,
+            },
+            Variant {
+                id: "replica_noinit.gvisor",
+                label: "operator's pod without init container, gVisor",
+                kind: Kind::ReplicaNoInit,
+                rt: GVISOR,
+                runs: decomp_runs,
+            },
+            Variant {
+                id: "bare.gvisor",
+                label: "bare Pod, gVisor (floor)",
+                kind: Kind::Bare,
+                rt: GVISOR,
+                runs: self.opts.ready_runs,
+            },
+            Variant {
+                id: "sandbox.runc",
+                label: "Sandbox, runc",
+                kind: Kind::Sandbox,
+                rt: RUNC,
+                runs: self.opts.runc_runs.min(self.opts.ready_runs),
+            },
+            Variant {
+                id: "bare.runc",
+                label: "bare Pod, runc (floor)",
+                kind: Kind::Bare,
+                rt: RUNC,
+                runs: self.opts.runc_runs.min(self.opts.ready_runs),
+            },
         ];
-        let mut totals: Vec<Metric> =
-            variants.iter().map(|v| Metric::new(&format!("ready.{}", v.id), &format!("{}: create -> Ready", v.label), "ms")).collect();
+        let mut totals: Vec<Metric> = variants
+            .iter()
+            .map(|v| {
+                Metric::new(
+                    &format!("ready.{}", v.id),
+                    &format!("{}: create -> Ready", v.label),
+                    "ms",
+                )
+            })
+            .collect();
         let mut timelines: Vec<Vec<BTreeMap<String, f64>>> = vec![Vec::new(); variants.len()];
         for r in 0..self.opts.ready_runs {
             for (vi, v) in variants.iter().enumerate() {
@@ -1022,20 +1406,45 @@ impl Bench {
                 let name = format!("rd-{}-{r:02}", v.id.replace(['.', '_'], "-"));
                 let t0 = Instant::now();
                 let created = match v.kind {
-                    Kind::Sandbox => sbx_api.create(&Self::pp(), &self.sandbox(&name, "ready", v.rt, &cpu, &mem, 3600)?).await.map(|_| ()),
-                    Kind::Bare => pod_api.create(&Self::pp(), &self.bare_pod(&name, v.rt, &cpu, &mem)?).await.map(|_| ()),
-                    Kind::Replica | Kind::ReplicaNoInit => {
-                        pod_api.create(&Self::pp(), &replica(&template, &name, "ready", v.kind == Kind::ReplicaNoInit)?).await.map(|_| ())
-                    }
+                    Kind::Sandbox => sbx_api
+                        .create(
+                            &Self::pp(),
+                            &self.sandbox(&name, "ready", v.rt, &cpu, &mem, 3600)?,
+                        )
+                        .await
+                        .map(|_| ()),
+                    Kind::Bare => pod_api
+                        .create(&Self::pp(), &self.bare_pod(&name, v.rt, &cpu, &mem)?)
+                        .await
+                        .map(|_| ()),
+                    Kind::Replica | Kind::ReplicaNoInit => pod_api
+                        .create(
+                            &Self::pp(),
+                            &replica(&template, &name, "ready", v.kind == Kind::ReplicaNoInit)?,
+                        )
+                        .await
+                        .map(|_| ()),
                 };
                 let m = &mut totals[vi];
                 if let Err(e) = created {
                     m.errors += 1;
-                    self.report.lock().unwrap().errors.push(format!("creating {name}: {e}"));
+                    self.report
+                        .lock()
+                        .unwrap()
+                        .errors
+                        .push(format!("creating {name}: {e}"));
                     continue;
                 }
-                let ready_key = if v.kind == Kind::Sandbox { key("sbx", ns, &name) } else { key("pod", ns, &name) };
-                match self.rec.wait(&ready_key, "ready", Duration::from_secs(180)).await {
+                let ready_key = if v.kind == Kind::Sandbox {
+                    key("sbx", ns, &name)
+                } else {
+                    key("pod", ns, &name)
+                };
+                match self
+                    .rec
+                    .wait(&ready_key, "ready", Duration::from_secs(180))
+                    .await
+                {
                     Ok(t) => {
                         m.values.push(ms_between(t0, t));
                         let mut tl = BTreeMap::new();
@@ -1055,22 +1464,67 @@ impl Bench {
                 if v.kind == Kind::Sandbox {
                     let _ = sbx_api.delete(&name, &DeleteParams::background()).await;
                 } else {
-                    let _ = pod_api.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::background() }).await;
+                    let _ = pod_api
+                        .delete(
+                            &name,
+                            &DeleteParams {
+                                grace_period_seconds: Some(0),
+                                ..DeleteParams::background()
+                            },
+                        )
+                        .await;
                 }
-                if let Err(e) = self.rec.wait(&key("pod", ns, &name), "gone", Duration::from_secs(90)).await {
+                if let Err(e) = self
+                    .rec
+                    .wait(&key("pod", ns, &name), "gone", Duration::from_secs(90))
+                    .await
+                {
                     self.note(format!("ready phase: {e}"));
                 }
             }
         }
-        let t = |id: &str| totals.iter().find(|m| m.id == format!("ready.{id}")).expect("variant");
+        let t = |id: &str| {
+            totals
+                .iter()
+                .find(|m| m.id == format!("ready.{id}"))
+                .expect("variant")
+        };
         let ratios = [
-            ratio("Sandbox / bare Pod, gVisor", t("sandbox.gvisor"), t("bare.gvisor")),
-            ratio("Sandbox / bare Pod, runc", t("sandbox.runc"), t("bare.runc")),
-            ratio("Sandbox / operator's pod created directly, gVisor (operator's share)", t("sandbox.gvisor"), t("replica.gvisor")),
-            ratio("operator's pod / same pod without init container, gVisor", t("replica.gvisor"), t("replica_noinit.gvisor")),
-            ratio("pod without init container / bare Pod, gVisor", t("replica_noinit.gvisor"), t("bare.gvisor")),
-            ratio("Sandbox gVisor / Sandbox runc", t("sandbox.gvisor"), t("sandbox.runc")),
-            ratio("bare Pod gVisor / bare Pod runc", t("bare.gvisor"), t("bare.runc")),
+            ratio(
+                "Sandbox / bare Pod, gVisor",
+                t("sandbox.gvisor"),
+                t("bare.gvisor"),
+            ),
+            ratio(
+                "Sandbox / bare Pod, runc",
+                t("sandbox.runc"),
+                t("bare.runc"),
+            ),
+            ratio(
+                "Sandbox / operator's pod created directly, gVisor (operator's share)",
+                t("sandbox.gvisor"),
+                t("replica.gvisor"),
+            ),
+            ratio(
+                "operator's pod / same pod without init container, gVisor",
+                t("replica.gvisor"),
+                t("replica_noinit.gvisor"),
+            ),
+            ratio(
+                "pod without init container / bare Pod, gVisor",
+                t("replica_noinit.gvisor"),
+                t("bare.gvisor"),
+            ),
+            ratio(
+                "Sandbox gVisor / Sandbox runc",
+                t("sandbox.gvisor"),
+                t("sandbox.runc"),
+            ),
+            ratio(
+                "bare Pod gVisor / bare Pod runc",
+                t("bare.gvisor"),
+                t("bare.runc"),
+            ),
         ];
         let refs: Vec<&Metric> = totals.iter().collect();
         self.metrics(&refs);
@@ -1090,7 +1544,10 @@ impl Bench {
             ("sbx.created", "Sandbox object seen (API write + watch)"),
             ("pod.created", "Pod object seen"),
             ("pod.scheduled", "Pod bound to the node (scheduler)"),
-            ("pod.sandbox-ready", "pod sandbox + network ready (PodReadyToStartContainers)"),
+            (
+                "pod.sandbox-ready",
+                "pod sandbox + network ready (PodReadyToStartContainers)",
+            ),
             ("pod.init-done", "init container done (agent copied)"),
             ("pod.running", "main container running"),
             ("pod.ready", "Pod Ready condition"),
@@ -1109,13 +1566,30 @@ impl Bench {
         for (step, label) in steps {
             md.push_str(&format!("| {label} |"));
             for (vi, v) in variants.iter().enumerate() {
-                let vals: Vec<f64> = timelines[vi].iter().filter_map(|tl| tl.get(*step).copied()).collect();
-                md.push_str(&format!(" {} |", dist(&vals).map(|d| fmt_num(d.p50)).unwrap_or_else(|| "-".into())));
-                bjson.entry(v.id.to_string()).or_insert_with(|| json!({})).as_object_mut().unwrap().insert(step.to_string(), json!(dist(&vals)));
+                let vals: Vec<f64> = timelines[vi]
+                    .iter()
+                    .filter_map(|tl| tl.get(*step).copied())
+                    .collect();
+                md.push_str(&format!(
+                    " {} |",
+                    dist(&vals)
+                        .map(|d| fmt_num(d.p50))
+                        .unwrap_or_else(|| "-".into())
+                ));
+                bjson
+                    .entry(v.id.to_string())
+                    .or_insert_with(|| json!({}))
+                    .as_object_mut()
+                    .unwrap()
+                    .insert(step.to_string(), json!(dist(&vals)));
             }
             md.push('\n');
         }
-        self.report.lock().unwrap().breakdowns.insert("ready_milestones".into(), Value::Object(bjson));
+        self.report
+            .lock()
+            .unwrap()
+            .breakdowns
+            .insert("ready_milestones".into(), Value::Object(bjson));
         self.section(
             "Time to Ready",
             format!(
@@ -1148,9 +1622,20 @@ impl Bench {
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep(stagger * i as u32).await;
                 let created = api.create(&PostParams::default(), &sb).await?;
-                let ct = created.metadata.creation_timestamp.as_ref().ok_or_else(|| anyhow!("no creationTimestamp"))?.0;
+                let ct = created
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("no creationTimestamp"))?
+                    .0;
                 let deadline = UNIX_EPOCH + Duration::from_secs((ct.as_second() + ttl) as u64);
-                let gone = rec.wait(&key("pod", &ns, &name), "gone", Duration::from_secs(ttl as u64 + 120)).await?;
+                let gone = rec
+                    .wait(
+                        &key("pod", &ns, &name),
+                        "gone",
+                        Duration::from_secs(ttl as u64 + 120),
+                    )
+                    .await?;
                 let ready = rec.get(&key("pod", &ns, &name), "ready");
                 let wall = |t: Instant| -> f64 {
                     let w = rec.wall(t);
@@ -1167,9 +1652,21 @@ impl Bench {
                 ))
             }));
         }
-        let mut gone = Metric::new("reap.deadline_to_pod_gone", "TTL deadline -> pod gone (deleted from the API)", "ms");
-        let mut sbx = Metric::new("reap.deadline_to_sandbox_gone", "TTL deadline -> Sandbox deleted (operator)", "ms");
-        let mut del = Metric::new("reap.deadline_to_pod_deleting", "TTL deadline -> pod deletion started (garbage collector)", "ms");
+        let mut gone = Metric::new(
+            "reap.deadline_to_pod_gone",
+            "TTL deadline -> pod gone (deleted from the API)",
+            "ms",
+        );
+        let mut sbx = Metric::new(
+            "reap.deadline_to_sandbox_gone",
+            "TTL deadline -> Sandbox deleted (operator)",
+            "ms",
+        );
+        let mut del = Metric::new(
+            "reap.deadline_to_pod_deleting",
+            "TTL deadline -> pod deletion started (garbage collector)",
+            "ms",
+        );
         let mut not_ready = 0;
         for t in tasks {
             match t.await.map_err(anyhow::Error::from).and_then(|r| r) {
@@ -1187,7 +1684,11 @@ impl Bench {
                 }
                 Err(e) => {
                     gone.errors += 1;
-                    self.report.lock().unwrap().errors.push(format!("reap: {e}"));
+                    self.report
+                        .lock()
+                        .unwrap()
+                        .errors
+                        .push(format!("reap: {e}"));
                 }
             }
         }
@@ -1214,7 +1715,9 @@ impl Bench {
         let gw_kube = Client::try_default().await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = format!("http://{}", listener.local_addr()?);
-        let mut config = airlock_exec_gateway::Config::new(AuthMode::None).with_client(gw_kube).with_default_namespace(ns);
+        let mut config = airlock_exec_gateway::Config::new(AuthMode::None)
+            .with_client(gw_kube)
+            .with_default_namespace(ns);
         config.shutdown_grace = Duration::from_secs(1);
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -1237,8 +1740,10 @@ impl Bench {
             }
         };
         let res = async {
-            self.exec_latency(ns, &gw, &direct_kube, incluster.as_ref()).await?;
-            self.exec_concurrency(ns, &gw, &direct_kube, incluster.as_ref()).await
+            self.exec_latency(ns, &gw, &direct_kube, incluster.as_ref())
+                .await?;
+            self.exec_concurrency(ns, &gw, &direct_kube, incluster.as_ref())
+                .await
         }
         .await;
         let _ = stop.send(());
@@ -1249,21 +1754,51 @@ impl Bench {
     /// Creates a Sandbox for exec measurements and waits until it is Ready; returns its pod.
     async fn exec_sandbox(&self, ns: &str, name: &str, rt: &str) -> Result<Direct> {
         let api: Api<Sandbox> = Api::namespaced(self.kube.clone(), ns);
-        api.create(&Self::pp(), &self.sandbox(name, "exec", rt, &self.opts.exec_cpu, &self.opts.exec_memory, 3600)?).await?;
-        self.rec.wait(&key("sbx", ns, name), "ready", Duration::from_secs(180)).await?;
-        let pod = api.get(name).await?.status.and_then(|s| s.pod_name).unwrap_or_else(|| name.to_string());
-        Ok(Direct { pods: Api::namespaced(Client::try_default().await?, ns), pod })
+        api.create(
+            &Self::pp(),
+            &self.sandbox(
+                name,
+                "exec",
+                rt,
+                &self.opts.exec_cpu,
+                &self.opts.exec_memory,
+                3600,
+            )?,
+        )
+        .await?;
+        self.rec
+            .wait(&key("sbx", ns, name), "ready", Duration::from_secs(180))
+            .await?;
+        let pod = api
+            .get(name)
+            .await?
+            .status
+            .and_then(|s| s.pod_name)
+            .unwrap_or_else(|| name.to_string());
+        Ok(Direct {
+            pods: Api::namespaced(Client::try_default().await?, ns),
+            pod,
+        })
     }
 
     async fn delete_sandbox_and_wait(&self, ns: &str, name: &str) {
         let api: Api<Sandbox> = Api::namespaced(self.kube.clone(), ns);
         let _ = api.delete(name, &DeleteParams::background()).await;
-        let _ = self.rec.wait(&key("pod", ns, name), "gone", Duration::from_secs(90)).await;
+        let _ = self
+            .rec
+            .wait(&key("pod", ns, name), "gone", Duration::from_secs(90))
+            .await;
     }
 
     /// Round trip, first byte and throughput in one gVisor Sandbox; the runtime's own scaling of
     /// concurrent execs.
-    async fn exec_latency(&self, ns: &str, gw: &AirlockClient, _kube: &Client, incluster: Option<&(AirlockClient, String)>) -> Result<()> {
+    async fn exec_latency(
+        &self,
+        ns: &str,
+        gw: &AirlockClient,
+        _kube: &Client,
+        incluster: Option<&(AirlockClient, String)>,
+    ) -> Result<()> {
         let o = &self.opts;
         let name = "exec";
         let direct = self.exec_sandbox(ns, name, GVISOR).await?;
@@ -1272,43 +1807,122 @@ impl Bench {
         for _ in 0..3 {
             gw_true(gw, ns, name).await?;
             direct.run(&["true"], false).await?;
-            direct.run(&[AGENT_PATH, "exec", "--", "true"], true).await?;
+            direct
+                .run(&[AGENT_PATH, "exec", "--", "true"], true)
+                .await?;
             if let Some((c, _)) = incluster {
                 let _ = gw_true(c, ns, name).await;
             }
         }
         let sbx_api: Api<Sandbox> = Api::namespaced(self.kube.clone(), ns);
-        let mut m_gw = Metric::new("exec.rtt.gateway", "`true` through the gateway (in-process)", "ms");
-        let mut m_direct = Metric::new("exec.rtt.direct", "`true` through pods/exec, straight (kubectl exec equivalent)", "ms");
-        let mut m_agent = Metric::new("exec.rtt.direct_agent", "`airlock-agent exec -- true` through pods/exec (what the gateway runs)", "ms");
-        let mut m_inc = Metric::new("exec.rtt.gateway_incluster", "`true` through the in-cluster gateway (pod IP, kubernetes auth)", "ms");
-        let mut m_get = Metric::new("exec.get_sandbox", "GET Sandbox (the gateway's per-call readiness check)", "ms");
+        let mut m_gw = Metric::new(
+            "exec.rtt.gateway",
+            "`true` through the gateway (in-process)",
+            "ms",
+        );
+        let mut m_direct = Metric::new(
+            "exec.rtt.direct",
+            "`true` through pods/exec, straight (kubectl exec equivalent)",
+            "ms",
+        );
+        let mut m_agent = Metric::new(
+            "exec.rtt.direct_agent",
+            "`airlock-agent exec -- true` through pods/exec (what the gateway runs)",
+            "ms",
+        );
+        let mut m_inc = Metric::new(
+            "exec.rtt.gateway_incluster",
+            "`true` through the in-cluster gateway (pod IP, kubernetes auth)",
+            "ms",
+        );
+        let mut m_get = Metric::new(
+            "exec.get_sandbox",
+            "GET Sandbox (the gateway's per-call readiness check)",
+            "ms",
+        );
         for _ in 0..o.exec_runs {
             push(&mut m_gw, gw_true(gw, ns, name).await);
-            push(&mut m_direct, direct.run(&["true"], false).await.map(|r| ms(r.total)));
-            push(&mut m_agent, direct.run(&[AGENT_PATH, "exec", "--", "true"], true).await.map(|r| ms(r.total)));
+            push(
+                &mut m_direct,
+                direct.run(&["true"], false).await.map(|r| ms(r.total)),
+            );
+            push(
+                &mut m_agent,
+                direct
+                    .run(&[AGENT_PATH, "exec", "--", "true"], true)
+                    .await
+                    .map(|r| ms(r.total)),
+            );
             if let Some((c, _)) = incluster {
                 push(&mut m_inc, gw_true(c, ns, name).await);
             }
             let t = Instant::now();
-            push(&mut m_get, sbx_api.get(name).await.map(|_| ms(t.elapsed())).map_err(anyhow::Error::from));
+            push(
+                &mut m_get,
+                sbx_api
+                    .get(name)
+                    .await
+                    .map(|_| ms(t.elapsed()))
+                    .map_err(anyhow::Error::from),
+            );
         }
         self.progress("exec round trips done");
-        let mut t_gw = Metric::new("exec.ttfb.gateway", "`echo x`: call -> first stdout byte, gateway", "ms");
-        let mut t_direct = Metric::new("exec.ttfb.direct", "`echo x`: call -> first stdout byte, pods/exec", "ms");
+        let mut t_gw = Metric::new(
+            "exec.ttfb.gateway",
+            "`echo x`: call -> first stdout byte, gateway",
+            "ms",
+        );
+        let mut t_direct = Metric::new(
+            "exec.ttfb.direct",
+            "`echo x`: call -> first stdout byte, pods/exec",
+            "ms",
+        );
         for _ in 0..o.ttfb_runs {
-            push(&mut t_gw, gw_stream(gw, ns, name, &["echo", "x"], Some(2)).await.map(|s| ms(s.ttfb)));
-            push(&mut t_direct, direct.run(&["echo", "x"], false).await.and_then(|r| r.ttfb.map(ms).ok_or_else(|| anyhow!("no output"))));
+            push(
+                &mut t_gw,
+                gw_stream(gw, ns, name, &["echo", "x"], Some(2))
+                    .await
+                    .map(|s| ms(s.ttfb)),
+            );
+            push(
+                &mut t_direct,
+                direct
+                    .run(&["echo", "x"], false)
+                    .await
+                    .and_then(|r| r.ttfb.map(ms).ok_or_else(|| anyhow!("no output"))),
+            );
         }
         let bytes = o.stream_mib * 1024 * 1024;
         let cmd_s = ["head", "-c", &bytes.to_string(), "/dev/zero"].map(String::from);
         let cmd: Vec<&str> = cmd_s.iter().map(String::as_str).collect();
-        let mut s_gw = Metric::new("exec.throughput.gateway", &format!("stdout of `head -c {}MiB /dev/zero`, gateway", o.stream_mib), "MiB/s");
-        let mut s_direct = Metric::new("exec.throughput.direct", &format!("stdout of `head -c {}MiB /dev/zero`, pods/exec", o.stream_mib), "MiB/s");
-        let mut s_inc =
-            Metric::new("exec.throughput.gateway_incluster", &format!("stdout of `head -c {}MiB /dev/zero`, in-cluster gateway", o.stream_mib), "MiB/s");
+        let mut s_gw = Metric::new(
+            "exec.throughput.gateway",
+            &format!("stdout of `head -c {}MiB /dev/zero`, gateway", o.stream_mib),
+            "MiB/s",
+        );
+        let mut s_direct = Metric::new(
+            "exec.throughput.direct",
+            &format!(
+                "stdout of `head -c {}MiB /dev/zero`, pods/exec",
+                o.stream_mib
+            ),
+            "MiB/s",
+        );
+        let mut s_inc = Metric::new(
+            "exec.throughput.gateway_incluster",
+            &format!(
+                "stdout of `head -c {}MiB /dev/zero`, in-cluster gateway",
+                o.stream_mib
+            ),
+            "MiB/s",
+        );
         for _ in 0..o.stream_runs {
-            push(&mut s_gw, gw_stream(gw, ns, name, &cmd, Some(bytes as u64)).await.map(|s| bytes as f64 / MIB / s.total.as_secs_f64()));
+            push(
+                &mut s_gw,
+                gw_stream(gw, ns, name, &cmd, Some(bytes as u64))
+                    .await
+                    .map(|s| bytes as f64 / MIB / s.total.as_secs_f64()),
+            );
             push(
                 &mut s_direct,
                 direct.run(&cmd, false).await.and_then(|r| {
@@ -1319,7 +1933,12 @@ impl Bench {
                 }),
             );
             if let Some((c, _)) = incluster {
-                push(&mut s_inc, gw_stream(c, ns, name, &cmd, Some(bytes as u64)).await.map(|s| bytes as f64 / MIB / s.total.as_secs_f64()));
+                push(
+                    &mut s_inc,
+                    gw_stream(c, ns, name, &cmd, Some(bytes as u64))
+                        .await
+                        .map(|s| bytes as f64 / MIB / s.total.as_secs_f64()),
+                );
             }
         }
         self.progress("exec first byte and throughput done");
@@ -1333,7 +1952,9 @@ impl Bench {
             })
             .await;
             m.id = format!("exec.gvisor_concurrent{n}.direct");
-            m.name = format!("{n} concurrent `true` into one gVisor sandbox, pods/exec: per-call latency");
+            m.name = format!(
+                "{n} concurrent `true` into one gVisor sandbox, pods/exec: per-call latency"
+            );
             m.note = format!("all done in {:.0} ms", ms(span));
             scaling.push(m);
         }
@@ -1343,15 +1964,31 @@ impl Bench {
         let mut metrics: Vec<&Metric> = vec![&m_gw, &m_direct, &m_agent, &m_get];
         let mut rs = vec![
             ratio("exec RTT: gateway / direct pods/exec", &m_gw, &m_direct),
-            ratio("exec RTT: gateway / direct pods/exec of the agent", &m_gw, &m_agent),
-            ratio("exec RTT: direct agent / direct `true`", &m_agent, &m_direct),
+            ratio(
+                "exec RTT: gateway / direct pods/exec of the agent",
+                &m_gw,
+                &m_agent,
+            ),
+            ratio(
+                "exec RTT: direct agent / direct `true`",
+                &m_agent,
+                &m_direct,
+            ),
             ratio("first byte: gateway / direct", &t_gw, &t_direct),
             ratio("throughput: gateway / direct", &s_gw, &s_direct),
         ];
         if incluster.is_some() {
             metrics.push(&m_inc);
-            rs.push(ratio("exec RTT: in-cluster gateway / direct", &m_inc, &m_direct));
-            rs.push(ratio("throughput: in-cluster gateway / direct", &s_inc, &s_direct));
+            rs.push(ratio(
+                "exec RTT: in-cluster gateway / direct",
+                &m_inc,
+                &m_direct,
+            ));
+            rs.push(ratio(
+                "throughput: in-cluster gateway / direct",
+                &s_inc,
+                &s_direct,
+            ));
         }
         metrics.extend([&t_gw, &t_direct, &s_gw, &s_direct]);
         if incluster.is_some() {
@@ -1373,7 +2010,9 @@ impl Bench {
         self.metrics(&metrics);
         let rrefs: Vec<&Ratio> = rs.iter().collect();
         self.ratios(&rrefs);
-        let where_ = incluster.map(|(_, w)| format!(" The in-cluster gateway is the Helm install's, reached at {w}.")).unwrap_or_default();
+        let where_ = incluster
+            .map(|(_, w)| format!(" The in-cluster gateway is the Helm install's, reached at {w}."))
+            .unwrap_or_default();
         self.section(
             "Exec: latency and throughput",
             format!(
@@ -1390,9 +2029,16 @@ impl Bench {
         Ok(())
     }
 
-    /// N concurrent execs and N concurrent streams, in a runc Sandbox (this cluster's gVisor
-    /// serializes concurrent execs into one sandbox: measured apart, see above).
-    async fn exec_concurrency(&self, ns: &str, gw: &AirlockClient, _kube: &Client, incluster: Option<&(AirlockClient, String)>) -> Result<()> {
+    /// Concurrent execs in a runc Sandbox: a level the node handles (the gateway against direct
+    /// pods/exec), then N streams at once through the gateway whose memory is measured (the
+    /// in-cluster one when it runs), against the same N straight.
+    async fn exec_concurrency(
+        &self,
+        ns: &str,
+        gw: &AirlockClient,
+        _kube: &Client,
+        incluster: Option<&(AirlockClient, String)>,
+    ) -> Result<()> {
         let o = &self.opts;
         let name = "exec-runc";
         let direct = self.exec_sandbox(ns, name, RUNC).await?;
@@ -1400,97 +2046,205 @@ impl Bench {
             gw_true(gw, ns, name).await?;
             direct.run(&["true"], false).await?;
         }
-        let n = o.concurrency;
-        let (mut c_gw, gw_span) = concurrent(n, |_| {
-            let (gw, ns) = (gw.clone(), ns.to_string());
-            async move { gw_true(&gw, &ns, "exec-runc").await }
-        })
-        .await;
-        c_gw.id = format!("exec.concurrent{n}.gateway");
-        c_gw.name = format!("{n} concurrent `true`, gateway: per-call latency");
-        c_gw.note = format!("all done in {:.0} ms", ms(gw_span));
-        let (mut c_direct, d_span) = concurrent(n, |_| {
-            let d = direct.clone();
-            async move { d.run(&["true"], false).await.map(|r| ms(r.total)) }
-        })
-        .await;
-        c_direct.id = format!("exec.concurrent{n}.direct");
-        c_direct.name = format!("{n} concurrent `true`, pods/exec: per-call latency");
-        c_direct.note = format!("all done in {:.0} ms", ms(d_span));
-        self.progress("concurrent execs done");
+        let cap = Duration::from_secs(o.concurrency_cap_seconds);
+        let mut metrics: Vec<Metric> = Vec::new();
+        let mut ratios: Vec<Ratio> = Vec::new();
 
-        // N concurrent streams: the in-process gateway (memory of this whole process) and the
-        // in-cluster one (memory of its process).
-        let fp_bytes = o.footprint_stream_mib * 1024 * 1024;
-        let fp_cmd: Vec<String> = ["head", "-c", &fp_bytes.to_string(), "/dev/zero"].map(String::from).to_vec();
-        let streams = |c: AirlockClient| {
-            let (cmd, ns) = (fp_cmd.clone(), ns.to_string());
-            concurrent(n, move |_| {
-                let (c, cmd, ns) = (c.clone(), cmd.clone(), ns.clone());
+        // 1. A level this node's exec path handles.
+        let low = o.concurrency_low;
+        if low > 0 {
+            let (mut s_gw, mut c_gw, gw_span) = concurrent2(low, |_| {
+                let (gw, ns) = (gw.clone(), ns.to_string());
                 async move {
-                    let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
-                    gw_stream(&c, &ns, "exec-runc", &argv, Some(fp_bytes as u64)).await.map(|s| ms(s.total))
+                    gw_stream(&gw, &ns, "exec-runc", &["true"], Some(0))
+                        .await
+                        .map(|s| (ms(s.started), ms(s.total)))
+                }
+            })
+            .await;
+            c_gw.id = format!("exec.concurrent{low}.gateway");
+            c_gw.name = format!("{low} concurrent `true`, gateway (in-process): per-call latency");
+            c_gw.note = format!("all done in {:.0} ms", ms(gw_span));
+            s_gw.id = format!("exec.concurrent{low}.gateway_started");
+            s_gw.name = format!(
+                "{low} concurrent `true`, gateway: call -> `started` (exec stream established)"
+            );
+            let (mut s_d, mut c_d, d_span) = concurrent2(low, |_| {
+                let d = direct.clone();
+                async move {
+                    d.run(&["true"], false)
+                        .await
+                        .map(|r| (ms(r.connected), ms(r.total)))
+                }
+            })
+            .await;
+            c_d.id = format!("exec.concurrent{low}.direct");
+            c_d.name = format!("{low} concurrent `true`, pods/exec: per-call latency");
+            c_d.note = format!("all done in {:.0} ms", ms(d_span));
+            s_d.id = format!("exec.concurrent{low}.direct_connected");
+            s_d.name = format!("{low} concurrent `true`, pods/exec: call -> websocket upgraded");
+            ratios.push(ratio(
+                &format!("{low} concurrent `true`: gateway / direct"),
+                &c_gw,
+                &c_d,
+            ));
+            metrics.extend([c_gw, s_gw, c_d, s_d]);
+            self.progress(&format!("{low} concurrent execs done"));
+        }
+
+        // 2. N streams at once, each call given at most `cap`.
+        let n = o.concurrency;
+        let fp_bytes = o.footprint_stream_mib * 1024 * 1024;
+        let fp_cmd: Vec<String> = ["head", "-c", &fp_bytes.to_string(), "/dev/zero"]
+            .map(String::from)
+            .to_vec();
+        // Calls whose exec stream was established (the gateway answered / the websocket was
+        // upgraded), counted also for calls given up on.
+        let established_gw = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let established_d = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let streams = |c: AirlockClient| {
+            let (cmd, ns, est) = (fp_cmd.clone(), ns.to_string(), established_gw.clone());
+            concurrent2(n, move |_| {
+                let (c, cmd, ns, est) = (c.clone(), cmd.clone(), ns.clone(), est.clone());
+                async move {
+                    let t = Instant::now();
+                    let work = async {
+                        let mut s = c
+                            .exec(AirlockClient::argv(
+                                &ns,
+                                "exec-runc",
+                                cmd.iter().map(String::as_str),
+                            ))
+                            .await?;
+                        let started = t.elapsed();
+                        est.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let (mut bytes, mut exit) = (0u64, None);
+                        while let Some(ev) = s.message().await? {
+                            match ev.event {
+                                Some(pb::exec_event::Event::Stdout(b)) => bytes += b.len() as u64,
+                                Some(pb::exec_event::Event::Exited(e)) => exit = Some(e.exit_code),
+                                _ => {}
+                            }
+                        }
+                        if exit != Some(0) || bytes != fp_bytes as u64 {
+                            bail!("exit {exit:?}, {bytes} bytes");
+                        }
+                        Ok((ms(started), ms(t.elapsed())))
+                    };
+                    match tokio::time::timeout(cap, work).await {
+                        Ok(r) => r,
+                        Err(_) => Err(anyhow!("not finished after {cap:?}")),
+                    }
                 }
             })
         };
-        let before = rss_kib("self").map(|r| r.0).unwrap_or(0);
-        let sampler = Sampler::start("self".into(), Duration::from_millis(50));
-        let (mut c_streams, st_span) = streams(gw.clone()).await;
-        let samples = sampler.finish().await;
-        c_streams.id = format!("exec.concurrent{n}.streams.gateway");
-        c_streams.name = format!("{n} concurrent streams of {} MiB, gateway: per-call duration", o.footprint_stream_mib);
-        c_streams.note = format!("all done in {:.0} ms", ms(st_span));
+        let (which, client, proc_) = match incluster {
+            Some((c, _)) => (
+                "in-cluster gateway",
+                c.clone(),
+                self.process("exec-gateway")
+                    .await
+                    .map(|p| p.pid.to_string()),
+            ),
+            None => ("in-process gateway", gw.clone(), Some("self".to_string())),
+        };
+        let _ = gw_true(&client, ns, name).await;
+        let before = proc_.as_deref().and_then(rss_kib).map(|r| r.0).unwrap_or(0);
+        let sampler = proc_
+            .clone()
+            .map(|p| Sampler::start(p, Duration::from_millis(50)));
+        let (mut s_gw, mut c_gw, span) = streams(client).await;
+        let samples = match sampler {
+            Some(s) => s.finish().await,
+            None => Vec::new(),
+        };
+        let after = proc_.as_deref().and_then(rss_kib).map(|r| r.0).unwrap_or(0);
+        c_gw.id = format!("exec.concurrent{n}.gateway");
+        c_gw.name = format!(
+            "{n} concurrent streams of {} MiB, {which}: per-call duration",
+            o.footprint_stream_mib
+        );
+        c_gw.note = format!(
+            "{}/{n} exec streams established; all done or given up in {:.0} ms; calls still running after {} s count as errors",
+            established_gw.load(std::sync::atomic::Ordering::Relaxed),
+            ms(span),
+            cap.as_secs()
+        );
+        s_gw.id = format!("exec.concurrent{n}.gateway_started");
+        s_gw.name =
+            format!("{n} concurrent streams, {which}: call -> `started` (exec stream established)");
         self.footprint(
-            "bench_process_inprocess_gateway",
-            json!({"what": "bench process (in-process gateway + its client + kube clients)", "before_mib": mib(before),
-                   "max_during_streams_mib": mib(samples.iter().copied().max().unwrap_or(0)), "streams": n, "stream_mib": o.footprint_stream_mib}),
+            "gateway_streams",
+            json!({"which": which, "process": if incluster.is_some() { json!(self.gateway_proc.lock().unwrap().clone()) } else { json!("bench process (in-process gateway + clients)") },
+                   "before_mib": mib(before), "max_during_streams_mib": mib(samples.iter().copied().max().unwrap_or(0)),
+                   "after_mib": mib(after), "streams": n, "stream_mib": o.footprint_stream_mib, "errors": c_gw.errors, "samples": samples.len()}),
         );
-        let mut inc_streams = None;
-        if let Some((c, _)) = incluster {
-            let _ = gw_true(c, ns, name).await;
-            let pid = self.gateway_proc.as_ref().map(|p| p.pid.to_string());
-            let before = pid.as_deref().and_then(rss_kib).map(|r| r.0).unwrap_or(0);
-            let sampler = pid.clone().map(|p| Sampler::start(p, Duration::from_millis(50)));
-            let (mut cs, span) = streams(c.clone()).await;
-            let samples = match sampler {
-                Some(s) => s.finish().await,
-                None => Vec::new(),
-            };
-            let after = pid.as_deref().and_then(rss_kib).map(|r| r.0).unwrap_or(0);
-            cs.id = format!("exec.concurrent{n}.streams.gateway_incluster");
-            cs.name = format!("{n} concurrent streams of {} MiB, in-cluster gateway: per-call duration", o.footprint_stream_mib);
-            cs.note = format!("all done in {:.0} ms", ms(span));
-            self.footprint(
-                "gateway_streams",
-                json!({"process": self.gateway_proc, "before_mib": mib(before), "max_during_streams_mib": mib(samples.iter().copied().max().unwrap_or(0)),
-                       "after_mib": mib(after), "streams": n, "stream_mib": o.footprint_stream_mib, "errors": cs.errors, "samples": samples.len()}),
-            );
-            inc_streams = Some(cs);
-        }
-        self.progress("concurrent streams done");
-        self.delete_sandbox_and_wait(ns, name).await;
-        let r = ratio(&format!("{n} concurrent `true`: gateway / direct"), &c_gw, &c_direct);
-        let mut metrics: Vec<&Metric> = vec![&c_gw, &c_direct, &c_streams];
-        if let Some(cs) = &inc_streams {
-            metrics.push(cs);
-        }
-        self.metrics(&metrics);
-        self.ratios(&[&r]);
+        self.progress(&format!("{n} concurrent streams through the gateway done"));
+        let (mut s_d, mut c_d, d_span) = concurrent2(n, |_| {
+            let (d, cmd, est) = (direct.clone(), fp_cmd.clone(), established_d.clone());
+            async move {
+                let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
+                match tokio::time::timeout(cap, d.run_counting(&argv, Some(&est))).await {
+                    Ok(r) => r.map(|r| (ms(r.connected), ms(r.total))),
+                    Err(_) => Err(anyhow!("not finished after {cap:?}")),
+                }
+            }
+        })
+        .await;
+        c_d.id = format!("exec.concurrent{n}.direct");
+        c_d.name = format!(
+            "{n} concurrent streams of {} MiB, pods/exec: per-call duration",
+            o.footprint_stream_mib
+        );
+        c_d.note = format!(
+            "{}/{n} exec streams established; all done or given up in {:.0} ms; calls still running after {} s count as errors",
+            established_d.load(std::sync::atomic::Ordering::Relaxed),
+            ms(d_span),
+            cap.as_secs()
+        );
+        s_d.id = format!("exec.concurrent{n}.direct_connected");
+        s_d.name = format!("{n} concurrent streams, pods/exec: call -> websocket upgraded");
+        self.progress(&format!("{n} concurrent streams straight done"));
         self.target(
-            &format!("{n} concurrent execs through the gateway: errors"),
-            "0",
-            format!("{} errors, p99 {} ms", c_gw.errors, c_gw.dist().map(|d| fmt_num(d.p99)).unwrap_or("-".into())),
-            Some(c_gw.errors == 0),
+            &format!("{n} concurrent execs through the gateway: p99 and errors"),
+            "report",
+            format!(
+                "p99 {} ms, {} errors (straight pods/exec: p99 {} ms, {} errors)",
+                c_gw.dist().map(|d| fmt_num(d.p99)).unwrap_or("-".into()),
+                c_gw.errors,
+                c_d.dist().map(|d| fmt_num(d.p99)).unwrap_or("-".into()),
+                c_d.errors
+            ),
+            None,
         );
+        ratios.push(ratio(
+            &format!("{n} concurrent streams: gateway / direct"),
+            &c_gw,
+            &c_d,
+        ));
+        metrics.extend([c_gw, s_gw, c_d, s_d]);
+        // Calls given up on may hold the node's exec path for a while longer: the Sandbox is
+        // deleted without waiting for its pod to go.
+        let _ = Api::<Sandbox>::namespaced(self.kube.clone(), ns)
+            .delete(name, &DeleteParams::background())
+            .await;
+        let refs: Vec<&Metric> = metrics.iter().collect();
+        self.metrics(&refs);
+        let rrefs: Vec<&Ratio> = ratios.iter().collect();
+        self.ratios(&rrefs);
         self.section(
             "Exec: concurrency",
             format!(
-                "{n} calls started at once through the gateway (one gRPC connection) and straight through pods/exec, into one \
-                 runc Sandbox (cpu {}): concurrent execs into a single gVisor sandbox of this cluster are serialized by the \
-                 runtime (see the gVisor rows above), which would hide the gateway.\n\n{}\n{}",
+                "Calls started at once (a barrier) into one runc Sandbox (cpu {}; concurrent execs into one gVisor sandbox of \
+                 this cluster are far slower, see the gVisor rows above, and would hide the gateway): {low} `true` through the \
+                 in-process gateway (one gRPC connection) and straight; then {n} streams of {} MiB through the {which} (its memory \
+                 is the footprint figure below) and straight, each call given at most {} s. The \"established\" rows show when \
+                 each call had its exec stream from the API server; the rest of a call's time is the node running and finishing it.\n\n{}\n{}",
                 o.exec_cpu,
-                table(&metrics),
-                ratio_table(&[&r])
+                o.footprint_stream_mib,
+                cap.as_secs(),
+                table(&refs),
+                ratio_table(&rrefs)
             ),
         );
         Ok(())
@@ -1499,20 +2253,35 @@ impl Bench {
     /// A client of the chart's gateway (pod IP, ServiceAccount token), when it runs.
     async fn incluster_gateway(&self, ns: &str) -> Result<Option<(AirlockClient, String)>> {
         let pods: Api<Pod> = Api::namespaced(self.kube.clone(), SYSTEM_NS);
-        let list = pods.list(&ListParams::default().labels("app.kubernetes.io/component=exec-gateway")).await?;
+        let list = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/component=exec-gateway"))
+            .await?;
         let Some(p) = list.items.into_iter().find(|p| {
             p.status.as_ref().is_some_and(|s| {
                 s.phase.as_deref() == Some("Running")
-                    && s.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True")
+                    && s.conditions
+                        .iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
             })
         }) else {
             return Ok(None);
         };
-        let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone()).ok_or_else(|| anyhow!("gateway pod has no IP"))?;
+        let ip = p
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .ok_or_else(|| anyhow!("gateway pod has no IP"))?;
         let port = p
             .spec
             .as_ref()
-            .and_then(|s| s.containers.iter().flat_map(|c| c.ports.iter().flatten()).find(|pt| pt.name.as_deref() == Some("grpc")).map(|pt| pt.container_port))
+            .and_then(|s| {
+                s.containers
+                    .iter()
+                    .flat_map(|c| c.ports.iter().flatten())
+                    .find(|pt| pt.name.as_deref() == Some("grpc"))
+                    .map(|pt| pt.container_port)
+            })
             .unwrap_or(50051);
         let token = self.token(ns).await?;
         let addr = format!("http://{ip}:{port}");
@@ -1534,34 +2303,55 @@ impl Bench {
             "rules": [{"apiGroups": ["airlock.dev"], "resources": ["sandboxes", "sandboxes/exec", "sandboxes/files"],
                        "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]
         }))?;
-        Api::<Role>::namespaced(self.kube.clone(), ns).create(&pp, &role).await?;
+        Api::<Role>::namespaced(self.kube.clone(), ns)
+            .create(&pp, &role)
+            .await?;
         let rb: RoleBinding = serde_json::from_value(json!({
             "metadata": {"name": sa},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
             "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]
         }))?;
-        Api::<RoleBinding>::namespaced(self.kube.clone(), ns).create(&pp, &rb).await?;
-        let tr = TokenRequest { spec: TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }, ..Default::default() };
+        Api::<RoleBinding>::namespaced(self.kube.clone(), ns)
+            .create(&pp, &rb)
+            .await?;
+        let tr = TokenRequest {
+            spec: TokenRequestSpec {
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let out = sas.create_token_request(sa, &pp, &tr).await?;
-        Ok(out.status.ok_or_else(|| anyhow!("TokenRequest without status"))?.token)
+        Ok(out
+            .status
+            .ok_or_else(|| anyhow!("TokenRequest without status"))?
+            .token)
     }
 
     /// Diagnostic: where N concurrent pods/exec calls spend their time (connect, status, EOF).
     async fn exec_probe(&self, ns: &str) -> Result<()> {
         let pods: Api<Pod> = Api::namespaced(self.kube.clone(), ns);
         let name = "probe";
-        pods.create(&Self::pp(), &self.bare_pod(name, RUNC, "500m", "128Mi")?).await?;
-        self.rec.wait(&key("pod", ns, name), "ready", Duration::from_secs(60)).await?;
+        pods.create(&Self::pp(), &self.bare_pod(name, RUNC, "500m", "128Mi")?)
+            .await?;
+        self.rec
+            .wait(&key("pod", ns, name), "ready", Duration::from_secs(60))
+            .await?;
         let n = self.opts.concurrency;
+        let stagger = Duration::from_millis(env_usize("BENCH_PROBE_STAGGER_MS", 0) as u64);
         let client = Client::try_default().await?;
         let barrier = Arc::new(tokio::sync::Barrier::new(n + 1));
         let hs: Vec<_> = (0..n)
-            .map(|_| {
+            .map(|i| {
                 let (api, b) = (Api::<Pod>::namespaced(client.clone(), ns), barrier.clone());
                 tokio::spawn(async move {
                     b.wait().await;
+                    tokio::time::sleep(stagger * i as u32).await;
                     let t = Instant::now();
-                    let mut ap = AttachParams::default().stdout(true).stderr(true).stdin(false);
+                    let mut ap = AttachParams::default()
+                        .stdout(true)
+                        .stderr(true)
+                        .stdin(false);
                     ap.max_stdout_buf_size = Some(PIPE_BUF);
                     let mut p = api.exec("probe", ["true"], &ap).await?;
                     let connected = t.elapsed();
@@ -1585,7 +2375,9 @@ impl Bench {
                 rows.push(r);
             }
         }
-        let col = |f: fn(&(Duration, Duration, Duration, Duration)) -> Duration| dist(&rows.iter().map(|r| ms(f(r))).collect::<Vec<_>>());
+        let col = |f: fn(&(Duration, Duration, Duration, Duration)) -> Duration| {
+            dist(&rows.iter().map(|r| ms(f(r))).collect::<Vec<_>>())
+        };
         eprintln!("probe n={n}: connected {:?}", col(|r| r.0));
         eprintln!("probe n={n}: eof       {:?}", col(|r| r.1));
         eprintln!("probe n={n}: status    {:?}", col(|r| r.2));
@@ -1596,26 +2388,112 @@ impl Bench {
     // ----------------------------------------------------------------------------------------
     // Footprint
 
-    fn sample_now(&self, label: &str) -> Value {
+    /// Restarts the Helm install's operator and gateway pods (the ReplicaSets make new ones), so
+    /// the idle and peak memory figures are those of fresh processes: glibc keeps what a process
+    /// once used, so a previous run's peak would otherwise show up as "idle".
+    async fn restart_components(&self) -> Result<()> {
+        let pods: Api<Pod> = Api::namespaced(self.kube.clone(), SYSTEM_NS);
+        for component in ["operator", "exec-gateway"] {
+            let lp =
+                ListParams::default().labels(&format!("app.kubernetes.io/component={component}"));
+            let old: Vec<String> = pods
+                .list(&lp)
+                .await?
+                .items
+                .iter()
+                .map(|p| p.name_any())
+                .collect();
+            if old.is_empty() {
+                continue;
+            }
+            pods.delete_collection(&DeleteParams::default(), &lp)
+                .await?;
+            let t = Instant::now();
+            loop {
+                let list = pods.list(&lp).await?;
+                let fresh_ready = list.items.iter().any(|p| {
+                    !old.contains(&p.name_any())
+                        && p.status.as_ref().is_some_and(|s| {
+                            s.conditions
+                                .iter()
+                                .flatten()
+                                .any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                });
+                let old_gone = list.items.iter().all(|p| !old.contains(&p.name_any()));
+                if fresh_ready && old_gone {
+                    break;
+                }
+                if t.elapsed() > Duration::from_secs(120) {
+                    bail!(
+                        "the {component} did not come back Ready within 120 s after its pods were restarted"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        *self.operator.lock().unwrap() = None;
+        *self.gateway_proc.lock().unwrap() = None;
+        let _ = self.process("operator").await;
+        let _ = self.process("exec-gateway").await;
+        Ok(())
+    }
+
+    /// The process of a component, looked up again if the one found before has gone.
+    async fn process(&self, component: &str) -> Option<Proc> {
+        let (slot, binary) = match component {
+            "operator" => (&self.operator, "airlock-operator"),
+            _ => (&self.gateway_proc, "airlock-exec-gateway"),
+        };
+        let cur = slot.lock().unwrap().clone();
+        if let Some(p) = &cur
+            && argv0_base(&p.pid.to_string()).as_deref() == Some(binary)
+        {
+            return cur;
+        }
+        let (found, _) = find_process(&self.kube, component, binary).await;
+        if let (Some(old), Some(new)) = (&cur, &found) {
+            self.note(format!(
+                "the {component} changed during the run: {} (pid {}) -> {} (pid {})",
+                old.source, old.pid, new.source, new.pid
+            ));
+        }
+        *slot.lock().unwrap() = found.clone();
+        found
+    }
+
+    async fn sample_now(&self, label: &str) -> Value {
+        let _ = self.process("operator").await;
+        let _ = self.process("exec-gateway").await;
         let one = |p: &Option<Proc>| p.as_ref().and_then(proc_mem);
-        json!({"label": label, "operator": one(&self.operator), "gateway": one(&self.gateway_proc)})
+        let (op, gw) = (
+            self.operator.lock().unwrap().clone(),
+            self.gateway_proc.lock().unwrap().clone(),
+        );
+        json!({"label": label, "operator": one(&op), "gateway": one(&gw)})
     }
 
     async fn phase_footprint(&self) -> Result<()> {
         let n = self.opts.footprint_sandboxes;
-        let Some(op) = self.operator.clone() else {
+        let _ = self.process("exec-gateway").await;
+        let Some(op) = self.process("operator").await else {
             bail!("no operator process found on this host");
         };
         let ns = self.namespace("fp", true).await?;
         let api: Api<Sandbox> = Api::namespaced(self.kube.clone(), &ns);
-        let before = self.sample_now("before");
+        let before = self.sample_now("before").await;
         let sampler = Sampler::start(op.pid.to_string(), Duration::from_millis(200));
         let names: Vec<String> = (0..n).map(|i| format!("fp-{i:04}")).collect();
         let start = Instant::now();
         let errors = futures::stream::iter(names.iter().map(|nm| {
             let api = api.clone();
             let sb = self.sandbox(nm, "fp", NOWHERE_RC, "10m", "16Mi", 3600);
-            async move { api.create(&PostParams::default(), &sb?).await.map(|_| ()).map_err(anyhow::Error::from) }
+            async move {
+                api.create(&PostParams::default(), &sb?)
+                    .await
+                    .map(|_| ())
+                    .map_err(anyhow::Error::from)
+            }
         }))
         .buffer_unordered(32)
         .filter(|r| futures::future::ready(r.is_err()))
@@ -1624,13 +2502,22 @@ impl Bench {
         let created_in = start.elapsed();
         let pod_keys: Vec<String> = names.iter().map(|nm| key("pod", &ns, nm)).collect();
         let sbx_keys: Vec<String> = names.iter().map(|nm| key("sbx", &ns, nm)).collect();
-        let pods = self.rec.wait_all(&pod_keys, "created", Duration::from_secs(300)).await;
-        let statuses = self.rec.wait_all(&sbx_keys, "status", Duration::from_secs(120)).await;
-        let last_pod = pod_keys.iter().filter_map(|k| self.rec.get(k, "created")).max();
+        let pods = self
+            .rec
+            .wait_all(&pod_keys, "created", Duration::from_secs(300))
+            .await;
+        let statuses = self
+            .rec
+            .wait_all(&sbx_keys, "status", Duration::from_secs(120))
+            .await;
+        let last_pod = pod_keys
+            .iter()
+            .filter_map(|k| self.rec.get(k, "created"))
+            .max();
         let settled_in = start.elapsed();
         // Let the operator settle (requeues, events), then read its memory.
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let with_n = self.sample_now(&format!("with {n} Sandboxes"));
+        let with_n = self.sample_now(&format!("with {n} Sandboxes")).await;
         let samples = sampler.finish().await;
         let peak = samples.iter().copied().max().unwrap_or(0);
         let op_rss = rss_kib(&op.pid.to_string()).map(|r| mib(r.0));
@@ -1643,10 +2530,19 @@ impl Bench {
         self.target(
             &format!("operator RSS with {n} Sandboxes"),
             "< 64 MiB",
-            op_rss.map(|x| format!("{x:.1} MiB (peak {:.1} MiB while they were created)", mib(peak))).unwrap_or("-".into()),
+            op_rss
+                .map(|x| {
+                    format!(
+                        "{x:.1} MiB (peak {:.1} MiB while they were created)",
+                        mib(peak)
+                    )
+                })
+                .unwrap_or("-".into()),
             op_rss.map(|x| x < 64.0),
         );
-        let _ = Api::<Namespace>::all(self.kube.clone()).delete(&ns, &DeleteParams::background()).await;
+        let _ = Api::<Namespace>::all(self.kube.clone())
+            .delete(&ns, &DeleteParams::background())
+            .await;
         Ok(())
     }
 }
@@ -1732,7 +2628,9 @@ async fn replay_burst(
     let client = Client::try_default().await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let nps: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
-    let tag = limit.map(|l| format!("l{l}")).unwrap_or_else(|| "all".into());
+    let tag = limit
+        .map(|l| format!("l{l}"))
+        .unwrap_or_else(|| "all".into());
     let mut items = Vec::new();
     for i in 0..n {
         let name = format!("rp-{tag}-{i:04}");
@@ -1748,12 +2646,20 @@ async fn replay_burst(
         async move {
             let t = Instant::now();
             pods.get_opt(&name).await?;
-            nps.patch(&name, &PatchParams::apply("airlock-bench").force(), &Patch::Apply(&v)).await?;
+            nps.patch(
+                &name,
+                &PatchParams::apply("airlock-bench").force(),
+                &Patch::Apply(&v),
+            )
+            .await?;
             pods.create(&PostParams::default(), &p).await?;
             Ok::<_, anyhow::Error>(ms(t.elapsed()))
         }
     };
-    let results: Vec<Result<f64>> = futures::stream::iter(items.into_iter().map(run)).buffer_unordered(limit.unwrap_or(n)).collect().await;
+    let results: Vec<Result<f64>> = futures::stream::iter(items.into_iter().map(run))
+        .buffer_unordered(limit.unwrap_or(n))
+        .collect()
+        .await;
     let span = start.elapsed();
     let conns = tcp_established("self").saturating_sub(before);
     let mut m = Metric::new("operator.replay", "replayed pre-pod API calls", "ms");
@@ -1761,14 +2667,59 @@ async fn replay_burst(
         push(&mut m, r);
     }
     let lp = ListParams::default().labels(&format!("{PHASE_LABEL}=replay"));
-    let _ = pods.delete_collection(&DeleteParams::background(), &lp).await;
-    let _ = nps.delete_collection(&DeleteParams::background(), &lp).await;
+    let _ = pods
+        .delete_collection(&DeleteParams::background(), &lp)
+        .await;
+    let _ = nps
+        .delete_collection(&DeleteParams::background(), &lp)
+        .await;
     // Let the deletions pass before the next measurement.
     let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(60) && !pods.list(&lp).await.map(|l| l.items.is_empty()).unwrap_or(true) {
+    while t.elapsed() < Duration::from_secs(60)
+        && !pods
+            .list(&lp)
+            .await
+            .map(|l| l.items.is_empty())
+            .unwrap_or(true)
+    {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok((m, span, conns))
+}
+
+/// Like [`concurrent`], for calls that report (time to connected, total) in ms.
+async fn concurrent2<F, Fut>(n: usize, f: F) -> (Metric, Metric, Duration)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(f64, f64)>> + Send + 'static,
+{
+    let barrier = Arc::new(tokio::sync::Barrier::new(n + 1));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let fut = f(i);
+            let b = barrier.clone();
+            tokio::spawn(async move {
+                b.wait().await;
+                fut.await
+            })
+        })
+        .collect();
+    barrier.wait().await;
+    let start = Instant::now();
+    let (mut first, mut total) = (Metric::new("", "", "ms"), Metric::new("", "", "ms"));
+    for h in handles {
+        match h.await.map_err(anyhow::Error::from).and_then(|r| r) {
+            Ok((a, b)) => {
+                first.values.push(a);
+                total.values.push(b);
+            }
+            Err(e) => {
+                push(&mut total, Err(e));
+                first.errors += 1;
+            }
+        }
+    }
+    (first, total, start.elapsed())
 }
 
 /// Runs `n` copies of `f` at once; returns their latencies (errors counted) and the makespan.
@@ -1799,25 +2750,41 @@ where
 
 async fn gw_true(c: &AirlockClient, ns: &str, name: &str) -> Result<f64> {
     let t = Instant::now();
-    let out = c.exec_collect(AirlockClient::argv(ns, name, ["true"])).await?;
+    let out = c
+        .exec_collect(AirlockClient::argv(ns, name, ["true"]))
+        .await?;
     if out.exit_code != 0 {
-        bail!("true exited {}: {}", out.exit_code, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "true exited {}: {}",
+            out.exit_code,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(ms(t.elapsed()))
 }
 
 struct StreamResult {
+    /// Until the gateway's `started` event (its pods/exec is established).
+    started: Duration,
     ttfb: Duration,
     total: Duration,
 }
 
 /// Runs argv through the gateway, counting stdout; checks the exit code and, when given, the
 /// number of bytes.
-async fn gw_stream(c: &AirlockClient, ns: &str, name: &str, argv: &[&str], expect: Option<u64>) -> Result<StreamResult> {
+async fn gw_stream(
+    c: &AirlockClient,
+    ns: &str,
+    name: &str,
+    argv: &[&str],
+    expect: Option<u64>,
+) -> Result<StreamResult> {
     use pb::exec_event::Event;
     let t = Instant::now();
-    let mut s = c.exec(AirlockClient::argv(ns, name, argv.iter().copied())).await?;
-    let (mut first, mut n, mut exit) = (None, 0u64, None);
+    let mut s = c
+        .exec(AirlockClient::argv(ns, name, argv.iter().copied()))
+        .await?;
+    let (mut first, mut n, mut exit, mut started) = (None, 0u64, None, None);
     while let Some(ev) = s.message().await? {
         match ev.event {
             Some(Event::Stdout(b)) => {
@@ -1827,6 +2794,7 @@ async fn gw_stream(c: &AirlockClient, ns: &str, name: &str, argv: &[&str], expec
                 n += b.len() as u64;
             }
             Some(Event::Exited(e)) => exit = Some(e.exit_code),
+            Some(Event::Started(_)) => started = started.or(Some(t.elapsed())),
             _ => {}
         }
     }
@@ -1840,7 +2808,11 @@ async fn gw_stream(c: &AirlockClient, ns: &str, name: &str, argv: &[&str], expec
     {
         bail!("{argv:?}: {n} bytes, expected {e}");
     }
-    Ok(StreamResult { ttfb: first.unwrap_or(total), total })
+    Ok(StreamResult {
+        started: started.unwrap_or(total),
+        ttfb: first.unwrap_or(total),
+        total,
+    })
 }
 
 /// `pods/exec` straight from this process into the sandbox container.
@@ -1851,6 +2823,8 @@ struct Direct {
 }
 
 struct DirectResult {
+    /// Until the websocket is upgraded (the API server accepted the exec).
+    connected: Duration,
     ttfb: Option<Duration>,
     total: Duration,
     bytes: u64,
@@ -1860,15 +2834,45 @@ impl Direct {
     /// Runs argv; with `agent_stdin`, attaches stdin and sends the agent's CLOSE frame (what the
     /// gateway does for a non-interactive call).
     async fn run(&self, argv: &[&str], agent_stdin: bool) -> Result<DirectResult> {
+        self.run_inner(argv, agent_stdin, None).await
+    }
+
+    /// [`Direct::run`] without stdin, counting the call in `established` once its websocket is up.
+    async fn run_counting(
+        &self,
+        argv: &[&str],
+        established: Option<&std::sync::atomic::AtomicUsize>,
+    ) -> Result<DirectResult> {
+        self.run_inner(argv, false, established).await
+    }
+
+    async fn run_inner(
+        &self,
+        argv: &[&str],
+        agent_stdin: bool,
+        established: Option<&std::sync::atomic::AtomicUsize>,
+    ) -> Result<DirectResult> {
         let t = Instant::now();
-        let mut ap = AttachParams::default().container(airlock_crds::labels::MAIN_CONTAINER).stdout(true).stderr(true).stdin(agent_stdin);
+        let mut ap = AttachParams::default()
+            .container(airlock_crds::labels::MAIN_CONTAINER)
+            .stdout(true)
+            .stderr(true)
+            .stdin(agent_stdin);
         ap.max_stdin_buf_size = Some(PIPE_BUF);
         ap.max_stdout_buf_size = Some(PIPE_BUF);
         ap.max_stderr_buf_size = Some(PIPE_BUF);
-        let mut p = self.pods.exec(&self.pod, argv.iter().map(|s| s.to_string()), &ap).await?;
+        let mut p = self
+            .pods
+            .exec(&self.pod, argv.iter().map(|s| s.to_string()), &ap)
+            .await?;
+        let connected = t.elapsed();
+        if let Some(e) = established {
+            e.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         if agent_stdin {
             let mut w = p.stdin().ok_or_else(|| anyhow!("no stdin"))?;
-            w.write_all(&airlock_exec_gateway::agent::close_frame()).await?;
+            w.write_all(&airlock_exec_gateway::agent::close_frame())
+                .await?;
             w.flush().await?;
             drop(w);
         }
@@ -1901,7 +2905,12 @@ impl Direct {
         if code != 0 {
             bail!("{argv:?} exited {code}: {}", String::from_utf8_lossy(&e));
         }
-        Ok(DirectResult { ttfb, total, bytes })
+        Ok(DirectResult {
+            connected,
+            ttfb,
+            total,
+            bytes,
+        })
     }
 }
 
@@ -1921,7 +2930,13 @@ fn machine() -> Value {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let cpuinfo = read("/proc/cpuinfo");
-    let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("").trim().to_string();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("")
+        .trim()
+        .to_string();
     json!({
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "cpu_model": model,
@@ -1933,11 +2948,17 @@ fn machine() -> Value {
 
 fn command_out(cmd: &str, args: &[&str]) -> Option<String> {
     let o = std::process::Command::new(cmd).args(args).output().ok()?;
-    o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
 async fn versions(kube: &Client, operator: &Option<Proc>, gateway: &Option<Proc>) -> Value {
-    let k8s = kube.apiserver_version().await.map(|v| v.git_version).unwrap_or_else(|e| format!("unknown ({e})"));
+    let k8s = kube
+        .apiserver_version()
+        .await
+        .map(|v| v.git_version)
+        .unwrap_or_else(|e| format!("unknown ({e})"));
     let node = Api::<k8s_openapi::api::core::v1::Node>::all(kube.clone())
         .list(&ListParams::default())
         .await
@@ -1945,7 +2966,8 @@ async fn versions(kube: &Client, operator: &Option<Proc>, gateway: &Option<Proc>
         .and_then(|l| l.items.into_iter().next())
         .and_then(|n| n.status.and_then(|s| s.node_info));
     let commit = command_out("git", &["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    let dirty = command_out("git", &["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let dirty = command_out("git", &["status", "--porcelain", "--untracked-files=no"])
+        .is_some_and(|s| !s.is_empty());
     json!({
         "kubernetes": k8s,
         "kubelet": node.as_ref().map(|n| n.kubelet_version.clone()),
@@ -1961,7 +2983,10 @@ async fn versions(kube: &Client, operator: &Option<Proc>, gateway: &Option<Proc>
 }
 
 fn now_rfc3339() -> String {
-    k8s_openapi::jiff::Timestamp::now().round(k8s_openapi::jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_default()
+    k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 // --------------------------------------------------------------------------------------------
@@ -1981,7 +3006,11 @@ fn render(b: &Bench, header: &Value, duration: Duration) -> (String, Value) {
     md.push_str("| | |\n|---|---|\n");
     md.push_str(&format!(
         "| machine | {} CPUs ({}), {} MiB memory, kernel {}, load average at start {} |\n",
-        m["nproc"], m["cpu_model"].as_str().unwrap_or(""), m["memory_mib"], m["kernel"].as_str().unwrap_or(""), m["loadavg_start"].as_str().unwrap_or("")
+        m["nproc"],
+        m["cpu_model"].as_str().unwrap_or(""),
+        m["memory_mib"],
+        m["kernel"].as_str().unwrap_or(""),
+        m["loadavg_start"].as_str().unwrap_or("")
     ));
     md.push_str(&format!(
         "| Kubernetes | {} (kubelet {}, {}, {}) |\n",
@@ -1993,11 +3022,25 @@ fn render(b: &Bench, header: &Value, duration: Duration) -> (String, Value) {
     md.push_str(&format!(
         "| commit | {}{} |\n",
         v["git_commit"].as_str().unwrap_or(""),
-        if v["git_dirty"].as_bool() == Some(true) { " (with uncommitted changes)" } else { "" }
+        if v["git_dirty"].as_bool() == Some(true) {
+            " (with uncommitted changes)"
+        } else {
+            ""
+        }
     ));
-    md.push_str(&format!("| operator | {} |\n", v["operator"].as_str().unwrap_or("not found")));
-    md.push_str(&format!("| gateway | {} |\n", v["gateway"].as_str().unwrap_or("")));
-    md.push_str(&format!("| runs | `BENCH_RUNS={}` ({}) |\n\n", b.opts.runs, serde_json::to_string(&header["config"]).unwrap_or_default()));
+    md.push_str(&format!(
+        "| operator | {} |\n",
+        v["operator"].as_str().unwrap_or("not found")
+    ));
+    md.push_str(&format!(
+        "| gateway | {} |\n",
+        v["gateway"].as_str().unwrap_or("")
+    ));
+    md.push_str(&format!(
+        "| runs | `BENCH_RUNS={}` ({}) |\n\n",
+        b.opts.runs,
+        serde_json::to_string(&header["config"]).unwrap_or_default()
+    ));
 
     md.push_str("## Targets\n\nTargets are goals to report against, not assertions.\n\n| what | target | measured | met |\n|---|---|---|---|\n");
     for t in &r.targets {
@@ -2006,7 +3049,12 @@ fn render(b: &Bench, header: &Value, duration: Duration) -> (String, Value) {
             Some(false) => "**no**",
             None => "-",
         };
-        md.push_str(&format!("| {} | {} | {} | {met} |\n", t["what"].as_str().unwrap_or(""), t["target"].as_str().unwrap_or(""), t["measured"].as_str().unwrap_or("")));
+        md.push_str(&format!(
+            "| {} | {} | {} | {met} |\n",
+            t["what"].as_str().unwrap_or(""),
+            t["target"].as_str().unwrap_or(""),
+            t["measured"].as_str().unwrap_or("")
+        ));
     }
     md.push('\n');
     for (title, body) in &r.sections {
@@ -2018,7 +3066,9 @@ fn render(b: &Bench, header: &Value, duration: Duration) -> (String, Value) {
     md.push_str("| when | operator RSS (MiB) | gateway RSS (MiB) |\n|---|---:|---:|\n");
     let cell = |x: &Value, who: &str| {
         let v = &x[who];
-        let Some(rss) = v["rss_mib"].as_f64() else { return "-".to_string() };
+        let Some(rss) = v["rss_mib"].as_f64() else {
+            return "-".to_string();
+        };
         let mut c = format!("{rss:.1}");
         if let (Some(a), Some(f)) = (v["anon_mib"].as_f64(), v["file_mib"].as_f64()) {
             c.push_str(&format!(" (anon {a:.1}, file {f:.1}"));
@@ -2030,7 +3080,11 @@ fn render(b: &Bench, header: &Value, duration: Duration) -> (String, Value) {
         c
     };
     if let Some(idle) = r.footprint.get("idle") {
-        md.push_str(&format!("| idle (start of the run) | {} | {} |\n", cell(idle, "operator"), cell(idle, "gateway")));
+        md.push_str(&format!(
+            "| idle (start of the run) | {} | {} |\n",
+            cell(idle, "operator"),
+            cell(idle, "gateway")
+        ));
     }
     if let Some(s) = r.footprint.get("sandboxes") {
         md.push_str(&format!(
@@ -2043,23 +3097,21 @@ fn render(b: &Bench, header: &Value, duration: Duration) -> (String, Value) {
         ));
     }
     if let Some(e) = r.footprint.get("end") {
-        md.push_str(&format!("| end of the run (bench namespaces deleted) | {} | {} |\n", cell(e, "operator"), cell(e, "gateway")));
+        md.push_str(&format!(
+            "| end of the run (bench namespaces deleted) | {} | {} |\n",
+            cell(e, "operator"),
+            cell(e, "gateway")
+        ));
     }
     if let Some(g) = r.footprint.get("gateway_streams") {
         md.push_str(&format!(
-            "| in-cluster gateway under {} concurrent streams ({} MiB each) | - | {:.1} (max; {:.1} before) |\n",
+            "| {} under {} concurrent streams ({} MiB each) | - | {:.1} (max; {:.1} before, {:.1} after) |\n",
+            g["which"].as_str().unwrap_or("gateway"),
             g["streams"],
             g["stream_mib"],
             g["max_during_streams_mib"].as_f64().unwrap_or(0.0),
-            g["before_mib"].as_f64().unwrap_or(0.0)
-        ));
-    }
-    if let Some(g) = r.footprint.get("bench_process_inprocess_gateway") {
-        md.push_str(&format!(
-            "| bench process (in-process gateway + clients) under {} concurrent streams | - | {:.1} (max; {:.1} before) |\n",
-            g["streams"],
-            g["max_during_streams_mib"].as_f64().unwrap_or(0.0),
-            g["before_mib"].as_f64().unwrap_or(0.0)
+            g["before_mib"].as_f64().unwrap_or(0.0),
+            g["after_mib"].as_f64().unwrap_or(0.0)
         ));
     }
     if let Some(s) = r.footprint.get("sandboxes") {
@@ -2100,16 +3152,34 @@ fn render(b: &Bench, header: &Value, duration: Duration) -> (String, Value) {
     (md, j)
 }
 
-/// A summary computed from the medians of this run.
+fn signed(x: f64) -> String {
+    if x >= 0.0 {
+        format!("+{x:.0}")
+    } else {
+        format!("-{:.0}", -x)
+    }
+}
+
+/// A summary computed from the figures of this run.
 fn where_the_time_goes(results: &serde_json::Map<String, Value>) -> String {
     let p50 = |id: &str| results.get(id).and_then(|m| m["dist"]["p50"].as_f64());
     let mean = |id: &str| results.get(id).and_then(|m| m["dist"]["mean"].as_f64());
-    let mut out = String::from("## Where the time goes\n\nComputed from this run's figures (ms).\n\n");
+    let mut out =
+        String::from("## Where the time goes\n\nComputed from this run's figures (ms).\n\n");
     let f = |x: f64| format!("{x:.0}");
-    if let (Some(sb), Some(rep), Some(noinit), Some(bare)) =
-        (mean("ready.sandbox.gvisor"), mean("ready.replica.gvisor"), mean("ready.replica_noinit.gvisor"), mean("ready.bare.gvisor"))
-    {
-        let pct = |x: f64| if sb > 0.0 { format!("{:.0}%", 100.0 * x / sb) } else { "-".into() };
+    if let (Some(sb), Some(rep), Some(noinit), Some(bare)) = (
+        mean("ready.sandbox.gvisor"),
+        mean("ready.replica.gvisor"),
+        mean("ready.replica_noinit.gvisor"),
+        mean("ready.bare.gvisor"),
+    ) {
+        let pct = |x: f64| {
+            if sb > 0.0 {
+                format!("{:.0}%", 100.0 * x / sb)
+            } else {
+                "-".into()
+            }
+        };
         out.push_str(&format!(
             "**Time to Ready, gVisor Sandbox: {} ms** (means: the kubelet's 1 s steps make medians of few runs jump; the \
              parts are differences between the variants, so a part can come out slightly negative).\n\n| part | ms (mean) | share |\n|---|---:|---:|\n\
@@ -2149,17 +3219,17 @@ fn where_the_time_goes(results: &serde_json::Map<String, Value>) -> String {
             if med < 100.0 { "" } else { " (not clearly quantized in this run)" }
         ));
     }
-    if let (Some(op), Some(get), Some(np), Some(pod)) =
-        (p50("operator.single.watch_to_watch"), p50("api.get_pod_missing"), p50("api.apply_networkpolicy"), p50("api.create_pod"))
-    {
+    if let (Some(op), Some(get), Some(np), Some(pod)) = (
+        p50("operator.single.watch_to_watch"),
+        p50("api.get_pod_missing"),
+        p50("api.apply_networkpolicy"),
+        p50("api.create_pod"),
+    ) {
         let rest = op - get - np - pod;
         out.push_str(&format!(
             "**Operator, Sandbox -> Pod: {} ms (p50).** Its API calls before the pod exists, replayed from here right before each \
-             create: GET pod {} + apply NetworkPolicy {} + create Pod {} = {} ms (p50s), {}.\n\n",
+             create: GET pod {get:.1} + apply NetworkPolicy {np:.1} + create Pod {pod:.1} = {} ms (p50s), {}.\n\n",
             f(op),
-            format!("{get:.1}"),
-            format!("{np:.1}"),
-            format!("{pod:.1}"),
             f(get + np + pod),
             if rest >= 0.0 {
                 format!("leaving {} ms for the operator's own watch delivery, queueing and CPU", f(rest))
@@ -2168,22 +3238,29 @@ fn where_the_time_goes(results: &serde_json::Map<String, Value>) -> String {
             }
         ));
     }
-    if let (Some(gw), Some(d), Some(a), Some(get)) = (p50("exec.rtt.gateway"), p50("exec.rtt.direct"), p50("exec.rtt.direct_agent"), p50("exec.get_sandbox")) {
+    if let (Some(gw), Some(d), Some(a), Some(get)) = (
+        p50("exec.rtt.gateway"),
+        p50("exec.rtt.direct"),
+        p50("exec.rtt.direct_agent"),
+        p50("exec.get_sandbox"),
+    ) {
         out.push_str(&format!(
-            "**Exec of `true`: gateway {} ms vs direct {} ms.** pods/exec itself (API server -> kubelet -> runtime exec in the \
-             sandbox) is {} ms; running it under `airlock-agent exec` with the stdin framing adds {} ms; the gateway layer \
-             (gRPC, auth, the Sandbox GET of {} ms, event stream) adds {} ms.\n\n",
+            "**Exec of `true`: gateway {} ms vs direct {} ms (p50).** pods/exec itself (API server -> kubelet -> runtime exec \
+             in the sandbox) is {} ms; running the command under `airlock-agent exec` with the stdin framing changes that by {} ms; \
+             the gateway layer (gRPC, auth, the Sandbox GET of {get:.1} ms, the event stream) by {} ms. Differences of a few ms \
+             are within the run-to-run noise of pods/exec itself.\n\n",
             f(gw),
             f(d),
             f(d),
-            f(a - d),
-            format!("{get:.1}"),
-            f(gw - a)
+            signed(a - d),
+            signed(gw - a)
         ));
     }
-    if let (Some(s), Some(del), Some(gone)) =
-        (p50("reap.deadline_to_sandbox_gone"), p50("reap.deadline_to_pod_deleting"), p50("reap.deadline_to_pod_gone"))
-    {
+    if let (Some(s), Some(del), Some(gone)) = (
+        p50("reap.deadline_to_sandbox_gone"),
+        p50("reap.deadline_to_pod_deleting"),
+        p50("reap.deadline_to_pod_gone"),
+    ) {
         out.push_str(&format!(
             "**Reap: TTL deadline -> pod gone {} ms**: the operator deletes the Sandbox {} ms after the deadline, the garbage \
              collector starts deleting the pod {} ms after that, and stopping the pod (kubelet, runtime) takes the remaining {} ms.\n\n",
@@ -2204,7 +3281,9 @@ async fn cleanup(kube: &Client, namespaces: &[String]) -> Vec<String> {
     for ns in namespaces {
         let _ = nsapi.delete(ns, &DeleteParams::background()).await;
     }
-    let _ = Api::<RuntimeClass>::all(kube.clone()).delete(NOWHERE_RC, &DeleteParams::default()).await;
+    let _ = Api::<RuntimeClass>::all(kube.clone())
+        .delete(NOWHERE_RC, &DeleteParams::default())
+        .await;
     let t = Instant::now();
     loop {
         let mut left = Vec::new();
@@ -2213,7 +3292,7 @@ async fn cleanup(kube: &Client, namespaces: &[String]) -> Vec<String> {
                 left.push(ns.clone());
             }
         }
-        if left.is_empty() || t.elapsed() > Duration::from_secs(180) {
+        if left.is_empty() || t.elapsed() > Duration::from_secs(90) {
             return left;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -2227,12 +3306,28 @@ async fn run(b: &Bench) -> Result<()> {
         "handler": "airlock-bench-none",
         "scheduling": {"nodeSelector": {"airlock.dev/bench-nowhere": "true"}}
     }))?;
-    match Api::<RuntimeClass>::all(b.kube.clone()).create(&Bench::pp(), &rc).await {
+    match Api::<RuntimeClass>::all(b.kube.clone())
+        .create(&Bench::pp(), &rc)
+        .await
+    {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => {}
         Err(e) => return Err(e).context("creating the unschedulable RuntimeClass"),
     }
-    b.footprint("idle", b.sample_now("idle"));
+    if b.opts.restart {
+        eprintln!(
+            "bench: restarting the operator and gateway pods (fresh processes for the memory figures; BENCH_RESTART=0 skips)"
+        );
+        match b.restart_components().await {
+            Ok(()) => b.note("the operator and gateway pods were restarted at the start of the run, so their memory figures are those of fresh processes"),
+            Err(e) => b.note(format!("restarting the operator and gateway failed ({e:#}); their memory figures include whatever they held before")),
+        }
+        // Let them settle (leader election, initial lists).
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    } else {
+        b.note("BENCH_RESTART=0: the operator and gateway were not restarted; their memory figures include whatever they held before the run");
+    }
+    b.footprint("idle", b.sample_now("idle").await);
     let ns = b.namespace("main", true).await?;
     let phases: [(&str, &str); 6] = [
         ("operator", "operator latency"),
@@ -2245,7 +3340,13 @@ async fn run(b: &Bench) -> Result<()> {
     // Diagnostics, only when asked for by name in BENCH_ONLY.
     let phases: Vec<(&str, &str)> = phases
         .into_iter()
-        .chain(b.opts.only.as_ref().is_some_and(|o| o.iter().any(|p| p == "execprobe")).then_some(("execprobe", "exec probe")))
+        .chain(
+            b.opts
+                .only
+                .as_ref()
+                .is_some_and(|o| o.iter().any(|p| p == "execprobe"))
+                .then_some(("execprobe", "exec probe")),
+        )
         .collect();
     for (id, what) in phases {
         if !b.opts.enabled(id) {
@@ -2263,9 +3364,20 @@ async fn run(b: &Bench) -> Result<()> {
             "execprobe" => b.exec_probe(&ns).await,
             _ => Ok(()),
         };
-        eprintln!("bench: {what}: {:.1} s{}", t.elapsed().as_secs_f64(), r.as_ref().err().map(|e| format!(" FAILED: {e:#}")).unwrap_or_default());
+        eprintln!(
+            "bench: {what}: {:.1} s{}",
+            t.elapsed().as_secs_f64(),
+            r.as_ref()
+                .err()
+                .map(|e| format!(" FAILED: {e:#}"))
+                .unwrap_or_default()
+        );
         if let Err(e) = r {
-            b.report.lock().unwrap().errors.push(format!("phase {what}: {e:#}"));
+            b.report
+                .lock()
+                .unwrap()
+                .errors
+                .push(format!("phase {what}: {e:#}"));
         }
     }
     Ok(())
@@ -2274,16 +3386,27 @@ async fn run(b: &Bench) -> Result<()> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let opts = Opts::from_env();
-    let kube = Client::try_default().await.context("no cluster: run `e2e/cluster up` (or `make install`) and set KUBECONFIG")?;
+    let kube = Client::try_default()
+        .await
+        .context("no cluster: run `e2e/cluster up` (or `make install`) and set KUBECONFIG")?;
     let started = Instant::now();
     let date = now_rfc3339();
     let (operator, mut notes) = find_process(&kube, "operator", "airlock-operator").await;
     let (gateway_proc, gnotes) = find_process(&kube, "exec-gateway", "airlock-exec-gateway").await;
     notes.extend(gnotes);
     if operator.is_none() {
-        bail!("no airlock-operator is running (neither in {SYSTEM_NS} nor on this host): run `make install` first");
+        bail!(
+            "no airlock-operator is running (neither in {SYSTEM_NS} nor on this host): run `make install` first"
+        );
     }
-    let run_id = format!("{:06x}", (SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() & 0xffffff) as u32);
+    let run_id = format!(
+        "{:06x}",
+        (SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+            & 0xffffff) as u32
+    );
     let header = json!({
         "date": date,
         "machine": machine(),
@@ -2298,8 +3421,8 @@ async fn main() -> Result<()> {
         run_id,
         namespaces: Mutex::new(Vec::new()),
         watches: Mutex::new(Vec::new()),
-        operator,
-        gateway_proc,
+        operator: Mutex::new(operator),
+        gateway_proc: Mutex::new(gateway_proc),
         report: Mutex::new(Report::default()),
         op_templates: Mutex::new(None),
     };
@@ -2320,16 +3443,45 @@ async fn main() -> Result<()> {
     let namespaces = b.namespaces.lock().unwrap().clone();
     let left = cleanup(&kube, &namespaces).await;
     if !left.is_empty() {
-        b.note(format!("namespaces still terminating when the run ended: {}", left.join(", ")));
+        b.note(format!(
+            "namespaces still terminating when the run ended: {}",
+            left.join(", ")
+        ));
     }
-    b.footprint("end", b.sample_now("end of the run, bench namespaces deleted"));
+    b.footprint(
+        "end",
+        b.sample_now("end of the run, bench namespaces deleted")
+            .await,
+    );
     let mut header = header;
-    header["machine"]["loadavg_end"] = json!(read("/proc/loadavg").split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    // The processes measured (new pods after a restart).
+    if let Some(op) = b.operator.lock().unwrap().clone() {
+        header["versions"]["operator"] = json!(op.source);
+    }
+    if let Some(gw) = b.gateway_proc.lock().unwrap().clone() {
+        header["versions"]["gateway"] = json!(format!(
+            "in-process (airlock-exec-gateway crate of this checkout, auth none); in-cluster: {}",
+            gw.source
+        ));
+    }
+    header["machine"]["loadavg_end"] = json!(
+        read("/proc/loadavg")
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let (md, j) = render(&b, &header, started.elapsed());
     std::fs::create_dir_all(&opts.out)?;
     std::fs::write(opts.out.join("report.md"), &md)?;
-    std::fs::write(opts.out.join("report.json"), serde_json::to_string_pretty(&j)? + "\n")?;
-    eprintln!("bench: wrote {}/report.md and report.json", opts.out.display());
+    std::fs::write(
+        opts.out.join("report.json"),
+        serde_json::to_string_pretty(&j)? + "\n",
+    )?;
+    eprintln!(
+        "bench: wrote {}/report.md and report.json",
+        opts.out.display()
+    );
     print!("{md}");
     res
 }
