@@ -2687,11 +2687,13 @@ async fn replay_burst(
     Ok((m, span, conns))
 }
 
-/// Like [`concurrent`], for calls that report (time to connected, total) in ms.
-async fn concurrent2<F, Fut>(n: usize, f: F) -> (Metric, Metric, Duration)
+/// Spawns `n` copies of `f`, releases them at the same moment, and awaits them all; returns each
+/// result (a panicked task as an error) and the makespan.
+async fn all_at_once<T, F, Fut>(n: usize, f: F) -> (Vec<Result<T>>, Duration)
 where
+    T: Send + 'static,
     F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = Result<(f64, f64)>> + Send + 'static,
+    Fut: std::future::Future<Output = Result<T>> + Send + 'static,
 {
     let barrier = Arc::new(tokio::sync::Barrier::new(n + 1));
     let handles: Vec<_> = (0..n)
@@ -2706,9 +2708,23 @@ where
         .collect();
     barrier.wait().await;
     let start = Instant::now();
-    let (mut first, mut total) = (Metric::new("", "", "ms"), Metric::new("", "", "ms"));
+    let mut out = Vec::with_capacity(n);
     for h in handles {
-        match h.await.map_err(anyhow::Error::from).and_then(|r| r) {
+        out.push(h.await.map_err(anyhow::Error::from).and_then(|r| r));
+    }
+    (out, start.elapsed())
+}
+
+/// Like [`concurrent`], for calls that report (time to connected, total) in ms.
+async fn concurrent2<F, Fut>(n: usize, f: F) -> (Metric, Metric, Duration)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(f64, f64)>> + Send + 'static,
+{
+    let (results, elapsed) = all_at_once(n, f).await;
+    let (mut first, mut total) = (Metric::new("", "", "ms"), Metric::new("", "", "ms"));
+    for r in results {
+        match r {
             Ok((a, b)) => {
                 first.values.push(a);
                 total.values.push(b);
@@ -2719,7 +2735,7 @@ where
             }
         }
     }
-    (first, total, start.elapsed())
+    (first, total, elapsed)
 }
 
 /// Runs `n` copies of `f` at once; returns their latencies (errors counted) and the makespan.
@@ -2728,24 +2744,12 @@ where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = Result<f64>> + Send + 'static,
 {
-    let barrier = Arc::new(tokio::sync::Barrier::new(n + 1));
-    let handles: Vec<_> = (0..n)
-        .map(|i| {
-            let fut = f(i);
-            let b = barrier.clone();
-            tokio::spawn(async move {
-                b.wait().await;
-                fut.await
-            })
-        })
-        .collect();
-    barrier.wait().await;
-    let start = Instant::now();
+    let (results, elapsed) = all_at_once(n, f).await;
     let mut m = Metric::new("", "", "ms");
-    for h in handles {
-        push(&mut m, h.await.map_err(anyhow::Error::from).and_then(|r| r));
+    for r in results {
+        push(&mut m, r);
     }
-    (m, start.elapsed())
+    (m, elapsed)
 }
 
 async fn gw_true(c: &AirlockClient, ns: &str, name: &str) -> Result<f64> {
