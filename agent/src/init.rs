@@ -1,6 +1,6 @@
 //! `init`: PID 1 of the sandbox container. Reaps every zombie, forwards signals to the child and
 //! exits with the child's status. Without a child it waits (blocked in read(2) on a signalfd,
-//! no CPU use) until SIGTERM or SIGINT.
+//! no CPU use) until SIGTERM or SIGINT, and exits with 128 + the signal's number.
 
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
@@ -81,7 +81,9 @@ pub fn run(argv: Vec<OsString>) -> i32 {
                     unsafe { libc::kill(pid, sig) };
                 }
             } else if sig == libc::SIGTERM || sig == libc::SIGINT {
-                return 0;
+                // Stopped, not finished: a pod whose idle agent the kubelet stops (eviction, node
+                // shutdown) must end Failed, not Succeeded/Completed.
+                return 128 + sig;
             }
         }
         if let Some(st) = child_status {

@@ -1,26 +1,33 @@
 #!/usr/bin/env bash
 # Builds Airlock's own images without a Docker engine and imports them into the local cluster's
-# containerd: the static agent (scratch), the operator and the exec gateway (binary + the shared
-# libraries it links). Tags are content hashes, so a new build rolls the Deployments.
+# containerd: the static agent (scratch), the operator (binary + the shared libraries it links,
+# plus the agent and airlock-boot for the agent ConfigMap) and the exec gateway. Tags are content
+# hashes, so a new build rolls the Deployments.
 # Prints `TAG=<tag>` on stdout.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 T=${CARGO_TARGET_DIR:-$ROOT/target}
-echo "==> building the agent (static) and the operator and gateway binaries" >&2
-RUSTFLAGS="-C target-feature=+crt-static" cargo build -q -p airlock-agent --target x86_64-unknown-linux-gnu >&2
+echo "==> building the agent and airlock-boot (static) and the operator and gateway binaries" >&2
+# The agent: static, non-PIE, size-optimized (it travels compressed in a ConfigMap).
+RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
+  cargo build -q -p airlock-agent --target x86_64-unknown-linux-gnu --profile agent >&2
+# airlock-boot: its own small workspace (no std, panic=abort); flags in agent/boot/.cargo.
+(cd agent/boot && cargo build -q --release --target-dir "$T/boot") >&2
 cargo build -q -p airlock-operator -p airlock-exec-gateway --bins >&2
-AGENT=$T/x86_64-unknown-linux-gnu/debug/airlock-agent
+AGENT=$T/x86_64-unknown-linux-gnu/agent/airlock-agent
+BOOT=$T/boot/release/airlock-boot
 OPERATOR=$T/debug/airlock-operator
 GATEWAY=$T/debug/airlock-exec-gateway
 CLI=$T/debug/airlock
 stage=$(mktemp -d); trap 'rm -rf "$stage"' EXIT
-for b in "$AGENT" "$OPERATOR" "$GATEWAY"; do cp "$b" "$stage/"; strip "$stage/$(basename "$b")"; done
+for b in "$AGENT" "$BOOT" "$OPERATOR" "$GATEWAY"; do cp "$b" "$stage/"; strip "$stage/$(basename "$b")"; done
 TAG=dev-$(cat "$stage"/* | sha256sum | cut -c1-12)
 echo "==> images airlock.local/{agent,operator,exec-gateway}:$TAG" >&2
 agent_root=$(mktemp -d); install -m 0755 "$stage/airlock-agent" "$agent_root/airlock-agent"
 "$ROOT/e2e/cluster" image "airlock.local/agent:$TAG" "$agent_root" /airlock-agent
 rm -rf "$agent_root"
-"$ROOT/e2e/cluster" image-bins "airlock.local/operator:$TAG" "$stage/airlock-operator"
+# The operator image carries the agent bundle's two programs (--agent-boot, --agent-binary).
+"$ROOT/e2e/cluster" image-bins "airlock.local/operator:$TAG" "$stage/airlock-operator" "$stage/airlock-agent" "$stage/airlock-boot"
 "$ROOT/e2e/cluster" image-bins "airlock.local/exec-gateway:$TAG" "$stage/airlock-exec-gateway"
 echo "TAG=$TAG"

@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     // A handful of configurations: the defaults (mode < 128) or one generated from the mode byte.
     let config = if mode < 128 {
         use clap::Parser;
-        airlock_operator::config::Cli::parse_from(["airlock-operator"]).config().unwrap()
+        airlock_operator::config::Cli::parse_from(["airlock-operator", "--agent-delivery=init-container"]).config().unwrap()
     } else {
         random_config(&mut Rng::new(u64::from(mode)))
     };

@@ -2,10 +2,29 @@
 //! environment variable (see `airlock-operator --help`), checked once at startup into a [`Config`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use crate::bundle::{AgentBundle, BundleError};
 use crate::quantity::{self, Amount};
+
+/// How the agent gets into a sandbox (`--agent-delivery`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AgentDelivery {
+    /// A per-namespace ConfigMap with airlock-boot and the compressed agent.
+    ConfigMap,
+    /// An init container copying the agent from its image.
+    InitContainer,
+}
+
+/// The agent's delivery, checked and (for a ConfigMap) loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Agent {
+    ConfigMap(Arc<AgentBundle>),
+    InitContainer { image: String },
+}
 
 /// Log output format.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,8 +45,39 @@ pub struct Cli {
     #[arg(long, env = "AIRLOCK_DEFAULT_RUNTIME_CLASS", default_value = "kata")]
     pub default_runtime_class: String,
 
+    /// How the Airlock agent gets into every sandbox: `config-map` (default) mounts a per-namespace
+    /// ConfigMap holding airlock-boot and the compressed agent (read from --agent-boot and
+    /// --agent-binary at startup); `init-container` copies it from --agent-image in an init
+    /// container, which costs about one more second before the sandbox is Ready.
+    #[arg(
+        long,
+        env = "AIRLOCK_AGENT_DELIVERY",
+        value_enum,
+        default_value = "config-map"
+    )]
+    pub agent_delivery: AgentDelivery,
+
+    /// The airlock-boot binary put in the agent ConfigMap (`--agent-delivery=config-map`).
+    #[arg(
+        long,
+        env = "AIRLOCK_AGENT_BOOT",
+        default_value = "/usr/local/bin/airlock-boot",
+        value_name = "PATH"
+    )]
+    pub agent_boot: PathBuf,
+
+    /// The static agent binary put, compressed, in the agent ConfigMap
+    /// (`--agent-delivery=config-map`).
+    #[arg(
+        long,
+        env = "AIRLOCK_AGENT_BINARY",
+        default_value = "/usr/local/bin/airlock-agent",
+        value_name = "PATH"
+    )]
+    pub agent_binary: PathBuf,
+
     /// Image holding the Airlock agent (`/airlock-agent`), copied into every sandbox by an init
-    /// container.
+    /// container (`--agent-delivery=init-container`).
     #[arg(
         long,
         env = "AIRLOCK_AGENT_IMAGE",
@@ -219,6 +269,8 @@ pub enum ConfigError {
     Cidr { cidr: String, reason: String },
     #[error("--{flag} must not be empty")]
     Empty { flag: &'static str },
+    #[error("--agent-boot/--agent-binary: {0}")]
+    Bundle(#[from] BundleError),
 }
 
 /// A resource amount as written (for the pod) and as a number (for comparisons).
@@ -265,7 +317,7 @@ pub struct QuotaConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub default_runtime_class: String,
-    pub agent_image: String,
+    pub agent: Agent,
     pub default_ttl_seconds: i64,
     pub max_ttl_seconds: i64,
     pub default_resources: Resources,
@@ -279,7 +331,8 @@ pub struct Config {
 }
 
 impl Cli {
-    /// Checks the flags and turns them into a [`Config`].
+    /// Checks the flags and turns them into a [`Config`]; with `--agent-delivery=config-map` this
+    /// reads the agent bundle's two files.
     pub fn config(&self) -> Result<Config, ConfigError> {
         let default_resources = Resources {
             cpu: Resource::parse("default-cpu", &self.default_cpu)?,
@@ -372,9 +425,18 @@ impl Cli {
                 return Err(ConfigError::Empty { flag });
             }
         }
+        let agent = match self.agent_delivery {
+            AgentDelivery::InitContainer => Agent::InitContainer {
+                image: self.agent_image.clone(),
+            },
+            AgentDelivery::ConfigMap => Agent::ConfigMap(Arc::new(AgentBundle::load(
+                &self.agent_boot,
+                &self.agent_binary,
+            )?)),
+        };
         Ok(Config {
             default_runtime_class: self.default_runtime_class.clone(),
-            agent_image: self.agent_image.clone(),
+            agent,
             default_ttl_seconds: self.default_ttl,
             max_ttl_seconds: self.max_ttl,
             default_resources,
@@ -415,12 +477,22 @@ pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
 
 #[cfg(test)]
 impl Config {
-    /// The configuration with every flag at its default, for tests.
+    /// The configuration with every flag at its default, for tests, except that the agent comes
+    /// from an init container (a ConfigMap bundle would read files): see [`Config::with_bundle`].
     pub fn defaults() -> Config {
         use clap::Parser;
-        Cli::parse_from(["airlock-operator"])
+        Cli::parse_from(["airlock-operator", "--agent-delivery=init-container"])
             .config()
             .expect("default flags are valid")
+    }
+
+    /// The defaults with the agent in a ConfigMap bundle of two small fake programs.
+    pub fn with_bundle() -> Config {
+        let bundle = AgentBundle::new(b"boot".to_vec(), b"agent").expect("small bundle");
+        Config {
+            agent: Agent::ConfigMap(Arc::new(bundle)),
+            ..Config::defaults()
+        }
     }
 }
 
@@ -429,16 +501,67 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    /// The flags, with the init-container delivery (no files to read) unless they say otherwise.
     fn cli(args: &[&str]) -> Cli {
-        Cli::try_parse_from(std::iter::once("airlock-operator").chain(args.iter().copied()))
-            .unwrap()
+        let delivery = if args.iter().any(|a| a.starts_with("--agent-")) {
+            None
+        } else {
+            Some("--agent-delivery=init-container")
+        };
+        Cli::try_parse_from(
+            std::iter::once("airlock-operator")
+                .chain(delivery)
+                .chain(args.iter().copied()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn config_map_delivery_loads_the_bundle_and_names_the_flags_when_it_cannot() {
+        let dir = std::env::temp_dir().join(format!("airlock-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (boot, agent) = (dir.join("boot"), dir.join("agent"));
+        std::fs::write(&boot, b"boot").unwrap();
+        std::fs::write(&agent, vec![7u8; 100_000]).unwrap();
+        let (b, a) = (boot.to_str().unwrap(), agent.to_str().unwrap());
+        let c = cli(&["--agent-boot", b, "--agent-binary", a])
+            .config()
+            .unwrap();
+        let Agent::ConfigMap(bundle) = &c.agent else {
+            panic!("{:?}", c.agent)
+        };
+        assert_eq!(bundle.boot, b"boot");
+        assert!(bundle.agent.len() < 1000);
+        let e = cli(&["--agent-boot", b, "--agent-binary", "/nonexistent/agent"])
+            .config()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "--agent-boot/--agent-binary: reading the agent binary at /nonexistent/agent"
+            ),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn defaults_match_the_documentation() {
         let c = Config::defaults();
         assert_eq!(c.default_runtime_class, "kata");
-        assert_eq!(c.agent_image, "airlock.local/agent:0.1.0");
+        assert_eq!(
+            c.agent,
+            Agent::InitContainer {
+                image: "airlock.local/agent:0.1.0".into()
+            }
+        );
+        let cli = Cli::parse_from(["airlock-operator"]);
+        assert_eq!(cli.agent_delivery, AgentDelivery::ConfigMap);
+        assert_eq!(cli.agent_boot, PathBuf::from("/usr/local/bin/airlock-boot"));
+        assert_eq!(
+            cli.agent_binary,
+            PathBuf::from("/usr/local/bin/airlock-agent")
+        );
         assert_eq!((c.default_ttl_seconds, c.max_ttl_seconds), (3600, 86400));
         assert_eq!(c.default_resources.cpu.quantity.0, "1");
         assert_eq!(c.default_resources.memory.quantity.0, "512Mi");

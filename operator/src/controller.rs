@@ -34,7 +34,28 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Metrics,
     /// When each namespace's quota was last applied.
-    quotas: Mutex<HashMap<String, Instant>>,
+    quotas: Stamps,
+    /// When each namespace's agent ConfigMap was last seen or created.
+    pub(crate) bundles: Stamps,
+}
+
+/// When something was last done, per namespace.
+#[derive(Default)]
+pub(crate) struct Stamps(Mutex<HashMap<String, Instant>>);
+
+impl Stamps {
+    /// Whether it is time to do it again in `namespace` (never done, or `every` ago).
+    pub(crate) fn due(&self, namespace: &str, every: Duration) -> bool {
+        let stamps = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        stamps.get(namespace).is_none_or(|at| at.elapsed() >= every)
+    }
+
+    pub(crate) fn mark(&self, namespace: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(namespace.to_string(), Instant::now());
+    }
 }
 
 impl Context {
@@ -45,23 +66,18 @@ impl Context {
             config,
             recorder,
             metrics,
-            quotas: Mutex::default(),
+            quotas: Stamps::default(),
+            bundles: Stamps::default(),
         }
     }
 
     /// Whether the namespace's quota should be applied now.
     pub(crate) fn quota_due(&self, namespace: &str) -> bool {
-        let quotas = self.quotas.lock().unwrap_or_else(|e| e.into_inner());
-        quotas
-            .get(namespace)
-            .is_none_or(|at| at.elapsed() >= QUOTA_REFRESH)
+        self.quotas.due(namespace, QUOTA_REFRESH)
     }
 
     pub(crate) fn quota_applied(&self, namespace: &str) {
-        self.quotas
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(namespace.to_string(), Instant::now());
+        self.quotas.mark(namespace);
     }
 }
 

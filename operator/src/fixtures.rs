@@ -71,6 +71,10 @@ pub struct FakeState {
     pub quota_invalid: bool,
     /// The namespace is being deleted: creations are refused.
     pub terminating: bool,
+    /// ConfigMaps of the namespace, by name.
+    pub config_maps: std::collections::BTreeMap<String, Value>,
+    /// Pods (other than the sandbox's) listed by label selector `airlock.dev/agent-bundle=...`.
+    pub bundle_users: Vec<String>,
     pub requests: Vec<Recorded>,
 }
 
@@ -181,6 +185,57 @@ fn respond(state: &mut FakeState, r: &Recorded) -> Response<Body> {
             pod["metadata"]["uid"] = json!("pod-uid-1");
             state.pod = Some(pod.clone());
             ok(&pod)
+        }
+        ("GET", ["api", "v1", "namespaces", _, "configmaps", name]) => {
+            match state.config_maps.get(*name) {
+                Some(cm) => ok(&json!({
+                    "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": cm["metadata"],
+                })),
+                None => status(404, "NotFound", &format!("configmaps \"{name}\" not found")),
+            }
+        }
+        ("POST", ["api", "v1", "namespaces", _, "configmaps"]) => {
+            let name = r.body["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if state.config_maps.contains_key(&name) {
+                return status(
+                    409,
+                    "AlreadyExists",
+                    &format!("configmaps \"{name}\" already exists"),
+                );
+            }
+            state.config_maps.insert(name, r.body.clone());
+            ok(&r.body)
+        }
+        ("GET", ["api", "v1", "namespaces", _, "configmaps"]) => ok(&json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {},
+            "items": state.config_maps.values().map(|cm| json!({"metadata": cm["metadata"]})).collect::<Vec<_>>(),
+        })),
+        ("DELETE", ["api", "v1", "namespaces", _, "configmaps", name]) => {
+            match state.config_maps.remove(*name) {
+                Some(cm) => ok(&cm),
+                None => status(404, "NotFound", &format!("configmaps \"{name}\" not found")),
+            }
+        }
+        ("GET", ["api", "v1", "namespaces", _, "pods"]) => {
+            let selector = r
+                .query
+                .split('&')
+                .find_map(|p| p.strip_prefix("labelSelector="))
+                .unwrap_or_default();
+            let items: Vec<Value> = state
+                .bundle_users
+                .iter()
+                .filter(|b| {
+                    selector.ends_with(&format!("%3D{b}")) || selector.ends_with(&format!("={b}"))
+                })
+                .map(|b| json!({"metadata": {"name": format!("user-of-{b}")}}))
+                .collect();
+            ok(
+                &json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items}),
+            )
         }
         ("DELETE", ["api", "v1", "namespaces", _, "pods", name]) => match state.pod.take() {
             Some(pod) => ok(&pod),

@@ -4,6 +4,7 @@
 //! `docs/DESIGN-NOTES.md` for the pod's shape.
 
 pub mod build;
+pub mod bundle;
 pub mod config;
 pub mod controller;
 pub mod events;

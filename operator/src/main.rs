@@ -52,7 +52,7 @@ async fn main() -> ExitCode {
     info!(
         %identity,
         default_runtime_class = %config.default_runtime_class,
-        agent_image = %config.agent_image,
+        agent = ?config.agent,
         watch_namespace = config.watch_namespace.as_deref().unwrap_or("<all>"),
         manage_quota = config.quota.is_some(),
         "starting airlock-operator {}",

@@ -24,6 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airlock_crds::{
@@ -32,7 +33,8 @@ use airlock_crds::{
 };
 use airlock_operator::build::netpol::{BLOCKED_V4, BLOCKED_V6};
 use airlock_operator::build::{self, BuildError, PRIORITY_CLASS};
-use airlock_operator::config::{Cli, Config, parse_cidr};
+use airlock_operator::bundle::AgentBundle;
+use airlock_operator::config::{Agent, Cli, Config, parse_cidr};
 use airlock_operator::quantity;
 use airlock_operator::reconcile::validate::{Plan, validate};
 use clap::Parser;
@@ -173,7 +175,14 @@ fn unicode_string(rng: &mut Rng, n: usize) -> String {
             0 => char::from_u32(rng.below(0x20) as u32).unwrap(),
             1 => char::from_u32(0x80 + rng.below(0x780) as u32).unwrap(),
             2 => char::from_u32(0x1F300 + rng.below(0x300) as u32).unwrap(),
-            3 => *rng.pick(&['\u{202e}', '\u{200b}', '\u{feff}', '\u{0}', '\u{7f}', '\u{10ffff}']),
+            3 => *rng.pick(&[
+                '\u{202e}',
+                '\u{200b}',
+                '\u{feff}',
+                '\u{0}',
+                '\u{7f}',
+                '\u{10ffff}',
+            ]),
             _ => (b'a' + rng.below(26) as u8) as char,
         })
         .collect()
@@ -207,7 +216,9 @@ fn string(rng: &mut Rng) -> String {
         }
         14 => {
             // Just around the limits the CRD and the validator care about.
-            let n = *rng.pick(&[62usize, 63, 64, 252, 253, 254, 511, 512, 513, 4095, 4096, 4097]);
+            let n = *rng.pick(&[
+                62usize, 63, 64, 252, 253, 254, 511, 512, 513, 4095, 4096, 4097,
+            ]);
             "a".repeat(n)
         }
         _ => {
@@ -303,18 +314,49 @@ fn quantity_string(rng: &mut Rng) -> String {
                 1 => format!("{}.{}", rng.below(100), rng.below(1000)),
                 2 => format!("-{}", rng.below(100)),
                 3 => "9".repeat(rng.range(1, 45) as usize),
-                _ => format!("0.{}{}", "0".repeat(rng.range(0, 50) as usize), rng.below(10)),
+                _ => format!(
+                    "0.{}{}",
+                    "0".repeat(rng.range(0, 50) as usize),
+                    rng.below(10)
+                ),
             };
             let suffix = *rng.pick(&[
-                "", "n", "u", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi",
-                "Ei", "e3", "e-3", "E9", "e40", "e41", "e-41", "e999", "e2147483647", "x", "mm",
-                "Ki ", "iK",
+                "",
+                "n",
+                "u",
+                "m",
+                "k",
+                "M",
+                "G",
+                "T",
+                "P",
+                "E",
+                "Ki",
+                "Mi",
+                "Gi",
+                "Ti",
+                "Pi",
+                "Ei",
+                "e3",
+                "e-3",
+                "E9",
+                "e40",
+                "e41",
+                "e-41",
+                "e999",
+                "e2147483647",
+                "x",
+                "mm",
+                "Ki ",
+                "iK",
             ]);
             format!("{num}{suffix}")
         }
         6 => {
             let n = rng.range(0, 40) as usize;
-            (0..n).map(|_| *rng.pick(b"0123456789.+-eEkKmMgGiunTPx ") as char).collect()
+            (0..n)
+                .map(|_| *rng.pick(b"0123456789.+-eEkKmMgGiunTPx ") as char)
+                .collect()
         }
         _ => string(rng),
     }
@@ -324,7 +366,12 @@ fn quantity_string(rng: &mut Rng) -> String {
 fn opt_quantity(rng: &mut Rng) -> Option<Quantity> {
     match rng.below(8) {
         0..=2 => None,
-        3..=5 => Some(Quantity(rng.pick(&["1", "500m", "2", "0.25", "256Mi", "1Gi", "2Gi", " 1 ", "+1", "1e3m"]).to_string())),
+        3..=5 => Some(Quantity(
+            rng.pick(&[
+                "1", "500m", "2", "0.25", "256Mi", "1Gi", "2Gi", " 1 ", "+1", "1e3m",
+            ])
+            .to_string(),
+        )),
         _ => Some(Quantity(quantity_string(rng))),
     }
 }
@@ -426,7 +473,10 @@ fn base_sandbox(rng: &mut Rng) -> Sandbox {
         },
     );
     s.metadata.namespace = Some(dns_label(rng));
-    s.metadata.uid = Some(format!("0b7c1d2e-0000-4000-8000-{:012x}", rng.next() & 0xffff_ffff_ffff));
+    s.metadata.uid = Some(format!(
+        "0b7c1d2e-0000-4000-8000-{:012x}",
+        rng.next() & 0xffff_ffff_ffff
+    ));
     s.metadata.generation = Some(1);
     s.metadata.creation_timestamp = Some(Time(
         k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
@@ -490,7 +540,11 @@ pub fn structured_sandbox(rng: &mut Rng) -> Sandbox {
     spec.command = vec_of(rng, 200, string);
     spec.args = vec_of(rng, 1000, string);
     spec.env = vec_of(rng, 300, |rng| SandboxEnvVar {
-        name: if rng.bool() { "MODE".into() } else { string(rng) },
+        name: if rng.bool() {
+            "MODE".into()
+        } else {
+            string(rng)
+        },
         value: string(rng),
     });
     spec.working_dir = match rng.below(3) {
@@ -514,7 +568,11 @@ pub fn structured_sandbox(rng: &mut Rng) -> Sandbox {
         on_expiry: *rng.pick(&[None, Some(ExpiryPolicy::Delete), Some(ExpiryPolicy::Retain)]),
     };
     spec.network = Network {
-        egress: *rng.pick(&[EgressMode::None, EgressMode::Internet, EgressMode::AllowList]),
+        egress: *rng.pick(&[
+            EgressMode::None,
+            EgressMode::Internet,
+            EgressMode::AllowList,
+        ]),
         allow: vec_of(rng, 200, |rng| EgressRule {
             cidr: cidr(rng),
             ports: vec_of(rng, 100, |rng| EgressPort {
@@ -601,8 +659,28 @@ fn random_scalar(rng: &mut Rng) -> Value {
         0 => Value::Null,
         1 => Value::Bool(rng.bool()),
         2 => json!(rng.next() as i64),
-        3 => json!(*rng.pick(&[0i64, -1, 1, 53, 65535, 65536, 604800, 604801, i64::MAX, i64::MIN])),
-        4 => json!(*rng.pick(&[0.5f64, -0.0, 1e300, -1e300, 1e-300, 2.5e10, f64::MAX, f64::MIN_POSITIVE])),
+        3 => json!(*rng.pick(&[
+            0i64,
+            -1,
+            1,
+            53,
+            65535,
+            65536,
+            604800,
+            604801,
+            i64::MAX,
+            i64::MIN
+        ])),
+        4 => json!(*rng.pick(&[
+            0.5f64,
+            -0.0,
+            1e300,
+            -1e300,
+            1e-300,
+            2.5e10,
+            f64::MAX,
+            f64::MIN_POSITIVE
+        ])),
         5 => json!(u64::MAX),
         6 => json!(rng.pick(ENUM_WORDS)),
         7 => json!(quantity_string(rng)),
@@ -621,7 +699,11 @@ fn random_value(rng: &mut Rng, depth: u32) -> Value {
         let n = rng.len(12);
         let mut m = serde_json::Map::new();
         for _ in 0..n {
-            let k = if rng.one_in(6) { string(rng) } else { rng.pick(KEYS).to_string() };
+            let k = if rng.one_in(6) {
+                string(rng)
+            } else {
+                rng.pick(KEYS).to_string()
+            };
             m.insert(k, random_value(rng, depth - 1));
         }
         Value::Object(m)
@@ -652,7 +734,11 @@ fn mutate_json(rng: &mut Rng, v: &mut Value) {
         2 => {
             if let Value::Object(m) = cur {
                 if !m.is_empty() {
-                    let k = m.keys().nth(rng.below(m.len() as u64) as usize).unwrap().clone();
+                    let k = m
+                        .keys()
+                        .nth(rng.below(m.len() as u64) as usize)
+                        .unwrap()
+                        .clone();
                     m.remove(&k);
                 }
             } else {
@@ -673,7 +759,10 @@ fn mutate_json(rng: &mut Rng, v: &mut Value) {
         4 => {
             // Retype: number <-> string.
             *cur = match cur.take() {
-                Value::String(s) => s.parse::<f64>().map(|f| json!(f)).unwrap_or(Value::String(s)),
+                Value::String(s) => s
+                    .parse::<f64>()
+                    .map(|f| json!(f))
+                    .unwrap_or(Value::String(s)),
                 Value::Number(n) => Value::String(n.to_string()),
                 other => json!([other]),
             };
@@ -737,7 +826,23 @@ fn bytes_sandbox(rng: &mut Rng) -> Result<Sandbox, String> {
 
 /// A random operator configuration accepted by `Cli::config` (or the defaults).
 pub fn random_config(rng: &mut Rng) -> Config {
-    let default = Cli::parse_from(["airlock-operator"]).config().expect("defaults are valid");
+    let config = random_flags(rng);
+    if rng.bool() {
+        return config;
+    }
+    // The ConfigMap delivery (its files are not read here: a bundle of two small programs).
+    let bundle = AgentBundle::new(b"boot".to_vec(), b"agent").expect("small bundle");
+    Config {
+        agent: Agent::ConfigMap(Arc::new(bundle)),
+        ..config
+    }
+}
+
+/// A random configuration from flags, with the init-container delivery.
+fn random_flags(rng: &mut Rng) -> Config {
+    let default = Cli::parse_from(["airlock-operator", "--agent-delivery=init-container"])
+        .config()
+        .expect("defaults are valid");
     if rng.bool() {
         return default;
     }
@@ -755,7 +860,10 @@ pub fn random_config(rng: &mut Rng) -> Config {
             ("default-ephemeral-storage", quantity_string(rng)),
             ("cluster-cidr", cidrs.join(",")),
         ];
-        let mut args = vec!["airlock-operator".to_string()];
+        let mut args = vec![
+            "airlock-operator".to_string(),
+            "--agent-delivery=init-container".to_string(),
+        ];
         for (name, value) in flags {
             if rng.bool() {
                 args.push(format!("--{name}={value}"));
@@ -777,7 +885,10 @@ pub fn random_config(rng: &mut Rng) -> Config {
 
 /// What `Cli::config` promises about a configuration.
 fn check_config(c: &Config) -> Result<(), String> {
-    ensure(!c.default_runtime_class.trim().is_empty(), "empty default runtime class")?;
+    ensure(
+        !c.default_runtime_class.trim().is_empty(),
+        "empty default runtime class",
+    )?;
     ensure(
         (1..=c.max_ttl_seconds).contains(&c.default_ttl_seconds)
             && c.max_ttl_seconds <= airlock_crds::MAX_TTL_SECONDS,
@@ -786,11 +897,23 @@ fn check_config(c: &Config) -> Result<(), String> {
     for (d, m) in [
         (&c.default_resources.cpu, &c.max_resources.cpu),
         (&c.default_resources.memory, &c.max_resources.memory),
-        (&c.default_resources.ephemeral_storage, &c.max_resources.ephemeral_storage),
+        (
+            &c.default_resources.ephemeral_storage,
+            &c.max_resources.ephemeral_storage,
+        ),
     ] {
-        ensure(d.amount.is_positive() && d.amount <= m.amount, "default resources within max")?;
-        ensure(quantity::parse(&d.quantity.0) == Ok(d.amount), "default quantity/amount agree")?;
-        ensure(quantity::parse(&m.quantity.0) == Ok(m.amount), "max quantity/amount agree")?;
+        ensure(
+            d.amount.is_positive() && d.amount <= m.amount,
+            "default resources within max",
+        )?;
+        ensure(
+            quantity::parse(&d.quantity.0) == Ok(d.amount),
+            "default quantity/amount agree",
+        )?;
+        ensure(
+            quantity::parse(&m.quantity.0) == Ok(m.amount),
+            "max quantity/amount agree",
+        )?;
     }
     for cidr in &c.cluster_cidrs {
         let (_, prefix) = parse_cidr(cidr).map_err(|e| format!("cluster cidr {cidr}: {e}"))?;
@@ -809,7 +932,8 @@ fn ensure(cond: bool, what: &str) -> Result<(), String> {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -829,7 +953,10 @@ pub struct Stats {
 pub fn check(s: &Sandbox, config: &Config, stats: &mut Stats) -> Result<(), String> {
     let name = s.name_any();
     let result = validate(s, config);
-    ensure(result == validate(s, config), "validate is not deterministic")?;
+    ensure(
+        result == validate(s, config),
+        "validate is not deterministic",
+    )?;
     let plan = match result {
         Err(inv) => {
             let field = inv.problem.field();
@@ -844,7 +971,10 @@ pub fn check(s: &Sandbox, config: &Config, stats: &mut Stats) -> Result<(), Stri
             )?;
             ensure(inv.to_string().starts_with("Sandbox "), "Invalid display")?;
             if !is_dns_label(&name) {
-                ensure(field == "metadata.name", "an invalid name must be reported first")?;
+                ensure(
+                    field == "metadata.name",
+                    "an invalid name must be reported first",
+                )?;
             }
             *stats.invalid.entry(field).or_default() += 1;
             return Ok(());
@@ -855,9 +985,13 @@ pub fn check(s: &Sandbox, config: &Config, stats: &mut Stats) -> Result<(), Stri
     check_plan(s, &plan, config)?;
 
     let pod = build::pod(s, &plan, config);
-    ensure(pod == build::pod(s, &plan, config), "pod is not deterministic")?;
+    ensure(
+        pod == build::pod(s, &plan, config),
+        "pod is not deterministic",
+    )?;
     let np = build::network_policy(s, config);
-    let can_own = s.metadata.uid.is_some() && s.metadata.namespace.is_some() && s.metadata.name.is_some();
+    let can_own =
+        s.metadata.uid.is_some() && s.metadata.namespace.is_some() && s.metadata.name.is_some();
     match (&pod, &np) {
         (Ok(pod), Ok(np)) => {
             ensure(can_own, "children built without uid, namespace or name")?;
@@ -874,7 +1008,10 @@ pub fn check(s: &Sandbox, config: &Config, stats: &mut Stats) -> Result<(), Stri
             }
         }
         (Err(e1), Err(e2)) => {
-            ensure(!can_own, &format!("build failed for an ownable sandbox: {e1}"))?;
+            ensure(
+                !can_own,
+                &format!("build failed for an ownable sandbox: {e1}"),
+            )?;
             ensure(e1 == e2, "pod and netpol disagree on the error")?;
             ensure(
                 match e1 {
@@ -893,18 +1030,31 @@ pub fn check(s: &Sandbox, config: &Config, stats: &mut Stats) -> Result<(), Stri
 }
 
 fn check_plan(s: &Sandbox, plan: &Plan, config: &Config) -> Result<(), String> {
-    ensure(is_dns_label(&s.name_any()), "accepted a name that is not a DNS label")?;
     ensure(
-        (1..=config.max_ttl_seconds).contains(&plan.ttl_seconds),
-        &format!("ttl {} outside 1..={}", plan.ttl_seconds, config.max_ttl_seconds),
+        is_dns_label(&s.name_any()),
+        "accepted a name that is not a DNS label",
     )?;
     ensure(
-        plan.ttl_seconds == s.spec.lifetime.ttl_seconds.unwrap_or(config.default_ttl_seconds),
+        (1..=config.max_ttl_seconds).contains(&plan.ttl_seconds),
+        &format!(
+            "ttl {} outside 1..={}",
+            plan.ttl_seconds, config.max_ttl_seconds
+        ),
+    )?;
+    ensure(
+        plan.ttl_seconds
+            == s.spec
+                .lifetime
+                .ttl_seconds
+                .unwrap_or(config.default_ttl_seconds),
         "ttl is neither the spec's nor the default",
     )?;
     ensure(
         plan.runtime_class
-            == s.spec.runtime_class_name.clone().unwrap_or_else(|| config.default_runtime_class.clone()),
+            == s.spec
+                .runtime_class_name
+                .clone()
+                .unwrap_or_else(|| config.default_runtime_class.clone()),
         "runtime class is neither the spec's nor the default",
     )?;
     ensure(
@@ -913,8 +1063,20 @@ fn check_plan(s: &Sandbox, plan: &Plan, config: &Config) -> Result<(), String> {
     )?;
     let r = &s.spec.resources;
     for (field, asked, got, default, max) in [
-        ("cpu", &r.cpu, &plan.cpu, &config.default_resources.cpu, &config.max_resources.cpu),
-        ("memory", &r.memory, &plan.memory, &config.default_resources.memory, &config.max_resources.memory),
+        (
+            "cpu",
+            &r.cpu,
+            &plan.cpu,
+            &config.default_resources.cpu,
+            &config.max_resources.cpu,
+        ),
+        (
+            "memory",
+            &r.memory,
+            &plan.memory,
+            &config.default_resources.memory,
+            &config.max_resources.memory,
+        ),
         (
             "ephemeralStorage",
             &r.ephemeral_storage,
@@ -925,11 +1087,23 @@ fn check_plan(s: &Sandbox, plan: &Plan, config: &Config) -> Result<(), String> {
     ] {
         let amount = quantity::parse(&got.0)
             .map_err(|e| format!("plan {field} {:?} does not parse: {e}", got.0))?;
-        ensure(amount.is_positive(), &format!("plan {field} {:?} not positive", got.0))?;
-        ensure(amount <= max.amount, &format!("plan {field} {:?} over the maximum", got.0))?;
+        ensure(
+            amount.is_positive(),
+            &format!("plan {field} {:?} not positive", got.0),
+        )?;
+        ensure(
+            amount <= max.amount,
+            &format!("plan {field} {:?} over the maximum", got.0),
+        )?;
         match asked {
-            None => ensure(got == &default.quantity, &format!("plan {field} is not the default"))?,
-            Some(q) => ensure(got.0 == q.0.trim(), &format!("plan {field} is not the spec's"))?,
+            None => ensure(
+                got == &default.quantity,
+                &format!("plan {field} is not the default"),
+            )?,
+            Some(q) => ensure(
+                got.0 == q.0.trim(),
+                &format!("plan {field} is not the spec's"),
+            )?,
         }
     }
     Ok(())
@@ -957,23 +1131,52 @@ fn no_empty_lists(v: &Value, path: &str) -> Result<(), String> {
 
 fn check_container(c: &Container, config: &Config) -> Result<(), String> {
     let what = |m: &str| format!("container {}: {m}", c.name);
-    let sc = c.security_context.as_ref().ok_or_else(|| what("no securityContext"))?;
-    ensure(sc.allow_privilege_escalation == Some(false), &what("allowPrivilegeEscalation not false"))?;
-    ensure(sc.privileged == Some(false), &what("privileged not false"))?;
-    let caps = sc.capabilities.as_ref().ok_or_else(|| what("no capabilities"))?;
-    ensure(caps.drop.as_deref() == Some(&["ALL".to_string()][..]), &what("does not drop ALL"))?;
-    ensure(caps.add.as_ref().is_none_or(|a| a.is_empty()), &what("adds capabilities"))?;
+    let sc = c
+        .security_context
+        .as_ref()
+        .ok_or_else(|| what("no securityContext"))?;
     ensure(
-        sc.seccomp_profile.as_ref().is_some_and(|p| p.type_ == "RuntimeDefault"),
+        sc.allow_privilege_escalation == Some(false),
+        &what("allowPrivilegeEscalation not false"),
+    )?;
+    ensure(sc.privileged == Some(false), &what("privileged not false"))?;
+    let caps = sc
+        .capabilities
+        .as_ref()
+        .ok_or_else(|| what("no capabilities"))?;
+    ensure(
+        caps.drop.as_deref() == Some(&["ALL".to_string()][..]),
+        &what("does not drop ALL"),
+    )?;
+    ensure(
+        caps.add.as_ref().is_none_or(|a| a.is_empty()),
+        &what("adds capabilities"),
+    )?;
+    ensure(
+        sc.seccomp_profile
+            .as_ref()
+            .is_some_and(|p| p.type_ == "RuntimeDefault"),
         &what("seccomp not RuntimeDefault"),
     )?;
-    ensure(sc.run_as_user != Some(0) || sc.run_as_non_root != Some(false), &what("runs as root explicitly"))?;
-    ensure(sc.proc_mount.is_none() && sc.se_linux_options.is_none(), &what("procMount/seLinux"))?;
+    ensure(
+        sc.run_as_user != Some(0) || sc.run_as_non_root != Some(false),
+        &what("runs as root explicitly"),
+    )?;
+    ensure(
+        sc.proc_mount.is_none() && sc.se_linux_options.is_none(),
+        &what("procMount/seLinux"),
+    )?;
     let res = c.resources.as_ref().ok_or_else(|| what("no resources"))?;
-    ensure(res.requests.is_some() && res.requests == res.limits, &what("requests != limits"))?;
+    ensure(
+        res.requests.is_some() && res.requests == res.limits,
+        &what("requests != limits"),
+    )?;
     let limits = res.limits.as_ref().unwrap();
     let keys: Vec<&str> = limits.keys().map(String::as_str).collect();
-    ensure(keys == ["cpu", "ephemeral-storage", "memory"], &what(&format!("resource keys {keys:?}")))?;
+    ensure(
+        keys == ["cpu", "ephemeral-storage", "memory"],
+        &what(&format!("resource keys {keys:?}")),
+    )?;
     for (k, max) in [
         ("cpu", &config.max_resources.cpu),
         ("memory", &config.max_resources.memory),
@@ -981,15 +1184,27 @@ fn check_container(c: &Container, config: &Config) -> Result<(), String> {
     ] {
         let q = &limits[k];
         let amount = quantity::parse(&q.0).map_err(|e| what(&format!("{k} {:?}: {e}", q.0)))?;
-        ensure(amount.is_positive() && amount <= max.amount, &what(&format!("{k} {:?} out of bounds", q.0)))?;
+        ensure(
+            amount.is_positive() && amount <= max.amount,
+            &what(&format!("{k} {:?} out of bounds", q.0)),
+        )?;
     }
     for e in c.env.iter().flatten() {
-        ensure(e.value_from.is_none(), &what("env valueFrom (secret/configmap reference)"))?;
+        ensure(
+            e.value_from.is_none(),
+            &what("env valueFrom (secret/configmap reference)"),
+        )?;
     }
     ensure(c.env_from.is_none(), &what("envFrom"))?;
     ensure(c.ports.is_none(), &what("exposes ports"))?;
-    ensure(c.args.is_none(), &what("args set (would bypass the agent's argv)"))?;
-    ensure(c.stdin != Some(true) && c.tty != Some(true), &what("stdin/tty"))?;
+    ensure(
+        c.args.is_none(),
+        &what("args set (would bypass the agent's argv)"),
+    )?;
+    ensure(
+        c.stdin != Some(true) && c.tty != Some(true),
+        &what("stdin/tty"),
+    )?;
     Ok(())
 }
 
@@ -998,20 +1213,44 @@ fn check_pod(s: &Sandbox, plan: &Plan, config: &Config, pod: &Pod) -> Result<(),
     let value = serde_json::to_value(pod).map_err(|e| format!("pod does not serialize: {e}"))?;
     no_empty_lists(&value, "pod")?;
     let spec = pod.spec.as_ref().ok_or("pod without spec")?;
-    ensure(spec.automount_service_account_token == Some(false), "automountServiceAccountToken not false")?;
-    ensure(spec.enable_service_links == Some(false), "enableServiceLinks not false")?;
+    ensure(
+        spec.automount_service_account_token == Some(false),
+        "automountServiceAccountToken not false",
+    )?;
+    ensure(
+        spec.enable_service_links == Some(false),
+        "enableServiceLinks not false",
+    )?;
     ensure(spec.host_network == Some(false), "hostNetwork")?;
     ensure(spec.host_pid == Some(false), "hostPID")?;
     ensure(spec.host_ipc == Some(false), "hostIPC")?;
-    ensure(spec.host_users.is_none() || spec.host_users == Some(false), "hostUsers")?;
-    ensure(spec.share_process_namespace == Some(false), "shareProcessNamespace")?;
+    ensure(
+        spec.host_users.is_none() || spec.host_users == Some(false),
+        "hostUsers",
+    )?;
+    ensure(
+        spec.share_process_namespace == Some(false),
+        "shareProcessNamespace",
+    )?;
     ensure(spec.service_account_name.is_none(), "service account set")?;
-    ensure(spec.node_name.is_none() && spec.node_selector.is_none(), "node pinning from spec")?;
+    ensure(
+        spec.node_name.is_none() && spec.node_selector.is_none(),
+        "node pinning from spec",
+    )?;
     ensure(spec.ephemeral_containers.is_none(), "ephemeral containers")?;
-    ensure(spec.restart_policy.as_deref() == Some("Never"), "restartPolicy")?;
-    ensure(spec.priority_class_name.as_deref() == Some(PRIORITY_CLASS), "priorityClassName")?;
+    ensure(
+        spec.restart_policy.as_deref() == Some("Never"),
+        "restartPolicy",
+    )?;
+    ensure(
+        spec.priority_class_name.as_deref() == Some(PRIORITY_CLASS),
+        "priorityClassName",
+    )?;
     match &spec.runtime_class_name {
-        Some(rc) => ensure(rc == &plan.runtime_class, "runtimeClassName is not the plan's")?,
+        Some(rc) => ensure(
+            rc == &plan.runtime_class,
+            "runtimeClassName is not the plan's",
+        )?,
         None => return Err("runtimeClassName not set".into()),
     }
     ensure(spec.hostname.as_deref() == Some(name.as_str()), "hostname")?;
@@ -1026,16 +1265,33 @@ fn check_pod(s: &Sandbox, plan: &Plan, config: &Config, pod: &Pod) -> Result<(),
     for v in spec.volumes.iter().flatten() {
         let j = serde_json::to_value(v).unwrap();
         let keys: Vec<&String> = j.as_object().unwrap().keys().collect();
+        let bundle = matches!(&config.agent, Agent::ConfigMap(b)
+            if v.name == build::pod::BOOT_VOLUME && v.config_map.as_ref().is_some_and(|c| c.name == b.name));
         ensure(
-            keys.iter().all(|k| *k == "name" || *k == "emptyDir"),
+            keys.iter()
+                .all(|k| *k == "name" || *k == "emptyDir" || (bundle && *k == "configMap")),
             &format!("volume {} has sources {keys:?}", v.name),
         )?;
     }
-    let tmp = spec.volumes.iter().flatten().any(|v| v.name == build::pod::TMP_VOLUME);
-    ensure(tmp == s.spec.read_only_root_filesystem, "tmp volume iff read-only root")?;
+    let tmp = spec
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.name == build::pod::TMP_VOLUME);
+    ensure(
+        tmp == s.spec.read_only_root_filesystem,
+        "tmp volume iff read-only root",
+    )?;
 
     let inits = spec.init_containers.as_deref().unwrap_or_default();
-    ensure(inits.len() == 1 && spec.containers.len() == 1, "container count")?;
+    let (n_inits, prefix) = match &config.agent {
+        Agent::InitContainer { .. } => (1, 0),
+        Agent::ConfigMap(_) => (0, 2),
+    };
+    ensure(
+        inits.len() == n_inits && spec.containers.len() == 1,
+        "container count",
+    )?;
     for c in inits.iter().chain(&spec.containers) {
         check_container(c, config)?;
         for m in c.volume_mounts.iter().flatten() {
@@ -1045,12 +1301,31 @@ fn check_pod(s: &Sandbox, plan: &Plan, config: &Config, pod: &Pod) -> Result<(),
             )?;
         }
     }
-    let init = &inits[0];
-    ensure(init.image.as_deref() == Some(config.agent_image.as_str()), "init image is not the agent")?;
+    match &config.agent {
+        Agent::InitContainer { image } => ensure(
+            inits[0].image.as_deref() == Some(image.as_str()),
+            "init image is not the agent",
+        )?,
+        Agent::ConfigMap(_) => {
+            let cmd = spec.containers[0].command.as_deref().unwrap_or_default();
+            ensure(
+                cmd.len() >= 2
+                    && cmd[0] == "/.airlock-boot/boot"
+                    && cmd[1] == "/.airlock-boot/agent.z",
+                "the container does not start airlock-boot",
+            )?
+        }
+    }
     let main = &spec.containers[0];
     ensure(main.name == labels::MAIN_CONTAINER, "main container name")?;
-    ensure(main.image.as_deref() == Some(s.spec.image.as_str()), "main image")?;
-    let cmd = main.command.as_deref().ok_or("main container without command")?;
+    ensure(
+        main.image.as_deref() == Some(s.spec.image.as_str()),
+        "main image",
+    )?;
+    let cmd = &main
+        .command
+        .as_deref()
+        .ok_or("main container without command")?[prefix..];
     ensure(
         cmd.len() >= 3 && cmd[0] == labels::AGENT_PATH && cmd[1] == "init" && cmd[2] == "--",
         "the agent is not PID 1",
@@ -1062,21 +1337,42 @@ fn check_pod(s: &Sandbox, plan: &Plan, config: &Config, pod: &Pod) -> Result<(),
     }
     ensure(cmd[3..] == user[..], "main argv is not command + args")?;
     ensure(
-        main.security_context.as_ref().unwrap().read_only_root_filesystem
+        main.security_context
+            .as_ref()
+            .unwrap()
+            .read_only_root_filesystem
             == Some(s.spec.read_only_root_filesystem),
         "readOnlyRootFilesystem",
     )?;
     ensure(main.working_dir == s.spec.working_dir, "workingDir")?;
-    let env: Vec<(String, Option<String>)> =
-        main.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone())).collect();
-    let want: Vec<(String, Option<String>)> =
-        s.spec.env.iter().map(|e| (e.name.clone(), Some(e.value.clone()))).collect();
+    let env: Vec<(String, Option<String>)> = main
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect();
+    let want: Vec<(String, Option<String>)> = s
+        .spec
+        .env
+        .iter()
+        .map(|e| (e.name.clone(), Some(e.value.clone())))
+        .collect();
     ensure(env == want, "env is not the spec's")?;
     // Metadata: namespace, labels, controller owner.
-    ensure(pod.metadata.namespace == s.metadata.namespace, "pod namespace")?;
-    ensure(pod.metadata.name.as_deref() == Some(name.as_str()), "pod name")?;
     ensure(
-        pod.metadata.labels.as_ref().and_then(|l| l.get(labels::SANDBOX_NAME)) == Some(&name),
+        pod.metadata.namespace == s.metadata.namespace,
+        "pod namespace",
+    )?;
+    ensure(
+        pod.metadata.name.as_deref() == Some(name.as_str()),
+        "pod name",
+    )?;
+    ensure(
+        pod.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(labels::SANDBOX_NAME))
+            == Some(&name),
         "pod sandbox label",
     )?;
     let owners = pod.metadata.owner_references.as_deref().unwrap_or_default();
@@ -1104,12 +1400,18 @@ fn is_dns_rule(r: &NetworkPolicyEgressRule) -> bool {
             .namespace_selector
             .as_ref()
             .and_then(|s| s.match_labels.as_ref())
-            .is_some_and(|m| m.len() == 1 && m.get("kubernetes.io/metadata.name").map(String::as_str) == Some("kube-system"))
+            .is_some_and(|m| {
+                m.len() == 1
+                    && m.get("kubernetes.io/metadata.name").map(String::as_str)
+                        == Some("kube-system")
+            })
         && to[0]
             .pod_selector
             .as_ref()
             .and_then(|s| s.match_labels.as_ref())
-            .is_some_and(|m| m.len() == 1 && m.get("k8s-app").map(String::as_str) == Some("kube-dns"))
+            .is_some_and(|m| {
+                m.len() == 1 && m.get("k8s-app").map(String::as_str) == Some("kube-dns")
+            })
         && ports
             == [
                 (Some(&IntOrString::Int(53)), Some("UDP")),
@@ -1117,7 +1419,12 @@ fn is_dns_rule(r: &NetworkPolicyEgressRule) -> bool {
             ]
 }
 
-fn check_netpol(s: &Sandbox, config: &Config, np: &NetworkPolicy, stats: &mut Stats) -> Result<(), String> {
+fn check_netpol(
+    s: &Sandbox,
+    config: &Config,
+    np: &NetworkPolicy,
+    stats: &mut Stats,
+) -> Result<(), String> {
     let name = s.name_any();
     let value = serde_json::to_value(np).map_err(|e| format!("netpol does not serialize: {e}"))?;
     no_empty_lists(&value, "networkPolicy")?;
@@ -1126,18 +1433,31 @@ fn check_netpol(s: &Sandbox, config: &Config, np: &NetworkPolicy, stats: &mut St
         spec.policy_types.as_deref() == Some(&["Ingress".to_string(), "Egress".to_string()][..]),
         "policyTypes is not [Ingress, Egress]",
     )?;
-    ensure(spec.ingress.as_ref().is_none_or(|i| i.is_empty()), "ingress rules present")?;
+    ensure(
+        spec.ingress.as_ref().is_none_or(|i| i.is_empty()),
+        "ingress rules present",
+    )?;
     let sel = spec.pod_selector.as_ref().ok_or("no podSelector")?;
     ensure(
         sel.match_expressions.is_none()
-            && sel.match_labels == Some(BTreeMap::from([(labels::SANDBOX_NAME.to_string(), name.clone())])),
+            && sel.match_labels
+                == Some(BTreeMap::from([(
+                    labels::SANDBOX_NAME.to_string(),
+                    name.clone(),
+                )])),
         "podSelector does not select exactly this sandbox",
     )?;
-    ensure(np.metadata.namespace == s.metadata.namespace, "netpol namespace")?;
+    ensure(
+        np.metadata.namespace == s.metadata.namespace,
+        "netpol namespace",
+    )?;
     let rules = spec.egress.as_deref().unwrap_or_default();
     let net = &s.spec.network;
     let (dns_rules, other): (Vec<_>, Vec<_>) = rules.iter().partition(|r| is_dns_rule(r));
-    ensure(dns_rules.len() == usize::from(net.dns), "DNS rule present iff spec.network.dns")?;
+    ensure(
+        dns_rules.len() == usize::from(net.dns),
+        "DNS rule present iff spec.network.dns",
+    )?;
     if net.dns {
         ensure(is_dns_rule(rules.last().unwrap()), "DNS rule is not last")?;
     }
@@ -1153,33 +1473,60 @@ fn check_netpol(s: &Sandbox, config: &Config, np: &NetworkPolicy, stats: &mut St
             ensure(r.ports.is_none(), "egress Internet: all ports")?;
             let to = r.to.as_deref().unwrap_or_default();
             ensure(to.len() == 2, "egress Internet: two ip blocks")?;
-            for (peer, all, blocked, v6) in [(&to[0], "0.0.0.0/0", BLOCKED_V4, false), (&to[1], "::/0", BLOCKED_V6, true)] {
-                let b = peer.ip_block.as_ref().ok_or("egress Internet: no ipBlock")?;
-                ensure(peer.namespace_selector.is_none() && peer.pod_selector.is_none(), "selector next to ipBlock")?;
+            for (peer, all, blocked, v6) in [
+                (&to[0], "0.0.0.0/0", BLOCKED_V4, false),
+                (&to[1], "::/0", BLOCKED_V6, true),
+            ] {
+                let b = peer
+                    .ip_block
+                    .as_ref()
+                    .ok_or("egress Internet: no ipBlock")?;
+                ensure(
+                    peer.namespace_selector.is_none() && peer.pod_selector.is_none(),
+                    "selector next to ipBlock",
+                )?;
                 ensure(b.cidr == all, "egress Internet: block cidr")?;
                 let except = b.except.as_deref().unwrap_or_default();
                 for x in blocked {
-                    ensure(except.iter().any(|e| e == x), &format!("egress Internet does not exclude {x}"))?;
+                    ensure(
+                        except.iter().any(|e| e == x),
+                        &format!("egress Internet does not exclude {x}"),
+                    )?;
                 }
                 for c in &config.cluster_cidrs {
                     if c.contains(':') == v6 {
-                        ensure(except.contains(c), &format!("egress Internet does not exclude cluster range {c}"))?;
+                        ensure(
+                            except.contains(c),
+                            &format!("egress Internet does not exclude cluster range {c}"),
+                        )?;
                     }
                 }
                 for e in except {
                     let (addr, _) = parse_cidr(e).map_err(|err| format!("except {e}: {err}"))?;
-                    ensure(addr.is_ipv6() == v6, &format!("except {e} in the wrong address family"))?;
+                    ensure(
+                        addr.is_ipv6() == v6,
+                        &format!("except {e} in the wrong address family"),
+                    )?;
                 }
             }
         }
         EgressMode::AllowList => {
             *stats.egress.entry("AllowList").or_default() += 1;
-            ensure(other.len() == net.allow.len(), "egress AllowList: one rule per destination")?;
+            ensure(
+                other.len() == net.allow.len(),
+                "egress AllowList: one rule per destination",
+            )?;
             for (r, a) in other.iter().zip(&net.allow) {
                 let to = r.to.as_deref().unwrap_or_default();
                 ensure(to.len() == 1, "AllowList rule: one peer")?;
-                let b = to[0].ip_block.as_ref().ok_or("AllowList rule: no ipBlock")?;
-                ensure(to[0].namespace_selector.is_none() && to[0].pod_selector.is_none(), "AllowList selector")?;
+                let b = to[0]
+                    .ip_block
+                    .as_ref()
+                    .ok_or("AllowList rule: no ipBlock")?;
+                ensure(
+                    to[0].namespace_selector.is_none() && to[0].pod_selector.is_none(),
+                    "AllowList selector",
+                )?;
                 ensure(b.cidr == a.cidr && b.except.is_none(), "AllowList cidr")?;
                 let ports: Vec<(i32, &str)> = r
                     .ports
@@ -1190,9 +1537,16 @@ fn check_netpol(s: &Sandbox, config: &Config, np: &NetworkPolicy, stats: &mut St
                         _ => (-1, "?"),
                     })
                     .collect();
-                let want: Vec<(i32, &str)> = a.ports.iter().map(|p| (p.port, p.protocol.as_str())).collect();
+                let want: Vec<(i32, &str)> = a
+                    .ports
+                    .iter()
+                    .map(|p| (p.port, p.protocol.as_str()))
+                    .collect();
                 ensure(ports == want, "AllowList ports")?;
-                ensure(r.ports.is_none() == a.ports.is_empty(), "AllowList: no ports means every port")?;
+                ensure(
+                    r.ports.is_none() == a.ports.is_empty(),
+                    "AllowList: no ports means every port",
+                )?;
             }
         }
     }
@@ -1234,8 +1588,13 @@ fn fuzz_sandbox_pipeline() {
     let seed = env_u64("FUZZ_SEED", 0xA1B2_C3D4_E5F6_0718);
     let iterations = env_u64("FUZZ_ITERATIONS", 20_000);
     let budget = Duration::from_secs(env_u64("FUZZ_SECONDS", 10));
-    let only = std::env::var("FUZZ_CASE").ok().map(|c| c.trim().parse::<u64>().expect("FUZZ_CASE"));
-    println!("fuzz_build: FUZZ_SEED={seed:#x} FUZZ_ITERATIONS={iterations} FUZZ_SECONDS={}", budget.as_secs());
+    let only = std::env::var("FUZZ_CASE")
+        .ok()
+        .map(|c| c.trim().parse::<u64>().expect("FUZZ_CASE"));
+    println!(
+        "fuzz_build: FUZZ_SEED={seed:#x} FUZZ_ITERATIONS={iterations} FUZZ_SECONDS={}",
+        budget.as_secs()
+    );
 
     // Quiet the default hook: panics are caught and reported below with their input.
     let default_hook = std::panic::take_hook();
@@ -1318,11 +1677,27 @@ fn fuzz_sandbox_pipeline() {
         stats.build_errors,
         stats.egress,
     );
-    assert!(failures.is_empty(), "{} failure(s):\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
     if only.is_none() && stats.cases >= 2000 {
         // The generators must reach both sides of every branch that matters.
-        assert!(stats.pods > stats.cases / 20, "too few pods built: the generator is too hostile");
-        assert!(stats.invalid.len() >= 4, "too few kinds of invalid sandbox: {:?}", stats.invalid);
-        assert!(stats.egress.len() == 3, "not every egress mode reached: {:?}", stats.egress);
+        assert!(
+            stats.pods > stats.cases / 20,
+            "too few pods built: the generator is too hostile"
+        );
+        assert!(
+            stats.invalid.len() >= 4,
+            "too few kinds of invalid sandbox: {:?}",
+            stats.invalid
+        );
+        assert!(
+            stats.egress.len() == 3,
+            "not every egress mode reached: {:?}",
+            stats.egress
+        );
     }
 }

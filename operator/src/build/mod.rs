@@ -1,5 +1,6 @@
 //! Pure functions from a (validated) Sandbox to the objects the operator applies: the pod, the
-//! NetworkPolicy, the per-namespace ResourceQuota and the cluster's PriorityClass.
+//! NetworkPolicy, the per-namespace ResourceQuota and agent ConfigMap, and the cluster's
+//! PriorityClass.
 //!
 //! Nothing here talks to the API server; every function is deterministic, so the tests can check
 //! the objects field by field.
@@ -10,6 +11,7 @@ use airlock_crds::{Sandbox, labels};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
+pub mod agent;
 pub mod netpol;
 pub mod pod;
 pub mod quota;

@@ -1,27 +1,34 @@
-//! Sandbox -> Pod. The pod follows docs/DESIGN-NOTES.md ("Sandbox pod"): an init container copies
-//! the Airlock agent into a memory-backed volume, the main container runs the user's image under
-//! the agent as PID 1, and everything that could widen the sandbox's reach is switched off.
+//! Sandbox -> Pod. The pod follows docs/DESIGN-NOTES.md ("Sandbox pod"): the Airlock agent reaches
+//! a memory-backed volume (unpacked by airlock-boot from the namespace's agent ConfigMap, or copied
+//! by an init container), the main container runs the user's image under the agent as PID 1, and
+//! everything that could widen the sandbox's reach is switched off.
 
 use std::collections::BTreeMap;
 
 use airlock_crds::{Sandbox, labels};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, Pod, PodSecurityContext, PodSpec,
-    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, Pod,
+    PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 
-use super::{BuildError, PRIORITY_CLASS, child_meta};
-use crate::config::Config;
+use super::{BuildError, PRIORITY_CLASS, agent, child_meta};
+use crate::bundle;
+use crate::config::{Agent, Config};
 use crate::reconcile::validate::Plan;
 
-/// Name of the init container that installs the agent.
+/// Name of the init container that installs the agent (`--agent-delivery=init-container`).
 pub const INSTALL_CONTAINER: &str = "airlock-install";
 /// Volume holding the agent binary.
 pub const AGENT_VOLUME: &str = "airlock";
 /// Size limit of the agent volume (memory-backed).
 pub const AGENT_VOLUME_SIZE: &str = "32Mi";
+/// Volume of the agent ConfigMap (`--agent-delivery=config-map`).
+pub const BOOT_VOLUME: &str = "airlock-boot";
+/// Where the agent ConfigMap is mounted.
+pub const BOOT_DIR: &str = "/.airlock-boot";
 /// Scratch volume mounted at `/tmp` when the root filesystem is read-only.
 pub const TMP_VOLUME: &str = "tmp";
 /// Seconds the kubelet waits after SIGTERM before SIGKILL.
@@ -64,9 +71,41 @@ pub fn pod(sandbox: &Sandbox, plan: &Plan, config: &Config) -> Result<Pod, Build
         });
     }
 
-    let install = Container {
+    // How the agent arrives: the command's prefix, and an init container if it copies it.
+    let mut metadata = child_meta(sandbox, labels::pod_name(&name))?;
+    let (prefix, install_image) = match &config.agent {
+        Agent::ConfigMap(b) => {
+            volumes.push(Volume {
+                name: BOOT_VOLUME.into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: b.name.clone(),
+                    default_mode: Some(0o555),
+                    optional: Some(false),
+                    items: None,
+                }),
+                ..Volume::default()
+            });
+            main_mounts.push(VolumeMount {
+                name: BOOT_VOLUME.into(),
+                mount_path: BOOT_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+            metadata
+                .labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert(agent::BUNDLE_LABEL.into(), b.name.clone());
+            let prefix = vec![
+                format!("{BOOT_DIR}/{}", bundle::BOOT_KEY),
+                format!("{BOOT_DIR}/{}", bundle::AGENT_KEY),
+            ];
+            (prefix, None)
+        }
+        Agent::InitContainer { image } => (Vec::new(), Some(image)),
+    };
+    let install = install_image.map(|image| Container {
         name: INSTALL_CONTAINER.into(),
-        image: Some(config.agent_image.clone()),
+        image: Some(image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(vec![
             "/airlock-agent".into(),
@@ -81,13 +120,15 @@ pub fn pod(sandbox: &Sandbox, plan: &Plan, config: &Config) -> Result<Pod, Build
         security_context: Some(container_security_context(true)),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
-    };
+    });
 
+    let mut argv = prefix;
+    argv.extend(command(sandbox));
     let main = Container {
         name: labels::MAIN_CONTAINER.into(),
         image: Some(spec.image.clone()),
         image_pull_policy: Some(plan.image_pull_policy.as_str().into()),
-        command: Some(command(sandbox)),
+        command: Some(argv),
         env: (!spec.env.is_empty()).then(|| spec.env.iter().map(EnvVar::from).collect()),
         working_dir: spec.working_dir.clone(),
         volume_mounts: Some(main_mounts),
@@ -98,10 +139,10 @@ pub fn pod(sandbox: &Sandbox, plan: &Plan, config: &Config) -> Result<Pod, Build
     };
 
     Ok(Pod {
-        metadata: child_meta(sandbox, labels::pod_name(&name))?,
+        metadata,
         spec: Some(PodSpec {
             hostname: Some(name),
-            init_containers: Some(vec![install]),
+            init_containers: install.map(|c| vec![c]),
             containers: vec![main],
             volumes: Some(volumes),
             restart_policy: Some("Never".into()),
@@ -125,7 +166,9 @@ pub fn pod(sandbox: &Sandbox, plan: &Plan, config: &Config) -> Result<Pod, Build
 }
 
 /// `["/.airlock/airlock-agent", "init", "--", command..., args...]`; nothing after `--` when the
-/// sandbox has no command (the agent then idles as PID 1 until SIGTERM).
+/// sandbox has no command (the agent then idles as PID 1 until SIGTERM). With the ConfigMap
+/// delivery the container's command is `[boot, agent.z]` followed by this: airlock-boot unpacks the
+/// agent to `/.airlock/airlock-agent` and execs exactly this argv.
 pub fn command(sandbox: &Sandbox) -> Vec<String> {
     let spec = &sandbox.spec;
     let mut argv = vec![labels::AGENT_PATH.to_string(), "init".into(), "--".into()];
@@ -290,6 +333,62 @@ mod tests {
                 .read_only_root_filesystem,
             Some(false)
         );
+    }
+
+    #[test]
+    fn agent_from_the_config_map_bundle_without_init_container() {
+        let config = Config::with_bundle();
+        let Agent::ConfigMap(b) = &config.agent else {
+            unreachable!()
+        };
+        let s = sandbox(MINIMAL);
+        let p = pod(&s, &validate(&s, &config).unwrap(), &config).unwrap();
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(spec.init_containers, None);
+        let volumes = spec.volumes.as_ref().unwrap();
+        assert_eq!(volumes.len(), 2);
+        assert_eq!(
+            volumes[0].empty_dir.as_ref().unwrap().medium.as_deref(),
+            Some("Memory")
+        );
+        let cm = volumes[1].config_map.as_ref().unwrap();
+        assert_eq!(
+            (volumes[1].name.as_str(), cm.name.as_str()),
+            ("airlock-boot", b.name.as_str())
+        );
+        assert_eq!((cm.default_mode, cm.optional), (Some(0o555), Some(false)));
+        let c = main(&p);
+        let mounts: Vec<_> = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| (m.mount_path.as_str(), m.read_only))
+            .collect();
+        assert_eq!(
+            mounts,
+            [("/.airlock", None), ("/.airlock-boot", Some(true))]
+        );
+        assert_eq!(
+            c.command.as_ref().unwrap(),
+            &[
+                "/.airlock-boot/boot",
+                "/.airlock-boot/agent.z",
+                "/.airlock/airlock-agent",
+                "init",
+                "--"
+            ]
+        );
+        assert_eq!(p.labels().get("airlock.dev/agent-bundle"), Some(&b.name));
+        // Everything else is as with the init container.
+        let mut q = build(MINIMAL);
+        let qs = q.spec.as_mut().unwrap();
+        qs.init_containers = None;
+        qs.volumes.as_mut().unwrap().push(volumes[1].clone());
+        qs.containers[0].volume_mounts = c.volume_mounts.clone();
+        qs.containers[0].command = c.command.clone();
+        q.metadata.labels = p.metadata.labels.clone();
+        assert_eq!(p, q);
     }
 
     #[test]

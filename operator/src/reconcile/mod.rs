@@ -7,7 +7,8 @@
 //!    a refused spec gets phase `Failed`, `Ready=False` reason `Invalid`, and no pod.
 //! 4. [`crate::build`]: the NetworkPolicy and the pod, by pure functions.
 //! 5. [`apply`]: server-side apply of the namespace's ResourceQuota, the NetworkPolicy (first, so
-//!    a pod never runs unfenced) and the pod (only when missing: a pod's spec is immutable).
+//!    a pod never runs unfenced) and the pod (only when missing: a pod's spec is immutable), after
+//!    making sure the namespace has the [`agent`] ConfigMap the pod mounts.
 //! 6. [`status`]: the next status, written by server-side apply on the status subresource when it
 //!    differs from the current one; Events for the transitions.
 //!
@@ -21,7 +22,7 @@
 //! Sandbox; there is nothing left for the operator to clean up. A finalizer would add nothing but
 //! a hazard: while the operator is down (or uninstalled), deleting a Sandbox — or its whole
 //! namespace — would hang until someone removed the finalizer by hand. The per-namespace
-//! ResourceQuota is not owned by any Sandbox and stays with the namespace.
+//! ResourceQuota and agent ConfigMap are not owned by any Sandbox and stay with the namespace.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +41,7 @@ use crate::build;
 use crate::controller::Context;
 use crate::events;
 
+pub mod agent;
 pub mod apply;
 pub mod lifetime;
 pub mod read;
@@ -226,6 +228,7 @@ pub async fn reconcile_at(
     } else if let Some(message) = quota_problem {
         Found::Waiting(reason::QUOTA_UNAVAILABLE, message, QUOTA_RETRY)
     } else {
+        agent::ensure(ctx, &sandbox.namespace().unwrap_or_default()).await?;
         match apply::pod(&ctx.client, &pod).await {
             Ok(created) => Found::Pod(Box::new(created), true),
             Err(apply::ApplyError::QuotaExceeded { message, .. }) => {

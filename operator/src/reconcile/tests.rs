@@ -35,8 +35,18 @@ fn sbx(spec_tail: &str) -> Sandbox {
 }
 
 /// Runs one reconcile of `sandbox` at `now` against a fake cluster in `state`.
-async fn run(sandbox: &Sandbox, mut state: FakeState, now: &str) -> (Action, FakeApi) {
-    let (ctx, handle) = Context::test(Config::defaults());
+async fn run(sandbox: &Sandbox, state: FakeState, now: &str) -> (Action, FakeApi) {
+    run_with(Config::defaults(), sandbox, state, now).await
+}
+
+/// [`run`] with a given configuration.
+async fn run_with(
+    config: Config,
+    sandbox: &Sandbox,
+    mut state: FakeState,
+    now: &str,
+) -> (Action, FakeApi) {
+    let (ctx, handle) = Context::test(config);
     state.sandbox.get_or_insert_with(|| sandbox.clone());
     let api = FakeApi::start(handle, state);
     let guard = DeserializeGuard(Ok(sandbox.clone()));
@@ -579,4 +589,110 @@ async fn a_terminating_namespace_is_not_retried() {
         .expect("not an error");
     assert_eq!(action, Action::await_change());
     assert_eq!(ctx.metrics.reconciles.get(), 1);
+}
+
+const CONFIG_MAPS: &str = "/api/v1/namespaces/team-a/configmaps";
+
+fn bundle_name(config: &Config) -> String {
+    match &config.agent {
+        crate::config::Agent::ConfigMap(b) => b.name.clone(),
+        other => panic!("not a bundle: {other:?}"),
+    }
+}
+
+fn old_bundle(name: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": "team-a", "labels": {
+        "app.kubernetes.io/component": "agent-bundle", "app.kubernetes.io/managed-by": "airlock-operator"}}})
+}
+
+#[tokio::test]
+async fn agent_config_map_is_created_before_the_pod_and_old_unused_ones_go() {
+    let config = Config::with_bundle();
+    let name = bundle_name(&config);
+    let mut state = FakeState::default();
+    // Two older versions: one still mounted by a pod, one not.
+    state.config_maps.insert(
+        "airlock-agent-0ld0000001".into(),
+        old_bundle("airlock-agent-0ld0000001"),
+    );
+    state.config_maps.insert(
+        "airlock-agent-0ld0000002".into(),
+        old_bundle("airlock-agent-0ld0000002"),
+    );
+    state.bundle_users = vec!["airlock-agent-0ld0000001".into()];
+    let (_, api) = run_with(config, &sbx(""), state, "2025-01-01T00:00:10Z").await;
+
+    let lines = api.lines();
+    let at = |l: String| {
+        lines
+            .iter()
+            .position(|x| *x == l)
+            .unwrap_or_else(|| panic!("no {l} in {lines:#?}"))
+    };
+    let get = at(format!("GET {CONFIG_MAPS}/{name}"));
+    let post = at(format!("POST {CONFIG_MAPS}"));
+    let deleted = at(format!("DELETE {CONFIG_MAPS}/airlock-agent-0ld0000002"));
+    let pod = at(format!("PATCH {POD}"));
+    assert!(get < post && post < deleted && deleted < pod, "{lines:#?}");
+    assert!(
+        !lines.contains(&format!("DELETE {CONFIG_MAPS}/airlock-agent-0ld0000001")),
+        "a mounted bundle stays"
+    );
+    let created = api.find("POST", CONFIG_MAPS).unwrap();
+    assert!(
+        created.query_has("fieldManager=airlock-operator"),
+        "{}",
+        created.query
+    );
+    assert_eq!(created.body["immutable"], true);
+    assert_eq!(created.body["metadata"]["name"], name.as_str());
+    let p = api.find("PATCH", POD).unwrap().body;
+    assert_eq!(p["spec"]["volumes"][1]["configMap"]["name"], name.as_str());
+    assert_eq!(
+        p["metadata"]["labels"]["airlock.dev/agent-bundle"],
+        name.as_str()
+    );
+    assert!(p["spec"].get("initContainers").is_none());
+}
+
+#[tokio::test]
+async fn existing_agent_config_map_is_only_looked_at() {
+    let config = Config::with_bundle();
+    let name = bundle_name(&config);
+    let mut state = FakeState::default();
+    state.config_maps.insert(name.clone(), old_bundle(&name));
+    let (_, api) = run_with(config, &sbx(""), state, "2025-01-01T00:00:10Z").await;
+    let cm_calls: Vec<String> = api
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("/configmaps"))
+        .collect();
+    assert_eq!(cm_calls, [format!("GET {CONFIG_MAPS}/{name}")]);
+    assert!(api.find("PATCH", POD).is_some());
+}
+
+#[tokio::test]
+async fn no_config_map_calls_for_a_running_pod_or_the_init_container_delivery() {
+    let state = FakeState {
+        pod: Some(owned_pod("Running", true)),
+        ..FakeState::default()
+    };
+    let (_, api) = run_with(
+        Config::with_bundle(),
+        &sbx(""),
+        state,
+        "2025-01-01T00:00:10Z",
+    )
+    .await;
+    assert!(
+        api.lines().iter().all(|l| !l.contains("/configmaps")),
+        "{:#?}",
+        api.lines()
+    );
+    let (_, api) = run(&sbx(""), FakeState::default(), "2025-01-01T00:00:10Z").await;
+    assert!(
+        api.lines().iter().all(|l| !l.contains("/configmaps")),
+        "{:#?}",
+        api.lines()
+    );
 }
