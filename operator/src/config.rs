@@ -205,6 +205,17 @@ pub struct Cli {
     #[arg(long, env = "AIRLOCK_WATCH_NAMESPACE", value_name = "NAMESPACE")]
     pub watch_namespace: Option<String>,
 
+    /// Most Sandboxes reconciled at once. Each reconcile in flight holds its own connection to
+    /// the API server (HTTP/1.1), so this bounds the operator's connections and memory in a burst.
+    #[arg(
+        long,
+        env = "AIRLOCK_MAX_CONCURRENT_RECONCILES",
+        default_value_t = 32,
+        value_parser = clap::value_parser!(u16).range(1..),
+        value_name = "COUNT"
+    )]
+    pub max_concurrent_reconciles: u16,
+
     /// Cluster network ranges (pod and service CIDRs) that `egress: Internet` must not reach, on
     /// top of the private, link-local, CGNAT and loopback ranges. Repeat the flag or separate
     /// with commas.
@@ -326,6 +337,7 @@ pub struct Config {
     pub quota: Option<QuotaConfig>,
     pub manage_priority_class: bool,
     pub watch_namespace: Option<String>,
+    pub max_concurrent_reconciles: u16,
     /// IPv4 and IPv6 cluster ranges kept out of `egress: Internet`.
     pub cluster_cidrs: Vec<String>,
 }
@@ -444,6 +456,7 @@ impl Cli {
             quota,
             manage_priority_class: self.manage_priority_class,
             watch_namespace: self.watch_namespace.clone().filter(|n| !n.is_empty()),
+            max_concurrent_reconciles: self.max_concurrent_reconciles,
             cluster_cidrs,
         })
     }
@@ -576,6 +589,10 @@ mod tests {
         );
         assert!(c.manage_priority_class);
         assert_eq!(c.watch_namespace, None);
+        assert_eq!(c.max_concurrent_reconciles, 32);
+        assert!(
+            Cli::try_parse_from(["airlock-operator", "--max-concurrent-reconciles=0"]).is_err()
+        );
         assert_eq!(c.cluster_cidrs, ["10.96.0.0/12", "10.244.0.0/16"]);
     }
 

@@ -137,6 +137,10 @@ pub async fn run(
         labels::MANAGED_BY_OPERATOR
     ));
     let controller = Controller::new(sandboxes, watcher::Config::default())
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(ctx.config.max_concurrent_reconciles),
+        )
         .owns(pods, children.clone())
         .owns(policies, children)
         .graceful_shutdown_on(shutdown);

@@ -8,7 +8,8 @@
 //!   from here for comparison;
 //! - time to Ready of a Sandbox under gVisor and runc, against a bare Pod with the same image,
 //!   RuntimeClass and resources (the floor), and against the operator's own pod created directly
-//!   with and without its init container, which splits where the time goes;
+//!   with and without the agent (no init container, `sleep infinity`), which splits where the time
+//!   goes;
 //! - reap latency: TTL deadline -> Sandbox deleted -> pod deletion -> pod gone;
 //! - exec through the gateway against the Kubernetes `pods/exec` websocket straight from here
 //!   (what `kubectl exec` does) into the same pod: round trip of `true`, time to first output
@@ -1360,7 +1361,7 @@ impl Bench {
             },
             Variant {
                 id: "replica_noinit.gvisor",
-                label: "operator's pod without init container, gVisor",
+                label: "operator's pod without the agent, gVisor",
                 kind: Kind::ReplicaNoInit,
                 rt: GVISOR,
                 runs: decomp_runs,
@@ -1506,12 +1507,12 @@ impl Bench {
                 t("replica.gvisor"),
             ),
             ratio(
-                "operator's pod / same pod without init container, gVisor",
+                "operator's pod / same pod without the agent, gVisor",
                 t("replica.gvisor"),
                 t("replica_noinit.gvisor"),
             ),
             ratio(
-                "pod without init container / bare Pod, gVisor",
+                "pod without the agent / bare Pod, gVisor",
                 t("replica_noinit.gvisor"),
                 t("bare.gvisor"),
             ),
@@ -1548,7 +1549,7 @@ impl Bench {
                 "pod.sandbox-ready",
                 "pod sandbox + network ready (PodReadyToStartContainers)",
             ),
-            ("pod.init-done", "init container done (agent copied)"),
+            ("pod.init-done", "init container done (agent copied; init-container delivery only)"),
             ("pod.running", "main container running"),
             ("pod.ready", "Pod Ready condition"),
             ("sbx.ready", "Sandbox Ready condition (operator status)"),
@@ -1595,8 +1596,8 @@ impl Bench {
             format!(
                 "Create call -> Ready condition (the Sandbox's for Sandboxes, the Pod's otherwise), as first seen by a watch. \
                  Variants, all with the same image, RuntimeClass and resources (cpu {cpu}, memory {mem}, requests = limits): a \
-                 Sandbox; the pod the operator built for a Sandbox, created directly (no operator); that pod without its init \
-                 container (main command `sleep infinity`, same volumes and hardening); a bare Pod (`sleep infinity`, the floor). \
+                 Sandbox; the pod the operator built for a Sandbox, created directly (no operator); that pod without the agent \
+                 (no init container, main command `sleep infinity`, same volumes and hardening); a bare Pod (`sleep infinity`, the floor). \
                  Rounds alternate between the variants; each pod is deleted and gone before the next one starts.\n\n{}\n{}\n\
                  Milestones as first seen by a watch (a step the kubelet reports in the same status update as the next one takes \
                  no time of its own):\n\n{md}",
@@ -3188,8 +3189,8 @@ fn where_the_time_goes(results: &serde_json::Map<String, Value>) -> String {
             "**Time to Ready, gVisor Sandbox: {} ms** (means: the kubelet's 1 s steps make medians of few runs jump; the \
              parts are differences between the variants, so a part can come out slightly negative).\n\n| part | ms (mean) | share |\n|---|---:|---:|\n\
              | bare Pod floor (pod sandbox, container start, kubelet status) | {} | {} |\n\
-             | pod shape: memory emptyDir, hardening, PriorityClass (pod without init container - bare Pod) | {} | {} |\n\
-             | init container copying the agent (operator's pod - same pod without it) | {} | {} |\n\
+             | pod shape: volumes, hardening, PriorityClass (pod without the agent - bare Pod) | {} | {} |\n\
+             | agent delivery and start: airlock-boot unpacking it from the ConfigMap, or the init container with `--agent-delivery=init-container` (operator's pod - same pod without the agent) | {} | {} |\n\
              | operator: Sandbox -> Pod, Pod Ready -> Sandbox Ready (Sandbox - operator's pod created directly) | {} | {} |\n\n",
             f(sb),
             f(bare),
@@ -3218,7 +3219,7 @@ fn where_the_time_goes(results: &serde_json::Map<String, Value>) -> String {
         out.push_str(&format!(
             "Every time-to-Ready median is within {med:.0} ms (median distance) of a whole number of seconds after the create \
              call{}: the kubelet reports container transitions in steps of about 1 s (its pod sync / PLEG relist cadence), so each \
-             container the kubelet has to see start or finish before the next one (the init container) costs a whole step, and so \
+             container the kubelet has to see start or finish before the next one (an init container) costs a whole step, and so \
              does any start that spills past a step boundary.\n\n",
             if med < 100.0 { "" } else { " (not clearly quantized in this run)" }
         ));
