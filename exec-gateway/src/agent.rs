@@ -211,7 +211,9 @@ pub enum AgentError {
     },
     #[error("pod {namespace}/{pod} not found")]
     PodNotFound { namespace: String, pod: String },
-    #[error("the exec stream of pod {pod} ended without an exit status")]
+    #[error(
+        "lost the connection to pod {pod} while the command ran (its exec stream through the Kubernetes API server closed without an exit status): the exit status and any output not yet delivered are lost, and whether the command finished is unknown"
+    )]
     NoStatus { pod: String },
     #[error("the agent in pod {pod} could not run: {message}")]
     Failed { pod: String, message: String },
@@ -385,9 +387,22 @@ impl PodExec for KubeExec {
             let stdout = attached.stdout().ok_or_else(|| missing("stdout"))?;
             let stderr = attached.stderr().ok_or_else(|| missing("stderr"))?;
             let status_fut = attached.take_status().ok_or_else(|| missing("status"))?;
+            // The status resolves when kube-client's websocket task ends, with the exit status or
+            // (connection broken) without. On a broken connection that task returns without
+            // shutting the stdout/stderr pipes down, so their readers would wait forever: they are
+            // told the connection ended ([`UntilEnded`]). Awaited by a task of its own so that
+            // this does not depend on the caller polling the status.
+            let ended = CancellationToken::new();
+            let (status_tx, status_rx) = tokio::sync::oneshot::channel();
+            let e = ended.clone();
+            tokio::spawn(async move {
+                let s = status_fut.await;
+                e.cancel();
+                let _ = status_tx.send(s);
+            });
             let pod2 = pod.clone();
             let status = Box::pin(async move {
-                match status_fut.await {
+                match status_rx.await.ok().flatten() {
                     None => Err(AgentError::NoStatus { pod: pod2 }),
                     Some(s) => exit_code_from_status(&s)
                         .map_err(|message| AgentError::Failed { pod: pod2, message }),
@@ -395,12 +410,51 @@ impl PodExec for KubeExec {
             });
             Ok(RemoteProcess {
                 stdin: Box::pin(stdin),
-                stdout: Box::pin(stdout),
-                stderr: Box::pin(stderr),
+                stdout: Box::pin(UntilEnded::new(stdout, ended.clone())),
+                stderr: Box::pin(UntilEnded::new(stderr, ended)),
                 status,
                 guard: Box::new(std::sync::Mutex::new(attached)),
             })
         })
+    }
+}
+
+/// A pipe of an exec connection that reads EOF once the connection has ended (`ended` cancelled)
+/// and everything written before that was read, even if the writing side was dropped without
+/// shutting the pipe down.
+pub struct UntilEnded<R> {
+    inner: R,
+    ended: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl<R> UntilEnded<R> {
+    pub fn new(inner: R, ended: CancellationToken) -> Self {
+        UntilEnded {
+            inner,
+            ended: Box::pin(ended.cancelled_owned()),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for UntilEnded<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future;
+        use std::task::Poll;
+        if let Poll::Ready(r) = Pin::new(&mut self.inner).poll_read(cx, buf) {
+            return Poll::Ready(r);
+        }
+        if self.ended.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        // The writer is gone: anything it wrote is buffered already; after that, EOF.
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -494,6 +548,37 @@ pub const KILL_GRACE: Duration = Duration::from_secs(5);
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{StatusCause, StatusDetails};
+
+    #[tokio::test]
+    async fn a_pipe_ends_with_its_connection_even_if_never_shut_down() {
+        use tokio::io::AsyncReadExt;
+        // The premise: a simplex pipe whose writer is dropped without shutdown never reaches EOF.
+        let (mut bare, w) = tokio::io::simplex(64);
+        drop(w);
+        let mut sink = Vec::new();
+        let never = tokio::time::timeout(Duration::from_millis(100), bare.read_to_end(&mut sink));
+        assert!(never.await.is_err(), "a dropped simplex writer now gives EOF");
+        // As kube-client leaves them on a websocket error: written, then dropped, no shutdown.
+        let (r, mut w) = tokio::io::simplex(64);
+        let ended = CancellationToken::new();
+        let mut pipe = UntilEnded::new(r, ended.clone());
+        w.write_all(b"partial output").await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = pipe.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"partial output");
+        // Still connected: no EOF, the reader waits.
+        let waiting = tokio::time::timeout(Duration::from_millis(100), pipe.read(&mut buf)).await;
+        assert!(waiting.is_err(), "EOF before the connection ended");
+        w.write_all(b" and the rest").await.unwrap();
+        drop(w);
+        ended.cancel();
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), pipe.read_to_end(&mut rest))
+            .await
+            .expect("EOF once the connection ended")
+            .unwrap();
+        assert_eq!(rest, b" and the rest");
+    }
 
     #[test]
     fn frames_are_type_length_payload() {
