@@ -4,6 +4,9 @@
 //! The tests expect the local cluster (`e2e/cluster up`) with `KUBECONFIG` pointing at it; the
 //! Makefile sets that up. Without a cluster they fail with a message saying so: they never skip.
 
+pub mod release;
+pub mod sandboxes;
+
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use airlock_e2e::sandboxes::token_for;
 use airlock_e2e::{GVISOR, SANDBOX_IMAGE, TestNamespace, client};
 use airlock_exec_gateway::auth::AuthMode;
 use airlock_exec_gateway::bytes::Bytes;
@@ -16,11 +17,8 @@ use airlock_exec_gateway::client::{AirlockClient, ExecOutput, collect, sandbox_r
 use airlock_exec_gateway::proto::v1 as pb;
 use airlock_exec_gateway::tonic::Code;
 use airlock_exec_gateway::{Config, prost_types, serve};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
@@ -63,50 +61,6 @@ async fn gateway(kube: &Client, default_ns: &str) -> Gateway {
         addr,
         stop: Some(stop),
     }
-}
-
-/// A ServiceAccount in `ns` allowed everything on sandboxes (and their exec and files
-/// subresources) in `ns`, and a token for it.
-async fn token_for(kube: &Client, ns: &str, sa: &str) -> String {
-    let pp = PostParams::default();
-    let sas: Api<ServiceAccount> = Api::namespaced(kube.clone(), ns);
-    let account: ServiceAccount =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": sa}})).unwrap();
-    sas.create(&pp, &account)
-        .await
-        .unwrap_or_else(|e| panic!("creating ServiceAccount {ns}/{sa}: {e}"));
-    let role: Role = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": sa},
-        "rules": [{"apiGroups": ["airlock.dev"], "resources": ["sandboxes", "sandboxes/exec", "sandboxes/files"],
-                   "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]
-    }))
-    .unwrap();
-    Api::<Role>::namespaced(kube.clone(), ns)
-        .create(&pp, &role)
-        .await
-        .unwrap_or_else(|e| panic!("creating Role {ns}/{sa}: {e}"));
-    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": sa},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
-        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": ns}]
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(kube.clone(), ns)
-        .create(&pp, &binding)
-        .await
-        .unwrap_or_else(|e| panic!("creating RoleBinding {ns}/{sa}: {e}"));
-    let tr = TokenRequest {
-        spec: TokenRequestSpec {
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let out = sas
-        .create_token_request(sa, &pp, &tr)
-        .await
-        .unwrap_or_else(|e| panic!("TokenRequest for {ns}/{sa}: {e}"));
-    out.status.expect("TokenRequest status").token
 }
 
 /// Namespace + gateway + authorized client.

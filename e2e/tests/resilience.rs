@@ -4,58 +4,34 @@
 //!
 //! The operator is killed with SIGKILL: the test finds the in-cluster operator's process on this
 //! node (its image's entrypoint, `/usr/local/bin/airlock-operator`, runs under runc) and the
-//! kubelet restarts the container, as after an OOM kill or a crash.
+//! kubelet restarts the container, as after an OOM kill or a crash. Killing it is done holding
+//! the host-wide cluster lock (`airlock_e2e::release::ClusterLock`).
 //!
-//! `RESILIENCE_BURST` (default 50, the per-namespace quota) sets the size of the burst.
+//! `RESILIENCE_BURST` (default 200, spread over namespaces of at most the per-namespace quota)
+//! sets the size of the burst. More faults (two operator replicas, the API server restarted):
+//! `tests/faults.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_crds::{Phase, Sandbox, condition};
-use airlock_e2e::{SANDBOX_IMAGE, TestNamespace, client, wait_for};
+use airlock_e2e::release::{self, ClusterLock, SYSTEM_NS, restarts};
+use airlock_e2e::sandboxes::{self, count, drain, manifest, merge, raw, ready_sandbox, started};
+use airlock_e2e::{TestNamespace, client, wait_for};
 use airlock_exec_gateway::auth::AuthMode;
 use airlock_exec_gateway::client::AirlockClient;
 use airlock_exec_gateway::metrics::Metrics;
-use airlock_exec_gateway::proto::v1 as pb;
 use airlock_exec_gateway::tonic::Code;
 use airlock_exec_gateway::{Config, serve};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-const SYSTEM_NS: &str = "airlock-system";
-const OPERATOR_SELECTOR: &str = "app.kubernetes.io/component=operator,app.kubernetes.io/instance=airlock";
 
-/// Tests that disturb the operator (or watch its restart count) run one at a time.
+/// Tests that disturb the operator (or watch its restart count) run one at a time, and so do the
+/// ones that need a Ready sandbox: the burst fills the node's CPU with Pending pods.
 static OPERATOR_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn manifest(name: &str, spec: Value) -> Value {
-    let mut m = json!({
-        "apiVersion": "airlock.dev/v1alpha1", "kind": "Sandbox", "metadata": {"name": name},
-        "spec": {"image": SANDBOX_IMAGE, "imagePullPolicy": "Never",
-                 "resources": {"cpu": "10m", "memory": "32Mi", "ephemeralStorage": "64Mi"},
-                 "lifetime": {"ttlSeconds": 1800}}
-    });
-    merge(&mut m["spec"], spec);
-    m
-}
-
-fn merge(a: &mut Value, b: Value) {
-    match (a, b) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                merge(a.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (a, b) => *a = b,
-    }
-}
-
-fn raw(c: &Client, ns: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(c.clone(), ns, &ApiResource::erase::<Sandbox>(&()))
-}
 
 /// POSTs a Sandbox as raw JSON (so it can be anything), optionally with `fieldValidation=Strict`.
 async fn post(c: &Client, ns: &str, body: &Value, strict: bool) -> Result<DynamicObject, kube::Error> {
@@ -73,169 +49,105 @@ async fn post(c: &Client, ns: &str, body: &Value, strict: bool) -> Result<Dynami
 // ---------------------------------------------------------------------------------------------
 // The operator.
 
-fn is_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+/// `--quota-pods` of the installed operator (the chart's `operator.quota.pods`), 50 when unset.
+async fn quota_pods(c: &Client) -> usize {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let d = Api::<Deployment>::namespaced(c.clone(), SYSTEM_NS).get(release::OPERATOR_DEPLOYMENT).await.expect("operator Deployment");
+    let args: Vec<String> = d.spec.and_then(|s| s.template.spec).map(|s| s.containers.into_iter().flat_map(|c| c.args.unwrap_or_default()).collect()).unwrap_or_default();
+    args.iter().find_map(|a| a.strip_prefix("--quota-pods=")?.parse().ok()).unwrap_or(50)
 }
 
-fn restarts(p: &Pod) -> i32 {
-    p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).map(|cs| cs.iter().map(|c| c.restart_count).sum()).unwrap_or(0)
-}
-
-/// Waits for exactly one operator pod, not being deleted, Ready; returns it.
-async fn operator_ready(c: &Client, timeout: Duration) -> Pod {
-    let pods: Api<Pod> = Api::namespaced(c.clone(), SYSTEM_NS);
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let list = pods.list(&ListParams::default().labels(OPERATOR_SELECTOR)).await.expect("operator pods");
-        let live: Vec<&Pod> = list.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
-        if live.len() == 1 && is_ready(live[0]) && list.items.len() == 1 {
-            return live[0].clone();
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let st: Vec<_> = list.items.iter().map(|p| (p.name_any(), is_ready(p), restarts(p), p.metadata.deletion_timestamp.is_some())).collect();
-            panic!("operator not Ready (one pod) within {timeout:?}: {st:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Kills the operator with SIGKILL; returns its restart count before the kill.
-async fn kill_operator(c: &Client) -> i32 {
-    let pods: Api<Pod> = Api::namespaced(c.clone(), SYSTEM_NS);
-    let list = pods.list(&ListParams::default().labels(OPERATOR_SELECTOR)).await.expect("operator pods");
-    let before: i32 = list.items.iter().map(restarts).sum();
-    let out = std::process::Command::new("pgrep").args(["-f", "^/usr/local/bin/airlock-operator( |$)"]).output().expect("pgrep");
-    let pids: Vec<i32> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect();
-    assert_eq!(pids.len(), 1, "exactly one in-cluster operator process on this node: {pids:?}");
-    let rc = unsafe { libc_kill(pids[0], 9) };
-    assert_eq!(rc, 0, "SIGKILL to operator pid {}", pids[0]);
-    eprintln!("SIGKILLed operator pid {} (restarts before: {before})", pids[0]);
-    before
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
+/// A burst of `RESILIENCE_BURST` (default 200) Sandboxes, a fifth of them deleted again, with the
+/// operator SIGKILLed a third of the way in. The per-namespace quota (`--quota-pods`, 50) is kept:
+/// the burst is spread round-robin over as many test namespaces as it needs, so every Sandbox is
+/// entitled to a pod. Each asks for 100m CPU, so only the first ~17 pods fit on the 2-CPU node and
+/// the rest stay Pending (unschedulable): the test counts objects, not readiness.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_killed_during_a_burst_converges() {
     let _lock = OPERATOR_LOCK.lock().await;
     let c = client().await;
-    operator_ready(&c, Duration::from_secs(120)).await;
-    let ns = TestNamespace::new(&c, "res-burst").await;
-    let n = ns.name.clone();
-    let burst: usize = std::env::var("RESILIENCE_BURST").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
-    let to_delete = (burst / 5).clamp(1, 10);
-    let names: Vec<String> = (0..burst).map(|i| format!("b{i:03}")).collect();
+    let _cluster = ClusterLock::acquire("burst").await;
+    release::operator_ready(&c, Duration::from_secs(120)).await;
+    let burst: usize = std::env::var("RESILIENCE_BURST").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let per_ns = quota_pods(&c).await.max(1);
+    let mut namespaces = Vec::new();
+    for _ in 0..burst.div_ceil(per_ns) {
+        namespaces.push(TestNamespace::new(&c, "res-burst").await);
+    }
+    let ns_names: Vec<String> = namespaces.iter().map(|n| n.name.clone()).collect();
+    let to_delete = (burst / 5).max(1);
+    let names: Vec<(String, String)> = (0..burst).map(|i| (ns_names[i % ns_names.len()].clone(), format!("b{i:03}"))).collect();
+    eprintln!("burst of {burst} Sandboxes over {} namespaces (quota {per_ns} pods each), {to_delete} deleted mid-burst", ns_names.len());
+    let t0 = std::time::Instant::now();
 
     // The burst, 8 creations in flight at a time.
-    let (c2, n2, names2) = (c.clone(), n.clone(), names.clone());
+    let (c2, names2) = (c.clone(), names.clone());
     let creator = tokio::spawn(async move {
         let errors: Vec<String> = futures::stream::iter(names2)
-            .map(|name| {
-                let (c, n) = (c2.clone(), n2.clone());
-                async move {
-                    let m = manifest(&name, json!({}));
-                    let obj: DynamicObject = serde_json::from_value(m).unwrap();
-                    raw(&c, &n).create(&PostParams::default(), &obj).await.err().map(|e| format!("{name}: {e}"))
-                }
+            .map(|(n, name)| {
+                let c = c2.clone();
+                async move { sandboxes::create(&c, &n, &name, json!({"resources": {"cpu": "100m"}})).await.err().map(|e| format!("{n}/{name}: {e}")) }
             })
             .buffer_unordered(8)
             .filter_map(|e| async move { e })
             .collect()
             .await;
-        errors
+        (errors, t0.elapsed())
     });
 
-    // Mid-burst: a third of them exist -> kill the operator and delete some of those.
-    let sandboxes: Api<Sandbox> = Api::namespaced(c.clone(), &n);
+    // A third of the way in: kill the operator, and delete a fifth of the burst among those that exist.
+    let all: Api<Sandbox> = Api::all(c.clone());
+    let mine = |s: &Sandbox| ns_names.iter().any(|n| Some(n.as_str()) == s.namespace().as_deref());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let existing = loop {
-        let l = sandboxes.list(&ListParams::default()).await.unwrap();
-        if l.items.len() >= (burst / 3).max(to_delete) {
-            break l.items;
+        let l: Vec<Sandbox> = all.list(&ListParams::default()).await.unwrap().items.into_iter().filter(mine).collect();
+        if l.len() >= (burst / 3).max(to_delete) {
+            break l;
         }
-        assert!(tokio::time::Instant::now() < deadline, "burst too slow: {} created", l.items.len());
+        assert!(tokio::time::Instant::now() < deadline, "burst too slow: {} created", l.len());
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let restarts_before = kill_operator(&c).await;
-    let mut deleted: Vec<String> = existing.iter().map(|s| s.name_any()).collect();
-    deleted.sort();
+    let restarts_before = release::kill_operator(&c).await;
+    let killed_at = t0.elapsed();
+    let mut deleted: Vec<(String, String)> = existing.iter().map(|s| (s.namespace().unwrap(), s.name_any())).collect();
+    deleted.sort_by(|a, b| a.1.cmp(&b.1));
     deleted.truncate(to_delete);
-    for d in &deleted {
-        sandboxes.delete(d, &DeleteParams::default()).await.unwrap_or_else(|e| panic!("deleting {d}: {e}"));
+    for (n, d) in &deleted {
+        Api::<Sandbox>::namespaced(c.clone(), n).delete(d, &DeleteParams::default()).await.unwrap_or_else(|e| panic!("deleting {n}/{d}: {e}"));
     }
-    eprintln!("deleted mid-burst: {deleted:?}");
-    let errors = creator.await.expect("creator task");
+    eprintln!("operator killed at {killed_at:?} with {} Sandboxes created; {} deleted", existing.len(), deleted.len());
+    let (errors, created_in) = creator.await.expect("creator task");
     assert!(errors.is_empty(), "creations refused: {errors:?}");
+    eprintln!("all {burst} creations accepted in {created_in:?}");
 
-    // The replacement operator.
-    // The kubelet notices the death and restarts the container; wait for that, then for Ready.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let op = operator_ready(&c, Duration::from_secs(180)).await;
-        if restarts(&op) > restarts_before {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the kubelet never restarted the killed operator");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    // The kubelet restarts the killed operator.
+    release::operator_restarted(&c, restarts_before, Duration::from_secs(180)).await;
+    eprintln!("operator restarted and Ready at {:?}", t0.elapsed());
 
-    // Convergence: count objects, not readiness (the node may lack CPU for all of them).
-    let pods: Api<Pod> = Api::namespaced(c.clone(), &n);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-    loop {
-        let sbx = sandboxes.list(&ListParams::default()).await.unwrap().items;
-        let pl = pods.list(&ListParams::default()).await.unwrap().items;
-        let mut problems = Vec::new();
-        let live: std::collections::BTreeMap<String, String> = sbx.iter().map(|s| (s.name_any(), s.uid().unwrap())).collect();
-        if live.len() != burst - deleted.len() {
-            problems.push(format!("{} Sandboxes, want {}", live.len(), burst - deleted.len()));
+    // Convergence, namespace by namespace: count objects, not readiness.
+    let mut total = (0, 0, std::collections::BTreeMap::<String, usize>::new());
+    for n in &ns_names {
+        let gone: Vec<String> = deleted.iter().filter(|(dn, _)| dn == n).map(|(_, d)| d.clone()).collect();
+        let want = names.iter().filter(|(nn, _)| nn == n).count() - gone.len();
+        let (sbx, pods) = sandboxes::converged(&c, n, &gone, false, Duration::from_secs(300)).await;
+        assert_eq!(sbx.len(), want, "{n}: {} Sandboxes, want {want} (none lost)", sbx.len());
+        total.0 += sbx.len();
+        total.1 += pods.len();
+        for (k, v) in sandboxes::phases(&sbx) {
+            *total.2.entry(k).or_default() += v;
         }
-        for d in &deleted {
-            if live.contains_key(d) {
-                problems.push(format!("deleted Sandbox {d} still there"));
-            }
-            if pl.iter().any(|p| &p.name_any() == d) {
-                problems.push(format!("pod of deleted Sandbox {d} still there"));
-            }
-        }
-        for s in &sbx {
-            let uid = s.uid().unwrap();
-            let owned: Vec<String> = pl
-                .iter()
-                .filter(|p| p.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == uid))
-                .map(|p| p.name_any())
-                .collect();
-            if owned != [s.name_any()] {
-                problems.push(format!("Sandbox {} owns pods {owned:?}", s.name_any()));
-            }
-            if s.status.as_ref().and_then(|st| st.phase).is_none() {
-                problems.push(format!("Sandbox {} has no status phase", s.name_any()));
-            }
-        }
-        for p in &pl {
-            let owner = p.owner_references().iter().find(|o| o.controller == Some(true)).map(|o| o.uid.clone());
-            if !owner.as_ref().is_some_and(|u| live.values().any(|v| v == u)) {
-                problems.push(format!("pod {} has no live owner ({owner:?})", p.name_any()));
-            }
-        }
-        if problems.is_empty() {
-            let phases: std::collections::BTreeMap<String, usize> = sbx.iter().fold(Default::default(), |mut m, s| {
-                *m.entry(format!("{:?}", s.status.as_ref().and_then(|st| st.phase))).or_default() += 1;
-                m
-            });
-            eprintln!("converged: {} Sandboxes, {} pods, phases {phases:?}", sbx.len(), pl.len());
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no convergence after the operator was killed:\n{}", problems.join("\n"));
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    ns.cleanup().await;
+    eprintln!(
+        "converged {:?} after the first creation ({:?} after the kill): {} Sandboxes, {} pods, phases {:?}",
+        t0.elapsed(),
+        t0.elapsed() - killed_at,
+        total.0,
+        total.1,
+        total.2
+    );
+    for ns in namespaces {
+        ns.cleanup().await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -294,41 +206,6 @@ impl Drop for Gateway {
     }
 }
 
-async fn ready_sandbox(c: &Client, ns: &str, name: &str) {
-    let m = manifest(name, json!({"resources": {"cpu": "50m", "memory": "128Mi"}}));
-    let obj: DynamicObject = serde_json::from_value(m).unwrap();
-    raw(c, ns).create(&PostParams::default(), &obj).await.unwrap_or_else(|e| panic!("creating {name}: {e}"));
-    let api: Api<Sandbox> = Api::namespaced(c.clone(), ns);
-    wait_for(&api, name, Duration::from_secs(180), "Ready", |s| s.is_some_and(Sandbox::is_ready)).await;
-}
-
-/// How a stream ended: the final Exited event, or a non-OK status; `None` = OK without Exited.
-async fn drain(mut s: airlock_exec_gateway::tonic::Streaming<pb::ExecEvent>) -> Result<Option<pb::Exited>, airlock_exec_gateway::tonic::Status> {
-    let mut exited = None;
-    loop {
-        match s.message().await {
-            Ok(Some(ev)) => {
-                if let Some(pb::exec_event::Event::Exited(x)) = ev.event {
-                    exited = Some(x);
-                }
-            }
-            Ok(None) => return Ok(exited),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Starts `line` through the gateway and waits for its first stdout.
-async fn started(c: &AirlockClient, ns: &str, name: &str, line: &str) -> airlock_exec_gateway::tonic::Streaming<pb::ExecEvent> {
-    let mut s = c.exec(AirlockClient::shell(ns, name, line)).await.expect("exec");
-    loop {
-        let ev = tokio::time::timeout(Duration::from_secs(60), s.message()).await.expect("output within 60 s").expect("stream").expect("an event");
-        if matches!(ev.event, Some(pb::exec_event::Event::Stdout(_))) {
-            return s;
-        }
-    }
-}
-
 async fn wait_idle(gw: &Gateway) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while gw.active() != 0.0 {
@@ -339,6 +216,7 @@ async fn wait_idle(gw: &Gateway) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_deleted_during_an_exec_ends_the_call() {
+    let _lock = OPERATOR_LOCK.lock().await;
     let c = client().await;
     let ns = TestNamespace::new(&c, "res-del").await;
     let n = ns.name.as_str();
@@ -370,18 +248,9 @@ async fn sandbox_deleted_during_an_exec_ends_the_call() {
     ns.cleanup().await;
 }
 
-/// How many processes in the sandbox have exactly this command line (python scan of /proc).
-async fn count(ac: &AirlockClient, ns: &str, name: &str, argv: &[&str]) -> usize {
-    let pattern: String = argv.iter().map(|a| format!("{a}\\x00")).collect();
-    let code = format!(
-        "import os\nn=0\nfor p in os.listdir('/proc'):\n  if p.isdigit():\n    try:\n      n += open('/proc/'+p+'/cmdline','rb').read() == b'{pattern}'\n    except OSError: pass\nprint(n)"
-    );
-    let o = ac.exec_collect(AirlockClient::argv(ns, name, ["python3", "-c", &code])).await.expect("scan /proc");
-    String::from_utf8_lossy(&o.stdout).trim().parse().expect("count")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_restart_clients_reconnect() {
+    let _lock = OPERATOR_LOCK.lock().await;
     let c = client().await;
     let ns = TestNamespace::new(&c, "res-gw").await;
     let n = ns.name.as_str();
@@ -432,7 +301,7 @@ async fn gateway_restart_clients_reconnect() {
 async fn hostile_manifests_are_refused_or_reported_and_the_operator_survives() {
     let _lock = OPERATOR_LOCK.lock().await;
     let c = client().await;
-    let op_before = operator_ready(&c, Duration::from_secs(180)).await;
+    let op_before = release::operator_ready(&c, Duration::from_secs(180)).await;
     let ns = TestNamespace::new(&c, "res-bad").await;
     let n = ns.name.as_str();
     let long = "x".repeat(10_000);
@@ -593,7 +462,7 @@ async fn hostile_manifests_are_refused_or_reported_and_the_operator_survives() {
 
     // The operator lived through all of it: same pod, no restart, Ready.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let op_after = operator_ready(&c, Duration::from_secs(30)).await;
+    let op_after = release::operator_ready(&c, Duration::from_secs(30)).await;
     eprintln!("{checked} hostile inputs checked");
     assert_eq!(op_after.uid(), op_before.uid(), "operator pod replaced");
     assert_eq!(restarts(&op_after), restarts(&op_before), "operator restarted");
