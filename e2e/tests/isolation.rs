@@ -12,9 +12,8 @@
 //! - `/tmp` in a gVisor sandbox is the sentry's own memory-backed tmpfs (it counts against
 //!   memory, not ephemeral storage); the image's writable layer (`/var/tmp`, `/root`, ...) is what
 //!   `ephemeralStorage` limits, and exceeding it gets the pod evicted by the kubelet (no ENOSPC).
-//!   The Sandbox then goes Failed; its reason is usually `Evicted`, but when the kubelet records
-//!   the pod as Succeeded (the agent exits 0 on SIGTERM) it reads `Completed`, so only the phase
-//!   and the pod's `Evicted` event are asserted;
+//!   The Sandbox then goes Failed with reason `Evicted` (the idle agent exits 143 on the
+//!   kubelet's SIGTERM, so the pod is not recorded as Succeeded/`Completed`);
 //! - under gVisor a memory bomb started by an exec takes the whole sandbox down (the pod is
 //!   OOMKilled, the Sandbox goes Failed with reason OOMKilled), it does not just kill the process.
 
@@ -368,6 +367,7 @@ async fn disk_fill_hits_the_ephemeral_storage_limit() {
         let (phase, reason, message) = wait_not_ready(&c, n, "filler", Duration::from_secs(90)).await;
         eprintln!("Sandbox after eviction: {phase:?} reason={reason} message={message}");
         assert_eq!(phase, Some(Phase::Failed));
+        assert_eq!(reason, "Evicted", "the Sandbox says why: {message}");
     }
     node_ok(&c).await;
     ns.cleanup().await;
