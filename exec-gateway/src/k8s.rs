@@ -45,7 +45,7 @@ impl From<KubeError> for tonic::Status {
         let msg = e.to_string();
         match &e {
             KubeError::NotFound { .. } => tonic::Status::not_found(msg),
-            KubeError::Api { source, .. } => match source {
+            KubeError::Api { source, action, .. } => match source {
                 kube::Error::Api(s) => match s.code {
                     400 | 422 => tonic::Status::invalid_argument(msg),
                     401 => tonic::Status::internal(format!(
@@ -63,7 +63,13 @@ impl From<KubeError> for tonic::Status {
                     500..=599 => tonic::Status::unavailable(msg),
                     _ => tonic::Status::internal(msg),
                 },
-                _ => tonic::Status::unavailable(msg),
+                // No answer at all (connection refused or broken, API server restarting).
+                _ if *action == "creating" => tonic::Status::unavailable(format!(
+                    "{msg} (no answer from the Kubernetes API server: the sandbox may or may not have been created; GetSandbox tells)"
+                )),
+                _ => tonic::Status::unavailable(format!(
+                    "{msg} (no answer from the Kubernetes API server)"
+                )),
             },
         }
     }
@@ -205,5 +211,14 @@ mod tests {
         assert_eq!(s.code(), Code::ResourceExhausted);
         let s: tonic::Status = KubeError::api("creating", "n", "x", api_err(503, "down")).into();
         assert_eq!(s.code(), Code::Unavailable);
+        // No answer at all: UNAVAILABLE, and a creation says its outcome is unknown.
+        let gone = || kube::Error::Service(Box::new(std::io::Error::other("connection refused")));
+        let s: tonic::Status = KubeError::api("creating", "n", "x", gone()).into();
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.message().starts_with("creating sandbox n/x: "), "{}", s.message());
+        assert!(s.message().contains("may or may not have been created"), "{}", s.message());
+        let s: tonic::Status = KubeError::api("reading", "n", "x", gone()).into();
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.message().ends_with("(no answer from the Kubernetes API server)"), "{}", s.message());
     }
 }
