@@ -1,0 +1,355 @@
+//! Faults of the platform under the installed Airlock (Helm release `airlock` in `airlock-system`),
+//! checked against "nothing lost, nothing orphaned":
+//!
+//! - two operator replicas, the leader SIGKILLed (its process found on this node by the pod name
+//!   in its environment): the Lease changes hands (a new term: another holderIdentity, one more
+//!   transition; normally the standby), and Sandboxes created just before and just after the
+//!   kill all get exactly one pod and become Ready; one replica again at the end, pass or fail;
+//! - kube-apiserver restarted (`e2e/cluster restart kube-apiserver`) while commands run through
+//!   the in-cluster gateway and Sandboxes are being created: the commands end with a clear gRPC
+//!   status (no hang), neither the operator nor the gateway restarts, and afterwards new Sandboxes
+//!   become Ready and new commands run through the same gateway connection.
+//!
+//! The burst of 200 with the operator killed is `tests/resilience.rs`. Every test here holds the
+//! host-wide cluster lock (`airlock_e2e::release::ClusterLock`) while it disturbs the cluster, and
+//! they run one at a time. Measured figures are printed (`--nocapture`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use airlock_crds::Sandbox;
+use airlock_e2e::release::{self, ClusterLock, GATEWAY_SELECTOR, OPERATOR_SELECTOR, restarts};
+use airlock_e2e::sandboxes::{self, count, drain, ready_sandbox, started};
+use airlock_e2e::{SANDBOX_IMAGE, TestNamespace, client, wait_for};
+use airlock_exec_gateway::client::AirlockClient;
+use airlock_exec_gateway::proto::v1 as pb;
+use airlock_exec_gateway::tonic::{Code, Request};
+use kube::api::Api;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+/// The tests of this file run one at a time.
+static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const READY: Duration = Duration::from_secs(180);
+
+async fn wait_ready(c: &Client, ns: &str, names: &[String]) {
+    let api: Api<Sandbox> = Api::namespaced(c.clone(), ns);
+    for name in names {
+        wait_for(&api, name, READY, "Ready", |s| s.is_some_and(Sandbox::is_ready)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two operator replicas, the leader killed.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_the_standby_takes_over() {
+    let _lock = LOCK.lock().await;
+    let c = client().await;
+    let _cluster = ClusterLock::acquire("leader kill").await;
+    release::operator_ready(&c, Duration::from_secs(120)).await;
+    let ns = TestNamespace::new(&c, "flt-leader").await;
+    // The body runs as a task so that a failure still restores one replica below.
+    let body = tokio::spawn(leader_kill(c.clone(), ns.name.clone())).await;
+
+    release::scale_operator(&c, 1).await;
+    let op = release::operator_ready(&c, Duration::from_secs(180)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while release::lease_holder(&c).await.0 != Some(op.name_any()) {
+        assert!(tokio::time::Instant::now() < deadline, "after scaling back to 1, {} never held the Lease: {:?}", op.name_any(), release::lease_holder(&c).await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("back to one operator replica: {} holds the Lease", op.name_any());
+    ns.cleanup().await;
+    if let Err(e) = body {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn leader_kill(c: Client, n: String) {
+    release::scale_operator(&c, 2).await;
+    let pods = release::ready_pods(&c, OPERATOR_SELECTOR, 2, Duration::from_secs(180)).await;
+    let names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // The identity in the Lease is the pod name, or starts with it.
+    let pod_of = |identity: &str| names.iter().filter(|p| identity.starts_with(p.as_str())).max_by_key(|p| p.len()).cloned();
+    let (identity, leader, transitions) = loop {
+        match release::lease_holder(&c).await {
+            (Some(h), t) if pod_of(&h).is_some() => break (h.clone(), pod_of(&h).unwrap(), t),
+            other => assert!(tokio::time::Instant::now() < deadline, "no replica of {names:?} holds the Lease: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let standby = names.iter().find(|p| **p != leader).unwrap().clone();
+    let leader_restarts = restarts(pods.iter().find(|p| p.name_any() == leader).unwrap());
+    let pid = release::operator_pid_of(&leader);
+    eprintln!("two replicas Ready: leader {leader} (identity {identity}, pid {pid}), standby {standby}, {transitions} Lease transitions so far");
+
+    // Just before the kill: the leader may or may not have handled these.
+    let before: Vec<String> = (0..3).map(|i| format!("before-{i}")).collect();
+    for s in &before {
+        sandboxes::create(&c, &n, s, json!({})).await.unwrap_or_else(|e| panic!("creating {s}: {e}"));
+    }
+    let killed = Instant::now();
+    release::sigkill(pid);
+    let after: Vec<String> = (0..3).map(|i| format!("after-{i}")).collect();
+    for s in &after {
+        sandboxes::create(&c, &n, s, json!({})).await.unwrap_or_else(|e| panic!("creating {s}: {e}"));
+    }
+
+    // Work continues: every Sandbox of before and after becomes Ready (watched from now on).
+    let all: Vec<String> = before.iter().chain(&after).cloned().collect();
+    let (c2, n2, all2) = (c.clone(), n.clone(), all.clone());
+    let ready = tokio::spawn(async move {
+        // The first Sandbox created after the kill gets a status from whichever replica leads now.
+        let api: Api<Sandbox> = Api::namespaced(c2.clone(), &n2);
+        wait_for(&api, "after-0", READY, "a status phase", |s| s.and_then(|s| s.status.as_ref()).and_then(|st| st.phase).is_some()).await;
+        let resumed = killed.elapsed();
+        wait_ready(&c2, &n2, &all2).await;
+        (resumed, killed.elapsed())
+    });
+
+    // Findings are collected so the whole picture is printed, then the test fails on any.
+    let mut findings = Vec::new();
+
+    // A new leader term: the Lease's holderIdentity changes from the killed process's (after at
+    // most one lease duration, 15 s, without renewal) and leaseTransitions goes up. Normally the
+    // standby wins; a replica restarted in place may too, but only under a new identity.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut holders = Vec::new();
+    loop {
+        let (h, t) = release::lease_holder(&c).await;
+        if holders.last() != Some(&(h.clone(), t)) {
+            eprintln!("  {:>6.1}s after the kill: Lease holder {h:?}, transitions {t}", killed.elapsed().as_secs_f64());
+            holders.push((h.clone(), t));
+        }
+        if let Some(h) = h.as_ref().filter(|h| **h != identity) {
+            let who = match pod_of(h) {
+                Some(p) if p == standby => "the standby".to_string(),
+                Some(p) => format!("the killed replica's pod {p}, restarted,"),
+                None => "an unknown replica".to_string(),
+            };
+            eprintln!("takeover: {who} holds the Lease as {h} {:.1}s after the leader was killed (transitions {transitions} -> {t})", killed.elapsed().as_secs_f64());
+            if t <= transitions {
+                findings.push(format!("the Lease changed hands without a new transition ({transitions} -> {t})"));
+            }
+            if pod_of(h).is_none() {
+                findings.push(format!("the Lease is held by {h}, which is none of the replicas {names:?}"));
+            }
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            findings.push(format!(
+                "the Lease never changed hands within 60 s of SIGKILL to the leader {leader} (identity {identity}); holders seen: {holders:?}. \
+                 The kubelet restarted the killed container in place and the new process, having the same identity (the pod name), \
+                 renewed the dead process's Lease as its own: no new term, and the standby {standby} never took over"
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // ... each with exactly one pod.
+    let (resumed, took) = ready.await.expect("Sandboxes Ready");
+    eprintln!(
+        "reconciling again {:.1}s after the kill (first status of a Sandbox created after it); all {} Sandboxes (created just before and just after the kill) Ready {:.1}s after the kill",
+        resumed.as_secs_f64(),
+        all.len(),
+        took.as_secs_f64()
+    );
+    let (sbx, pods) = sandboxes::converged(&c, &n, &[], false, Duration::from_secs(60)).await;
+    assert_eq!(sbx.len(), all.len(), "Sandboxes: {:?}", sbx.iter().map(|s| s.name_any()).collect::<Vec<_>>());
+    assert_eq!(pods.len(), all.len(), "pods: {:?}", pods.iter().map(|p| p.name_any()).collect::<Vec<_>>());
+
+    // The killed replica is back (restarted by the kubelet), and one of the two leads.
+    let pods = release::ready_pods(&c, OPERATOR_SELECTOR, 2, Duration::from_secs(120)).await;
+    let back = pods.iter().find(|p| p.name_any() == leader).expect("the killed replica's pod");
+    assert!(restarts(back) > leader_restarts, "the killed operator container was not restarted");
+    let (holder, _) = release::lease_holder(&c).await;
+    assert!(holder.as_deref().is_some_and(|h| pod_of(h).is_some()), "Lease holder {holder:?} is none of {names:?}");
+
+    // And a Sandbox created now is handled.
+    sandboxes::create(&c, &n, "later", json!({})).await.expect("creating later");
+    wait_ready(&c, &n, &["later".to_string()]).await;
+    sandboxes::converged(&c, &n, &[], false, Duration::from_secs(60)).await;
+    assert!(findings.is_empty(), "{}", findings.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API server restarted while the operator and the gateway are busy.
+
+fn cluster_script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster")
+}
+
+fn create_request(ns: &str, name: &str) -> pb::CreateSandboxRequest {
+    pb::CreateSandboxRequest {
+        namespace: ns.into(),
+        name: name.into(),
+        source: Some(pb::create_sandbox_request::Source::Image(SANDBOX_IMAGE.into())),
+        resources: Some(pb::Resources { cpu: "10m".into(), memory: "64Mi".into(), ephemeral_storage: "64Mi".into() }),
+        ttl_seconds: 1800,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_restart_under_load() {
+    let _lock = LOCK.lock().await;
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "flt-api").await;
+    let n = ns.name.clone();
+    let token = sandboxes::token_for(&c, &n, "tester").await;
+    let workers: Vec<String> = (0..3).map(|i| format!("w{i}")).collect();
+    futures::future::join_all(workers.iter().map(|w| ready_sandbox(&c, &n, w))).await;
+
+    let _cluster = ClusterLock::acquire("API server restart").await;
+    let op0 = release::operator_ready(&c, Duration::from_secs(120)).await;
+    let (addr, gw0) = release::in_cluster_gateway(&c).await;
+    eprintln!("in-cluster gateway {} at {addr}; operator {}", gw0.name_any(), op0.name_any());
+    let ac = AirlockClient::connect(&addr, Some(token)).await.expect("connect to the in-cluster gateway");
+
+    // Commands in flight: a sleeper in each worker and a ticker streaming output.
+    let mut inflight = Vec::new();
+    for w in &workers {
+        inflight.push((format!("{w}: sleep"), started(&ac, &n, w, "echo up; exec sleep 600.5").await));
+    }
+    inflight.push(("w0: ticker".into(), started(&ac, &n, "w0", "echo up; while :; do echo tick; sleep 0.2; done").await));
+    assert_eq!(count(&ac, &n, "w1", &["sleep", "600.5"]).await, 1);
+    let ends: Vec<_> = inflight.into_iter().map(|(what, s)| (what, tokio::spawn(async move { (tokio::time::timeout(Duration::from_secs(180), drain(s)).await, Instant::now()) }))).collect();
+
+    // Sandboxes being created through the gateway the whole time, one every 300 ms.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ac2, n2, stop2) = (ac.clone(), n.clone(), stop.clone());
+    let creator = tokio::spawn(async move {
+        let mut results = Vec::new();
+        let mut i = 0;
+        while !stop2.load(Ordering::Relaxed) {
+            let name = format!("c{i:03}");
+            let mut r = Request::new(create_request(&n2, &name));
+            r.set_timeout(Duration::from_secs(20));
+            let res = ac2.sandboxes().create_sandbox(r).await.map(|_| ()).map_err(|s| (s.code(), s.message().to_string()));
+            results.push((name, res));
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        results
+    });
+    // The API server's availability, from this host, every 100 ms.
+    let (c3, stop3) = (c.clone(), stop.clone());
+    let prober = tokio::spawn(async move {
+        let mut down: Vec<Instant> = Vec::new();
+        while !stop3.load(Ordering::Relaxed) {
+            let ok = matches!(tokio::time::timeout(Duration::from_secs(1), c3.apiserver_version()).await, Ok(Ok(_)));
+            if !ok {
+                down.push(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        down
+    });
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t_restart = Instant::now();
+    let out = tokio::process::Command::new(cluster_script()).args(["restart", "kube-apiserver"]).output().await.expect("running e2e/cluster restart");
+    let restart_took = t_restart.elapsed();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "e2e/cluster restart kube-apiserver failed:\n{log}");
+    eprintln!("e2e/cluster restart kube-apiserver: {:.1}s ({})", restart_took.as_secs_f64(), log.trim());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Ordering::Relaxed);
+    let created = creator.await.expect("creator");
+    let down = prober.await.expect("prober");
+    match (down.first(), down.last()) {
+        (Some(a), Some(b)) => eprintln!(
+            "API server unreachable from {:.1}s to {:.1}s after the restart began: outage {:.1}s ({} failed probes)",
+            a.duration_since(t_restart).as_secs_f64(),
+            b.duration_since(t_restart).as_secs_f64(),
+            (b.duration_since(*a) + Duration::from_millis(100)).as_secs_f64(),
+            down.len()
+        ),
+        _ => eprintln!("API server never seen unreachable (every probe answered)"),
+    }
+
+    let mut findings = Vec::new();
+
+    // The in-flight commands ended, each with a clear status, none hanging.
+    for (what, h) in ends {
+        let (end, at) = h.await.expect("drain task");
+        let at = at.saturating_duration_since(t_restart).as_secs_f64();
+        match end {
+            Err(_) => findings.push(format!("{what}: still open 180 s later (hangs)")),
+            Ok(Ok(x)) => findings.push(format!("{what}: ended OK {x:?} at {at:.1}s: an interrupted command must not look like a clean end")),
+            Ok(Err(st)) => {
+                eprintln!("{what}: ended {at:.1}s after the restart began: {:?} {:?}", st.code(), st.message());
+                if st.code() != Code::Unavailable {
+                    findings.push(format!("{what}: {:?}, want UNAVAILABLE: {}", st.code(), st.message()));
+                }
+                let m = st.message().to_lowercase();
+                if !(m.contains("connection") && m.contains("lost")) {
+                    findings.push(format!("{what}: the message does not say the connection to the sandbox was lost and what became of the command: {:?}", st.message()));
+                }
+            }
+        }
+    }
+
+    // Creations during the restart: answered OK, or refused with a clear status.
+    let ok: Vec<String> = created.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| n.clone()).collect();
+    let refused: Vec<(&String, &Code, &String)> = created.iter().filter_map(|(n, r)| r.as_ref().err().map(|(c, m)| (n, c, m))).collect();
+    eprintln!("creations through the gateway during the restart: {} OK, {} refused: {:?}", ok.len(), refused.len(), refused);
+    for (name, code, msg) in &refused {
+        if !matches!(code, Code::Unavailable | Code::DeadlineExceeded) || msg.is_empty() {
+            findings.push(format!("creating {name} during the restart: {code:?} {msg:?}, want UNAVAILABLE or DEADLINE_EXCEEDED with a message"));
+        }
+    }
+
+    // Neither the operator nor the gateway restarted.
+    let op1 = release::operator_ready(&c, Duration::from_secs(60)).await;
+    let gw1 = release::ready_pods(&c, GATEWAY_SELECTOR, 1, Duration::from_secs(60)).await.remove(0);
+    for (what, a, b) in [("operator", &op0, &op1), ("gateway", &gw0, &gw1)] {
+        eprintln!("{what} {}: restarts {} -> {}", b.name_any(), restarts(a), restarts(b));
+        if a.uid() != b.uid() || restarts(a) != restarts(b) {
+            findings.push(format!("{what} restarted: {} (restarts {}) -> {} (restarts {})", a.name_any(), restarts(a), b.name_any(), restarts(b)));
+        }
+    }
+
+    // After the restart, through the same gateway connection: commands run, and new Sandboxes
+    // become Ready (every one that exists, including those created during the outage).
+    let t_after = Instant::now();
+    let o = ac.exec_collect(AirlockClient::argv(&n, "w1", ["sh", "-c", "echo after"])).await;
+    match &o {
+        Ok(o) if o.exit_code == 0 && o.stdout == b"after\n" => {}
+        other => findings.push(format!("exec after the restart: {other:?}")),
+    }
+    let sb = ac.create_sandbox_ready(create_request(&n, "after"), READY).await;
+    match &sb {
+        Ok(sb) if sb.ready => eprintln!("new Sandbox through the gateway Ready {:.1}s after the API server was back", t_after.elapsed().as_secs_f64()),
+        other => findings.push(format!("create after the restart: {other:?}")),
+    }
+    // The interrupted commands left nothing running in the sandboxes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for w in &workers {
+        while count(&ac, &n, w, &["sleep", "600.5"]).await != 0 {
+            if tokio::time::Instant::now() >= deadline {
+                findings.push(format!("{w}: the interrupted sleep still runs"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let (sbx, _) = sandboxes::list(&c, &n).await;
+    for name in &ok {
+        if !sbx.iter().any(|s| &s.name_any() == name) {
+            findings.push(format!("{name}: created OK through the gateway, but there is no such Sandbox"));
+        }
+    }
+    let names: Vec<String> = sbx.iter().map(|s| s.name_any()).collect();
+    wait_ready(&c, &n, &names).await;
+    let (sbx, pods) = sandboxes::converged(&c, &n, &[], false, Duration::from_secs(60)).await;
+    eprintln!("after the restart: {} Sandboxes all Ready, {} pods, {:.1}s after the API server was back", sbx.len(), pods.len(), t_after.elapsed().as_secs_f64());
+    drop(_cluster);
+    ns.cleanup().await;
+    assert!(findings.is_empty(), "{}", findings.join("\n"));
+}
