@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds Airlock's own images without a Docker engine and imports them into the local cluster's
 # containerd: the static agent (scratch), the operator (binary + the shared libraries it links,
-# plus the agent and airlock-boot for the agent ConfigMap) and the exec gateway. Tags are content
-# hashes, so a new build rolls the Deployments.
+# plus the agent and airlock-boot for the agent ConfigMap) and the exec gateway, tagged with a
+# content hash so a new build rolls the Deployments; and airlock.local/sandbox-python-agent:0.1.0,
+# the sandbox image with the agent inside.
 # Prints `TAG=<tag>` on stdout.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -30,4 +31,9 @@ rm -rf "$agent_root"
 # The operator image carries the agent bundle's two programs (--agent-boot, --agent-binary).
 "$ROOT/e2e/cluster" image-bins "airlock.local/operator:$TAG" "$stage/airlock-operator" "$stage/airlock-agent" "$stage/airlock-boot"
 "$ROOT/e2e/cluster" image-bins "airlock.local/exec-gateway:$TAG" "$stage/airlock-exec-gateway"
+# A sandbox image that brings its own agent (Sandbox spec.agent: Image): the base sandbox image
+# plus /.airlock/airlock-agent, as images built on Airlock's base images have it.
+agent_layer=$(mktemp -d); install -D -m 0755 "$stage/airlock-agent" "$agent_layer/.airlock/airlock-agent"
+"$ROOT/e2e/cluster" image "airlock.local/sandbox-python-agent:0.1.0" "$agent_layer" "" airlock.local/sandbox-python:0.1.0
+rm -rf "$agent_layer"
 echo "TAG=$TAG"

@@ -442,3 +442,91 @@ async fn malformed_sandboxes_are_rejected_by_the_api_server() {
     assert!(failures.is_empty(), "{} of {} checks failed:\n{}", failures.len(), cases.len() + 4, failures.join("\n"));
     ns.cleanup().await;
 }
+
+/// The sandbox image with the agent inside (built by e2e/lib/images.sh on SANDBOX_IMAGE).
+const SANDBOX_AGENT_IMAGE: &str = "airlock.local/sandbox-python-agent:0.1.0";
+
+/// The process of PID 1 in the sandbox, as its argv.
+async fn pid1(c: &Client, ns: &str, pod: &str) -> Vec<String> {
+    let o = exec(c, ns, pod, &["cat", "/proc/1/cmdline"]).await;
+    assert_eq!(o.exit_code, 0, "{o:?}");
+    o.stdout.split('\0').filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+#[tokio::test]
+async fn the_agent_arrives_through_the_namespace_config_map_without_init_container() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "op-bundle").await;
+    let sandboxes: Api<Sandbox> = Api::namespaced(c.clone(), &ns.name);
+    for name in ["b1", "b2"] {
+        create_ok(&c, &ns.name, manifest(name, json!({}))).await;
+    }
+    for name in ["b1", "b2"] {
+        wait_ready(&sandboxes, name).await;
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), &ns.name);
+    let bundles = cms
+        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/component=agent-bundle"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(bundles.len(), 1, "one agent ConfigMap per namespace, shared");
+    let cm = &bundles[0];
+    assert_eq!(cm.immutable, Some(true));
+    assert!(cm.owner_references().is_empty(), "shared by the namespace's sandboxes, owned by none");
+    let bin = cm.binary_data.as_ref().unwrap();
+    let size: usize = bin.values().map(|b| b.0.len()).sum();
+    eprintln!("agent ConfigMap {}: {size} bytes ({} boot, {} agent.z)", cm.name_any(), bin["boot"].0.len(), bin["agent.z"].0.len());
+    assert!(size <= 1 << 20);
+
+    let pods: Api<Pod> = Api::namespaced(c.clone(), &ns.name);
+    let pod = pods.get("b1").await.unwrap();
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(spec.init_containers, None, "no init container");
+    assert!(spec.volumes.iter().flatten().any(|v| v.config_map.as_ref().is_some_and(|x| x.name == cm.name_any())));
+    assert_eq!(pod.labels().get("airlock.dev/agent-bundle"), Some(&cm.name_any()));
+    // airlock-boot exec'd the agent: PID 1 is the agent, unpacked into the memory volume.
+    assert_eq!(pid1(&c, &ns.name, "b1").await, ["/.airlock/airlock-agent", "init", "--"]);
+    let ls = exec(&c, &ns.name, "b1", &["/.airlock/airlock-agent", "ls", "/.airlock"]).await;
+    assert_eq!(ls.exit_code, 0, "{ls:?}");
+    assert!(ls.stdout.contains("\"name\":\"airlock-agent\""), "{ls:?}");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_image_with_the_agent_starts_with_no_volume_and_one_without_fails_clearly() {
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "op-agentimg").await;
+    let sandboxes: Api<Sandbox> = Api::namespaced(c.clone(), &ns.name);
+    create_ok(&c, &ns.name, manifest("own", json!({"image": SANDBOX_AGENT_IMAGE, "imagePullPolicy": "Never", "agent": "Image"}))).await;
+    create_ok(&c, &ns.name, manifest("missing", json!({"agent": "Image", "imagePullPolicy": "Never"}))).await;
+
+    wait_ready(&sandboxes, "own").await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), &ns.name);
+    let spec = pods.get("own").await.unwrap().spec.unwrap();
+    assert_eq!((spec.volumes, spec.init_containers), (None, None), "nothing mounted, nothing copied");
+    assert_eq!(pid1(&c, &ns.name, "own").await, ["/.airlock/airlock-agent", "init", "--"]);
+    let st = exec(&c, &ns.name, "own", &["/.airlock/airlock-agent", "stat", "/usr/bin/python3"]).await;
+    assert_eq!(st.exit_code, 0, "the agent's file operations work: {st:?}");
+    assert!(st.stdout.contains("\"name\":\"/usr/bin/python3\""), "{st:?}");
+
+    // The plain image has no agent: the Sandbox fails and says why.
+    let failed = wait_for(&sandboxes, "missing", READY_TIMEOUT, "phase Failed", |s| {
+        s.and_then(|s| s.status.as_ref()).is_some_and(|st| st.phase == Some(Phase::Failed))
+    })
+    .await
+    .unwrap();
+    let r = cond(&failed, condition::READY).unwrap();
+    eprintln!("agent: Image without an agent: reason={} message={}", r.reason, r.message);
+    assert!(r.message.contains("/.airlock/airlock-agent"), "the message names the missing agent: {r:?}");
+
+    // spec.agent is immutable, also against being removed.
+    let patch = json!({"spec": {"agent": "Inject"}});
+    let e = raw(&c, &ns.name).patch("own", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap_err();
+    assert!(e.to_string().contains("spec.agent is immutable"), "{e}");
+    let patch = json!({"spec": {"agent": null}});
+    let e = raw(&c, &ns.name).patch("own", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap_err();
+    assert!(e.to_string().contains("spec.agent is immutable"), "{e}");
+    ns.cleanup().await;
+}

@@ -557,7 +557,10 @@ mod tests {
         drop(w);
         let mut sink = Vec::new();
         let never = tokio::time::timeout(Duration::from_millis(100), bare.read_to_end(&mut sink));
-        assert!(never.await.is_err(), "a dropped simplex writer now gives EOF");
+        assert!(
+            never.await.is_err(),
+            "a dropped simplex writer now gives EOF"
+        );
         // As kube-client leaves them on a websocket error: written, then dropped, no shutdown.
         let (r, mut w) = tokio::io::simplex(64);
         let ended = CancellationToken::new();

@@ -215,10 +215,23 @@ mod tests {
         let gone = || kube::Error::Service(Box::new(std::io::Error::other("connection refused")));
         let s: tonic::Status = KubeError::api("creating", "n", "x", gone()).into();
         assert_eq!(s.code(), Code::Unavailable);
-        assert!(s.message().starts_with("creating sandbox n/x: "), "{}", s.message());
-        assert!(s.message().contains("may or may not have been created"), "{}", s.message());
+        assert!(
+            s.message().starts_with("creating sandbox n/x: "),
+            "{}",
+            s.message()
+        );
+        assert!(
+            s.message().contains("may or may not have been created"),
+            "{}",
+            s.message()
+        );
         let s: tonic::Status = KubeError::api("reading", "n", "x", gone()).into();
         assert_eq!(s.code(), Code::Unavailable);
-        assert!(s.message().ends_with("(no answer from the Kubernetes API server)"), "{}", s.message());
+        assert!(
+            s.message()
+                .ends_with("(no answer from the Kubernetes API server)"),
+            "{}",
+            s.message()
+        );
     }
 }

@@ -560,6 +560,7 @@ pub fn create_request(
             runtime_class_name,
             working_dir,
             read_only_root_filesystem: r.read_only_root_filesystem,
+            agent: r.agent_in_image.then_some(airlock_crds::AgentSource::Image),
             ..Default::default()
         },
         labels,
@@ -976,6 +977,9 @@ mod tests {
         assert_eq!(ok.namespace, "default");
         assert_eq!(ok.generate_name.as_deref(), Some("sandbox-"));
         assert_eq!(ok.spec.image, "python:3.12");
+        assert_eq!(ok.spec.agent, None, "the agent is injected unless asked");
+        let own = create(|r| r.agent_in_image = true).unwrap();
+        assert_eq!(own.spec.agent, Some(airlock_crds::AgentSource::Image));
 
         let full = create(|r| {
             r.namespace = "team-a".into();

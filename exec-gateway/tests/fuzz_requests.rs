@@ -72,7 +72,11 @@ impl Rng {
     /// One of `xs`, or (as often as any one of them) a random value.
     fn pick_or<T: Copy>(&mut self, xs: &[T], random: fn(u64) -> T) -> T {
         let i = self.below(xs.len() as u64 + 1) as usize;
-        if i == xs.len() { random(self.next()) } else { xs[i] }
+        if i == xs.len() {
+            random(self.next())
+        } else {
+            xs[i]
+        }
     }
     /// A list length: mostly small, sometimes empty, sometimes up to `large`.
     fn len(&mut self, large: usize) -> usize {
@@ -182,7 +186,9 @@ fn unicode_string(rng: &mut Rng, n: usize) -> String {
             0 => char::from_u32(rng.below(0x20) as u32).unwrap(),
             1 => char::from_u32(0x80 + rng.below(0x780) as u32).unwrap(),
             2 => char::from_u32(0x1F300 + rng.below(0x300) as u32).unwrap(),
-            3 => *rng.pick(&['\u{202e}', '\u{200b}', '\u{feff}', '\u{0}', '\u{7f}', '\u{85}', '\u{3000}']),
+            3 => *rng.pick(&[
+                '\u{202e}', '\u{200b}', '\u{feff}', '\u{0}', '\u{7f}', '\u{85}', '\u{3000}',
+            ]),
             _ => (b'a' + rng.below(26) as u8) as char,
         })
         .collect()
@@ -214,7 +220,9 @@ fn string(rng: &mut Rng) -> String {
             unicode_string(rng, n)
         }
         14 => {
-            let n = *rng.pick(&[57usize, 58, 59, 62, 63, 64, 252, 253, 254, 511, 512, 513, 4095, 4096, 4097]);
+            let n = *rng.pick(&[
+                57usize, 58, 59, 62, 63, 64, 252, 253, 254, 511, 512, 513, 4095, 4096, 4097,
+            ]);
             let c = *rng.pick(&["a", "/", "é"]);
             let mut s = c.repeat(n / c.len());
             if rng.bool() && c.len() == 1 {
@@ -242,7 +250,12 @@ fn path(rng: &mut Rng) -> String {
         0 => {
             let n = rng.range(1, 6);
             (0..n)
-                .map(|_| format!("/{}", rng.pick(&["a", ".", "..", "", "tmp", "é", "x y", "\0", "🦀"])))
+                .map(|_| {
+                    format!(
+                        "/{}",
+                        rng.pick(&["a", ".", "..", "", "tmp", "é", "x y", "\0", "🦀"])
+                    )
+                })
                 .collect()
         }
         1 => format!("/{}", dns_label(rng)),
@@ -252,7 +265,10 @@ fn path(rng: &mut Rng) -> String {
 
 fn sandbox_ref(rng: &mut Rng) -> Option<pb::SandboxRef> {
     if !rng.hostile() {
-        return Some(pb::SandboxRef { namespace: String::new(), name: dns_label(rng) });
+        return Some(pb::SandboxRef {
+            namespace: String::new(),
+            name: dns_label(rng),
+        });
     }
     match rng.below(6) {
         0 => None,
@@ -261,7 +277,11 @@ fn sandbox_ref(rng: &mut Rng) -> Option<pb::SandboxRef> {
             name: string(rng),
         }),
         _ => Some(pb::SandboxRef {
-            namespace: if rng.bool() { String::new() } else { dns_label(rng) },
+            namespace: if rng.bool() {
+                String::new()
+            } else {
+                dns_label(rng)
+            },
             name: dns_label(rng),
         }),
     }
@@ -269,12 +289,18 @@ fn sandbox_ref(rng: &mut Rng) -> Option<pb::SandboxRef> {
 
 fn env_map(rng: &mut Rng, large: usize) -> HashMap<String, String> {
     if !rng.hostile() {
-        return (0..rng.below(4)).map(|i| (format!("V{i}"), dns_label(rng))).collect();
+        return (0..rng.below(4))
+            .map(|i| (format!("V{i}"), dns_label(rng)))
+            .collect();
     }
     let n = rng.len(large);
     (0..n)
         .map(|_| {
-            let k = if rng.bool() { format!("V{}", rng.below(1000)) } else { string(rng) };
+            let k = if rng.bool() {
+                format!("V{}", rng.below(1000))
+            } else {
+                string(rng)
+            };
             (k, string(rng))
         })
         .collect()
@@ -282,7 +308,10 @@ fn env_map(rng: &mut Rng, large: usize) -> HashMap<String, String> {
 
 fn duration(rng: &mut Rng) -> Option<prost_types::Duration> {
     if !rng.hostile() {
-        return rng.bool().then(|| prost_types::Duration { seconds: rng.range(0, 600), nanos: 0 });
+        return rng.bool().then(|| prost_types::Duration {
+            seconds: rng.range(0, 600),
+            nanos: 0,
+        });
     }
     match rng.below(5) {
         0 => None,
@@ -310,14 +339,24 @@ fn bytes(rng: &mut Rng) -> Option<Bytes> {
 
 fn args(rng: &mut Rng) -> Vec<String> {
     if !rng.hostile() {
-        return (0..rng.range(1, 4)).map(|i| if i == 0 { "ls".into() } else { dns_label(rng) }).collect();
+        return (0..rng.range(1, 4))
+            .map(|i| if i == 0 { "ls".into() } else { dns_label(rng) })
+            .collect();
     }
     let n = match rng.below(30) {
         0 => 0,
         1 => *rng.pick(&[4095usize, 4096, 4097]),
         _ => rng.range(1, 6) as usize,
     };
-    (0..n).map(|i| if i == 0 && rng.bool() { "ls".into() } else { string(rng) }).collect()
+    (0..n)
+        .map(|i| {
+            if i == 0 && rng.bool() {
+                "ls".into()
+            } else {
+                string(rng)
+            }
+        })
+        .collect()
 }
 
 fn exec_request(rng: &mut Rng) -> pb::ExecRequest {
@@ -326,7 +365,9 @@ fn exec_request(rng: &mut Rng) -> pb::ExecRequest {
         command: match if rng.hostile() { rng.below(5) } else { 4 } {
             0 => None,
             1 => Some(pb::exec_request::Command::Shell(string(rng))),
-            _ => Some(pb::exec_request::Command::Argv(pb::Argv { args: args(rng) })),
+            _ => Some(pb::exec_request::Command::Argv(pb::Argv {
+                args: args(rng),
+            })),
         },
         env: env_map(rng, 300),
         cwd: if rng.bool() { String::new() } else { path(rng) },
@@ -338,7 +379,13 @@ fn exec_request(rng: &mut Rng) -> pb::ExecRequest {
 fn run_code_request(rng: &mut Rng) -> pb::RunCodeRequest {
     pb::RunCodeRequest {
         sandbox: sandbox_ref(rng),
-        language: if !rng.hostile() { rng.range(1, 3) as i32 } else if rng.one_in(4) { rng.next() as i32 } else { rng.range(0, 4) as i32 },
+        language: if !rng.hostile() {
+            rng.range(1, 3) as i32
+        } else if rng.one_in(4) {
+            rng.next() as i32
+        } else {
+            rng.range(0, 4) as i32
+        },
         code: if !rng.hostile() {
             "print(1)".into()
         } else if rng.one_in(50) {
@@ -361,59 +408,159 @@ fn quantity(rng: &mut Rng) -> String {
         0 => String::new(),
         1 => rng
             .pick(&[
-                "1", "500m", "0", "-1", "+1", "0.0", "0.5", ".5", "5.", "1e3", "1E+2", "1e-3", "1e999",
-                "1e-999", "1e1000", "9999999Ti", "1Ki", "1ki", "1 Gi", "Gi", ".", "1..2", "00", "0e5",
-                "+0.1", "++1", "1e+", "1e+-1",
+                "1",
+                "500m",
+                "0",
+                "-1",
+                "+1",
+                "0.0",
+                "0.5",
+                ".5",
+                "5.",
+                "1e3",
+                "1E+2",
+                "1e-3",
+                "1e999",
+                "1e-999",
+                "1e1000",
+                "9999999Ti",
+                "1Ki",
+                "1ki",
+                "1 Gi",
+                "Gi",
+                ".",
+                "1..2",
+                "00",
+                "0e5",
+                "+0.1",
+                "++1",
+                "1e+",
+                "1e+-1",
             ])
             .to_string(),
         2 => {
             let n = rng.range(0, 12) as usize;
-            (0..n).map(|_| *rng.pick(b"0123456789.+-eEkKmMgGiun ") as char).collect()
+            (0..n)
+                .map(|_| *rng.pick(b"0123456789.+-eEkKmMgGiun ") as char)
+                .collect()
         }
         _ => string(rng),
     }
 }
 
 fn network(rng: &mut Rng) -> pb::Network {
-    let egress = if rng.hostile() && rng.one_in(5) { rng.next() as i32 } else { rng.range(0, 3) as i32 };
+    let egress = if rng.hostile() && rng.one_in(5) {
+        rng.next() as i32
+    } else {
+        rng.range(0, 3) as i32
+    };
     pb::Network {
-            egress,
-            allow: (0..if rng.hostile() { rng.len(70) } else if egress == 3 { rng.range(1, 3) as usize } else { 0 })
-                .map(|_| pb::EgressRule {
-                    cidr: match if rng.hostile() { rng.below(3) } else { 3 } {
-                        0 => string(rng),
-                        3 => rng.pick(&["10.0.0.0/8", "203.0.113.0/24", "2001:db8::/32", "0.0.0.0/0"]).to_string(),
-                        1 => rng
-                            .pick(&["10.0.0.0/8", "0.0.0.0/0", "::/0", "10.0.0.1/8", "1.2.3.4/08", "1.2.3.4/33", "::/129", "fe80::1%eth0/64", "1.2.3.4/+8", "1.2.3.4/ 8"])
-                            .to_string(),
-                        _ => format!("{}.{}.{}.{}/{}", rng.below(300), rng.below(256), rng.below(256), rng.below(256), rng.below(40)),
-                    },
-                    ports: (0..rng.len(40))
-                        .map(|_| pb::Port {
-                            port: if !rng.hostile() { rng.range(1, 65535) as i32 } else { rng.pick_or(&[0, -1, 1, 443, 65535, 65536, i32::MIN, i32::MAX], |r| r as i32) },
-                            protocol: if rng.hostile() && rng.one_in(5) { rng.next() as i32 } else { rng.range(0, 3) as i32 },
-                        })
-                        .collect(),
-                })
-                .collect(),
-            dns: rng.bool(),
-        }
+        egress,
+        allow: (0..if rng.hostile() {
+            rng.len(70)
+        } else if egress == 3 {
+            rng.range(1, 3) as usize
+        } else {
+            0
+        })
+            .map(|_| pb::EgressRule {
+                cidr: match if rng.hostile() { rng.below(3) } else { 3 } {
+                    0 => string(rng),
+                    3 => rng
+                        .pick(&["10.0.0.0/8", "203.0.113.0/24", "2001:db8::/32", "0.0.0.0/0"])
+                        .to_string(),
+                    1 => rng
+                        .pick(&[
+                            "10.0.0.0/8",
+                            "0.0.0.0/0",
+                            "::/0",
+                            "10.0.0.1/8",
+                            "1.2.3.4/08",
+                            "1.2.3.4/33",
+                            "::/129",
+                            "fe80::1%eth0/64",
+                            "1.2.3.4/+8",
+                            "1.2.3.4/ 8",
+                        ])
+                        .to_string(),
+                    _ => format!(
+                        "{}.{}.{}.{}/{}",
+                        rng.below(300),
+                        rng.below(256),
+                        rng.below(256),
+                        rng.below(256),
+                        rng.below(40)
+                    ),
+                },
+                ports: (0..rng.len(40))
+                    .map(|_| pb::Port {
+                        port: if !rng.hostile() {
+                            rng.range(1, 65535) as i32
+                        } else {
+                            rng.pick_or(&[0, -1, 1, 443, 65535, 65536, i32::MIN, i32::MAX], |r| {
+                                r as i32
+                            })
+                        },
+                        protocol: if rng.hostile() && rng.one_in(5) {
+                            rng.next() as i32
+                        } else {
+                            rng.range(0, 3) as i32
+                        },
+                    })
+                    .collect(),
+            })
+            .collect(),
+        dns: rng.bool(),
+    }
 }
 
 fn create_request(rng: &mut Rng) -> pb::CreateSandboxRequest {
     let mut labels = HashMap::new();
-    for _ in 0..if rng.hostile() { rng.len(20) } else { rng.below(3) as usize } {
-        let k = if !rng.hostile() { format!("{}/{}", dns_label(rng), dns_label(rng)) } else { string(rng) };
-        labels.insert(k, if !rng.hostile() { dns_label(rng) } else { string(rng) });
+    for _ in 0..if rng.hostile() {
+        rng.len(20)
+    } else {
+        rng.below(3) as usize
+    } {
+        let k = if !rng.hostile() {
+            format!("{}/{}", dns_label(rng), dns_label(rng))
+        } else {
+            string(rng)
+        };
+        labels.insert(
+            k,
+            if !rng.hostile() {
+                dns_label(rng)
+            } else {
+                string(rng)
+            },
+        );
     }
     pb::CreateSandboxRequest {
-        namespace: if !rng.hostile() { String::new() } else { string(rng) },
-        name: if !rng.hostile() { if rng.bool() { dns_label(rng) } else { String::new() } } else { string(rng) },
-        generate_name: if !rng.hostile() { String::new() } else { string(rng) },
+        namespace: if !rng.hostile() {
+            String::new()
+        } else {
+            string(rng)
+        },
+        name: if !rng.hostile() {
+            if rng.bool() {
+                dns_label(rng)
+            } else {
+                String::new()
+            }
+        } else {
+            string(rng)
+        },
+        generate_name: if !rng.hostile() {
+            String::new()
+        } else {
+            string(rng)
+        },
         source: match if rng.hostile() { rng.below(6) } else { 2 } {
             0 => None,
             1 => Some(pb::create_sandbox_request::Source::Template(string(rng))),
-            2 | 3 => Some(pb::create_sandbox_request::Source::Image("python:3.12".into())),
+            2 | 3 => Some(pb::create_sandbox_request::Source::Image(
+                "python:3.12".into(),
+            )),
             _ => Some(pb::create_sandbox_request::Source::Image(string(rng))),
         },
         resources: rng.bool().then(|| pb::Resources {
@@ -421,21 +568,40 @@ fn create_request(rng: &mut Rng) -> pb::CreateSandboxRequest {
             memory: quantity(rng),
             ephemeral_storage: quantity(rng),
         }),
-        ttl_seconds: if !rng.hostile() { 600 } else { rng.pick_or(&[0, 0, 1, -1, 3600, 604800, 604801, i64::MIN, i64::MAX], |r| r as i64) },
-        idle_timeout_seconds: if !rng.hostile() { 0 } else { rng.pick_or(&[0, 0, 1, -1, 60, 604800, 604801], |r| r as i64) },
+        ttl_seconds: if !rng.hostile() {
+            600
+        } else {
+            rng.pick_or(
+                &[0, 0, 1, -1, 3600, 604800, 604801, i64::MIN, i64::MAX],
+                |r| r as i64,
+            )
+        },
+        idle_timeout_seconds: if !rng.hostile() {
+            0
+        } else {
+            rng.pick_or(&[0, 0, 1, -1, 60, 604800, 604801], |r| r as i64)
+        },
         network: rng.bool().then(|| network(rng)),
         env: env_map(rng, 150),
         labels,
         wait_ready: rng.bool(),
-        runtime_class_name: if !rng.hostile() { String::new() } else { string(rng) },
+        runtime_class_name: if !rng.hostile() {
+            String::new()
+        } else {
+            string(rng)
+        },
         working_dir: if rng.bool() { String::new() } else { path(rng) },
         read_only_root_filesystem: rng.bool(),
+        agent_in_image: rng.bool(),
     }
 }
 
 fn resize(rng: &mut Rng) -> pb::Resize {
     if !rng.hostile() {
-        return pb::Resize { cols: rng.range(1, 300) as u32, rows: rng.range(1, 100) as u32 };
+        return pb::Resize {
+            cols: rng.range(1, 300) as u32,
+            rows: rng.range(1, 100) as u32,
+        };
     }
     pb::Resize {
         cols: rng.pick_or(&[0, 1, 80, 65535, 65536, u32::MAX], |r| r as u32),
@@ -482,7 +648,10 @@ fn wire(rng: &mut Rng, valid: impl FnOnce(&mut Rng) -> Vec<u8>) -> Vec<u8> {
             2 => {
                 b.remove(i);
             }
-            3 => b.insert(i, *rng.pick(&[0x00, 0x08, 0x0a, 0x12, 0x1a, 0x22, 0x7f, 0x80, 0xff])),
+            3 => b.insert(
+                i,
+                *rng.pick(&[0x00, 0x08, 0x0a, 0x12, 0x1a, 0x22, 0x7f, 0x80, 0xff]),
+            ),
             _ => b.truncate(i),
         }
     }
@@ -501,40 +670,64 @@ fn ensure(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
 fn check_refusal(s: &Status, roots: &[&str]) -> Result<(), String> {
     let msg = s.message();
     if s.code() == Code::Unimplemented {
-        return ensure(msg.starts_with("template: "), || format!("UNIMPLEMENTED without template: {msg:?}"));
+        return ensure(msg.starts_with("template: "), || {
+            format!("UNIMPLEMENTED without template: {msg:?}")
+        });
     }
-    ensure(s.code() == Code::InvalidArgument, || format!("code {:?} ({msg:?})", s.code()))?;
+    ensure(s.code() == Code::InvalidArgument, || {
+        format!("code {:?} ({msg:?})", s.code())
+    })?;
     let Some((field, rest)) = msg.split_once(": ") else {
         return Err(format!("message {msg:?} does not start with `field: `"));
     };
-    ensure(!rest.trim().is_empty(), || format!("message {msg:?} says nothing after the field"))?;
+    ensure(!rest.trim().is_empty(), || {
+        format!("message {msg:?} says nothing after the field")
+    })?;
     ensure(
-        field.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.[]".contains(&b)),
+        field
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.[]".contains(&b)),
         || format!("field {field:?} of {msg:?} is not a field path"),
     )?;
     let root = field.split(['.', '[']).next().unwrap();
-    ensure(roots.contains(&root), || format!("field {field:?} of {msg:?} is not one of {roots:?}"))?;
+    ensure(roots.contains(&root), || {
+        format!("field {field:?} of {msg:?} is not one of {roots:?}")
+    })?;
     Ok(())
 }
 
 fn check_path(p: &str, given: &str) -> Result<(), String> {
     ensure(p == given, || "path was rewritten".into())?;
-    ensure(p.starts_with('/'), || format!("accepted relative path {p:?}"))?;
+    ensure(p.starts_with('/'), || {
+        format!("accepted relative path {p:?}")
+    })?;
     ensure(!p.contains('\0'), || "accepted NUL in path".into())?;
-    ensure(p.len() <= validate::MAX_PATH, || "accepted an over-long path".into())
+    ensure(p.len() <= validate::MAX_PATH, || {
+        "accepted an over-long path".into()
+    })
 }
 
 fn check_sandbox(ns: &str, name: &str, r: &pb::SandboxRef, default_ns: &str) -> Result<(), String> {
     ensure(validate::is_dns_label(ns), || format!("namespace {ns:?}"))?;
     ensure(validate::is_dns_label(name), || format!("name {name:?}"))?;
     ensure(name == r.name, || "name rewritten".into())?;
-    ensure(ns == if r.namespace.is_empty() { default_ns } else { &r.namespace }, || "namespace".into())
+    ensure(
+        ns == if r.namespace.is_empty() {
+            default_ns
+        } else {
+            &r.namespace
+        },
+        || "namespace".into(),
+    )
 }
 
 /// Parses an `airlock-agent exec` command line back into options (what the agent's argument
 /// parser sees), to prove the flags cannot be confused with the command.
 fn parse_exec_command(c: &[String]) -> Result<ExecOptions, String> {
-    ensure(c.len() >= 3 && c[0] == "/.airlock/airlock-agent" && c[1] == "exec", || format!("prefix {c:?}"))?;
+    ensure(
+        c.len() >= 3 && c[0] == "/.airlock/airlock-agent" && c[1] == "exec",
+        || format!("prefix {c:?}"),
+    )?;
     let mut o = ExecOptions::default();
     let mut i = 2;
     loop {
@@ -552,7 +745,10 @@ fn parse_exec_command(c: &[String]) -> Result<ExecOptions, String> {
             "--size" => {
                 let v = c.get(i + 1).ok_or("--size without value")?;
                 let (cols, rows) = v.split_once('x').ok_or("--size without x")?;
-                o.size = Some((cols.parse().map_err(|_| "cols")?, rows.parse().map_err(|_| "rows")?));
+                o.size = Some((
+                    cols.parse().map_err(|_| "cols")?,
+                    rows.parse().map_err(|_| "rows")?,
+                ));
                 i += 2;
                 continue;
             }
@@ -572,41 +768,70 @@ fn parse_exec_command(c: &[String]) -> Result<ExecOptions, String> {
     }
 }
 
-fn check_exec_spec(s: &ExecSpec, r_sandbox: &pb::SandboxRef, default_ns: &str) -> Result<(), String> {
+fn check_exec_spec(
+    s: &ExecSpec,
+    r_sandbox: &pb::SandboxRef,
+    default_ns: &str,
+) -> Result<(), String> {
     check_sandbox(&s.namespace, &s.name, r_sandbox, default_ns)?;
     let o = &s.options;
-    ensure(!o.argv.is_empty() && !o.argv[0].is_empty(), || "empty argv or program".into())?;
-    ensure(o.argv.len() <= validate::MAX_ARGS, || "too many args".into())?;
-    ensure(o.argv.iter().all(|a| !a.contains('\0')), || "NUL in argv".into())?;
-    ensure(!o.tty && o.timeout_ms.is_none(), || "tty/timeout_ms set by validation".into())?;
+    ensure(!o.argv.is_empty() && !o.argv[0].is_empty(), || {
+        "empty argv or program".into()
+    })?;
+    ensure(o.argv.len() <= validate::MAX_ARGS, || {
+        "too many args".into()
+    })?;
+    ensure(o.argv.iter().all(|a| !a.contains('\0')), || {
+        "NUL in argv".into()
+    })?;
+    ensure(!o.tty && o.timeout_ms.is_none(), || {
+        "tty/timeout_ms set by validation".into()
+    })?;
     if let Some(cwd) = &o.cwd {
         check_path(cwd, cwd)?;
     }
     ensure(o.env.len() <= validate::MAX_ENV, || "too many env".into())?;
-    ensure(o.env.windows(2).all(|w| w[0].0 < w[1].0), || "env not sorted/unique".into())?;
+    ensure(o.env.windows(2).all(|w| w[0].0 < w[1].0), || {
+        "env not sorted/unique".into()
+    })?;
     for (k, v) in &o.env {
-        ensure(validate::is_env_name(k) && !k.contains('='), || format!("env name {k:?}"))?;
+        ensure(validate::is_env_name(k) && !k.contains('='), || {
+            format!("env name {k:?}")
+        })?;
         ensure(!v.contains('\0'), || "NUL in env value".into())?;
     }
     let total: usize = o.argv.iter().map(|a| a.len() + 1).sum::<usize>()
-        + o.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
-    ensure(total <= validate::MAX_COMMAND_BYTES, || "command line too long".into())?;
+        + o.env
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum::<usize>();
+    ensure(total <= validate::MAX_COMMAND_BYTES, || {
+        "command line too long".into()
+    })?;
     if let Some(t) = s.timeout {
-        ensure(!t.is_zero() && t <= validate::MAX_TIMEOUT, || format!("timeout {t:?}"))?;
+        ensure(!t.is_zero() && t <= validate::MAX_TIMEOUT, || {
+            format!("timeout {t:?}")
+        })?;
     }
     // The command line the gateway runs parses back to the same options.
     let mut with_backstop = o.clone();
     with_backstop.timeout_ms = s.timeout.map(|t| t.as_millis() as u64 + 5000);
     let line = agent::exec_command("/.airlock/airlock-agent", &with_backstop);
     let back = parse_exec_command(&line)?;
-    ensure(back == with_backstop, || format!("exec command line does not round-trip: {line:?}"))?;
+    ensure(back == with_backstop, || {
+        format!("exec command line does not round-trip: {line:?}")
+    })?;
     Ok(())
 }
 
 fn check_file_command(cmd: FileCommand) -> Result<(), String> {
     let c = cmd.command("/.airlock/airlock-agent");
-    ensure(c[1] == cmd.name() && c[2] == cmd.path(), || "file command shape".into())?;
-    ensure(!c[2].starts_with('-'), || "path could be taken for a flag".into())
+    ensure(c[1] == cmd.name() && c[2] == cmd.path(), || {
+        "file command shape".into()
+    })?;
+    ensure(!c[2].starts_with('-'), || {
+        "path could be taken for a flag".into()
+    })
 }
 
 /// Rough mirror of the CRD schema (crds/src/lib.rs) for what the gateway writes: a spec the
@@ -630,9 +855,22 @@ fn crd_mismatches(spec: &airlock_crds::SandboxSpec) -> Vec<&'static str> {
     out
 }
 
-fn check_create(c: &CreateSpec, r: &pb::CreateSandboxRequest, default_ns: &str, stats: &mut Stats) -> Result<(), String> {
+fn check_create(
+    c: &CreateSpec,
+    r: &pb::CreateSandboxRequest,
+    default_ns: &str,
+    stats: &mut Stats,
+) -> Result<(), String> {
     ensure(validate::is_dns_label(&c.namespace), || "namespace".into())?;
-    ensure(c.namespace == if r.namespace.is_empty() { default_ns } else { &r.namespace }, || "namespace".into())?;
+    ensure(
+        c.namespace
+            == if r.namespace.is_empty() {
+                default_ns
+            } else {
+                &r.namespace
+            },
+        || "namespace".into(),
+    )?;
     match (&c.name, &c.generate_name) {
         (Some(n), None) => ensure(validate::is_dns_label(n), || format!("name {n:?}"))?,
         (None, Some(g)) => ensure(
@@ -646,44 +884,94 @@ fn check_create(c: &CreateSpec, r: &pb::CreateSandboxRequest, default_ns: &str, 
     }
     let s = &c.spec;
     ensure(
-        !s.image.trim().is_empty() && s.image.len() <= 512 && !s.image.chars().any(|ch| ch.is_whitespace() || ch.is_control()),
+        !s.image.trim().is_empty()
+            && s.image.len() <= 512
+            && !s
+                .image
+                .chars()
+                .any(|ch| ch.is_whitespace() || ch.is_control()),
         || format!("image {:?}", s.image),
     )?;
-    ensure(matches!(&r.source, Some(pb::create_sandbox_request::Source::Image(i)) if *i == s.image), || "image".into())?;
-    for q in [&s.resources.cpu, &s.resources.memory, &s.resources.ephemeral_storage].into_iter().flatten() {
-        ensure(validate::is_quantity(&q.0) && q.0.len() <= 64, || format!("quantity {:?}", q.0))?;
-        ensure(q.0.bytes().any(|b| (b'1'..=b'9').contains(&b)), || format!("zero quantity {:?}", q.0))?;
+    ensure(
+        matches!(&r.source, Some(pb::create_sandbox_request::Source::Image(i)) if *i == s.image),
+        || "image".into(),
+    )?;
+    for q in [
+        &s.resources.cpu,
+        &s.resources.memory,
+        &s.resources.ephemeral_storage,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        ensure(validate::is_quantity(&q.0) && q.0.len() <= 64, || {
+            format!("quantity {:?}", q.0)
+        })?;
+        ensure(q.0.bytes().any(|b| (b'1'..=b'9').contains(&b)), || {
+            format!("zero quantity {:?}", q.0)
+        })?;
     }
-    for t in [s.lifetime.ttl_seconds, s.lifetime.idle_timeout_seconds].into_iter().flatten() {
-        ensure((1..=airlock_crds::MAX_TTL_SECONDS).contains(&t), || format!("seconds {t}"))?;
+    for t in [s.lifetime.ttl_seconds, s.lifetime.idle_timeout_seconds]
+        .into_iter()
+        .flatten()
+    {
+        ensure((1..=airlock_crds::MAX_TTL_SECONDS).contains(&t), || {
+            format!("seconds {t}")
+        })?;
     }
     let n = &s.network;
-    ensure((n.egress == airlock_crds::EgressMode::AllowList) == !n.allow.is_empty(), || "allow iff AllowList".into())?;
+    ensure(
+        (n.egress == airlock_crds::EgressMode::AllowList) == !n.allow.is_empty(),
+        || "allow iff AllowList".into(),
+    )?;
     ensure(n.allow.len() <= 64, || "allow count".into())?;
     for a in &n.allow {
         ensure(validate::is_cidr(&a.cidr), || format!("cidr {:?}", a.cidr))?;
-        ensure(a.ports.len() <= 32 && a.ports.iter().all(|p| (1..=65535).contains(&p.port)), || "ports".into())?;
+        ensure(
+            a.ports.len() <= 32 && a.ports.iter().all(|p| (1..=65535).contains(&p.port)),
+            || "ports".into(),
+        )?;
     }
     ensure(s.env.len() <= 128, || "env count".into())?;
-    ensure(s.env.windows(2).all(|w| w[0].name < w[1].name), || "env not sorted".into())?;
+    ensure(s.env.windows(2).all(|w| w[0].name < w[1].name), || {
+        "env not sorted".into()
+    })?;
     for e in &s.env {
-        ensure(validate::is_env_name(&e.name) && !e.value.contains('\0'), || format!("env {:?}", e.name))?;
+        ensure(
+            validate::is_env_name(&e.name) && !e.value.contains('\0'),
+            || format!("env {:?}", e.name),
+        )?;
     }
     for (k, v) in &c.labels {
-        ensure(validate::is_label_key(k) && validate::is_label_value(v), || format!("label {k:?}={v:?}"))?;
-        ensure(!k.starts_with("airlock.dev/") && !k.contains(".airlock.dev/"), || format!("reserved label {k:?}"))?;
+        ensure(
+            validate::is_label_key(k) && validate::is_label_value(v),
+            || format!("label {k:?}={v:?}"),
+        )?;
+        ensure(
+            !k.starts_with("airlock.dev/") && !k.contains(".airlock.dev/"),
+            || format!("reserved label {k:?}"),
+        )?;
     }
     if let Some(rc) = &s.runtime_class_name {
-        ensure(rc.len() <= 253 && rc.split('.').all(validate::is_dns_label), || format!("runtime class {rc:?}"))?;
+        ensure(
+            rc.len() <= 253 && rc.split('.').all(validate::is_dns_label),
+            || format!("runtime class {rc:?}"),
+        )?;
     }
     if let Some(wd) = &s.working_dir {
         check_path(wd, &r.working_dir)?;
     }
-    ensure(s.command.is_empty() && s.args.is_empty() && s.image_pull_policy.is_none(), || "fields set from nowhere".into())?;
+    ensure(
+        s.command.is_empty() && s.args.is_empty() && s.image_pull_policy.is_none(),
+        || "fields set from nowhere".into(),
+    )?;
     // What the gateway writes, the operator reads back unchanged.
     let json = serde_json::to_string(s).map_err(|e| format!("spec does not serialize: {e}"))?;
-    let back: airlock_crds::SandboxSpec = serde_json::from_str(&json).map_err(|e| format!("spec does not deserialize: {e}"))?;
-    ensure(&back == s, || "spec does not round-trip through JSON".into())?;
+    let back: airlock_crds::SandboxSpec =
+        serde_json::from_str(&json).map_err(|e| format!("spec does not deserialize: {e}"))?;
+    ensure(&back == s, || {
+        "spec does not round-trip through JSON".into()
+    })?;
     for m in crd_mismatches(s) {
         *stats.crd_mismatch.entry(m).or_default() += 1;
     }
@@ -706,7 +994,11 @@ pub struct Stats {
 }
 
 fn outcome<T>(stats: &mut Stats, what: &'static str, r: &Result<T, Status>) {
-    let m = if r.is_ok() { &mut stats.accepted } else { &mut stats.refused };
+    let m = if r.is_ok() {
+        &mut stats.accepted
+    } else {
+        &mut stats.refused
+    };
     *m.entry(what).or_default() += 1;
 }
 
@@ -714,12 +1006,19 @@ fn check_exec(r: &pb::ExecRequest, stats: &mut Stats) -> Result<(), String> {
     let res = validate::exec_request(r, DEFAULT_NS);
     outcome(stats, "Exec", &res);
     match res {
-        Err(s) => check_refusal(&s, &["command", "argv", "shell", "sandbox", "env", "cwd", "timeout"]),
+        Err(s) => check_refusal(
+            &s,
+            &[
+                "command", "argv", "shell", "sandbox", "env", "cwd", "timeout",
+            ],
+        ),
         Ok(spec) => {
             check_exec_spec(&spec, r.sandbox.as_ref().unwrap(), DEFAULT_NS)?;
             ensure(spec.stdin == r.stdin, || "stdin".into())?;
             match &r.command {
-                Some(pb::exec_request::Command::Argv(a)) => ensure(spec.options.argv == a.args, || "argv rewritten".into()),
+                Some(pb::exec_request::Command::Argv(a)) => {
+                    ensure(spec.options.argv == a.args, || "argv rewritten".into())
+                }
                 Some(pb::exec_request::Command::Shell(sh)) => ensure(
                     spec.options.argv == ["/bin/sh", "-c", sh.as_str()] && !sh.trim().is_empty(),
                     || "shell argv".into(),
@@ -734,15 +1033,25 @@ fn check_run_code(r: &pb::RunCodeRequest, stats: &mut Stats) -> Result<(), Strin
     let res = validate::run_code_request(r, DEFAULT_NS);
     outcome(stats, "RunCode", &res);
     match res {
-        Err(s) => check_refusal(&s, &["language", "code", "sandbox", "env", "cwd", "timeout", "argv"]),
+        Err(s) => check_refusal(
+            &s,
+            &[
+                "language", "code", "sandbox", "env", "cwd", "timeout", "argv",
+            ],
+        ),
         Ok(spec) => {
             check_exec_spec(&spec, r.sandbox.as_ref().unwrap(), DEFAULT_NS)?;
             let a = &spec.options.argv;
             ensure(
-                a.len() == 3 && ["python3", "node", "/bin/sh"].contains(&a[0].as_str()) && a[2] == r.code,
+                a.len() == 3
+                    && ["python3", "node", "/bin/sh"].contains(&a[0].as_str())
+                    && a[2] == r.code,
                 || format!("run-code argv {:?}", &a[..a.len().min(2)]),
             )?;
-            ensure(!r.code.trim().is_empty() && r.code.len() <= validate::MAX_CODE, || "code".into())
+            ensure(
+                !r.code.trim().is_empty() && r.code.len() <= validate::MAX_CODE,
+                || "code".into(),
+            )
         }
     }
 }
@@ -753,7 +1062,21 @@ fn check_create_req(r: &pb::CreateSandboxRequest, stats: &mut Stats) -> Result<(
     match res {
         Err(s) => check_refusal(
             &s,
-            &["namespace", "name", "generate_name", "image", "template", "resources", "ttl_seconds", "idle_timeout_seconds", "network", "env", "labels", "runtime_class_name", "working_dir"],
+            &[
+                "namespace",
+                "name",
+                "generate_name",
+                "image",
+                "template",
+                "resources",
+                "ttl_seconds",
+                "idle_timeout_seconds",
+                "network",
+                "env",
+                "labels",
+                "runtime_class_name",
+                "working_dir",
+            ],
         ),
         Ok(c) => check_create(&c, r, DEFAULT_NS, stats),
     }
@@ -783,14 +1106,20 @@ fn check_file_request(
     })();
     outcome(stats, what, &res);
     match res {
-        Err(s) => check_refusal(&s, &[prefix.trim_end_matches('.'), "sandbox", "path", "mode"].map(|x| if x.is_empty() { "sandbox" } else { x })),
+        Err(s) => check_refusal(
+            &s,
+            &[prefix.trim_end_matches('.'), "sandbox", "path", "mode"]
+                .map(|x| if x.is_empty() { "sandbox" } else { x }),
+        ),
         Ok(((ns, name), checked, m)) => {
             check_sandbox(&ns, &name, sandbox.unwrap(), DEFAULT_NS)?;
             check_path(&checked, p)?;
             if let Some(m) = m {
                 ensure(m != 0 && m <= 0o7777, || format!("mode {m:o}"))?;
             }
-            ensure(mode.is_none_or(|given| (given == 0) == m.is_none()), || "mode 0 is unset".into())?;
+            ensure(mode.is_none_or(|given| (given == 0) == m.is_none()), || {
+                "mode 0 is unset".into()
+            })?;
             check_file_command(make(checked, m))
         }
     }
@@ -801,14 +1130,22 @@ fn check_exec_input(r: &pb::ExecInput, stats: &mut Stats) -> Result<(), String> 
     match &r.input {
         None | Some(Input::Stdin(_)) | Some(Input::CloseStdin(_)) => Ok(()),
         Some(Input::Start(start)) => {
-            let Some(req) = &start.request else { return Ok(()) };
+            let Some(req) = &start.request else {
+                return Ok(());
+            };
             check_exec(req, stats)?;
             if let Some(size) = &start.size {
                 let res = validate::resize("start.size", size);
                 outcome(stats, "ExecInput.start.size", &res);
                 match res {
                     Err(s) => check_refusal(&s, &["start"])?,
-                    Ok((c, rows)) => ensure(c > 0 && rows > 0 && u32::from(c) == size.cols && u32::from(rows) == size.rows, || "size".into())?,
+                    Ok((c, rows)) => ensure(
+                        c > 0
+                            && rows > 0
+                            && u32::from(c) == size.cols
+                            && u32::from(rows) == size.rows,
+                        || "size".into(),
+                    )?,
                 }
             }
             Ok(())
@@ -819,11 +1156,19 @@ fn check_exec_input(r: &pb::ExecInput, stats: &mut Stats) -> Result<(), String> 
             match res {
                 Err(s) => check_refusal(&s, &["resize"]),
                 Ok((c, rows)) => {
-                    ensure(c > 0 && rows > 0 && u32::from(c) == size.cols && u32::from(rows) == size.rows, || "resize".into())?;
+                    ensure(
+                        c > 0
+                            && rows > 0
+                            && u32::from(c) == size.cols
+                            && u32::from(rows) == size.rows,
+                        || "resize".into(),
+                    )?;
                     // The frame the gateway sends parses to the same size in the agent.
                     let f = agent::resize_frame(c, rows);
                     let ev = parse_all(&f, 5);
-                    ensure(ev == [Ev::Resize(c, rows)], || format!("resize frame parsed as {ev:?}"))
+                    ensure(ev == [Ev::Resize(c, rows)], || {
+                        format!("resize frame parsed as {ev:?}")
+                    })
                 }
             }
         }
@@ -833,16 +1178,24 @@ fn check_exec_input(r: &pb::ExecInput, stats: &mut Stats) -> Result<(), String> 
             match res {
                 Err(s) => check_refusal(&s, &["signal"]),
                 Ok(n) => {
-                    ensure((1..=64).contains(&n) && n as i32 == sig.number, || "signal".into())?;
+                    ensure((1..=64).contains(&n) && n as i32 == sig.number, || {
+                        "signal".into()
+                    })?;
                     let ev = parse_all(&agent::signal_frame(n), 3);
-                    ensure(ev == [Ev::Signal(n as i32)], || format!("signal frame parsed as {ev:?}"))
+                    ensure(ev == [Ev::Signal(n as i32)], || {
+                        format!("signal frame parsed as {ev:?}")
+                    })
                 }
             }
         }
     }
 }
 
-fn check_sandbox_only(what: &'static str, sandbox: Option<&pb::SandboxRef>, stats: &mut Stats) -> Result<(), String> {
+fn check_sandbox_only(
+    what: &'static str,
+    sandbox: Option<&pb::SandboxRef>,
+    stats: &mut Stats,
+) -> Result<(), String> {
     let res = validate::sandbox_ref("sandbox", sandbox, DEFAULT_NS);
     outcome(stats, what, &res);
     match res {
@@ -872,7 +1225,10 @@ fn parse_all(bytes: &[u8], chunk: usize) -> Vec<Ev> {
         let mut guard = 0usize;
         while let Some(ev) = p.next(&mut input) {
             guard += 1;
-            assert!(guard <= c.len() + 1, "the agent's parser returns events without consuming input");
+            assert!(
+                guard <= c.len() + 1,
+                "the agent's parser returns events without consuming input"
+            );
             match ev {
                 agent_frame::Event::Data(d) => {
                     assert!(!d.is_empty(), "empty DATA event");
@@ -898,11 +1254,19 @@ fn check_frames(rng: &mut Rng, stats: &mut Stats) -> Result<(), String> {
         // Random byte stream straight into the agent's parser: no panic, all input consumed.
         let n = rng.len(4096);
         let b: Vec<u8> = (0..n)
-            .map(|_| if rng.one_in(4) { *rng.pick(&[0u8, 1, 2, 3, 4, 0xff]) } else { rng.next() as u8 })
+            .map(|_| {
+                if rng.one_in(4) {
+                    *rng.pick(&[0u8, 1, 2, 3, 4, 0xff])
+                } else {
+                    rng.next() as u8
+                }
+            })
             .collect();
         let chunk = rng.range(1, 64) as usize;
         let whole = parse_all(&b, b.len().max(1));
-        ensure(parse_all(&b, chunk) == whole, || "parse depends on chunking".into())?;
+        ensure(parse_all(&b, chunk) == whole, || {
+            "parse depends on chunking".into()
+        })?;
         return Ok(());
     }
     // A random session, encoded by the gateway, parsed by the agent in random chunks.
@@ -911,12 +1275,22 @@ fn check_frames(rng: &mut Rng, stats: &mut Stats) -> Result<(), String> {
     for _ in 0..rng.range(0, 8) {
         match rng.below(4) {
             0 => {
-                let n = if rng.one_in(10) { rng.range(60_000, 200_000) as usize } else { rng.len(100) };
+                let n = if rng.one_in(10) {
+                    rng.range(60_000, 200_000) as usize
+                } else {
+                    rng.len(100)
+                };
                 let d: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
                 let frames = agent::data_frames(&d);
-                ensure(frames.len() == d.len().div_ceil(agent::MAX_DATA_FRAME), || "frame count".into())?;
+                ensure(
+                    frames.len() == d.len().div_ceil(agent::MAX_DATA_FRAME),
+                    || "frame count".into(),
+                )?;
                 for f in &frames {
-                    ensure(f.len() <= 5 + agent::MAX_DATA_FRAME && f[0] == agent::FRAME_DATA, || "data frame".into())?;
+                    ensure(
+                        f.len() <= 5 + agent::MAX_DATA_FRAME && f[0] == agent::FRAME_DATA,
+                        || "data frame".into(),
+                    )?;
                     wire.extend_from_slice(f);
                 }
                 if !d.is_empty() {
@@ -945,7 +1319,13 @@ fn check_frames(rng: &mut Rng, stats: &mut Stats) -> Result<(), String> {
     }
     let chunk = *rng.pick(&[1usize, 2, 3, 4, 5, 6, 7, 64, 4096, 1 << 20]);
     let got = parse_all(&wire, chunk);
-    ensure(got == want, || format!("frames do not round-trip (chunk {chunk}): {} events vs {}", got.len(), want.len()))
+    ensure(got == want, || {
+        format!(
+            "frames do not round-trip (chunk {chunk}): {} events vs {}",
+            got.len(),
+            want.len()
+        )
+    })
 }
 
 /// Decodes `bytes` as request message number `kind` (and, for the last kind, feeds them to the
@@ -959,29 +1339,101 @@ pub fn check_wire(kind: u8, bytes: &[u8], stats: &mut Stats) -> Result<(), Strin
         1 => d::<pb::RunCodeRequest>(bytes).map_or(Ok(()), |r| check_run_code(&r, stats)),
         2 => d::<pb::CreateSandboxRequest>(bytes).map_or(Ok(()), |r| check_create_req(&r, stats)),
         3 => match d::<pb::UploadRequest>(bytes) {
-            Some(pb::UploadRequest { part: Some(pb::upload_request::Part::Header(h)) }) => check_file_request(
-                "Upload", "header.", h.sandbox.as_ref(), &h.path, Some(h.mode),
-                |path, mode| FileCommand::Put { path, mode, parents: h.parents }, stats),
+            Some(pb::UploadRequest {
+                part: Some(pb::upload_request::Part::Header(h)),
+            }) => check_file_request(
+                "Upload",
+                "header.",
+                h.sandbox.as_ref(),
+                &h.path,
+                Some(h.mode),
+                |path, mode| FileCommand::Put {
+                    path,
+                    mode,
+                    parents: h.parents,
+                },
+                stats,
+            ),
             _ => Ok(()),
         },
-        4 => d::<pb::DownloadRequest>(bytes).map_or(Ok(()), |r| check_file_request(
-            "Download", "", r.sandbox.as_ref(), &r.path, None, |path, _| FileCommand::Get { path }, stats)),
-        5 => d::<pb::ListDirRequest>(bytes).map_or(Ok(()), |r| check_file_request(
-            "ListDir", "", r.sandbox.as_ref(), &r.path, None, |path, _| FileCommand::Ls { path }, stats)),
-        6 => d::<pb::StatRequest>(bytes).map_or(Ok(()), |r| check_file_request(
-            "Stat", "", r.sandbox.as_ref(), &r.path, None, |path, _| FileCommand::Stat { path }, stats)),
-        7 => d::<pb::RemoveRequest>(bytes).map_or(Ok(()), |r| check_file_request(
-            "Remove", "", r.sandbox.as_ref(), &r.path, None, |path, _| FileCommand::Rm { path, recursive: r.recursive }, stats)),
-        8 => d::<pb::MakeDirRequest>(bytes).map_or(Ok(()), |r| check_file_request(
-            "MakeDir", "", r.sandbox.as_ref(), &r.path, Some(r.mode), |path, mode| FileCommand::Mkdir { path, parents: r.parents, mode }, stats)),
+        4 => d::<pb::DownloadRequest>(bytes).map_or(Ok(()), |r| {
+            check_file_request(
+                "Download",
+                "",
+                r.sandbox.as_ref(),
+                &r.path,
+                None,
+                |path, _| FileCommand::Get { path },
+                stats,
+            )
+        }),
+        5 => d::<pb::ListDirRequest>(bytes).map_or(Ok(()), |r| {
+            check_file_request(
+                "ListDir",
+                "",
+                r.sandbox.as_ref(),
+                &r.path,
+                None,
+                |path, _| FileCommand::Ls { path },
+                stats,
+            )
+        }),
+        6 => d::<pb::StatRequest>(bytes).map_or(Ok(()), |r| {
+            check_file_request(
+                "Stat",
+                "",
+                r.sandbox.as_ref(),
+                &r.path,
+                None,
+                |path, _| FileCommand::Stat { path },
+                stats,
+            )
+        }),
+        7 => d::<pb::RemoveRequest>(bytes).map_or(Ok(()), |r| {
+            check_file_request(
+                "Remove",
+                "",
+                r.sandbox.as_ref(),
+                &r.path,
+                None,
+                |path, _| FileCommand::Rm {
+                    path,
+                    recursive: r.recursive,
+                },
+                stats,
+            )
+        }),
+        8 => d::<pb::MakeDirRequest>(bytes).map_or(Ok(()), |r| {
+            check_file_request(
+                "MakeDir",
+                "",
+                r.sandbox.as_ref(),
+                &r.path,
+                Some(r.mode),
+                |path, mode| FileCommand::Mkdir {
+                    path,
+                    parents: r.parents,
+                    mode,
+                },
+                stats,
+            )
+        }),
         9 => d::<pb::ExecInput>(bytes).map_or(Ok(()), |r| check_exec_input(&r, stats)),
-        10 => d::<pb::GetSandboxRequest>(bytes).map_or(Ok(()), |r| check_sandbox_only("GetSandbox", r.sandbox.as_ref(), stats)),
-        11 => d::<pb::DeleteSandboxRequest>(bytes).map_or(Ok(()), |r| check_sandbox_only("DeleteSandbox", r.sandbox.as_ref(), stats)),
-        12 => d::<pb::ExtendSandboxRequest>(bytes).map_or(Ok(()), |r| check_sandbox_only("ExtendSandbox", r.sandbox.as_ref(), stats)),
+        10 => d::<pb::GetSandboxRequest>(bytes).map_or(Ok(()), |r| {
+            check_sandbox_only("GetSandbox", r.sandbox.as_ref(), stats)
+        }),
+        11 => d::<pb::DeleteSandboxRequest>(bytes).map_or(Ok(()), |r| {
+            check_sandbox_only("DeleteSandbox", r.sandbox.as_ref(), stats)
+        }),
+        12 => d::<pb::ExtendSandboxRequest>(bytes).map_or(Ok(()), |r| {
+            check_sandbox_only("ExtendSandbox", r.sandbox.as_ref(), stats)
+        }),
         _ => {
             let whole = parse_all(bytes, bytes.len().max(1));
             let chunk = 1 + bytes.first().map_or(0, |b| *b as usize % 7);
-            ensure(parse_all(bytes, chunk) == whole, || "parse depends on chunking".into())
+            ensure(parse_all(bytes, chunk) == whole, || {
+                "parse depends on chunking".into()
+            })
         }
     }
 }
@@ -999,7 +1451,11 @@ fn decode<M: Message + Default>(b: &[u8], stats: &mut Stats) -> Option<M> {
     }
 }
 
-pub fn run_case(rng: &mut Rng, stats: &mut Stats, input: &mut Option<Box<dyn Debug>>) -> Result<(), String> {
+pub fn run_case(
+    rng: &mut Rng,
+    stats: &mut Stats,
+    input: &mut Option<Box<dyn Debug>>,
+) -> Result<(), String> {
     let structured = rng.bool();
     macro_rules! msg {
         ($ty:ty, $gen:expr) => {{
@@ -1036,7 +1492,9 @@ pub fn run_case(rng: &mut Rng, stats: &mut Stats, input: &mut Option<Box<dyn Deb
             let gen_upload = |rng: &mut Rng| pb::UploadRequest {
                 part: match rng.below(4) {
                     0 => None,
-                    1 => Some(pb::upload_request::Part::Chunk(bytes(rng).unwrap_or_default())),
+                    1 => Some(pb::upload_request::Part::Chunk(
+                        bytes(rng).unwrap_or_default(),
+                    )),
                     _ => Some(pb::upload_request::Part::Header(pb::UploadHeader {
                         sandbox: sandbox_ref(rng),
                         path: path(rng),
@@ -1045,32 +1503,95 @@ pub fn run_case(rng: &mut Rng, stats: &mut Stats, input: &mut Option<Box<dyn Deb
                     })),
                 },
             };
-            if let Some(pb::UploadRequest { part: Some(pb::upload_request::Part::Header(h)) }) = msg!(pb::UploadRequest, gen_upload) {
-                check_file_request("Upload", "header.", h.sandbox.as_ref(), &h.path, Some(h.mode), |path, mode| FileCommand::Put { path, mode, parents: h.parents }, stats)?;
+            if let Some(pb::UploadRequest {
+                part: Some(pb::upload_request::Part::Header(h)),
+            }) = msg!(pb::UploadRequest, gen_upload)
+            {
+                check_file_request(
+                    "Upload",
+                    "header.",
+                    h.sandbox.as_ref(),
+                    &h.path,
+                    Some(h.mode),
+                    |path, mode| FileCommand::Put {
+                        path,
+                        mode,
+                        parents: h.parents,
+                    },
+                    stats,
+                )?;
             }
         }
         6 => {
-            let g = |rng: &mut Rng| pb::DownloadRequest { sandbox: sandbox_ref(rng), path: path(rng) };
+            let g = |rng: &mut Rng| pb::DownloadRequest {
+                sandbox: sandbox_ref(rng),
+                path: path(rng),
+            };
             if let Some(r) = msg!(pb::DownloadRequest, g) {
-                check_file_request("Download", "", r.sandbox.as_ref(), &r.path, None, |path, _| FileCommand::Get { path }, stats)?;
+                check_file_request(
+                    "Download",
+                    "",
+                    r.sandbox.as_ref(),
+                    &r.path,
+                    None,
+                    |path, _| FileCommand::Get { path },
+                    stats,
+                )?;
             }
         }
         7 => {
-            let g = |rng: &mut Rng| pb::ListDirRequest { sandbox: sandbox_ref(rng), path: path(rng) };
+            let g = |rng: &mut Rng| pb::ListDirRequest {
+                sandbox: sandbox_ref(rng),
+                path: path(rng),
+            };
             if let Some(r) = msg!(pb::ListDirRequest, g) {
-                check_file_request("ListDir", "", r.sandbox.as_ref(), &r.path, None, |path, _| FileCommand::Ls { path }, stats)?;
+                check_file_request(
+                    "ListDir",
+                    "",
+                    r.sandbox.as_ref(),
+                    &r.path,
+                    None,
+                    |path, _| FileCommand::Ls { path },
+                    stats,
+                )?;
             }
         }
         8 => {
-            let g = |rng: &mut Rng| pb::StatRequest { sandbox: sandbox_ref(rng), path: path(rng) };
+            let g = |rng: &mut Rng| pb::StatRequest {
+                sandbox: sandbox_ref(rng),
+                path: path(rng),
+            };
             if let Some(r) = msg!(pb::StatRequest, g) {
-                check_file_request("Stat", "", r.sandbox.as_ref(), &r.path, None, |path, _| FileCommand::Stat { path }, stats)?;
+                check_file_request(
+                    "Stat",
+                    "",
+                    r.sandbox.as_ref(),
+                    &r.path,
+                    None,
+                    |path, _| FileCommand::Stat { path },
+                    stats,
+                )?;
             }
         }
         9 => {
-            let g = |rng: &mut Rng| pb::RemoveRequest { sandbox: sandbox_ref(rng), path: path(rng), recursive: rng.bool() };
+            let g = |rng: &mut Rng| pb::RemoveRequest {
+                sandbox: sandbox_ref(rng),
+                path: path(rng),
+                recursive: rng.bool(),
+            };
             if let Some(r) = msg!(pb::RemoveRequest, g) {
-                check_file_request("Remove", "", r.sandbox.as_ref(), &r.path, None, |path, _| FileCommand::Rm { path, recursive: r.recursive }, stats)?;
+                check_file_request(
+                    "Remove",
+                    "",
+                    r.sandbox.as_ref(),
+                    &r.path,
+                    None,
+                    |path, _| FileCommand::Rm {
+                        path,
+                        recursive: r.recursive,
+                    },
+                    stats,
+                )?;
             }
         }
         10 => {
@@ -1081,7 +1602,19 @@ pub fn run_case(rng: &mut Rng, stats: &mut Stats, input: &mut Option<Box<dyn Deb
                 mode: rng.pick_or(&[0, 0o755, 0o7777, 0o10000, u32::MAX], |r| r as u32),
             };
             if let Some(r) = msg!(pb::MakeDirRequest, g) {
-                check_file_request("MakeDir", "", r.sandbox.as_ref(), &r.path, Some(r.mode), |path, mode| FileCommand::Mkdir { path, parents: r.parents, mode }, stats)?;
+                check_file_request(
+                    "MakeDir",
+                    "",
+                    r.sandbox.as_ref(),
+                    &r.path,
+                    Some(r.mode),
+                    |path, mode| FileCommand::Mkdir {
+                        path,
+                        parents: r.parents,
+                        mode,
+                    },
+                    stats,
+                )?;
             }
         }
         11 => {
@@ -1089,39 +1622,49 @@ pub fn run_case(rng: &mut Rng, stats: &mut Stats, input: &mut Option<Box<dyn Deb
                 check_exec_input(&r, stats)?;
             }
         }
-        12 => {
-            match rng.below(4) {
-                0 => {
-                    let g = |rng: &mut Rng| pb::GetSandboxRequest { sandbox: sandbox_ref(rng) };
-                    if let Some(r) = msg!(pb::GetSandboxRequest, g) {
-                        check_sandbox_only("GetSandbox", r.sandbox.as_ref(), stats)?;
-                    }
+        12 => match rng.below(4) {
+            0 => {
+                let g = |rng: &mut Rng| pb::GetSandboxRequest {
+                    sandbox: sandbox_ref(rng),
+                };
+                if let Some(r) = msg!(pb::GetSandboxRequest, g) {
+                    check_sandbox_only("GetSandbox", r.sandbox.as_ref(), stats)?;
                 }
-                1 => {
-                    let g = |rng: &mut Rng| pb::DeleteSandboxRequest { sandbox: sandbox_ref(rng) };
-                    if let Some(r) = msg!(pb::DeleteSandboxRequest, g) {
-                        check_sandbox_only("DeleteSandbox", r.sandbox.as_ref(), stats)?;
-                    }
+            }
+            1 => {
+                let g = |rng: &mut Rng| pb::DeleteSandboxRequest {
+                    sandbox: sandbox_ref(rng),
+                };
+                if let Some(r) = msg!(pb::DeleteSandboxRequest, g) {
+                    check_sandbox_only("DeleteSandbox", r.sandbox.as_ref(), stats)?;
                 }
-                2 => {
-                    let g = |rng: &mut Rng| pb::ExtendSandboxRequest { sandbox: sandbox_ref(rng), add_seconds: rng.next() as i64 };
-                    if let Some(r) = msg!(pb::ExtendSandboxRequest, g) {
-                        check_sandbox_only("ExtendSandbox", r.sandbox.as_ref(), stats)?;
-                    }
+            }
+            2 => {
+                let g = |rng: &mut Rng| pb::ExtendSandboxRequest {
+                    sandbox: sandbox_ref(rng),
+                    add_seconds: rng.next() as i64,
+                };
+                if let Some(r) = msg!(pb::ExtendSandboxRequest, g) {
+                    check_sandbox_only("ExtendSandbox", r.sandbox.as_ref(), stats)?;
                 }
-                _ => {
-                    let g = |rng: &mut Rng| pb::ListSandboxesRequest { namespace: string(rng), label_selector: string(rng) };
-                    if let Some(r) = msg!(pb::ListSandboxesRequest, g) {
-                        let res = validate::namespace("namespace", &r.namespace, DEFAULT_NS);
-                        outcome(stats, "ListSandboxes", &res);
-                        match res {
-                            Err(s) => check_refusal(&s, &["namespace"])?,
-                            Ok(ns) => ensure(validate::is_dns_label(&ns), || format!("namespace {ns:?}"))?,
+            }
+            _ => {
+                let g = |rng: &mut Rng| pb::ListSandboxesRequest {
+                    namespace: string(rng),
+                    label_selector: string(rng),
+                };
+                if let Some(r) = msg!(pb::ListSandboxesRequest, g) {
+                    let res = validate::namespace("namespace", &r.namespace, DEFAULT_NS);
+                    outcome(stats, "ListSandboxes", &res);
+                    match res {
+                        Err(s) => check_refusal(&s, &["namespace"])?,
+                        Ok(ns) => {
+                            ensure(validate::is_dns_label(&ns), || format!("namespace {ns:?}"))?
                         }
                     }
                 }
             }
-        }
+        },
         _ => {
             *input = Some(Box::new("frames"));
             check_frames(rng, stats)?;
@@ -1162,8 +1705,13 @@ fn fuzz_gateway_requests() {
     let seed = env_u64("FUZZ_SEED", 0x5EED_0F_A1_2C_0C_CA);
     let iterations = env_u64("FUZZ_ITERATIONS", 20_000);
     let budget = Duration::from_secs(env_u64("FUZZ_SECONDS", 10));
-    let only = std::env::var("FUZZ_CASE").ok().map(|c| c.trim().parse::<u64>().expect("FUZZ_CASE"));
-    println!("fuzz_requests: FUZZ_SEED={seed:#x} FUZZ_ITERATIONS={iterations} FUZZ_SECONDS={}", budget.as_secs());
+    let only = std::env::var("FUZZ_CASE")
+        .ok()
+        .map(|c| c.trim().parse::<u64>().expect("FUZZ_CASE"));
+    println!(
+        "fuzz_requests: FUZZ_SEED={seed:#x} FUZZ_ITERATIONS={iterations} FUZZ_SECONDS={}",
+        budget.as_secs()
+    );
 
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|info| {
@@ -1184,13 +1732,18 @@ fn fuzz_gateway_requests() {
         stats.cases += 1;
         let mut rng = case_rng(seed, case);
         let mut input: Option<Box<dyn Debug>> = None;
-        let r = catch_unwind(AssertUnwindSafe(|| run_case(&mut rng, &mut stats, &mut input)));
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            run_case(&mut rng, &mut stats, &mut input)
+        }));
         let problem = match r {
             Ok(Ok(())) => continue,
             Ok(Err(v)) => format!("invariant violated: {v}"),
             Err(p) => format!("PANIC: {}", panic_message(&*p)),
         };
-        failures.push(format!("case {case} (replay: FUZZ_SEED={seed:#x} FUZZ_CASE={case}): {problem}\n  input: {}", short(&input)));
+        failures.push(format!(
+            "case {case} (replay: FUZZ_SEED={seed:#x} FUZZ_CASE={case}): {problem}\n  input: {}",
+            short(&input)
+        ));
         if failures.len() >= 20 {
             break;
         }
@@ -1207,11 +1760,29 @@ fn fuzz_gateway_requests() {
         stats.refused,
         stats.crd_mismatch,
     );
-    assert!(failures.is_empty(), "{} failure(s):\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
     if only.is_none() && stats.cases >= 2000 {
-        for what in ["Exec", "RunCode", "CreateSandbox", "Upload", "MakeDir", "ExecInput.signal"] {
-            assert!(stats.accepted.get(what).copied().unwrap_or(0) > 0, "no {what} request was ever accepted");
-            assert!(stats.refused.get(what).copied().unwrap_or(0) > 0, "no {what} request was ever refused");
+        for what in [
+            "Exec",
+            "RunCode",
+            "CreateSandbox",
+            "Upload",
+            "MakeDir",
+            "ExecInput.signal",
+        ] {
+            assert!(
+                stats.accepted.get(what).copied().unwrap_or(0) > 0,
+                "no {what} request was ever accepted"
+            );
+            assert!(
+                stats.refused.get(what).copied().unwrap_or(0) > 0,
+                "no {what} request was ever refused"
+            );
         }
     }
 }

@@ -28,8 +28,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airlock_crds::{
-    EgressMode, EgressPort, EgressRule, ExpiryPolicy, Lifetime, Network, Protocol, PullPolicy,
-    Sandbox, SandboxEnvVar, SandboxResources, SandboxSpec, labels,
+    AgentSource, EgressMode, EgressPort, EgressRule, ExpiryPolicy, Lifetime, Network, Protocol,
+    PullPolicy, Sandbox, SandboxEnvVar, SandboxResources, SandboxSpec, labels,
 };
 use airlock_operator::build::netpol::{BLOCKED_V4, BLOCKED_V6};
 use airlock_operator::build::{self, BuildError, PRIORITY_CLASS};
@@ -583,6 +583,11 @@ pub fn structured_sandbox(rng: &mut Rng) -> Sandbox {
         dns: rng.bool(),
     };
     spec.read_only_root_filesystem = rng.bool();
+    spec.agent = match rng.range(0, 3) {
+        0 => None,
+        1 => Some(AgentSource::Inject),
+        _ => Some(AgentSource::Image),
+    };
     s
 }
 
@@ -1284,10 +1289,21 @@ fn check_pod(s: &Sandbox, plan: &Plan, config: &Config, pod: &Pod) -> Result<(),
     )?;
 
     let inits = spec.init_containers.as_deref().unwrap_or_default();
+    let in_image = s.spec.agent == Some(AgentSource::Image);
     let (n_inits, prefix) = match &config.agent {
+        _ if in_image => (0, 0),
         Agent::InitContainer { .. } => (1, 0),
         Agent::ConfigMap(_) => (0, 2),
     };
+    let agent_volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.name == build::pod::AGENT_VOLUME);
+    ensure(
+        agent_volume != in_image,
+        "agent volume iff the agent is injected",
+    )?;
     ensure(
         inits.len() == n_inits && spec.containers.len() == 1,
         "container count",
@@ -1302,6 +1318,7 @@ fn check_pod(s: &Sandbox, plan: &Plan, config: &Config, pod: &Pod) -> Result<(),
         }
     }
     match &config.agent {
+        _ if in_image => {}
         Agent::InitContainer { image } => ensure(
             inits[0].image.as_deref() == Some(image.as_str()),
             "init image is not the agent",

@@ -71,6 +71,9 @@ struct SandboxOpts {
     /// How long to wait for the sandbox to become ready, in seconds.
     #[arg(long, default_value_t = 300)]
     ready_timeout: u64,
+    /// The image already holds the Airlock agent at /.airlock/airlock-agent (starts sooner).
+    #[arg(long)]
+    agent_in_image: bool,
 }
 
 #[derive(Debug, Args)]
@@ -380,6 +383,7 @@ fn create_request(ns: &str, name: &str, o: &SandboxOpts) -> pb::CreateSandboxReq
         env: o.sandbox_env.iter().cloned().collect(),
         labels: o.labels.iter().cloned().collect(),
         runtime_class_name: o.runtime_class.clone(),
+        agent_in_image: o.agent_in_image,
         ..Default::default()
     }
 }

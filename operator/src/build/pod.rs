@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use airlock_crds::{Sandbox, labels};
+use airlock_crds::{AgentSource, Sandbox, labels};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, Pod,
     PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume,
@@ -40,20 +40,27 @@ pub fn pod(sandbox: &Sandbox, plan: &Plan, config: &Config) -> Result<Pod, Build
     let spec = &sandbox.spec;
     let resources = resources(plan);
 
-    let mut volumes = vec![Volume {
-        name: AGENT_VOLUME.into(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            medium: Some("Memory".into()),
-            size_limit: Some(Quantity(AGENT_VOLUME_SIZE.into())),
-        }),
-        ..Volume::default()
-    }];
+    // The agent lives in a memory-backed volume, unless the image brings it (then the pod has no
+    // volume at all, which spares the kubelet's volume wait).
+    let inject = spec.agent != Some(AgentSource::Image);
     let agent_mount = VolumeMount {
         name: AGENT_VOLUME.into(),
         mount_path: labels::AGENT_DIR.into(),
         ..VolumeMount::default()
     };
-    let mut main_mounts = vec![agent_mount.clone()];
+    let mut volumes = Vec::new();
+    let mut main_mounts = Vec::new();
+    if inject {
+        volumes.push(Volume {
+            name: AGENT_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: Some(Quantity(AGENT_VOLUME_SIZE.into())),
+            }),
+            ..Volume::default()
+        });
+        main_mounts.push(agent_mount.clone());
+    }
     if spec.read_only_root_filesystem {
         // The CRD promises writable scratch space under /tmp; it counts against ephemeral storage.
         volumes.push(Volume {
@@ -74,6 +81,7 @@ pub fn pod(sandbox: &Sandbox, plan: &Plan, config: &Config) -> Result<Pod, Build
     // How the agent arrives: the command's prefix, and an init container if it copies it.
     let mut metadata = child_meta(sandbox, labels::pod_name(&name))?;
     let (prefix, install_image) = match &config.agent {
+        _ if !inject => (Vec::new(), None),
         Agent::ConfigMap(b) => {
             volumes.push(Volume {
                 name: BOOT_VOLUME.into(),
@@ -131,7 +139,7 @@ pub fn pod(sandbox: &Sandbox, plan: &Plan, config: &Config) -> Result<Pod, Build
         command: Some(argv),
         env: (!spec.env.is_empty()).then(|| spec.env.iter().map(EnvVar::from).collect()),
         working_dir: spec.working_dir.clone(),
-        volume_mounts: Some(main_mounts),
+        volume_mounts: (!main_mounts.is_empty()).then_some(main_mounts),
         resources: Some(resources),
         security_context: Some(container_security_context(spec.read_only_root_filesystem)),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
@@ -144,7 +152,7 @@ pub fn pod(sandbox: &Sandbox, plan: &Plan, config: &Config) -> Result<Pod, Build
             hostname: Some(name),
             init_containers: install.map(|c| vec![c]),
             containers: vec![main],
-            volumes: Some(volumes),
+            volumes: (!volumes.is_empty()).then_some(volumes),
             restart_policy: Some("Never".into()),
             termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
             runtime_class_name: Some(plan.runtime_class.clone()),
@@ -389,6 +397,38 @@ mod tests {
         qs.containers[0].command = c.command.clone();
         q.metadata.labels = p.metadata.labels.clone();
         assert_eq!(p, q);
+    }
+
+    #[test]
+    fn agent_from_the_image_means_no_volume_and_no_init_container() {
+        for config in [Config::defaults(), Config::with_bundle()] {
+            let s = sandbox(&format!("{MINIMAL}  agent: Image\n"));
+            let p = pod(&s, &validate(&s, &config).unwrap(), &config).unwrap();
+            let spec = p.spec.as_ref().unwrap();
+            assert_eq!((&spec.init_containers, &spec.volumes), (&None, &None));
+            let c = main(&p);
+            assert_eq!(c.volume_mounts, None);
+            assert_eq!(
+                c.command.as_ref().unwrap(),
+                &["/.airlock/airlock-agent", "init", "--"]
+            );
+            assert!(!p.labels().contains_key("airlock.dev/agent-bundle"));
+        }
+        // Only the scratch /tmp of a read-only root remains.
+        let config = Config::with_bundle();
+        let s = sandbox(&format!(
+            "{MINIMAL}  agent: Image\n  readOnlyRootFilesystem: true\n"
+        ));
+        let p = pod(&s, &validate(&s, &config).unwrap(), &config).unwrap();
+        let names: Vec<_> = p
+            .spec
+            .unwrap()
+            .volumes
+            .unwrap()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(names, ["tmp"]);
     }
 
     #[test]

@@ -21,12 +21,17 @@ use crate::controller::Context;
 /// How long a namespace's agent ConfigMap is trusted to still exist without looking again.
 pub const BUNDLE_REFRESH: Duration = Duration::from_secs(60);
 
-/// Makes sure the namespace has this operator's agent ConfigMap (no-op for the init-container
-/// delivery).
-pub async fn ensure(ctx: &Context, namespace: &str) -> Result<(), ApplyError> {
+/// Makes sure the namespace has the agent ConfigMap `pod` mounts (nothing to do for a pod without
+/// one: the init-container delivery, or an image that brings its agent).
+pub async fn ensure(ctx: &Context, pod: &Pod) -> Result<(), ApplyError> {
     let Agent::ConfigMap(bundle) = &ctx.config.agent else {
         return Ok(());
     };
+    if pod.labels().get(BUNDLE_LABEL) != Some(&bundle.name) {
+        return Ok(());
+    }
+    let namespace = pod.namespace().unwrap_or_default();
+    let namespace = namespace.as_str();
     if !ctx.bundles.due(namespace, BUNDLE_REFRESH) {
         return Ok(());
     }

@@ -228,7 +228,7 @@ pub async fn reconcile_at(
     } else if let Some(message) = quota_problem {
         Found::Waiting(reason::QUOTA_UNAVAILABLE, message, QUOTA_RETRY)
     } else {
-        agent::ensure(ctx, &sandbox.namespace().unwrap_or_default()).await?;
+        agent::ensure(ctx, &pod).await?;
         match apply::pod(&ctx.client, &pod).await {
             Ok(created) => Found::Pod(Box::new(created), true),
             Err(apply::ApplyError::QuotaExceeded { message, .. }) => {

@@ -672,7 +672,8 @@ async fn existing_agent_config_map_is_only_looked_at() {
 }
 
 #[tokio::test]
-async fn no_config_map_calls_for_a_running_pod_or_the_init_container_delivery() {
+async fn no_config_map_calls_for_a_running_pod_the_init_container_delivery_or_an_agent_in_the_image()
+ {
     let state = FakeState {
         pod: Some(owned_pod("Running", true)),
         ..FakeState::default()
@@ -694,5 +695,23 @@ async fn no_config_map_calls_for_a_running_pod_or_the_init_container_delivery() 
         api.lines().iter().all(|l| !l.contains("/configmaps")),
         "{:#?}",
         api.lines()
+    );
+    // An image that brings its own agent needs no ConfigMap.
+    let (_, api) = run_with(
+        Config::with_bundle(),
+        &sbx("  agent: Image\n"),
+        FakeState::default(),
+        "2025-01-01T00:00:10Z",
+    )
+    .await;
+    assert!(
+        api.lines().iter().all(|l| !l.contains("/configmaps")),
+        "{:#?}",
+        api.lines()
+    );
+    assert!(
+        api.find("PATCH", POD).unwrap().body["spec"]
+            .get("volumes")
+            .is_none()
     );
 }
