@@ -58,6 +58,9 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The sandbox image with the agent inside (built by e2e/lib/images.sh on SANDBOX_IMAGE).
+const SANDBOX_AGENT_IMAGE: &str = "airlock.local/sandbox-python-agent:0.1.0";
+
 /// RuntimeClass whose nodeSelector matches no node: pods of it are created and stay Pending.
 const NOWHERE_RC: &str = "airlock-bench-unschedulable";
 const BENCH_LABEL: &str = "airlock.dev/bench";
@@ -908,7 +911,19 @@ impl Bench {
         }))?)
     }
 
+    /// [`Bench::sandbox`] on the image that holds the agent, with `spec.agent: Image`.
+    fn sandbox_own_agent(&self, name: &str, rc: &str, cpu: &str, memory: &str) -> Result<Sandbox> {
+        let mut s = self.sandbox(name, "ready", rc, cpu, memory, 3600)?;
+        s.spec.image = SANDBOX_AGENT_IMAGE.into();
+        s.spec.agent = Some(airlock_crds::AgentSource::Image);
+        Ok(s)
+    }
+
     fn bare_pod(&self, name: &str, rc: &str, cpu: &str, memory: &str) -> Result<Pod> {
+        self.bare_pod_of(SANDBOX_IMAGE, name, rc, cpu, memory)
+    }
+
+    fn bare_pod_of(&self, image: &str, name: &str, rc: &str, cpu: &str, memory: &str) -> Result<Pod> {
         Ok(serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "labels": {BENCH_LABEL: "true", PHASE_LABEL: "ready"}},
@@ -919,7 +934,7 @@ impl Bench {
                 "automountServiceAccountToken": false,
                 "enableServiceLinks": false,
                 "containers": [{
-                    "name": "main", "image": SANDBOX_IMAGE, "imagePullPolicy": "IfNotPresent",
+                    "name": "main", "image": image, "imagePullPolicy": "IfNotPresent",
                     "command": ["sleep", "infinity"],
                     "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}}
                 }]
@@ -1374,6 +1389,20 @@ impl Bench {
                 runs: self.opts.ready_runs,
             },
             Variant {
+                id: "sandbox_own_agent.gvisor",
+                label: "Sandbox, agent in its image (spec.agent: Image), gVisor",
+                kind: Kind::SandboxOwnAgent,
+                rt: GVISOR,
+                runs: self.opts.ready_runs,
+            },
+            Variant {
+                id: "bare_agent_image.gvisor",
+                label: "bare Pod of that image, gVisor (floor)",
+                kind: Kind::BareAgentImage,
+                rt: GVISOR,
+                runs: self.opts.ready_runs,
+            },
+            Variant {
                 id: "sandbox.runc",
                 label: "Sandbox, runc",
                 kind: Kind::Sandbox,
@@ -1414,8 +1443,19 @@ impl Bench {
                         )
                         .await
                         .map(|_| ()),
+                    Kind::SandboxOwnAgent => sbx_api
+                        .create(&Self::pp(), &self.sandbox_own_agent(&name, v.rt, &cpu, &mem)?)
+                        .await
+                        .map(|_| ()),
                     Kind::Bare => pod_api
                         .create(&Self::pp(), &self.bare_pod(&name, v.rt, &cpu, &mem)?)
+                        .await
+                        .map(|_| ()),
+                    Kind::BareAgentImage => pod_api
+                        .create(
+                            &Self::pp(),
+                            &self.bare_pod_of(SANDBOX_AGENT_IMAGE, &name, v.rt, &cpu, &mem)?,
+                        )
                         .await
                         .map(|_| ()),
                     Kind::Replica | Kind::ReplicaNoInit => pod_api
@@ -1436,7 +1476,7 @@ impl Bench {
                         .push(format!("creating {name}: {e}"));
                     continue;
                 }
-                let ready_key = if v.kind == Kind::Sandbox {
+                let ready_key = if v.kind.is_sandbox() {
                     key("sbx", ns, &name)
                 } else {
                     key("pod", ns, &name)
@@ -1462,7 +1502,7 @@ impl Bench {
                         self.report.lock().unwrap().errors.push(e.to_string());
                     }
                 }
-                if v.kind == Kind::Sandbox {
+                if v.kind.is_sandbox() {
                     let _ = sbx_api.delete(&name, &DeleteParams::background()).await;
                 } else {
                     let _ = pod_api
@@ -1502,6 +1542,11 @@ impl Bench {
                 t("bare.runc"),
             ),
             ratio(
+                "Sandbox with the agent in its image / bare Pod of that image, gVisor",
+                t("sandbox_own_agent.gvisor"),
+                t("bare_agent_image.gvisor"),
+            ),
+            ratio(
                 "Sandbox / operator's pod created directly, gVisor (operator's share)",
                 t("sandbox.gvisor"),
                 t("replica.gvisor"),
@@ -1531,7 +1576,11 @@ impl Bench {
         self.metrics(&refs);
         let rrefs: Vec<&Ratio> = ratios.iter().collect();
         self.ratios(&rrefs);
-        for (r, what) in [(&ratios[0], "gVisor"), (&ratios[1], "runc")] {
+        for (r, what) in [
+            (&ratios[0], "gVisor"),
+            (&ratios[1], "runc"),
+            (&ratios[2], "gVisor, agent in the image (spec.agent: Image)"),
+        ] {
             self.target(
                 &format!("time to Ready vs bare Pod, {what} (p50 ratio)"),
                 "<= 1.2x",
@@ -2551,9 +2600,19 @@ impl Bench {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Sandbox,
+    /// A Sandbox whose image holds the agent (`spec.agent: Image`).
+    SandboxOwnAgent,
     Replica,
     ReplicaNoInit,
     Bare,
+    /// A bare Pod of the image that holds the agent.
+    BareAgentImage,
+}
+
+impl Kind {
+    fn is_sandbox(self) -> bool {
+        matches!(self, Kind::Sandbox | Kind::SandboxOwnAgent)
+    }
 }
 
 struct Variant {
