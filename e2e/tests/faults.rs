@@ -184,6 +184,12 @@ fn cluster_script() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster")
 }
 
+/// `FAULTS_API_DOWN_SECONDS`: how long the API server stays down beyond its stop (default 0; the
+/// stop itself takes ~5 s: SIGTERM, then SIGKILL).
+fn down_seconds() -> u64 {
+    std::env::var("FAULTS_API_DOWN_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 fn create_request(ns: &str, name: &str) -> pb::CreateSandboxRequest {
     pb::CreateSandboxRequest {
         namespace: ns.into(),
@@ -253,7 +259,7 @@ async fn api_server_restart_under_load() {
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let t_restart = Instant::now();
-    let out = tokio::process::Command::new(cluster_script()).args(["restart", "kube-apiserver"]).output().await.expect("running e2e/cluster restart");
+    let out = tokio::process::Command::new(cluster_script()).args(["restart", "kube-apiserver", &down_seconds().to_string()]).output().await.expect("running e2e/cluster restart");
     let restart_took = t_restart.elapsed();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "e2e/cluster restart kube-apiserver failed:\n{log}");
