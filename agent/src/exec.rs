@@ -352,8 +352,10 @@ impl Supervisor {
         if n == 0 {
             self.buf = buf;
             self.stdin_open = false;
-            // EOF after CLOSE is a normal half-close; without CLOSE the client went away.
-            return self.close_requested;
+            // EOF while the command runs means the connection is gone, CLOSE or not: the gateway
+            // keeps the agent's stdin open until the command ends (a broken API-server or kubelet
+            // connection, where it cannot send SIGNAL, must not leave the command running).
+            return false;
         }
         let mut input = &buf[..n];
         while let Some(ev) = self.parser.next(&mut input) {

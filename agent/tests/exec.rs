@@ -86,6 +86,28 @@ fn signal_frame_reaches_whole_group() {
     );
 }
 
+/// The gateway sends CLOSE at the start of every non-interactive exec and keeps stdin open until
+/// the command ends; EOF while it runs is a lost connection (an API server restart), not a
+/// half-close, and must not leave the command running.
+#[test]
+fn eof_after_close_while_running_kills_process_group() {
+    let m = marker_sleep();
+    let mut a = spawn(&["exec", "--", "sh", "-c", &format!("sleep {m} & sleep {m}")]);
+    a.send(&close());
+    assert!(
+        eventually(T, || procs_with(&m).len() >= 2),
+        "sleeps did not start"
+    );
+    a.close_stdin();
+    let o = a.wait(T);
+    assert_eq!(o.code, 137, "{o:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || procs_with(&m).is_empty()),
+        "left behind: {:?}",
+        procs_with(&m)
+    );
+}
+
 #[test]
 fn eof_without_close_kills_process_group() {
     let m = marker_sleep();

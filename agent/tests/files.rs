@@ -80,17 +80,17 @@ fn put_without_close_leaves_nothing() {
     let f = d.join("file");
     let mut input = data(b"some data");
     input.extend(data(&[0u8; 70_000]));
-    let o = run(&["put", s(&f)], &input);
+    let o = run_then_eof(&["put", s(&f)], &input);
     assert_eq!(o.code, 1, "{o:?}");
     assert!(o.stderr.contains("CLOSE"), "{:?}", o.stderr);
     assert!(names(&d).is_empty(), "{:?}", names(&d));
     // truncated in the middle of a frame
-    let o = run(&["put", s(&f)], &data(b"abcdef")[..8]);
+    let o = run_then_eof(&["put", s(&f)], &data(b"abcdef")[..8]);
     assert_eq!(o.code, 1);
     assert!(names(&d).is_empty(), "{:?}", names(&d));
     // an existing file is untouched
     std::fs::write(&f, b"old").unwrap();
-    let o = run(&["put", s(&f)], &data(b"new"));
+    let o = run_then_eof(&["put", s(&f)], &data(b"new"));
     assert_eq!(o.code, 1);
     assert_eq!(std::fs::read(&f).unwrap(), b"old");
     assert_eq!(names(&d), vec!["file"]);

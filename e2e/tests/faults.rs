@@ -57,7 +57,8 @@ async fn leader_killed_the_standby_takes_over() {
     release::scale_operator(&c, 1).await;
     let op = release::operator_ready(&c, Duration::from_secs(180)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while release::lease_holder(&c).await.0 != Some(op.name_any()) {
+    // The Lease identity is the pod name plus a per-process suffix.
+    while !release::lease_holder(&c).await.0.is_some_and(|h| h.starts_with(&format!("{}_", op.name_any()))) {
         assert!(tokio::time::Instant::now() < deadline, "after scaling back to 1, {} never held the Lease: {:?}", op.name_any(), release::lease_holder(&c).await);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -73,7 +74,7 @@ async fn leader_kill(c: Client, n: String) {
     let pods = release::ready_pods(&c, OPERATOR_SELECTOR, 2, Duration::from_secs(180)).await;
     let names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    // The identity in the Lease is the pod name, or starts with it.
+    // The identity in the Lease is the pod name and a per-process suffix.
     let pod_of = |identity: &str| names.iter().filter(|p| identity.starts_with(p.as_str())).max_by_key(|p| p.len()).cloned();
     let (identity, leader, transitions) = loop {
         match release::lease_holder(&c).await {

@@ -2,8 +2,8 @@
 //! exit status comes back through `pods/exec`, and how file-command exit codes map to gRPC codes.
 //!
 //! Frame format (see `docs/DESIGN-NOTES.md`): 1 byte type, 4 bytes big-endian payload length,
-//! payload. EOF on the agent's stdin without a CLOSE frame means "the client is gone": the agent
-//! kills the process group (`exec`) or discards the temporary file (`put`).
+//! payload. EOF on the agent's stdin means "the client is gone": the agent kills the process group
+//! of a running `exec` (CLOSE or not), and `put` without CLOSE discards its temporary file.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -462,9 +462,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for UntilEnded<R> {
 /// (data, close). Keeps stdin open when both queues are closed: only [`StdinWriter::drop_stdin`],
 /// [`StdinWriter::kill_and_close`] or dropping the writer closes it.
 ///
-/// Closing stdin before a CLOSE frame tells the agent the client is gone (it kills the process
-/// group); once CLOSE was sent (non-interactive calls send it at once), EOF is an ordinary
-/// half-close, so ending a command early always sends SIGNAL 9 first ([`kill_and_close`]).
+/// Closing stdin while the command runs tells the agent the client is gone (it kills the process
+/// group), CLOSE sent or not; ending a command early sends SIGNAL 9 first all the same
+/// ([`kill_and_close`]).
 ///
 /// [`kill_and_close`]: StdinWriter::kill_and_close
 pub struct StdinWriter {

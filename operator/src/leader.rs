@@ -319,6 +319,25 @@ impl Elector {
     }
 }
 
+/// The identity this process holds the Lease under: the replica's identity plus a suffix unique
+/// to the process (as client-go's `<hostname>_<uuid>`). A container restarted in place keeps its
+/// pod name; without the suffix the new process would take the dead one's unexpired Lease for its
+/// own and renew it, so the standby would never take over. Two replicas given the same
+/// `--identity` by mistake also stay apart.
+pub fn process_identity(identity: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS's randomness, afresh in every process.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    format!("{identity}_{:016x}", h.finish())
+}
+
 /// This replica's identity: `$POD_NAME` in a cluster, else host name and process id.
 pub fn default_identity() -> String {
     let host = hostname::get()
@@ -331,6 +350,14 @@ pub fn default_identity() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_identities_differ_and_start_with_the_replica() {
+        let (a, b) = (process_identity("op-0"), process_identity("op-0"));
+        assert!(a.starts_with("op-0_") && b.starts_with("op-0_"), "{a} {b}");
+        assert_eq!(a.len(), "op-0_".len() + 16);
+        assert_ne!(a, b, "a restarted process must not continue the dead one's term");
+    }
 
     fn record(holder: Option<&str>, secs: u64) -> Record {
         Record {

@@ -128,7 +128,8 @@ async fn main() -> ExitCode {
             .clone()
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| client.default_namespace().to_string());
-        let mut elector = Elector::new(client.clone(), &namespace, &identity);
+        let lease_identity = leader::process_identity(&identity);
+        let mut elector = Elector::new(client.clone(), &namespace, &lease_identity);
         info!(%namespace, lease = leader::LEASE_NAME, "waiting for the leader Lease");
         tokio::select! {
             _ = elector.acquire() => {}

@@ -150,8 +150,27 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
-/// Runs the agent with `input` on stdin (then EOF), waiting at most 20 s.
+/// Runs the agent with `input` on stdin, keeping stdin open until the agent exits (as the
+/// gateway does: EOF on a running exec means the client is gone), waiting at most 20 s.
 pub fn run(args: &[&str], input: &[u8]) -> Out {
+    let mut a = spawn(args);
+    let mut stdin = a.stdin.take().unwrap();
+    let input = input.to_vec();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let w = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+        let _ = stdin.flush();
+        // Held until the agent has exited.
+        let _ = done_rx.recv();
+    });
+    let out = a.wait(Duration::from_secs(20));
+    drop(done_tx);
+    let _ = w.join();
+    out
+}
+
+/// Runs the agent with `input` on stdin, then EOF (a client that went away).
+pub fn run_then_eof(args: &[&str], input: &[u8]) -> Out {
     let mut a = spawn(args);
     let mut stdin = a.stdin.take().unwrap();
     let input = input.to_vec();
