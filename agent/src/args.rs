@@ -253,7 +253,9 @@ fn exec_args(args: &[OsString]) -> Result<ExecOpts, String> {
                 }
                 "size" => {
                     let v = value(&name, inline, &mut it)?;
-                    o.size = Some(parse_size(&v).ok_or_else(|| format!("--size: want COLSxROWS, got {}", v.to_string_lossy()))?);
+                    o.size = Some(parse_size(&v).ok_or_else(|| {
+                        format!("--size: want COLSxROWS, got {}", v.to_string_lossy())
+                    })?);
                 }
                 _ => return Err(format!("unknown flag --{name}")),
             },

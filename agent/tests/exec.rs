@@ -86,32 +86,14 @@ fn signal_frame_reaches_whole_group() {
     );
 }
 
-/// The gateway sends CLOSE at the start of every non-interactive exec and keeps stdin open until
-/// the command ends; EOF while it runs is a lost connection (an API server restart), not a
-/// half-close, and must not leave the command running.
-#[test]
-fn eof_after_close_while_running_kills_process_group() {
+/// Starts `sleep & sleep` under the agent (after a CLOSE frame if `close_first`), closes the
+/// agent's stdin, and checks that the whole group is killed; returns how long that took.
+fn eof_kills_the_group(close_first: bool) -> Duration {
     let m = marker_sleep();
     let mut a = spawn(&["exec", "--", "sh", "-c", &format!("sleep {m} & sleep {m}")]);
-    a.send(&close());
-    assert!(
-        eventually(T, || procs_with(&m).len() >= 2),
-        "sleeps did not start"
-    );
-    a.close_stdin();
-    let o = a.wait(T);
-    assert_eq!(o.code, 137, "{o:?}");
-    assert!(
-        eventually(Duration::from_secs(5), || procs_with(&m).is_empty()),
-        "left behind: {:?}",
-        procs_with(&m)
-    );
-}
-
-#[test]
-fn eof_without_close_kills_process_group() {
-    let m = marker_sleep();
-    let mut a = spawn(&["exec", "--", "sh", "-c", &format!("sleep {m} & sleep {m}")]);
+    if close_first {
+        a.send(&close());
+    }
     assert!(
         eventually(T, || procs_with(&m).len() >= 2),
         "sleeps did not start"
@@ -119,17 +101,28 @@ fn eof_without_close_kills_process_group() {
     let start = Instant::now();
     a.close_stdin();
     let o = a.wait(T);
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        start.elapsed()
-    );
+    let took = start.elapsed();
     assert_eq!(o.code, 137, "{o:?}");
     assert!(
         eventually(Duration::from_secs(5), || procs_with(&m).is_empty()),
         "left behind: {:?}",
         procs_with(&m)
     );
+    took
+}
+
+/// The gateway sends CLOSE at the start of every non-interactive exec and keeps stdin open until
+/// the command ends; EOF while it runs is a lost connection (an API server restart), not a
+/// half-close, and must not leave the command running.
+#[test]
+fn eof_after_close_while_running_kills_process_group() {
+    eof_kills_the_group(true);
+}
+
+#[test]
+fn eof_without_close_kills_process_group() {
+    let took = eof_kills_the_group(false);
+    assert!(took < Duration::from_secs(3), "took {took:?}");
 }
 
 #[test]

@@ -104,6 +104,9 @@ where
 /// Image with Python 3, a POSIX shell and coreutils, built by `e2e/cluster` and imported into
 /// containerd (no registry).
 pub const SANDBOX_IMAGE: &str = "airlock.local/sandbox-python:0.1.0";
+/// [`SANDBOX_IMAGE`] with the agent inside (`/.airlock/airlock-agent`, for `spec.agent: Image`),
+/// built by e2e/lib/images.sh.
+pub const SANDBOX_AGENT_IMAGE: &str = "airlock.local/sandbox-python-agent:0.1.0";
 /// RuntimeClass of the local cluster's gVisor handler.
 pub const GVISOR: &str = "gvisor";
 /// RuntimeClass of plain runc (for comparisons).

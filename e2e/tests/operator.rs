@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use airlock_crds::{Phase, Sandbox, condition};
-use airlock_e2e::{GVISOR, SANDBOX_IMAGE, TestNamespace, client, exec, wait_for};
+use airlock_e2e::{GVISOR, SANDBOX_AGENT_IMAGE, SANDBOX_IMAGE, TestNamespace, client, exec, wait_for};
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -442,9 +442,6 @@ async fn malformed_sandboxes_are_rejected_by_the_api_server() {
     assert!(failures.is_empty(), "{} of {} checks failed:\n{}", failures.len(), cases.len() + 4, failures.join("\n"));
     ns.cleanup().await;
 }
-
-/// The sandbox image with the agent inside (built by e2e/lib/images.sh on SANDBOX_IMAGE).
-const SANDBOX_AGENT_IMAGE: &str = "airlock.local/sandbox-python-agent:0.1.0";
 
 /// The process of PID 1 in the sandbox, as its argv.
 async fn pid1(c: &Client, ns: &str, pod: &str) -> Vec<String> {

@@ -356,7 +356,10 @@ mod tests {
         let (a, b) = (process_identity("op-0"), process_identity("op-0"));
         assert!(a.starts_with("op-0_") && b.starts_with("op-0_"), "{a} {b}");
         assert_eq!(a.len(), "op-0_".len() + 16);
-        assert_ne!(a, b, "a restarted process must not continue the dead one's term");
+        assert_ne!(
+            a, b,
+            "a restarted process must not continue the dead one's term"
+        );
     }
 
     fn record(holder: Option<&str>, secs: u64) -> Record {

@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use airlock_crds::Sandbox;
-use airlock_e2e::{GVISOR, RUNC, SANDBOX_IMAGE};
+use airlock_e2e::{GVISOR, RUNC, SANDBOX_AGENT_IMAGE, SANDBOX_IMAGE};
 use airlock_exec_gateway::auth::AuthMode;
 use airlock_exec_gateway::client::AirlockClient;
 use airlock_exec_gateway::proto::v1 as pb;
@@ -57,9 +57,6 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// The sandbox image with the agent inside (built by e2e/lib/images.sh on SANDBOX_IMAGE).
-const SANDBOX_AGENT_IMAGE: &str = "airlock.local/sandbox-python-agent:0.1.0";
 
 /// RuntimeClass whose nodeSelector matches no node: pods of it are created and stay Pending.
 const NOWHERE_RC: &str = "airlock-bench-unschedulable";

@@ -605,6 +605,14 @@ fn old_bundle(name: &str) -> Value {
         "app.kubernetes.io/component": "agent-bundle", "app.kubernetes.io/managed-by": "airlock-operator"}}})
 }
 
+fn assert_no_config_map_calls(api: &FakeApi) {
+    let lines = api.lines();
+    assert!(
+        lines.iter().all(|l| !l.contains("/configmaps")),
+        "{lines:#?}"
+    );
+}
+
 #[tokio::test]
 async fn agent_config_map_is_created_before_the_pod_and_old_unused_ones_go() {
     let config = Config::with_bundle();
@@ -685,17 +693,9 @@ async fn no_config_map_calls_for_a_running_pod_the_init_container_delivery_or_an
         "2025-01-01T00:00:10Z",
     )
     .await;
-    assert!(
-        api.lines().iter().all(|l| !l.contains("/configmaps")),
-        "{:#?}",
-        api.lines()
-    );
+    assert_no_config_map_calls(&api);
     let (_, api) = run(&sbx(""), FakeState::default(), "2025-01-01T00:00:10Z").await;
-    assert!(
-        api.lines().iter().all(|l| !l.contains("/configmaps")),
-        "{:#?}",
-        api.lines()
-    );
+    assert_no_config_map_calls(&api);
     // An image that brings its own agent needs no ConfigMap.
     let (_, api) = run_with(
         Config::with_bundle(),
@@ -704,11 +704,7 @@ async fn no_config_map_calls_for_a_running_pod_the_init_container_delivery_or_an
         "2025-01-01T00:00:10Z",
     )
     .await;
-    assert!(
-        api.lines().iter().all(|l| !l.contains("/configmaps")),
-        "{:#?}",
-        api.lines()
-    );
+    assert_no_config_map_calls(&api);
     assert!(
         api.find("PATCH", POD).unwrap().body["spec"]
             .get("volumes")
