@@ -5,14 +5,15 @@ SHELL := /bin/bash
 export AIRLOCK_CACHE ?= /var/cache/airlock
 K8S_VERSION ?= v1.34.4
 HELM_VERSION ?= v3.19.0
+GRPCURL_VERSION ?= v1.9.4
 BIN := $(AIRLOCK_CACHE)/k8s/$(K8S_VERSION)/bin
 HELM := $(AIRLOCK_CACHE)/helm/$(HELM_VERSION)/bin/helm
 export KUBECONFIG := /var/lib/airlock-cluster/pki/admin.kubeconfig
-export PATH := $(BIN):$(HOME)/.cargo/bin:$(PATH)
+export PATH := $(BIN):$(AIRLOCK_CACHE)/grpcurl/$(GRPCURL_VERSION)/bin:$(HOME)/.cargo/bin:$(PATH)
 NS := airlock-system
 CHART_CRD := charts/airlock/files/sandbox-crd.yaml
 
-.PHONY: help demo test unit lint crds cluster-up cluster-down install uninstall e2e helm-lifecycle cluster-lifecycle bench tools
+.PHONY: help demo test unit lint crds cluster-up cluster-down install uninstall e2e readme-examples helm-lifecycle cluster-lifecycle bench tools
 
 help:
 	@echo "make demo   - local cluster + operator + gateway, then run Python in a sandbox"
@@ -23,6 +24,7 @@ help:
 tools:
 	@command -v protoc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null; }
 	@e2e/lib/build-k8s.sh helm
+	@e2e/lib/build-k8s.sh grpcurl
 
 ## crds: regenerate the CRD YAML from the Rust types (and the chart's copy)
 crds:
@@ -70,6 +72,11 @@ e2e: install
 	@echo "==> cluster tests (real kube-apiserver, kubelet, containerd, gVisor)"
 	cargo test -p airlock-e2e -- --test-threads=4
 
+## readme-examples: the README's marked examples, run as pasted (kubectl, grpcurl, the airlock CLI)
+readme-examples: install
+	@echo "==> README examples, as pasted"
+	PATH="$${CARGO_TARGET_DIR:-$(CURDIR)/target}/debug:$$PATH" e2e/tests/readme-examples.sh
+
 ## helm-lifecycle: release Ready; uninstall removes it and keeps the CRD and Sandboxes
 helm-lifecycle:
 	HELM=$(HELM) e2e/tests/helm-lifecycle.sh
@@ -78,7 +85,7 @@ helm-lifecycle:
 cluster-lifecycle:
 	e2e/tests/cluster-lifecycle.sh
 
-test: unit lint e2e helm-lifecycle cluster-lifecycle
+test: unit lint e2e readme-examples helm-lifecycle cluster-lifecycle
 	@echo "==> all tests passed"
 
 demo: install

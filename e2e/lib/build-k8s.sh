@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds the local cluster's upstream components from the Go module proxy and caches the binaries
 # outside the repository, keyed by version:  $AIRLOCK_CACHE/k8s/<version>/bin/...
-# A warm cache returns at once. Usage: build-k8s.sh [k8s|kube-router|helm|all]
+# A warm cache returns at once. Usage: build-k8s.sh [k8s|kube-router|helm|grpcurl|all]
 set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-v1.34.4}
 KUBE_ROUTER_VERSION=${KUBE_ROUTER_VERSION:-v2.1.0}
 HELM_VERSION=${HELM_VERSION:-v3.19.0}
+GRPCURL_VERSION=${GRPCURL_VERSION:-v1.9.4}
 CACHE=${AIRLOCK_CACHE:-/var/cache/airlock}
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
 export GOPATH=${GOPATH:-$HOME/go}
@@ -66,10 +67,22 @@ build_helm() {
   go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" -o "$out/helm" helm.sh/helm/v3/cmd/helm
 }
 
+# grpcurl: the README's gRPC examples are run as pasted by e2e/tests/readme-examples.sh.
+build_grpcurl() {
+  local out="$CACHE/grpcurl/$GRPCURL_VERSION/bin"
+  if [ -x "$out/grpcurl" ]; then log "grpcurl $GRPCURL_VERSION: cached"; return; fi
+  local w="$CACHE/grpcurl/$GRPCURL_VERSION/src"; mkdir -p "$w" "$out"; cd "$w"
+  rm -f go.mod go.sum; go mod init airlock.local/grpcurlbuild >/dev/null 2>&1
+  log "grpcurl $GRPCURL_VERSION: compiling"
+  go get "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION" >/dev/null
+  go build -trimpath -ldflags "-s -w -X main.version=$GRPCURL_VERSION" -o "$out/grpcurl" github.com/fullstorydev/grpcurl/cmd/grpcurl
+}
+
 case "${1:-all}" in
   k8s) build_k8s ;;
   kube-router) build_kube_router ;;
   helm) build_helm ;;
-  all) build_k8s; build_kube_router; build_helm ;;
-  *) echo "usage: $0 [k8s|kube-router|helm|all]" >&2; exit 2 ;;
+  grpcurl) build_grpcurl ;;
+  all) build_k8s; build_kube_router; build_helm; build_grpcurl ;;
+  *) echo "usage: $0 [k8s|kube-router|helm|grpcurl|all]" >&2; exit 2 ;;
 esac
