@@ -98,7 +98,7 @@ gone() { # PID: the process exits (waits up to 30 s)
   return 1
 }
 new_pid() { [ -n "$2" ] && [ "$2" != "$1" ]; } # OLD NEW
-stopped_in_status() { "$HERE/cluster" status | grep -E "^$1 +stopped\$"; } # NAME
+stopped_in_status() { { "$HERE/cluster" status || true; } | grep -E "^$1 +stopped\$"; } # NAME (status fails then)
 
 rerun_checks() {
   local before after ip
