@@ -81,7 +81,8 @@ readme-examples: install
 helm-lifecycle:
 	HELM=$(HELM) e2e/tests/helm-lifecycle.sh
 
-## cluster-lifecycle: `down` leaves nothing behind and `up` works again
+## cluster-lifecycle: `down` leaves nothing behind, `up` works again, and `up` on a running
+## cluster restarts only what is down (`e2e/tests/cluster-lifecycle.sh rerun` runs just that part)
 cluster-lifecycle:
 	e2e/tests/cluster-lifecycle.sh
 

@@ -1,10 +1,13 @@
 #!/bin/sh
 # pki.sh DIR NODE_NAME NODE_IP API_URL: writes the local cluster's CA, serving and client certificates
-# and kubeconfigs with openssl. Idempotent: an existing CA is kept.
+# and kubeconfigs with openssl. Idempotent: an existing DIR is kept as it is (nothing is rewritten).
+# Everything is made in DIR.new and renamed to DIR at the end, so a run that fails half-way leaves
+# no half-made DIR that a later run would take for a finished one.
 set -eu
 DIR=$1 NODE=$2 NODE_IP=$3 API=$4 SVC_IP=10.96.0.1
-mkdir -p "$DIR"; cd "$DIR"
-[ -f ca.crt ] && exit 0
+case $DIR in /*) ;; *) DIR=$PWD/$DIR ;; esac
+[ -f "$DIR/ca.crt" ] && exit 0
+rm -rf "$DIR.new"; mkdir -p "$DIR.new"; cd "$DIR.new"
 openssl genrsa -out ca.key 2048 2>/dev/null
 openssl req -x509 -new -key ca.key -days 3650 -subj "/CN=airlock-local-ca" -out ca.crt \
   -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature"
@@ -56,3 +59,4 @@ K
 for x in admin controller-manager scheduler kube-proxy kube-router; do kcfg $x $x; done
 kcfg kubelet kubelet-client
 chmod 600 ./*.key
+cd /; rm -rf "$DIR"; mv "$DIR.new" "$DIR"
