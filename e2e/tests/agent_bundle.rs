@@ -297,15 +297,11 @@ async fn a_planted_agent_config_map_is_replaced_before_the_sandbox_starts() {
     let events: Api<Event> = Api::namespaced(c.clone(), &ns.name);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let list = events
-            .list(&ListParams::default().fields("regarding.name=victim"))
-            .await
-            .unwrap();
-        if let Some(e) = list
-            .items
-            .iter()
-            .find(|e| e.reason.as_deref() == Some("AgentBundleReplaced"))
-        {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        if let Some(e) = list.items.iter().find(|e| {
+            e.reason.as_deref() == Some("AgentBundleReplaced")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("victim")
+        }) {
             assert_eq!(e.type_.as_deref(), Some("Warning"));
             assert!(
                 e.note.as_deref().unwrap_or_default().contains(&name),
