@@ -53,6 +53,7 @@ pub const MAX_TTL_SECONDS: i64 = 7 * 24 * 3600;
 #[x_kube(validation = Rule::new("has(self.runtimeClassName) == has(oldSelf.runtimeClassName)").message("spec.runtimeClassName is immutable: it cannot be added or removed after creation"))]
 #[x_kube(validation = Rule::new("(has(self.readOnlyRootFilesystem) && self.readOnlyRootFilesystem) == (has(oldSelf.readOnlyRootFilesystem) && oldSelf.readOnlyRootFilesystem)").message("spec.readOnlyRootFilesystem is immutable"))]
 #[x_kube(validation = Rule::new("has(self.agent) == has(oldSelf.agent)").message("spec.agent is immutable: it cannot be added or removed after creation"))]
+#[x_kube(validation = Rule::new("has(self.securityContext) == has(oldSelf.securityContext)").message("spec.securityContext is immutable: it cannot be added or removed after creation"))]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxSpec {
     /// Container image the sandbox runs, for example `python:3.12-slim`. Any image works, even one
@@ -132,6 +133,38 @@ pub struct SandboxSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.agent is immutable"))]
     pub agent: Option<AgentSource>,
+
+    /// The user the sandbox runs as. Set: the pod runs with `runAsNonRoot: true` and this uid and
+    /// gid (as Pod Security `restricted` requires). Unset: the operator's default user if it has
+    /// one, else the image's own user (often root; fine for `baseline`). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.securityContext is immutable"))]
+    pub security_context: Option<SandboxSecurityContext>,
+}
+
+/// Largest uid or gid a sandbox may run as.
+pub const MAX_ID: i64 = 2147483647;
+
+/// The non-root user of a sandbox.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxSecurityContext {
+    /// User id of every process in the sandbox, 1-2147483647 (the sandbox runs with
+    /// `runAsNonRoot: true`, so 0 is refused).
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 2147483647").message("spec.securityContext.runAsUser must be a non-root uid between 1 and 2147483647 (the sandbox runs with runAsNonRoot: true)"))]
+    pub run_as_user: i64,
+    /// Primary group id, 0-2147483647. Defaults to `runAsUser`. Also the pod's `fsGroup`, so the
+    /// sandbox's volumes are writable by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 2147483647").message("spec.securityContext.runAsGroup must be a gid between 0 and 2147483647"))]
+    pub run_as_group: Option<i64>,
+}
+
+impl SandboxSecurityContext {
+    /// The group: `runAsGroup`, else the uid.
+    pub fn group(&self) -> i64 {
+        self.run_as_group.unwrap_or(self.run_as_user)
+    }
 }
 
 /// Where a sandbox's agent comes from.

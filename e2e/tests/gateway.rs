@@ -861,3 +861,120 @@ async fn quota_refusal_is_resource_exhausted_and_not_ready_is_failed_preconditio
     );
     e.ns.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_root_sandbox_runs_under_pod_security_restricted() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Patch, PatchParams, PostParams};
+    let e = env("gw-nonroot").await;
+    let (c, ns) = (&e.c, e.ns.name.as_str());
+    let kube = client().await;
+    let label = serde_json::json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}});
+    Api::<Namespace>::all(kube.clone())
+        .patch(ns, &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .unwrap();
+    // Control: the namespace refuses a pod that may run as root.
+    let root_pod: k8s_openapi::api::core::v1::Pod =
+        serde_json::from_value(airlock_e2e::sleeper("root", GVISOR, serde_json::json!({})))
+            .unwrap();
+    let refused = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(kube.clone(), ns)
+        .create(&PostParams::default(), &root_pod)
+        .await
+        .expect_err("Pod Security restricted refuses a pod without runAsNonRoot");
+    assert!(refused.to_string().contains("restricted"), "{refused}");
+
+    // uid 0 is refused by the gateway, naming the field.
+    let mut req = sandbox_request(ns, "root", "100m", "256Mi");
+    req.run_as_user = Some(0);
+    let err = c.create_sandbox(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("run_as_user: "),
+        "{}",
+        err.message()
+    );
+
+    // A sandbox with a non-root user goes Ready there and runs as that user.
+    let mut req = sandbox_request(ns, "nonroot", "100m", "256Mi");
+    req.run_as_user = Some(1000);
+    req.run_as_group = Some(3000);
+    let sb = c
+        .create_sandbox_ready(req, READY_TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("creating the non-root sandbox: {e:?}"));
+    assert!(sb.ready, "{sb:?}");
+    let out = c
+        .exec_collect(argv(ns, "nonroot", &["sh", "-c", "id -u; id -g"]))
+        .await
+        .unwrap();
+    assert_eq!(text(&out), ("1000\n3000\n".into(), "".into(), 0));
+    // PID 1 (the agent, unpacked into the memory volume by boot as that user) runs as it too.
+    let out = c
+        .exec_collect(argv(
+            ns,
+            "nonroot",
+            &[
+                "sh",
+                "-c",
+                "tr '\\0' ' ' < /proc/1/cmdline; echo; stat -c %u /proc/1",
+            ],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(text(&out).0, "/.airlock/airlock-agent init -- \n1000\n");
+
+    // Files in and out.
+    let data = Bytes::from(
+        (0..100_000u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let size = c
+        .upload(
+            ns,
+            "nonroot",
+            "/tmp/mine/data.bin",
+            0o600,
+            true,
+            std::io::Cursor::new(data.to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(size, data.len() as u64);
+    let back = c
+        .download_bytes(ns, "nonroot", "/tmp/mine/data.bin")
+        .await
+        .unwrap();
+    assert_eq!(back, data);
+    let owner = c
+        .exec_collect(argv(
+            ns,
+            "nonroot",
+            &["stat", "-c", "%u:%g", "/tmp/mine/data.bin"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(text(&owner).0, "1000:3000\n");
+
+    // The agent still reaps orphans as PID 1: a background child left behind ends as no zombie.
+    let out = c
+        .exec_collect(argv(ns, "nonroot", &["sh", "-c", "sleep 0.2 & exit 0"]))
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 0);
+    let zombies = "import os\nn=0\nfor p in os.listdir('/proc'):\n  if p.isdigit():\n    try:\n      s=open('/proc/'+p+'/stat').read()\n    except OSError:\n      continue\n    n+=s.rsplit(')',1)[1].split()[0]=='Z'\nprint(n)";
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = c
+            .exec_collect(argv_py(ns, "nonroot", zombies))
+            .await
+            .unwrap();
+        if text(&out).0 == "0\n" {
+            break;
+        }
+        assert!(Instant::now() < end, "zombies left: {:?}", text(&out));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    c.delete_sandbox(ns, "nonroot").await.unwrap();
+}

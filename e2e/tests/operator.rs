@@ -401,6 +401,9 @@ async fn malformed_sandboxes_are_rejected_by_the_api_server() {
         ("unknown pull policy", json!({"imagePullPolicy": "Sometimes"}), "spec.imagePullPolicy"),
         ("bad runtime class", json!({"runtimeClassName": "Not_A_Name"}), "spec.runtimeClassName"),
         ("unknown expiry policy", json!({"lifetime": {"onExpiry": "Archive"}}), "spec.lifetime.onExpiry"),
+        ("root user", json!({"securityContext": {"runAsUser": 0}}), "spec.securityContext.runAsUser must be a non-root uid"),
+        ("negative group", json!({"securityContext": {"runAsUser": 1000, "runAsGroup": -1}}), "spec.securityContext.runAsGroup"),
+        ("group without user", json!({"securityContext": {"runAsGroup": 1000}}), "spec.securityContext.runAsUser"),
     ];
     let mut failures = Vec::new();
     for (i, (what, spec, field)) in cases.iter().enumerate() {
@@ -427,6 +430,7 @@ async fn malformed_sandboxes_are_rejected_by_the_api_server() {
         ("adding spec.workingDir", json!({"spec": {"workingDir": "/tmp"}}), "spec.workingDir is immutable"),
         ("adding spec.runtimeClassName", json!({"spec": {"runtimeClassName": "runc"}}), "spec.runtimeClassName is immutable"),
         ("removing spec.command", json!({"spec": {"command": null}}), "spec.command is immutable"),
+        ("adding spec.securityContext", json!({"spec": {"securityContext": {"runAsUser": 1000}}}), "spec.securityContext is immutable"),
     ] {
         match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => failures.push(format!("{what}: accepted")),

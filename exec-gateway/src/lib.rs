@@ -21,6 +21,7 @@ mod files;
 mod k8s;
 pub mod metrics;
 mod processes;
+pub mod run_as;
 mod sandboxes;
 mod server;
 pub mod validate;

@@ -128,7 +128,8 @@ impl pb::sandboxes_server::Sandboxes for SandboxesService {
         req: Request<pb::CreateSandboxRequest>,
     ) -> Result<Response<pb::Sandbox>, Status> {
         let received = Instant::now();
-        let spec = validate::create_request(req.get_ref(), &self.ctx.default_namespace)?;
+        let mut spec = validate::create_request(req.get_ref(), &self.ctx.default_namespace)?;
+        spec.spec.security_context = crate::run_as::security_context(req.get_ref())?;
         self.ctx
             .authorize(&req, Access::new("create", &spec.namespace, None))
             .await?;

@@ -593,6 +593,14 @@ fn create_request(rng: &mut Rng) -> pb::CreateSandboxRequest {
         working_dir: if rng.bool() { String::new() } else { path(rng) },
         read_only_root_filesystem: rng.bool(),
         agent_in_image: rng.bool(),
+        run_as_user: rng.bool().then(|| {
+            rng.pick_or(&[1000, 0, -1, 1, 2147483647, 2147483648, i64::MIN], |r| {
+                r as i64
+            })
+        }),
+        run_as_group: rng
+            .bool()
+            .then(|| rng.pick_or(&[1000, 0, -1, 2147483648], |r| r as i64)),
     }
 }
 
@@ -1057,6 +1065,17 @@ fn check_run_code(r: &pb::RunCodeRequest, stats: &mut Stats) -> Result<(), Strin
 }
 
 fn check_create_req(r: &pb::CreateSandboxRequest, stats: &mut Stats) -> Result<(), String> {
+    match airlock_exec_gateway::run_as::security_context(r) {
+        Err(s) => check_refusal(&s, &["run_as_user", "run_as_group"])?,
+        Ok(Some(sc)) => ensure(
+            (1..=i64::from(i32::MAX)).contains(&sc.run_as_user)
+                && (0..=i64::from(i32::MAX)).contains(&sc.group()),
+            || format!("run_as accepted {sc:?}"),
+        )?,
+        Ok(None) => ensure(r.run_as_user.is_none() && r.run_as_group.is_none(), || {
+            "run_as ignored".into()
+        })?,
+    }
     let res = validate::create_request(r, DEFAULT_NS);
     outcome(stats, "CreateSandbox", &res);
     match res {

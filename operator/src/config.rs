@@ -85,6 +85,12 @@ pub struct Cli {
     )]
     pub agent_image: String,
 
+    /// Non-root user (`UID` or `UID:GID`, the gid defaulting to the uid) of sandboxes that do not
+    /// set spec.securityContext: their pods then run with runAsNonRoot, as Pod Security
+    /// `restricted` requires. Unset: such sandboxes run as their image's user.
+    #[arg(long, env = "AIRLOCK_DEFAULT_RUN_AS_USER", value_name = "UID[:GID]", value_parser = parse_user)]
+    pub default_run_as_user: Option<airlock_crds::SandboxSecurityContext>,
+
     /// Time-to-live in seconds of sandboxes that do not set spec.lifetime.ttlSeconds.
     #[arg(
         long,
@@ -340,6 +346,32 @@ pub struct Config {
     pub max_concurrent_reconciles: u16,
     /// IPv4 and IPv6 cluster ranges kept out of `egress: Internet`.
     pub cluster_cidrs: Vec<String>,
+    /// `--default-run-as-user`.
+    pub default_user: Option<airlock_crds::SandboxSecurityContext>,
+}
+
+/// Parses `UID[:GID]`: a uid of 1..=2147483647 (never root) and a gid of 0..=2147483647.
+pub fn parse_user(s: &str) -> Result<airlock_crds::SandboxSecurityContext, String> {
+    let (uid, gid) = match s.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (s, None),
+    };
+    let id = |what: &str, v: &str, min: i64| -> Result<i64, String> {
+        v.trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (min..=airlock_crds::MAX_ID).contains(n))
+            .ok_or_else(|| {
+                format!(
+                    "{what} {v:?} must be a number from {min} to {}",
+                    airlock_crds::MAX_ID
+                )
+            })
+    };
+    Ok(airlock_crds::SandboxSecurityContext {
+        run_as_user: id("uid", uid, 1)?,
+        run_as_group: gid.map(|g| id("gid", g, 0)).transpose()?,
+    })
 }
 
 impl Cli {
@@ -458,6 +490,7 @@ impl Cli {
             watch_namespace: self.watch_namespace.clone().filter(|n| !n.is_empty()),
             max_concurrent_reconciles: self.max_concurrent_reconciles,
             cluster_cidrs,
+            default_user: self.default_run_as_user,
         })
     }
 }
@@ -594,6 +627,29 @@ mod tests {
             Cli::try_parse_from(["airlock-operator", "--max-concurrent-reconciles=0"]).is_err()
         );
         assert_eq!(c.cluster_cidrs, ["10.96.0.0/12", "10.244.0.0/16"]);
+        assert_eq!(c.default_user, None);
+    }
+
+    #[test]
+    fn default_run_as_user_is_never_root() {
+        let c = cli(&["--default-run-as-user=1000"]).config().unwrap();
+        let u = c.default_user.unwrap();
+        assert_eq!((u.run_as_user, u.group()), (1000, 1000));
+        let u = cli(&["--default-run-as-user", "1000:0"])
+            .config()
+            .unwrap()
+            .default_user;
+        assert_eq!(u.map(|u| u.group()), Some(0));
+        for bad in ["0", "0:0", "-1", "abc", "1000:x", "2147483648"] {
+            let e = Cli::try_parse_from([
+                "airlock-operator",
+                "--agent-delivery=init-container",
+                &format!("--default-run-as-user={bad}"),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("--default-run-as-user"), "{bad}: {e}");
+        }
     }
 
     #[test]

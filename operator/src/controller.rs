@@ -37,6 +37,8 @@ pub struct Context {
     quotas: Stamps,
     /// When each namespace's agent ConfigMap was last seen or created.
     pub(crate) bundles: Stamps,
+    /// Per namespace, the uid of the agent ConfigMap verified to be the operator's.
+    pub(crate) verified_bundles: crate::reconcile::agent_verify::Verified,
 }
 
 /// When something was last done, per namespace.
@@ -68,6 +70,7 @@ impl Context {
             metrics,
             quotas: Stamps::default(),
             bundles: Stamps::default(),
+            verified_bundles: Default::default(),
         }
     }
 

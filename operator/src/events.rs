@@ -14,6 +14,8 @@ pub mod reason {
     pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
     pub const INVALID: &str = "Invalid";
     pub const FAILED: &str = "Failed";
+    /// The namespace's agent ConfigMap was not the operator's and was replaced.
+    pub const AGENT_BUNDLE_REPLACED: &str = "AgentBundleReplaced";
 }
 
 /// Publishes one event about `regarding`.

@@ -44,6 +44,8 @@ pub struct Recorded {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// The `Accept` header (metadata-only reads ask for `PartialObjectMetadata`).
+    pub accept: String,
     pub body: Value,
 }
 
@@ -71,8 +73,12 @@ pub struct FakeState {
     pub quota_invalid: bool,
     /// The namespace is being deleted: creations are refused.
     pub terminating: bool,
-    /// ConfigMaps of the namespace, by name.
+    /// ConfigMaps of the namespace, by name (full objects; metadata-only reads get the metadata).
     pub config_maps: std::collections::BTreeMap<String, Value>,
+    /// Refuse ConfigMap deletions (403), as an admission policy would.
+    pub config_map_delete_forbidden: bool,
+    /// ConfigMaps created so far (created ones get uid `cm-uid-<n>`).
+    pub config_map_uids: u32,
     /// Pods (other than the sandbox's) listed by label selector `airlock.dev/agent-bundle=...`.
     pub bundle_users: Vec<String>,
     pub requests: Vec<Recorded>,
@@ -120,6 +126,12 @@ impl FakeApi {
                     method: parts.method.to_string(),
                     path: parts.uri.path().to_string(),
                     query: parts.uri.query().unwrap_or_default().to_string(),
+                    accept: parts
+                        .headers
+                        .get(http::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string(),
                     body,
                 };
                 let response = respond(&mut shared.lock().unwrap(), &rec);
@@ -188,9 +200,10 @@ fn respond(state: &mut FakeState, r: &Recorded) -> Response<Body> {
         }
         ("GET", ["api", "v1", "namespaces", _, "configmaps", name]) => {
             match state.config_maps.get(*name) {
-                Some(cm) => ok(&json!({
+                Some(cm) if r.accept.contains("PartialObjectMetadata") => ok(&json!({
                     "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": cm["metadata"],
                 })),
+                Some(cm) => ok(cm),
                 None => status(404, "NotFound", &format!("configmaps \"{name}\" not found")),
             }
         }
@@ -206,14 +219,35 @@ fn respond(state: &mut FakeState, r: &Recorded) -> Response<Body> {
                     &format!("configmaps \"{name}\" already exists"),
                 );
             }
-            state.config_maps.insert(name, r.body.clone());
-            ok(&r.body)
+            let mut cm = r.body.clone();
+            state.config_map_uids += 1;
+            cm["metadata"]["uid"] = json!(format!("cm-uid-{}", state.config_map_uids));
+            state.config_maps.insert(name, cm.clone());
+            ok(&cm)
         }
         ("GET", ["api", "v1", "namespaces", _, "configmaps"]) => ok(&json!({
             "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {},
             "items": state.config_maps.values().map(|cm| json!({"metadata": cm["metadata"]})).collect::<Vec<_>>(),
         })),
         ("DELETE", ["api", "v1", "namespaces", _, "configmaps", name]) => {
+            if state.config_map_delete_forbidden {
+                return status(403, "Forbidden", "configmaps is forbidden: denied by test");
+            }
+            let want = &r.body["preconditions"]["uid"];
+            let have = state
+                .config_maps
+                .get(*name)
+                .map(|cm| &cm["metadata"]["uid"]);
+            if want.is_string() && have.is_some_and(|h| h != want) {
+                return status(
+                    409,
+                    "Conflict",
+                    &format!(
+                        "Precondition failed: UID in precondition: {want}, UID in object meta: {}",
+                        have.unwrap()
+                    ),
+                );
+            }
             match state.config_maps.remove(*name) {
                 Some(cm) => ok(&cm),
                 None => status(404, "NotFound", &format!("configmaps \"{name}\" not found")),

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub sandboxes: Family<PhaseLabels, Gauge>,
     /// 1 while this replica holds the leader Lease.
     pub leader: Gauge,
+    /// Agent ConfigMaps found with content other than the operator's bundle, and replaced.
+    pub agent_bundles_replaced: Counter,
 }
 
 impl Default for Metrics {
@@ -44,6 +46,7 @@ impl Default for Metrics {
             duration: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
             sandboxes: Family::default(),
             leader: Gauge::default(),
+            agent_bundles_replaced: Counter::default(),
         }
     }
 }
@@ -84,6 +87,11 @@ impl Metrics {
             "leader",
             "1 while this replica is the leader",
             self.leader.clone(),
+        );
+        r.register(
+            "agent_bundles_replaced",
+            "Agent ConfigMaps found with content other than the operator's bundle and replaced",
+            self.agent_bundles_replaced.clone(),
         );
         self
     }
@@ -166,5 +174,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("airlock_operator_leader 0"), "{text}");
+        assert!(
+            text.contains("airlock_operator_agent_bundles_replaced_total 0"),
+            "{text}"
+        );
     }
 }

@@ -126,6 +126,9 @@ Checks of combinations the schema cannot express.
 {{- if gt (int .Values.operator.defaults.ttl) (int .Values.operator.max.ttl) }}
 {{- fail (printf "operator.defaults.ttl (%v) is larger than operator.max.ttl (%v)" .Values.operator.defaults.ttl .Values.operator.max.ttl) }}
 {{- end }}
+{{- if and (kindIs "invalid" .Values.operator.defaults.runAsUser) (not (kindIs "invalid" .Values.operator.defaults.runAsGroup)) }}
+{{- fail "operator.defaults.runAsGroup needs operator.defaults.runAsUser" }}
+{{- end }}
 {{- if eq (int .Values.gateway.grpcPort) (int .Values.gateway.metrics.port) }}
 {{- fail "gateway.grpcPort and gateway.metrics.port must differ" }}
 {{- end }}

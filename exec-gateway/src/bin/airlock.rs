@@ -74,6 +74,10 @@ struct SandboxOpts {
     /// The image already holds the Airlock agent at /.airlock/airlock-agent (starts sooner).
     #[arg(long)]
     agent_in_image: bool,
+    /// Run the sandbox as this non-root user, UID or UID:GID (runAsNonRoot; needed in namespaces
+    /// enforcing Pod Security `restricted` unless the operator has a default user).
+    #[arg(long, value_name = "UID[:GID]", value_parser = parse_user)]
+    user: Option<(i64, Option<i64>)>,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +163,18 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("expected K=V, got {s:?}"))
+}
+
+/// `UID[:GID]` -> (uid, gid); the gateway checks the ranges.
+fn parse_user(s: &str) -> Result<(i64, Option<i64>), String> {
+    let num = |v: &str| {
+        v.parse::<i64>()
+            .map_err(|_| format!("expected UID or UID:GID (numbers), got {s:?}"))
+    };
+    match s.split_once(':') {
+        Some((u, g)) => Ok((num(u)?, Some(num(g)?))),
+        None => Ok((num(s)?, None)),
+    }
 }
 
 /// `SANDBOX:/path` -> (sandbox, path).
@@ -384,6 +400,8 @@ fn create_request(ns: &str, name: &str, o: &SandboxOpts) -> pb::CreateSandboxReq
         labels: o.labels.iter().cloned().collect(),
         runtime_class_name: o.runtime_class.clone(),
         agent_in_image: o.agent_in_image,
+        run_as_user: o.user.map(|(u, _)| u),
+        run_as_group: o.user.and_then(|(_, g)| g),
         ..Default::default()
     }
 }
@@ -570,5 +588,21 @@ mod tests {
             Some(pb::exec_request::Command::Shell(_))
         ));
         assert!(Cli::try_parse_from(["airlock", "cp", "a", "sb:/b"]).is_ok());
+    }
+
+    #[test]
+    fn user_flag() {
+        assert_eq!(parse_user("1000"), Ok((1000, None)));
+        assert_eq!(parse_user("1000:0"), Ok((1000, Some(0))));
+        assert!(parse_user("alice").is_err());
+        assert!(parse_user("1000:").is_err());
+        let c = Cli::try_parse_from(["airlock", "create", "--image", "i", "--user", "1000:2000"])
+            .unwrap();
+        let Command::Create { sandbox, .. } = c.command else {
+            panic!()
+        };
+        assert_eq!(sandbox.user, Some((1000, Some(2000))));
+        let r = create_request("ns", "", &sandbox);
+        assert_eq!((r.run_as_user, r.run_as_group), (Some(1000), Some(2000)));
     }
 }

@@ -163,10 +163,7 @@ pub fn pod(sandbox: &Sandbox, plan: &Plan, config: &Config) -> Result<Pod, Build
             host_pid: Some(false),
             host_ipc: Some(false),
             share_process_namespace: Some(false),
-            security_context: Some(PodSecurityContext {
-                seccomp_profile: Some(runtime_default_seccomp()),
-                ..PodSecurityContext::default()
-            }),
+            security_context: Some(pod_security_context(plan)),
             ..PodSpec::default()
         }),
         status: None,
@@ -202,6 +199,23 @@ fn resources(plan: &Plan) -> ResourceRequirements {
         requests: Some(amounts),
         ..ResourceRequirements::default()
     }
+}
+
+/// RuntimeDefault seccomp; with a user (spec.securityContext or the operator's default), also
+/// runAsNonRoot with that uid and gid, and the gid as fsGroup so the pod's volumes (the agent's
+/// memory volume, `/tmp` of a read-only root) are the group's to write.
+fn pod_security_context(plan: &Plan) -> PodSecurityContext {
+    let mut psc = PodSecurityContext {
+        seccomp_profile: Some(runtime_default_seccomp()),
+        ..PodSecurityContext::default()
+    };
+    if let Some(user) = plan.user {
+        psc.run_as_non_root = Some(true);
+        psc.run_as_user = Some(user.run_as_user);
+        psc.run_as_group = Some(user.group());
+        psc.fs_group = Some(user.group());
+    }
+    psc
 }
 
 fn runtime_default_seccomp() -> SeccompProfile {
@@ -528,6 +542,95 @@ mod tests {
                 .iter()
                 .any(|v| v.name == "tmp")
         );
+    }
+
+    #[test]
+    fn root_or_image_user_unless_a_user_is_asked_for() {
+        let psc = build(MINIMAL).spec.unwrap().security_context.unwrap();
+        assert_eq!(
+            (
+                psc.run_as_non_root,
+                psc.run_as_user,
+                psc.run_as_group,
+                psc.fs_group
+            ),
+            (None, None, None, None),
+            "the image's user"
+        );
+    }
+
+    #[test]
+    fn a_sandbox_user_runs_non_root_with_its_uid_and_gid() {
+        let p = build(&format!(
+            "{MINIMAL}  securityContext:\n    runAsUser: 1000\n    runAsGroup: 3000\n"
+        ));
+        let spec = p.spec.as_ref().unwrap();
+        let psc = spec.security_context.as_ref().unwrap();
+        assert_eq!(
+            (
+                psc.run_as_non_root,
+                psc.run_as_user,
+                psc.run_as_group,
+                psc.fs_group
+            ),
+            (Some(true), Some(1000), Some(3000), Some(3000))
+        );
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        // No container overrides it (Pod Security `restricted` forbids runAsNonRoot: false).
+        for c in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+        {
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!(
+                (sc.run_as_non_root, sc.run_as_user),
+                (None, None),
+                "{}",
+                c.name
+            );
+        }
+        // The group defaults to the uid.
+        let p = build(&format!(
+            "{MINIMAL}  securityContext:\n    runAsUser: 1000\n"
+        ));
+        let psc = p.spec.unwrap().security_context.unwrap();
+        assert_eq!((psc.run_as_group, psc.fs_group), (Some(1000), Some(1000)));
+    }
+
+    #[test]
+    fn the_operators_default_user_applies_only_to_sandboxes_without_one() {
+        let mut config = Config::defaults();
+        config.default_user = Some(airlock_crds::SandboxSecurityContext {
+            run_as_user: 65532,
+            run_as_group: None,
+        });
+        let psc = |yaml: &str| {
+            let s = sandbox(yaml);
+            let p = pod(&s, &validate(&s, &config).unwrap(), &config).unwrap();
+            p.spec.unwrap().security_context.unwrap()
+        };
+        let d = psc(MINIMAL);
+        assert_eq!(
+            (d.run_as_non_root, d.run_as_user, d.run_as_group),
+            (Some(true), Some(65532), Some(65532))
+        );
+        let own = psc(&format!(
+            "{MINIMAL}  securityContext:\n    runAsUser: 1000\n"
+        ));
+        assert_eq!(own.run_as_user, Some(1000));
+    }
+
+    #[test]
+    fn a_root_user_that_got_past_the_crd_is_refused_naming_the_field() {
+        let s = sandbox(&format!("{MINIMAL}  securityContext:\n    runAsUser: 0\n"));
+        let e = validate(&s, &Config::defaults()).unwrap_err();
+        assert_eq!(e.problem.field(), "spec.securityContext.runAsUser");
+        assert!(e.problem.to_string().contains("runAsNonRoot"), "{e}");
     }
 
     #[test]

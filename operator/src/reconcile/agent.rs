@@ -2,17 +2,20 @@
 //! sandbox pod that mounts it is created.
 //!
 //! Checked with a metadata-only GET (the ConfigMap is most of a MiB) at most once per
-//! [`BUNDLE_REFRESH`] per namespace, and only when a pod is about to be created. When this operator
+//! [`BUNDLE_REFRESH`] per namespace, and only when a pod is about to be created; a ConfigMap the
+//! operator has not verified yet (by uid) is then read in full and compared ([`agent_verify`]). When this operator
 //! creates its version of the ConfigMap in a namespace, it deletes the older versions that no pod
 //! of the namespace mounts any more (after an upgrade).
 
 use std::time::Duration;
 
+use airlock_crds::Sandbox;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use tracing::{debug, info, warn};
 
+use super::agent_verify;
 use super::apply::{ApplyError, FIELD_MANAGER};
 use crate::build::agent::{BUNDLE_LABEL, bundle_selector, config_map};
 use crate::config::Agent;
@@ -22,8 +25,9 @@ use crate::controller::Context;
 pub const BUNDLE_REFRESH: Duration = Duration::from_secs(60);
 
 /// Makes sure the namespace has the agent ConfigMap `pod` mounts (nothing to do for a pod without
-/// one: the init-container delivery, or an image that brings its agent).
-pub async fn ensure(ctx: &Context, pod: &Pod) -> Result<(), ApplyError> {
+/// one: the init-container delivery, or an image that brings its agent), and that it holds the
+/// operator's bundle ([`agent_verify`]: one found there is read in full and replaced if it differs).
+pub async fn ensure(ctx: &Context, sandbox: &Sandbox, pod: &Pod) -> Result<(), ApplyError> {
     let Agent::ConfigMap(bundle) = &ctx.config.agent else {
         return Ok(());
     };
@@ -42,23 +46,28 @@ pub async fn ensure(ctx: &Context, pod: &Pod) -> Result<(), ApplyError> {
         name: bundle.name.clone(),
         source,
     };
-    if api
-        .get_metadata_opt(&bundle.name)
-        .await
-        .map_err(failed)?
-        .is_none()
-    {
-        let pp = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PostParams::default()
-        };
-        match api.create(&pp, &config_map(bundle, namespace)).await {
-            Ok(_) => info!(configmap = %bundle.name, "created the namespace's agent ConfigMap"),
-            // Another replica (or an earlier reconcile) was first: the content is the same.
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(failed(e)),
+    match api.get_metadata_opt(&bundle.name).await.map_err(failed)? {
+        Some(meta) => {
+            agent_verify::existing(ctx, sandbox, bundle, namespace, meta.uid().as_deref()).await?
         }
-        prune(ctx, namespace, &bundle.name).await;
+        None => {
+            let pp = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            };
+            match api.create(&pp, &config_map(bundle, namespace)).await {
+                Ok(cm) => {
+                    info!(configmap = %bundle.name, "created the namespace's agent ConfigMap");
+                    ctx.verified_bundles.mark(namespace, cm.uid());
+                }
+                // Someone was first: another replica, an earlier reconcile, or not the operator.
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    agent_verify::existing(ctx, sandbox, bundle, namespace, None).await?
+                }
+                Err(e) => return Err(failed(e)),
+            }
+            prune(ctx, namespace, &bundle.name).await;
+        }
     }
     ctx.bundles.mark(namespace);
     Ok(())

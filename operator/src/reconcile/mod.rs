@@ -42,6 +42,7 @@ use crate::controller::Context;
 use crate::events;
 
 pub mod agent;
+pub mod agent_verify;
 pub mod apply;
 pub mod lifetime;
 pub mod read;
@@ -228,7 +229,7 @@ pub async fn reconcile_at(
     } else if let Some(message) = quota_problem {
         Found::Waiting(reason::QUOTA_UNAVAILABLE, message, QUOTA_RETRY)
     } else {
-        agent::ensure(ctx, &pod).await?;
+        agent::ensure(ctx, sandbox, &pod).await?;
         match apply::pod(&ctx.client, &pod).await {
             Ok(created) => Found::Pod(Box::new(created), true),
             Err(apply::ApplyError::QuotaExceeded { message, .. }) => {

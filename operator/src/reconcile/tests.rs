@@ -663,20 +663,168 @@ async fn agent_config_map_is_created_before_the_pod_and_old_unused_ones_go() {
     assert!(p["spec"].get("initContainers").is_none());
 }
 
+fn bundle_of(config: &Config) -> std::sync::Arc<crate::bundle::AgentBundle> {
+    match &config.agent {
+        crate::config::Agent::ConfigMap(b) => b.clone(),
+        other => panic!("not a bundle: {other:?}"),
+    }
+}
+
+/// A ConfigMap of the bundle's name, as stored, with `uid`.
+fn stored_config_map(cm: &k8s_openapi::api::core::v1::ConfigMap, uid: &str) -> Value {
+    let mut v = serde_json::to_value(cm).unwrap();
+    v["apiVersion"] = json!("v1");
+    v["kind"] = json!("ConfigMap");
+    v["metadata"]["uid"] = json!(uid);
+    v
+}
+
+/// The ConfigMap requests, with `(metadata)` on metadata-only reads.
+fn config_map_calls(api: &FakeApi) -> Vec<String> {
+    api.requests()
+        .iter()
+        .filter(|r| r.path.contains("/configmaps"))
+        .map(|r| {
+            let meta = if r.accept.contains("PartialObjectMetadata") {
+                " (metadata)"
+            } else {
+                ""
+            };
+            format!("{}{meta}", r.line())
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn existing_agent_config_map_is_only_looked_at() {
+async fn the_operators_agent_config_map_is_read_once_and_then_trusted_by_uid() {
     let config = Config::with_bundle();
-    let name = bundle_name(&config);
+    let bundle = bundle_of(&config);
+    let name = bundle.name.clone();
     let mut state = FakeState::default();
-    state.config_maps.insert(name.clone(), old_bundle(&name));
-    let (_, api) = run_with(config, &sbx(""), state, "2025-01-01T00:00:10Z").await;
-    let cm_calls: Vec<String> = api
-        .lines()
-        .into_iter()
-        .filter(|l| l.contains("/configmaps"))
-        .collect();
-    assert_eq!(cm_calls, [format!("GET {CONFIG_MAPS}/{name}")]);
+    let ours = crate::build::agent::config_map(&bundle, "team-a");
+    state
+        .config_maps
+        .insert(name.clone(), stored_config_map(&ours, "cm-own"));
+    let s = sbx("");
+    state.sandbox = Some(s.clone());
+    let (ctx, handle) = Context::test(config);
+    let api = FakeApi::start(handle, state);
+    reconcile_at(
+        &DeserializeGuard(Ok(s.clone())),
+        &ctx,
+        ts("2025-01-01T00:00:10Z"),
+    )
+    .await
+    .unwrap();
+    let cm = format!("{CONFIG_MAPS}/{name}");
+    assert_eq!(
+        config_map_calls(&api),
+        [format!("GET {cm} (metadata)"), format!("GET {cm}")],
+        "no writes"
+    );
     assert!(api.find("PATCH", POD).is_some());
+    assert_eq!(event_reasons(&api), ["Created"]);
+    assert_eq!(ctx.metrics.agent_bundles_replaced.get(), 0);
+    // The same ConfigMap (same uid) is not read again; another one of the same name is.
+    super::agent_verify::existing(&ctx, &s, &bundle, "team-a", Some("cm-own"))
+        .await
+        .unwrap();
+    assert_eq!(config_map_calls(&api).len(), 2);
+    super::agent_verify::existing(&ctx, &s, &bundle, "team-a", Some("cm-new"))
+        .await
+        .unwrap();
+    assert_eq!(config_map_calls(&api)[2], format!("GET {cm}"));
+}
+
+/// A ConfigMap of the bundle's name planted by someone else, with their own `boot`.
+fn impostor(config: &Config) -> Value {
+    let bundle = bundle_of(config);
+    let mut cm = crate::build::agent::config_map(&bundle, "team-a");
+    cm.binary_data.as_mut().unwrap().insert(
+        "boot".into(),
+        k8s_openapi::ByteString(b"#!/bin/sh\necho pwned > /tmp/marker\n".to_vec()),
+    );
+    stored_config_map(&cm, "cm-evil")
+}
+
+#[tokio::test]
+async fn an_impostor_agent_config_map_is_replaced_before_the_pod_is_created() {
+    let config = Config::with_bundle();
+    let bundle = bundle_of(&config);
+    let name = bundle.name.clone();
+    let mut state = FakeState::default();
+    state.config_maps.insert(name.clone(), impostor(&config));
+    let s = sbx("");
+    state.sandbox = Some(s.clone());
+    let (ctx, handle) = Context::test(config);
+    let api = FakeApi::start(handle, state);
+    reconcile_at(&DeserializeGuard(Ok(s)), &ctx, ts("2025-01-01T00:00:10Z"))
+        .await
+        .unwrap();
+    let cm = format!("{CONFIG_MAPS}/{name}");
+    assert_eq!(
+        config_map_calls(&api),
+        [
+            format!("GET {cm} (metadata)"),
+            format!("GET {cm}"),
+            format!("DELETE {cm}"),
+            format!("POST {CONFIG_MAPS}"),
+        ]
+    );
+    let lines = api.lines();
+    let at = |l: String| lines.iter().position(|x| *x == l).unwrap();
+    assert!(
+        at(format!("POST {CONFIG_MAPS}")) < at(format!("PATCH {POD}")),
+        "{lines:#?}"
+    );
+    // Only the impostor is deleted (uid precondition), and the operator's bundle takes its place.
+    assert_eq!(
+        api.find("DELETE", &cm).unwrap().body["preconditions"]["uid"],
+        "cm-evil"
+    );
+    let now = api.state.lock().unwrap().config_maps[&name].clone();
+    let now: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(now).unwrap();
+    assert_eq!(super::agent_verify::compare(&now, &bundle), Ok(()));
+    // A Warning event on the Sandbox, and the metric.
+    let warning = api
+        .events()
+        .into_iter()
+        .find(|e| e["reason"] == "AgentBundleReplaced")
+        .expect("an AgentBundleReplaced event");
+    assert_eq!(warning["type"], "Warning");
+    assert_eq!(warning["regarding"]["kind"], "Sandbox");
+    let note = warning["note"].as_str().unwrap();
+    assert!(
+        note.contains(&format!("ConfigMap team-a/{name}")) && note.contains("boot has sha256"),
+        "{note}"
+    );
+    assert_eq!(ctx.metrics.agent_bundles_replaced.get(), 1);
+}
+
+#[tokio::test]
+async fn no_pod_while_an_impostor_agent_config_map_cannot_be_removed() {
+    let config = Config::with_bundle();
+    let mut state = FakeState {
+        config_map_delete_forbidden: true,
+        ..FakeState::default()
+    };
+    state
+        .config_maps
+        .insert(bundle_name(&config), impostor(&config));
+    let s = sbx("");
+    state.sandbox = Some(s.clone());
+    let (ctx, handle) = Context::test(config);
+    let api = FakeApi::start(handle, state);
+    let e = reconcile_at(&DeserializeGuard(Ok(s)), &ctx, ts("2025-01-01T00:00:10Z"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("deleting ConfigMap team-a/airlock-agent-"),
+        "{e}"
+    );
+    assert!(api.find("PATCH", POD).is_none(), "fail closed");
+    assert!(api.find("POST", CONFIG_MAPS).is_none());
 }
 
 #[tokio::test]

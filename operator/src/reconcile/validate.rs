@@ -18,6 +18,9 @@ pub struct Plan {
     pub memory: Quantity,
     pub ephemeral_storage: Quantity,
     pub ttl_seconds: i64,
+    /// The non-root user the pod runs as: the spec's, else the operator's default, else none
+    /// (the image's user).
+    pub user: Option<airlock_crds::SandboxSecurityContext>,
 }
 
 /// A Sandbox the operator refuses to run.
@@ -53,6 +56,14 @@ pub enum Problem {
         "metadata.name ({name:?}) must be a DNS label (at most 63 lowercase letters, digits and '-'), because it becomes the pod's hostname and a label value"
     )]
     NameNotDnsLabel { name: String },
+    #[error(
+        "spec.securityContext.{field} ({value}) must be between {min} and 2147483647 (the sandbox runs with runAsNonRoot: true)"
+    )]
+    BadId {
+        field: &'static str,
+        value: i64,
+        min: i64,
+    },
 }
 
 impl Problem {
@@ -68,6 +79,7 @@ impl Problem {
                 format!("spec.resources.{field}")
             }
             Problem::NameNotDnsLabel { .. } => "metadata.name".into(),
+            Problem::BadId { field, .. } => format!("spec.securityContext.{field}"),
         }
     }
 }
@@ -116,6 +128,18 @@ pub fn validate(sandbox: &Sandbox, config: &Config) -> Result<Plan, Invalid> {
         &m.ephemeral_storage,
     )
     .map_err(invalid)?;
+    // The CRD refuses these already; checked again in case its validation was bypassed.
+    let user = sandbox.spec.security_context.or(config.default_user);
+    if let Some(u) = &sandbox.spec.security_context {
+        for (field, value, min) in [
+            ("runAsUser", u.run_as_user, 1),
+            ("runAsGroup", u.group(), 0),
+        ] {
+            if !(min..=airlock_crds::MAX_ID).contains(&value) {
+                return Err(invalid(Problem::BadId { field, value, min }));
+            }
+        }
+    }
     Ok(Plan {
         image_pull_policy: sandbox
             .spec
@@ -130,6 +154,7 @@ pub fn validate(sandbox: &Sandbox, config: &Config) -> Result<Plan, Invalid> {
         memory,
         ephemeral_storage,
         ttl_seconds: ttl,
+        user,
     })
 }
 
