@@ -14,6 +14,7 @@ pub mod reason {
     pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
     pub const INVALID: &str = "Invalid";
     pub const FAILED: &str = "Failed";
+    pub const POLICY_ADJUSTED: &str = "PolicyAdjusted";
 }
 
 /// Publishes one event about `regarding`.

@@ -565,6 +565,7 @@ pub fn structured_sandbox(rng: &mut Rng) -> Sandbox {
     spec.lifetime = Lifetime {
         ttl_seconds: seconds(rng),
         idle_timeout_seconds: seconds(rng),
+        extension_seconds: seconds(rng),
         on_expiry: *rng.pick(&[None, Some(ExpiryPolicy::Delete), Some(ExpiryPolicy::Retain)]),
     };
     spec.network = Network {
