@@ -98,7 +98,10 @@ fn ready_but_adjusted_by_policy_is_healthy_and_says_so() {
     );
     let (status, message) = health(sandbox(2, st));
     assert_eq!(status, "Healthy");
-    assert!(message.contains("TTLClamped: spec.lifetime.ttlSeconds"), "{message}");
+    assert!(
+        message.contains("TTLClamped: spec.lifetime.ttlSeconds"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -159,7 +162,10 @@ fn a_status_for_an_older_generation_is_progressing() {
         )
     );
     let mut no_observed = ready();
-    no_observed.as_object_mut().unwrap().remove("observedGeneration");
+    no_observed
+        .as_object_mut()
+        .unwrap()
+        .remove("observedGeneration");
     assert_eq!(health(sandbox(2, no_observed)).0, "Progressing");
 }
 
@@ -167,5 +173,8 @@ fn a_status_for_an_older_generation_is_progressing() {
 fn no_status_yet_is_progressing() {
     let (status, message) = health(sandbox(1, Value::Null));
     assert_eq!(status, "Progressing");
-    assert!(message.contains("Waiting for the Airlock operator"), "{message}");
+    assert!(
+        message.contains("Waiting for the Airlock operator"),
+        "{message}"
+    );
 }

@@ -39,7 +39,9 @@ pub fn plan(s: &Sandbox, add: i64, max_ttl: i64) -> Result<Extension, Status> {
         .creation_timestamp
         .as_ref()
         .map(|t| t.0)
-        .ok_or_else(|| Status::failed_precondition(format!("sandbox {key} has no creationTimestamp")))?;
+        .ok_or_else(|| {
+            Status::failed_precondition(format!("sandbox {key} has no creationTimestamp"))
+        })?;
     let extension = s.spec.lifetime.extension_seconds.unwrap_or(0).max(0);
     let current = match s.spec.lifetime.ttl_seconds {
         Some(ttl) => ttl.saturating_add(extension),
@@ -74,8 +76,7 @@ pub fn plan(s: &Sandbox, add: i64, max_ttl: i64) -> Result<Extension, Status> {
 /// creation), if its status is for the current generation.
 fn applied_ttl(s: &Sandbox, created: Timestamp) -> Option<i64> {
     let status = s.status.as_ref()?;
-    if status.observed_generation.is_none() || status.observed_generation != s.metadata.generation
-    {
+    if status.observed_generation.is_none() || status.observed_generation != s.metadata.generation {
         return None;
     }
     status.ttl_seconds.or_else(|| {
@@ -186,8 +187,14 @@ mod tests {
             },
             None,
         );
-        assert_eq!(plan(&clamped, 1, 86400).unwrap_err().code(), Code::InvalidArgument);
-        assert_eq!(plan(&s, 0, 86400).unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(
+            plan(&clamped, 1, 86400).unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            plan(&s, 0, 86400).unwrap_err().code(),
+            Code::InvalidArgument
+        );
     }
 
     #[test]
@@ -198,7 +205,12 @@ mod tests {
             let err = plan(&sandbox(lifetime.clone(), status), 60, 86400).unwrap_err();
             assert_eq!(err.code(), Code::Unavailable, "{err:?}");
         }
-        let e = plan(&sandbox(lifetime, Some(idle_first(2, Some(3600)))), 60, 86400).unwrap();
+        let e = plan(
+            &sandbox(lifetime, Some(idle_first(2, Some(3600)))),
+            60,
+            86400,
+        )
+        .unwrap();
         assert_eq!((e.extension_seconds, e.ttl_seconds), (60, 3660));
     }
 }

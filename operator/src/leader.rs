@@ -281,7 +281,11 @@ impl Elector {
             // A hung request must not stall the candidate for ever.
             let round = tokio::time::timeout(RENEW_DEADLINE, self.round())
                 .await
-                .unwrap_or_else(|_| Err(LeaderError::TimedOut { after: RENEW_DEADLINE }));
+                .unwrap_or_else(|_| {
+                    Err(LeaderError::TimedOut {
+                        after: RENEW_DEADLINE,
+                    })
+                });
             match round {
                 Ok(Round::Leader) => return,
                 Ok(Round::Follower { holder }) => {
@@ -567,7 +571,10 @@ mod tests {
         // the first one.
         let _ = tokio::time::timeout(RENEW_DEADLINE * 3, elector.acquire()).await;
         let requests = api.load(std::sync::atomic::Ordering::SeqCst);
-        assert!(requests >= 2, "acquire retried after a hung round ({requests} requests)");
+        assert!(
+            requests >= 2,
+            "acquire retried after a hung round ({requests} requests)"
+        );
     }
 
     #[tokio::test(start_paused = true)]

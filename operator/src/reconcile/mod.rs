@@ -359,10 +359,9 @@ async fn expire(
                     "sandbox expired; pod deleted, Sandbox kept"
                 );
                 let mut note = format!("{what} ran out; the pod was deleted and the Sandbox kept");
-                if let (None, Some(tool)) = (
-                    sandbox.spec.lifetime.on_expiry,
-                    sandbox.gitops_manager(),
-                ) {
+                if let (None, Some(tool)) =
+                    (sandbox.spec.lifetime.on_expiry, sandbox.gitops_manager())
+                {
                     note.push_str(&format!(
                         " (managed by {tool}: deleting it would make {tool} create it again)"
                     ));

@@ -206,18 +206,35 @@ pub fn next(ctx: &Context<'_>, outcome: Outcome<'_>) -> SandboxStatus {
     };
     let adjusted = ctx.adjustments.first().map(|a| {
         let all: Vec<String> = ctx.adjustments.iter().map(ToString::to_string).collect();
-        (a.reason(), format!("{}; the running sandbox keeps its pod", all.join("; ")))
+        (
+            a.reason(),
+            format!("{}; the running sandbox keeps its pod", all.join("; ")),
+        )
     });
-    let (adjusted_reason, adjusted_message) =
-        adjusted.clone().unwrap_or((reason::AS_SPECIFIED, String::new()));
+    let (adjusted_reason, adjusted_message) = adjusted
+        .clone()
+        .unwrap_or((reason::AS_SPECIFIED, String::new()));
 
     status.phase = Some(phase);
     let set = |type_, status, reason: &str, message: &str| {
-        set_condition(&prev.conditions, type_, status, reason, message, generation, now)
+        set_condition(
+            &prev.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            generation,
+            now,
+        )
     };
     status.conditions = vec![
         set(condition::READY, ready, &ready_reason, &ready_message),
-        set(condition::EXPIRED, expired_status, expired_reason, &expired_message),
+        set(
+            condition::EXPIRED,
+            expired_status,
+            expired_reason,
+            &expired_message,
+        ),
         set(
             condition::RECONCILING,
             reconciling,

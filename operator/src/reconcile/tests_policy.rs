@@ -74,14 +74,18 @@ async fn a_running_sandbox_over_a_lowered_resource_maximum_keeps_its_pod() {
 
 #[tokio::test]
 async fn the_status_has_the_ttl_and_idle_deadlines_apart() {
-    let tail = "  lifetime:\n    ttlSeconds: 600\n    extensionSeconds: 600\n    idleTimeoutSeconds: 60\n";
+    let tail =
+        "  lifetime:\n    ttlSeconds: 600\n    extensionSeconds: 600\n    idleTimeoutSeconds: 60\n";
     let (_, api) = run_running(tail, |_| {}).await;
     let status = status_patch(&api);
     assert_eq!(status["ttlSeconds"], 1200);
     assert_eq!(status["ttlExpiresAt"], "2025-01-01T00:20:00Z");
     // Idle counts from readiness, recorded at this reconcile (00:00:10).
     assert_eq!(status["idleExpiresAt"], "2025-01-01T00:01:10Z");
-    assert_eq!(status["expiresAt"], "2025-01-01T00:01:10Z", "the earlier one");
+    assert_eq!(
+        status["expiresAt"], "2025-01-01T00:01:10Z",
+        "the earlier one"
+    );
     assert_eq!(condition(&status, "PolicyAdjusted")["status"], "False");
 }
 
@@ -110,11 +114,17 @@ async fn a_sandbox_kept_in_git_is_retained_at_expiry_not_deleted() {
             ..FakeState::default()
         };
         let (_, api) = run(&s, state, "2025-01-01T00:00:10Z").await;
-        assert!(api.find("DELETE", SBX_BASE).is_none(), "{key}: Sandbox kept");
+        assert!(
+            api.find("DELETE", SBX_BASE).is_none(),
+            "{key}: Sandbox kept"
+        );
         assert!(api.find("DELETE", POD).is_some(), "{key}: pod deleted");
         assert_eq!(status_patch(&api)["phase"], "Expired", "{key}");
         let note = api.events()[0]["note"].as_str().unwrap().to_string();
-        assert!(note.contains(&format!("managed by {tool}")), "{key}: {note}");
+        assert!(
+            note.contains(&format!("managed by {tool}")),
+            "{key}: {note}"
+        );
     }
     // An explicit onExpiry: Delete is obeyed.
     let mut s = sbx("  lifetime:\n    ttlSeconds: 5\n    onExpiry: Delete\n");
@@ -148,12 +158,18 @@ fn cond<'a>(s: &'a SandboxStatus, type_: &str) -> (&'a str, &'a str, Option<i64>
 fn kstatus_conditions_follow_the_phase_and_carry_the_generation() {
     let mut s = sbx("");
     s.metadata.generation = Some(4);
-    let pod = |phase: &str, ready: bool| -> Pod { serde_json::from_value(owned_pod(phase, ready)).unwrap() };
+    let pod = |phase: &str, ready: bool| -> Pod {
+        serde_json::from_value(owned_pod(phase, ready)).unwrap()
+    };
 
     let ready_pod = pod("Running", true);
     let st = built(&s, Outcome::Running(&ready_pod));
     assert_eq!(st.phase, Some(Phase::Ready));
-    assert_eq!(st.observed_generation, Some(4), "top-level observedGeneration");
+    assert_eq!(
+        st.observed_generation,
+        Some(4),
+        "top-level observedGeneration"
+    );
     assert_eq!(cond(&st, "Ready"), ("True", "PodReady", Some(4)));
     assert_eq!(cond(&st, "Reconciling"), ("False", "PodReady", Some(4)));
     assert_eq!(cond(&st, "Stalled"), ("False", "PodReady", Some(4)));
@@ -161,15 +177,26 @@ fn kstatus_conditions_follow_the_phase_and_carry_the_generation() {
     let starting = pod("Running", false);
     let st = built(&s, Outcome::Running(&starting));
     assert_eq!(st.phase, Some(Phase::Starting));
-    assert_eq!(cond(&st, "Reconciling"), ("True", "ContainersNotReady", Some(4)));
+    assert_eq!(
+        cond(&st, "Reconciling"),
+        ("True", "ContainersNotReady", Some(4))
+    );
     assert_eq!(cond(&st, "Stalled").0, "False");
 
-    let st = built(&s, Outcome::Invalid { message: "spec.lifetime.ttlSeconds too big" });
+    let st = built(
+        &s,
+        Outcome::Invalid {
+            message: "spec.lifetime.ttlSeconds too big",
+        },
+    );
     assert_eq!(st.phase, Some(Phase::Failed));
     assert_eq!(cond(&st, "Stalled"), ("True", "Invalid", Some(4)));
     assert_eq!(cond(&st, "Reconciling").0, "False");
 
-    let st = built(&s, Outcome::Expired(crate::reconcile::lifetime::EndReason::TtlExpired));
+    let st = built(
+        &s,
+        Outcome::Expired(crate::reconcile::lifetime::EndReason::TtlExpired),
+    );
     assert_eq!(st.phase, Some(Phase::Expired));
     assert_eq!(cond(&st, "Expired"), ("True", "TTLExpired", Some(4)));
     assert_eq!(cond(&st, "Reconciling"), ("False", "Expired", Some(4)));

@@ -191,14 +191,16 @@ pub fn validate_as(sandbox: &Sandbox, config: &Config, running: bool) -> Result<
     }
     let r = &sandbox.spec.resources;
     let (d, m) = (&config.default_resources, &config.max_resources);
-    let mut check = |field, asked: Option<&Quantity>, default, max| {
-        match resource(field, asked, default, max) {
-            Err(Problem::ResourceOverMax { field, value, max }) if running => {
-                adjustments.push(Adjustment::ResourceOverMax { field, value, max });
-                Ok(Quantity(asked.map(|q| q.0.trim().to_string()).unwrap_or_default()))
-            }
-            other => other.map_err(invalid),
+    let mut check = |field, asked: Option<&Quantity>, default, max| match resource(
+        field, asked, default, max,
+    ) {
+        Err(Problem::ResourceOverMax { field, value, max }) if running => {
+            adjustments.push(Adjustment::ResourceOverMax { field, value, max });
+            Ok(Quantity(
+                asked.map(|q| q.0.trim().to_string()).unwrap_or_default(),
+            ))
         }
+        other => other.map_err(invalid),
     };
     let cpu = check("cpu", r.cpu.as_ref(), &d.cpu, &m.cpu)?;
     let memory = check("memory", r.memory.as_ref(), &d.memory, &m.memory)?;
@@ -361,7 +363,8 @@ mod tests {
 
     #[test]
     fn extension_adds_to_the_ttl_and_is_clamped_even_before_the_start() {
-        let yaml = format!("{MINIMAL}  lifetime:\n    ttlSeconds: 600\n    extensionSeconds: 300\n");
+        let yaml =
+            format!("{MINIMAL}  lifetime:\n    ttlSeconds: 600\n    extensionSeconds: 300\n");
         let t = ttl(&sandbox(&yaml), &Config::defaults());
         assert_eq!(
             t,
