@@ -5,6 +5,9 @@
 //! status changes, `observedGeneration` is the generation this reconcile worked from. Every time is
 //! whole seconds (what the API server stores), so a status read back compares equal to the one
 //! computed again, and an unchanged status is not written at all.
+//!
+//! (Over ~600 lines: most of it is this builder's unit tests, kept next to it; the kstatus and
+//! policy scenarios are in `tests_policy.rs`.)
 
 use airlock_crds::{Phase, Sandbox, SandboxStatus, condition, labels};
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
