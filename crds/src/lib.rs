@@ -261,13 +261,22 @@ pub struct Lifetime {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 604800))]
     pub ttl_seconds: Option<i64>,
+    /// Seconds added to `ttlSeconds` by `ExtendSandbox` (the exec gateway writes this field with
+    /// its own field manager, so a Sandbox kept in Git is extended without its Git-owned
+    /// `ttlSeconds` changing). The TTL deadline is creation + `ttlSeconds` + `extensionSeconds`,
+    /// at most the operator's maximum. Leave it out of manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 604800))]
+    pub extension_seconds: Option<i64>,
     /// Seconds without any exec or file activity after which the sandbox ends. Unset: no idle
     /// timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 604800))]
     pub idle_timeout_seconds: Option<i64>,
-    /// What happens when the sandbox ends: `Delete` (default) removes the Sandbox object;
-    /// `Retain` keeps it with phase `Expired` and its pod gone.
+    /// What happens when the sandbox ends: `Delete` removes the Sandbox object; `Retain` keeps
+    /// it with phase `Expired` and its pod gone. Unset: `Delete`, except for a Sandbox managed by
+    /// Argo CD or Flux (their tracking annotation or labels), which is retained so its GitOps
+    /// controller does not re-create it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_expiry: Option<ExpiryPolicy>,
 }
@@ -369,8 +378,10 @@ pub struct SandboxStatus {
     /// Coarse lifecycle phase: Pending, Starting, Ready, Expired, Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Standard conditions: `Ready` (the sandbox accepts commands) and `Expired` (its lifetime
-    /// ended), with reason, message, lastTransitionTime and observedGeneration.
+    /// Standard conditions, with reason, message, lastTransitionTime and observedGeneration:
+    /// `Ready` (the sandbox accepts commands), `Expired` (its lifetime ended), `Reconciling` and
+    /// `Stalled` (kstatus: still starting / failed), and `PolicyAdjusted` (the operator's policy
+    /// changed a running sandbox's spec value, for example clamped its time-to-live).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Generation of the spec this status describes.
@@ -397,6 +408,17 @@ pub struct SandboxStatus {
     /// When the sandbox will end (the earlier of its TTL and idle deadlines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
+    /// The time-to-live applied, in seconds: `ttlSeconds` (or the operator's default) plus
+    /// `extensionSeconds`, at most the operator's maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<i64>,
+    /// When the time-to-live runs out (creation + the applied `ttlSeconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_expires_at: Option<Time>,
+    /// When the idle timeout runs out if nothing happens before (only with
+    /// `idleTimeoutSeconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_expires_at: Option<Time>,
     /// Last exec or file activity seen through the gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity_time: Option<Time>,
@@ -433,6 +455,25 @@ impl Phase {
 pub mod condition {
     pub const READY: &str = "Ready";
     pub const EXPIRED: &str = "Expired";
+    /// kstatus: True while the sandbox is on its way to Ready (Pending, Starting).
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: True when the sandbox cannot get to Ready without a change (Failed).
+    pub const STALLED: &str = "Stalled";
+    /// True when the operator's policy adjusted a running sandbox (reason `TTLClamped`,
+    /// `OverMaximum`), False reason `AsSpecified` otherwise.
+    pub const POLICY_ADJUSTED: &str = "PolicyAdjusted";
+}
+
+/// Annotations and labels by which a Sandbox is recognised as kept in Git by Argo CD or Flux.
+pub mod gitops {
+    /// Argo CD annotation tracking (`application.resourceTrackingMethod: annotation`).
+    pub const ARGOCD_TRACKING_ID: &str = "argocd.argoproj.io/tracking-id";
+    /// Argo CD label tracking (the default before Argo CD 3).
+    pub const ARGOCD_INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+    /// Flux kustomize-controller.
+    pub const FLUX_KUSTOMIZE_LABEL: &str = "kustomize.toolkit.fluxcd.io/name";
+    /// Flux helm-controller.
+    pub const FLUX_HELM_LABEL: &str = "helm.toolkit.fluxcd.io/name";
 }
 
 /// Annotation the exec gateway sets (RFC 3339 time, debounced) whenever it runs a command or moves
@@ -440,6 +481,33 @@ pub mod condition {
 pub const LAST_ACTIVITY_ANNOTATION: &str = "airlock.dev/last-activity";
 
 impl Sandbox {
+    /// The GitOps tool that keeps this Sandbox in Git, if any (`"Argo CD"` or `"Flux"`).
+    pub fn gitops_manager(&self) -> Option<&'static str> {
+        use kube::ResourceExt;
+        if self.annotations().contains_key(gitops::ARGOCD_TRACKING_ID)
+            || self.labels().contains_key(gitops::ARGOCD_INSTANCE_LABEL)
+        {
+            Some("Argo CD")
+        } else if self.labels().contains_key(gitops::FLUX_KUSTOMIZE_LABEL)
+            || self.labels().contains_key(gitops::FLUX_HELM_LABEL)
+        {
+            Some("Flux")
+        } else {
+            None
+        }
+    }
+
+    /// What happens at the end of this sandbox's life: `onExpiry` when set; unset, `Retain` for
+    /// a Sandbox kept in Git (deleting it would make its GitOps controller re-create it, with a
+    /// fresh time-to-live, forever), else `Delete`.
+    pub fn expiry_policy(&self) -> ExpiryPolicy {
+        match self.spec.lifetime.on_expiry {
+            Some(p) => p,
+            None if self.gitops_manager().is_some() => ExpiryPolicy::Retain,
+            None => ExpiryPolicy::Delete,
+        }
+    }
+
     /// The condition of the given type, if present.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
         self.status

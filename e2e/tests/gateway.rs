@@ -271,7 +271,12 @@ async fn lifecycle_exec_and_exit_codes() {
             .is_empty()
     );
     let extended = c.extend_sandbox(ns, "basic", 600).await.unwrap();
-    assert_eq!(extended.ttl_seconds, 2400);
+    // The extension is recorded apart from ttlSeconds (which a GitOps tool may own).
+    assert_eq!((extended.ttl_seconds, extended.extension_seconds), (1800, 600));
+    assert_eq!(
+        extended.ttl_expires_at.as_ref().map(|t| t.seconds),
+        extended.created_at.as_ref().map(|t| t.seconds + 2400)
+    );
     let e404 = c.get_sandbox(ns, "nope").await.unwrap_err();
     assert_eq!(
         (e404.code(), e404.message()),

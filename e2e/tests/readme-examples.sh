@@ -5,9 +5,10 @@
 #   <!-- readme-test -->                     run this ```sh block
 #   <!-- readme-test: expect=TEXT -->        ... and its output (stdout+stderr) must contain TEXT
 #                                            (the key may repeat: expect=a expect=b; no spaces in TEXT)
-#   <!-- readme-test: file=NAME -->          write this block (YAML, ...) to NAME in the work directory
-# Blocks run in README order, each under `set -euo pipefail`, in one fresh work directory, with
-# variables and background jobs carried over from block to block as in one terminal. The first failing block
+#   <!-- readme-test: file=NAME -->          write this block (YAML, ...) to NAME (removed at the end)
+# Blocks run in README order from the repository root (where a reader of the README stands after
+# `make demo`), each under `set -euo pipefail`, with variables and background jobs carried over
+# from block to block as in one terminal. The first failing block
 # or missing expectation fails the test and prints that block's output. Background jobs started by
 # the blocks (port-forward) are killed at the end, and namespaces in ${README_NAMESPACES} are
 # deleted before and after (the README's examples use team-a).
@@ -67,16 +68,17 @@ cleanup_namespaces
 STATE=$WORK/state.env
 : > "$STATE"
 rc=0
+WROTE=()
 for meta in "$WORK"/blocks/*.meta; do
   id=$(basename "$meta" .meta)
   where="block $id, README $(sed -n 's/^line //p' "$meta")"
   if [ -f "$WORK/blocks/$id.file" ]; then
     name=$(sed -n 's/^file //p' "$meta")
-    cp "$WORK/blocks/$id.file" "$WORK/$name" && echo "ok   - $where: wrote $name"
+    cp "$WORK/blocks/$id.file" "$ROOT/$name" && WROTE+=("$ROOT/$name") && echo "ok   - $where: wrote $name"
     continue
   fi
   out=$WORK/blocks/$id.out
-  (cd "$WORK" && bash -c 'set -a; source "$1"; set -euo pipefail; source "$2"; export -p > "$1.next"' \
+  (cd "$ROOT" && bash -c 'set -a; source "$1"; set -euo pipefail; source "$2"; export -p > "$1.next"' \
     readme-block "$STATE" "$WORK/blocks/$id.sh") > "$out" 2>&1 < /dev/null
   status=$?
   why=""
@@ -97,5 +99,6 @@ done
 # Background jobs the blocks started (port-forward) belong to the session's process group.
 pkill -f "port-forward svc/airlock-exec-gateway" >/dev/null 2>&1 || true
 cleanup_namespaces
+rm -f "${WROTE[@]}"
 if [ $rc = 0 ]; then rm -rf "$WORK"; echo "1 passed, 0 failed"; else echo "0 passed, 1 failed (work dir $WORK)"; fi
 exit $rc

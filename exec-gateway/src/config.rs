@@ -7,6 +7,9 @@ use crate::agent::PodExec;
 use crate::auth::AuthMode;
 use crate::metrics::Metrics;
 
+/// The operator's default `--max-ttl` (1 day), which the chart passes to both.
+pub const DEFAULT_MAX_TTL_SECONDS: i64 = 86400;
+
 /// Everything [`crate::serve`] needs.
 pub struct Config {
     /// Kubernetes client; `None`: inferred (in-cluster config or KUBECONFIG).
@@ -25,13 +28,16 @@ pub struct Config {
     pub activity_interval: Duration,
     /// How long `wait_ready` waits when the call has no deadline.
     pub default_wait_ready: Duration,
+    /// The operator's maximum time-to-live in seconds (its `--max-ttl`); ExtendSandbox refuses
+    /// to go past it.
+    pub max_ttl_seconds: i64,
     /// Overrides how agent commands are started (tests); `None`: `pods/exec`.
     pub pod_exec: Option<Arc<dyn PodExec>>,
 }
 
 impl Config {
     /// Defaults: namespace `default`, agent at `/.airlock/airlock-agent`, 10 s activity
-    /// interval, 25 s shutdown grace, 5 min wait_ready.
+    /// interval, 25 s shutdown grace, 5 min wait_ready, 1 day maximum TTL.
     pub fn new(auth: AuthMode) -> Self {
         Config {
             kube_client: None,
@@ -42,6 +48,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(25),
             activity_interval: Duration::from_secs(10),
             default_wait_ready: Duration::from_secs(300),
+            max_ttl_seconds: DEFAULT_MAX_TTL_SECONDS,
             pod_exec: None,
         }
     }

@@ -133,6 +133,8 @@ pub fn sandbox(s: &Sandbox) -> pb::Sandbox {
             .unwrap_or_default(),
         message,
         deleting: s.metadata.deletion_timestamp.is_some(),
+        extension_seconds: spec.lifetime.extension_seconds.unwrap_or_default(),
+        ttl_expires_at: status.ttl_expires_at.as_ref().map(timestamp),
     }
 }
 

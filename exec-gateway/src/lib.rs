@@ -17,6 +17,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 mod convert;
+pub mod extend;
 mod files;
 mod k8s;
 pub mod metrics;

@@ -57,6 +57,11 @@ struct Args {
     /// Seconds in-flight calls may continue after SIGTERM before they are cut off.
     #[arg(long, env = "AIRLOCK_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
     shutdown_grace_seconds: u64,
+    /// The operator's maximum time-to-live in seconds (give it the operator's --max-ttl):
+    /// ExtendSandbox refuses to extend a sandbox past it.
+    #[arg(long, env = "AIRLOCK_MAX_TTL", default_value_t = airlock_exec_gateway::config::DEFAULT_MAX_TTL_SECONDS,
+          value_parser = clap::value_parser!(i64).range(1..=airlock_crds::MAX_TTL_SECONDS))]
+    max_ttl: i64,
     /// Log format.
     #[arg(long, env = "AIRLOCK_LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
@@ -104,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
     config.agent_path = args.agent_path.clone();
     config.metrics = metrics.clone();
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_seconds);
+    config.max_ttl_seconds = args.max_ttl;
 
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();

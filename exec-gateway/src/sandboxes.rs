@@ -4,12 +4,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airlock_crds::Sandbox;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use tonic::{Request, Response, Status};
 
 use crate::auth::Access;
 use crate::convert;
+use crate::extend;
 use crate::k8s::KubeError;
 use crate::proto::v1 as pb;
 use crate::server::{Ctx, FIELD_MANAGER};
@@ -261,10 +263,11 @@ impl pb::sandboxes_server::Sandboxes for SandboxesService {
         if r.add_seconds <= 0 {
             return Err(validate::invalid("add_seconds", "must be positive"));
         }
-        if r.add_seconds > airlock_crds::MAX_TTL_SECONDS {
+        let max_ttl = self.ctx.max_ttl_seconds;
+        if r.add_seconds > max_ttl {
             return Err(validate::invalid(
                 "add_seconds",
-                format!("must be at most {}", airlock_crds::MAX_TTL_SECONDS),
+                format!("must be at most the operator's maximum time-to-live of {max_ttl}s"),
             ));
         }
         self.ctx
@@ -279,41 +282,12 @@ impl pb::sandboxes_server::Sandboxes for SandboxesService {
                     "sandbox {ns}/{name} has expired"
                 )));
             }
-            let current = match s.spec.lifetime.ttl_seconds {
-                Some(t) => t,
-                None => {
-                    // TTL left to the operator's default: derive it from the reported deadline.
-                    let created = s
-                        .metadata
-                        .creation_timestamp
-                        .as_ref()
-                        .map(|t| t.0.as_second());
-                    let expires = s
-                        .status
-                        .as_ref()
-                        .and_then(|st| st.expires_at.as_ref())
-                        .map(|t| t.0.as_second());
-                    match (created, expires) {
-                        (Some(c), Some(e)) if e > c => e - c,
-                        _ => {
-                            return Err(Status::failed_precondition(format!(
-                                "sandbox {ns}/{name} has no ttlSeconds and no reported deadline yet; retry when it is running"
-                            )));
-                        }
-                    }
-                }
-            };
-            let new_ttl = current.saturating_add(r.add_seconds);
-            if new_ttl > airlock_crds::MAX_TTL_SECONDS {
-                return Err(Status::failed_precondition(format!(
-                    "sandbox {ns}/{name}: extending by {}s would make its time-to-live {new_ttl}s, above the maximum {}s",
-                    r.add_seconds,
-                    airlock_crds::MAX_TTL_SECONDS
-                )));
-            }
+            let ext = extend::plan(&s, r.add_seconds, max_ttl)?;
+            // Only spec.lifetime.extensionSeconds, under the gateway's field manager: the
+            // Git-owned ttlSeconds stays as it is (see `extend`).
             let patch = serde_json::json!({
                 "metadata": {"resourceVersion": s.resource_version()},
-                "spec": {"lifetime": {"ttlSeconds": new_ttl}},
+                "spec": {"lifetime": {"extensionSeconds": ext.extension_seconds}},
             });
             let pp = PatchParams {
                 field_manager: Some(FIELD_MANAGER.to_string()),
@@ -321,8 +295,11 @@ impl pb::sandboxes_server::Sandboxes for SandboxesService {
             };
             match api.patch(&name, &pp, &Patch::Merge(&patch)).await {
                 Ok(s) => {
-                    tracing::info!(namespace = %ns, sandbox = %name, ttl_seconds = new_ttl, "sandbox extended");
-                    return Ok(Response::new(convert::sandbox(&s)));
+                    tracing::info!(namespace = %ns, sandbox = %name, extension_seconds = ext.extension_seconds, ttl_seconds = ext.ttl_seconds, ttl_expires_at = %ext.ttl_expires_at, "sandbox extended");
+                    let mut out = convert::sandbox(&s);
+                    // The operator has not reconciled the change yet: report the new deadline.
+                    out.ttl_expires_at = Some(convert::timestamp(&Time(ext.ttl_expires_at)));
+                    return Ok(Response::new(out));
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => continue,
                 Err(e) => return Err(KubeError::api("extending", &ns, &name, e).into()),

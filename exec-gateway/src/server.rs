@@ -43,6 +43,8 @@ pub(crate) struct Ctx {
     pub activity: ActivityRecorder,
     pub exec: Arc<dyn PodExec>,
     pub default_wait_ready: Duration,
+    /// The operator's maximum time-to-live (`--max-ttl`): the limit of ExtendSandbox.
+    pub max_ttl_seconds: i64,
     /// Cancelled when the shutdown grace period is over: running streams end at once.
     pub hard_stop: CancellationToken,
 }
@@ -103,6 +105,7 @@ pub async fn serve(
         activity: ActivityRecorder::new(client.clone(), config.activity_interval),
         exec,
         default_wait_ready: config.default_wait_ready,
+        max_ttl_seconds: config.max_ttl_seconds,
         hard_stop: hard_stop.clone(),
     });
 

@@ -504,6 +504,7 @@ pub fn create_request(
     let lifetime = Lifetime {
         ttl_seconds: secs("ttl_seconds", r.ttl_seconds)?,
         idle_timeout_seconds: secs("idle_timeout_seconds", r.idle_timeout_seconds)?,
+        extension_seconds: None,
         on_expiry: None,
     };
     let network = network(r.network.as_ref())?;

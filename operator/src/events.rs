@@ -16,6 +16,7 @@ pub mod reason {
     pub const FAILED: &str = "Failed";
     /// The namespace's agent ConfigMap was not the operator's and was replaced.
     pub const AGENT_BUNDLE_REPLACED: &str = "AgentBundleReplaced";
+    pub const POLICY_ADJUSTED: &str = "PolicyAdjusted";
 }
 
 /// Publishes one event about `regarding`.

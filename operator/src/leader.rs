@@ -6,8 +6,11 @@
 //! own clock* (so clock skew between nodes does not matter); every write is a replace conditional
 //! on the `resourceVersion` read, so two candidates can never both win. The leader renews every
 //! [`RENEW_PERIOD`]; if it cannot renew for [`RENEW_DEADLINE`] it considers the lease lost and
-//! stops, well before another replica may take over ([`LEASE_DURATION`]). On shutdown the leader
-//! releases the Lease (empty holder) so a standby takes over at once.
+//! stops, well before another replica may take over ([`LEASE_DURATION`]). Each renewal is bounded
+//! by the time left until that deadline (`tokio::time::timeout`), so a connection that hangs
+//! cannot keep a leader acting past it; [`lead`] then gives running work [`STEP_DOWN_GRACE`] and
+//! drops it. On shutdown the leader releases the Lease (empty holder) so a standby takes over at
+//! once.
 //!
 //! The decision is the pure function [`decide`]; the rest is I/O around it.
 
@@ -29,6 +32,9 @@ pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 pub const RENEW_PERIOD: Duration = Duration::from_secs(5);
 /// A leader that could not renew for this long stops leading.
 pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a leader that lost the Lease lets running reconciles finish before dropping them:
+/// well inside the margin between [`RENEW_DEADLINE`] and [`LEASE_DURATION`].
+pub const STEP_DOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Failures talking to the API server about the Lease.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +53,32 @@ pub enum LeaderError {
         #[source]
         source: kube::Error,
     },
+    #[error("no answer from the API server about the Lease within {after:?}")]
+    TimedOut { after: Duration },
+}
+
+/// Runs `work` (the controller) while this replica leads. When `lost` resolves, `stop` is set so
+/// the work can finish gracefully; work still running [`STEP_DOWN_GRACE`] later is dropped (its
+/// pending requests with it). Returns whether the lease was lost.
+pub async fn lead(
+    work: impl Future<Output = ()>,
+    lost: impl Future<Output = ()>,
+    stop: impl FnOnce(),
+    grace: Duration,
+) -> bool {
+    let mut work = std::pin::pin!(work);
+    tokio::select! {
+        _ = &mut work => return false,
+        _ = lost => {}
+    }
+    stop();
+    if tokio::time::timeout(grace, work).await.is_err() {
+        warn!(
+            grace_secs = grace.as_secs_f64(),
+            "reconciles did not finish after the Lease was lost; dropped them"
+        );
+    }
+    true
 }
 
 /// What matters of a Lease for the decision.
@@ -246,7 +278,15 @@ impl Elector {
     pub async fn acquire(&mut self) {
         let mut logged_holder = None;
         loop {
-            match self.round().await {
+            // A hung request must not stall the candidate for ever.
+            let round = tokio::time::timeout(RENEW_DEADLINE, self.round())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(LeaderError::TimedOut {
+                        after: RENEW_DEADLINE,
+                    })
+                });
+            match round {
                 Ok(Round::Leader) => return,
                 Ok(Round::Follower { holder }) => {
                     if logged_holder.as_ref() != Some(&holder) {
@@ -264,14 +304,24 @@ impl Elector {
     /// Renews every [`RENEW_PERIOD`] until `stop` resolves or the Lease is lost.
     pub async fn hold(&mut self, stop: impl Future<Output = ()>) -> Held {
         let mut stop = std::pin::pin!(stop);
-        let mut last_renewal = Instant::now();
+        // Tokio's clock, so the tests can run it paused.
+        let mut last_renewal = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = &mut stop => return Held::Stopped,
                 _ = tokio::time::sleep(RENEW_PERIOD) => {}
             }
-            match self.round().await {
-                Ok(Round::Leader) => last_renewal = Instant::now(),
+            // Bounded by the time left: a renewal stuck on a hung connection must not outlive
+            // the deadline (the standby may take over once the lease duration has passed).
+            let left = RENEW_DEADLINE.saturating_sub(last_renewal.elapsed());
+            let round = tokio::select! {
+                _ = &mut stop => return Held::Stopped,
+                r = tokio::time::timeout(left, self.round()) => {
+                    r.unwrap_or_else(|_| Err(LeaderError::TimedOut { after: left }))
+                }
+            };
+            match round {
+                Ok(Round::Leader) => last_renewal = tokio::time::Instant::now(),
                 Ok(Round::Follower { holder }) => {
                     warn!(%holder, "the leader Lease was taken over");
                     return Held::Lost;
@@ -471,5 +521,83 @@ mod tests {
     #[test]
     fn timings_leave_a_margin() {
         assert!(RENEW_PERIOD < RENEW_DEADLINE && RENEW_DEADLINE < LEASE_DURATION);
+        assert!(RENEW_DEADLINE + STEP_DOWN_GRACE < LEASE_DURATION);
+    }
+
+    /// A client whose API server takes every request and never answers.
+    /// Also returns how many requests it has taken.
+    fn hanging_client() -> (Client, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(pending) = handle.next_request().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(pending);
+            }
+        });
+        (Client::new(service, "default"), count)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_that_hangs_loses_the_lease_before_a_standby_may_take_over() {
+        let (client, _api) = hanging_client();
+        let mut elector = Elector::new(client, "airlock-system", "op-0_1");
+        let held = tokio::time::timeout(LEASE_DURATION, elector.hold(std::future::pending())).await;
+        assert_eq!(
+            held,
+            Ok(Held::Lost),
+            "a leader whose renewal hangs must step down within the renew deadline"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_interrupts_a_hanging_renewal() {
+        let (client, _api) = hanging_client();
+        let mut elector = Elector::new(client, "airlock-system", "op-0_1");
+        let stop = tokio::time::sleep(RENEW_PERIOD + Duration::from_secs(1));
+        let held = tokio::time::timeout(RENEW_DEADLINE, elector.hold(stop)).await;
+        assert_eq!(held, Ok(Held::Stopped));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acquire_is_not_stalled_by_a_hanging_read() {
+        let (client, api) = hanging_client();
+        let mut elector = Elector::new(client, "airlock-system", "op-0_1");
+        // acquire never succeeds here; it must keep trying (new requests) instead of hanging on
+        // the first one.
+        let _ = tokio::time::timeout(RENEW_DEADLINE * 3, elector.acquire()).await;
+        let requests = api.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            requests >= 2,
+            "acquire retried after a hung round ({requests} requests)"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lead_drops_work_that_ignores_the_step_down() {
+        let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stopped.clone();
+        let lost = lead(
+            std::future::pending::<()>(),
+            std::future::ready(()),
+            move || s.store(true, std::sync::atomic::Ordering::SeqCst),
+            STEP_DOWN_GRACE,
+        );
+        let lost = tokio::time::timeout(LEASE_DURATION - RENEW_DEADLINE, lost).await;
+        assert_eq!(lost, Ok(true));
+        assert!(stopped.load(std::sync::atomic::Ordering::SeqCst));
+        // Work that ends on its own: not lost.
+        let done = lead(
+            std::future::ready(()),
+            std::future::pending::<()>(),
+            || {},
+            STEP_DOWN_GRACE,
+        )
+        .await;
+        assert!(!done);
     }
 }

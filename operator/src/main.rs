@@ -4,8 +4,10 @@
 //! Startup: parse and check the flags, serve /metrics, /healthz and /readyz, wait for the API
 //! server, then (with leader election, the default) wait to hold the Lease; as leader, ensure the
 //! PriorityClass and run the controller. SIGTERM/SIGINT stops the controller gracefully (running
-//! reconciles finish) and releases the Lease; losing the Lease stops the controller and exits
-//! non-zero, so the replica restarts and rejoins the election as a standby.
+//! reconciles finish) and releases the Lease; losing the Lease (taken over, or not renewed within
+//! the renew deadline, each renewal bounded by it) stops the controller — reconciles still running
+//! after a short grace are dropped — and exits non-zero, so the replica restarts and rejoins the
+//! election as a standby.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -148,14 +150,20 @@ async fn main() -> ExitCode {
             }
             (elector, held)
         });
-        let (shutdown, lost) = (flag(shutdown_rx.clone()), flag(lost_rx));
-        controller::run(ctx, store, async move {
+        // Lost Lease: the controller is told to stop, and dropped if it has not within the
+        // grace, so this replica stops acting before a standby may take over.
+        let (step_down_tx, step_down_rx) = watch::channel(false);
+        let (shutdown, step_down) = (flag(shutdown_rx.clone()), flag(step_down_rx));
+        let work = controller::run(ctx, store, async move {
             tokio::select! {
                 _ = shutdown => {}
-                _ = lost => {}
+                _ = step_down => {}
             }
-        })
-        .await;
+        });
+        let step_down = move || {
+            let _ = step_down_tx.send(true);
+        };
+        leader::lead(work, flag(lost_rx), step_down, leader::STEP_DOWN_GRACE).await;
         http_state.leader.store(false, Ordering::Relaxed);
         let _ = stop_tx.send(true);
         match holder.await {

@@ -565,6 +565,7 @@ pub fn structured_sandbox(rng: &mut Rng) -> Sandbox {
     spec.lifetime = Lifetime {
         ttl_seconds: seconds(rng),
         idle_timeout_seconds: seconds(rng),
+        extension_seconds: seconds(rng),
         on_expiry: *rng.pick(&[None, Some(ExpiryPolicy::Delete), Some(ExpiryPolicy::Retain)]),
     };
     spec.network = Network {
@@ -1046,13 +1047,19 @@ fn check_plan(s: &Sandbox, plan: &Plan, config: &Config) -> Result<(), String> {
             plan.ttl_seconds, config.max_ttl_seconds
         ),
     )?;
+    let asked = s
+        .spec
+        .lifetime
+        .ttl_seconds
+        .unwrap_or(config.default_ttl_seconds)
+        .saturating_add(s.spec.lifetime.extension_seconds.unwrap_or(0).max(0));
     ensure(
-        plan.ttl_seconds
-            == s.spec
-                .lifetime
-                .ttl_seconds
-                .unwrap_or(config.default_ttl_seconds),
-        "ttl is neither the spec's nor the default",
+        plan.ttl_seconds == asked.min(config.max_ttl_seconds),
+        "ttl is not (the spec's or the default) + the extension, clamped to the maximum",
+    )?;
+    ensure(
+        (asked > config.max_ttl_seconds) == !plan.adjustments.is_empty(),
+        "a clamped ttl without a PolicyAdjusted adjustment (or the reverse)",
     )?;
     ensure(
         plan.runtime_class

@@ -369,7 +369,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .extend_sandbox(&ns, &sandbox, seconds)
                 .await
                 .map_err(status_err)?;
-            println!("{} expires {}", sb.name, ts(sb.expires_at.as_ref()));
+            println!(
+                "{} time-to-live now ends {}",
+                sb.name,
+                ts(sb.ttl_expires_at.as_ref())
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -439,6 +443,7 @@ fn print_sandbox(sb: &pb::Sandbox) {
     println!("node:      {}", sb.node_name);
     println!("created:   {}", ts(sb.created_at.as_ref()));
     println!("expires:   {}", ts(sb.expires_at.as_ref()));
+    println!("ttl ends:  {}", ts(sb.ttl_expires_at.as_ref()));
     println!("activity:  {}", ts(sb.last_activity_at.as_ref()));
     for c in &sb.conditions {
         println!(

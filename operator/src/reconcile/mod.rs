@@ -4,7 +4,9 @@
 //! 2. [`lifetime`]: the TTL and idle deadlines; a sandbox past them is expired (deleted, or kept
 //!    with phase `Expired` and no pod) and the pipeline stops there.
 //! 3. [`validate`]: the spec against the operator's configuration (maximum TTL and resources);
-//!    a refused spec gets phase `Failed`, `Ready=False` reason `Invalid`, and no pod.
+//!    a refused spec gets phase `Failed`, `Ready=False` reason `Invalid`, and no pod. A sandbox
+//!    whose pod runs is never refused for what a policy change explains (a lowered maximum, an
+//!    extended TTL): its TTL is clamped and condition `PolicyAdjusted` says so.
 //! 4. [`crate::build`]: the NetworkPolicy and the pod, by pure functions.
 //! 5. [`apply`]: server-side apply of the namespace's ResourceQuota, the NetworkPolicy (first, so
 //!    a pod never runs unfenced) and the pod (only when missing: a pod's spec is immutable), after
@@ -151,7 +153,8 @@ pub async fn reconcile_at(
     let prev = sandbox.status.clone().unwrap_or_default();
 
     // 2. lifetime
-    let ttl_seconds = validate::ttl_seconds(sandbox, &ctx.config);
+    let ttl = validate::ttl(sandbox, &ctx.config);
+    let ttl_seconds = ttl.applied;
     let last_activity = lifetime::last_activity(sandbox).unwrap_or_else(|error| {
         warn!(%error, "ignoring the last-activity annotation");
         None
@@ -162,26 +165,33 @@ pub async fn reconcile_at(
         prev.ready_time.as_ref().map(|t| t.0),
         last_activity,
     )?;
-    let status_ctx = |runtime_class| status::Context {
+    let status_ctx = |runtime_class, adjustments| status::Context {
         sandbox,
         now,
         ttl_seconds,
         last_activity,
         runtime_class,
+        adjustments,
     };
     if let Some(why) = deadlines.ended(now).or_else(|| already_expired(&prev)) {
-        return expire(sandbox, ctx, &observed, why, status_ctx(None)).await;
+        return expire(sandbox, ctx, &observed, why, status_ctx(None, &[])).await;
     }
 
     // 3. validate
-    let plan = match validate::validate(sandbox, &ctx.config) {
+    let running = observed
+        .own_pod(sandbox)
+        .is_some_and(|p| p.metadata.deletion_timestamp.is_none());
+    let plan = match validate::validate_as(sandbox, &ctx.config, running) {
         Ok(plan) => plan,
         Err(invalid) => {
             if let Some(pod) = observed.own_pod(sandbox) {
                 apply::delete_pod(&ctx.client, pod).await?;
             }
             let message = invalid.problem.to_string();
-            let next = status::next(&status_ctx(None), Outcome::Invalid { message: &message });
+            let next = status::next(
+                &status_ctx(None, &[]),
+                Outcome::Invalid { message: &message },
+            );
             write_status(ctx, sandbox, &next).await?;
             if ready_reason(&prev) != Some(reason::INVALID) {
                 warn!(field = %invalid.problem.field(), detail = %message, "sandbox refused by the operator's policy");
@@ -258,7 +268,10 @@ pub async fn reconcile_at(
         Found::Pod(pod, _) => Outcome::Running(pod),
         Found::Waiting(reason, message, _) => Outcome::Pending { reason, message },
     };
-    let next = status::next(&status_ctx(Some(&plan.runtime_class)), outcome);
+    let next = status::next(
+        &status_ctx(Some(&plan.runtime_class), &plan.adjustments),
+        outcome,
+    );
     write_status(ctx, sandbox, &next).await?;
     transition_events(ctx, sandbox, &prev, &next, &found, &plan.runtime_class).await;
 
@@ -317,7 +330,7 @@ async fn expire(
         EndReason::TtlExpired => "time-to-live",
         EndReason::IdleTimeout => "idle timeout",
     };
-    match sandbox.spec.lifetime.on_expiry.unwrap_or_default() {
+    match sandbox.expiry_policy() {
         ExpiryPolicy::Delete => {
             info!(reason = why.as_str(), "sandbox expired; deleting it");
             let note = format!("{what} ran out; deleting the Sandbox");
@@ -346,7 +359,14 @@ async fn expire(
                     reason = why.as_str(),
                     "sandbox expired; pod deleted, Sandbox kept"
                 );
-                let note = format!("{what} ran out; the pod was deleted and the Sandbox kept");
+                let mut note = format!("{what} ran out; the pod was deleted and the Sandbox kept");
+                if let (None, Some(tool)) =
+                    (sandbox.spec.lifetime.on_expiry, sandbox.gitops_manager())
+                {
+                    note.push_str(&format!(
+                        " (managed by {tool}: deleting it would make {tool} create it again)"
+                    ));
+                }
                 publish(
                     ctx,
                     sandbox,
@@ -449,6 +469,24 @@ async fn transition_events(
             events::reason::FAILED,
             "Observe",
             note,
+        )
+        .await;
+    }
+    let adjusted = |s: &SandboxStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == condition::POLICY_ADJUSTED && c.status == "True")
+            .map(|c| c.message.clone())
+    };
+    if let (None, Some(message)) = (adjusted(prev), adjusted(next)) {
+        warn!(detail = %message, "operator policy adjusted a running sandbox");
+        publish(
+            ctx,
+            sandbox,
+            EventType::Warning,
+            events::reason::POLICY_ADJUSTED,
+            "Validate",
+            message,
         )
         .await;
     }

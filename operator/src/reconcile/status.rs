@@ -5,6 +5,9 @@
 //! status changes, `observedGeneration` is the generation this reconcile worked from. Every time is
 //! whole seconds (what the API server stores), so a status read back compares equal to the one
 //! computed again, and an unchanged status is not written at all.
+//!
+//! (Over ~600 lines: most of it is this builder's unit tests, kept next to it; the kstatus and
+//! policy scenarios are in `tests_policy.rs`.)
 
 use airlock_crds::{Phase, Sandbox, SandboxStatus, condition, labels};
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
@@ -13,6 +16,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::lifetime::{self, EndReason, whole_seconds};
+use super::validate::Adjustment;
 
 /// Reasons of the `Ready` condition set by the operator itself (pod-derived reasons such as
 /// `OOMKilled` or `ImagePullBackOff` come from the kubelet).
@@ -30,6 +34,8 @@ pub mod reason {
     pub const INVALID: &str = "Invalid";
     pub const EXPIRED: &str = "Expired";
     pub const NOT_EXPIRED: &str = "NotExpired";
+    /// `PolicyAdjusted=False`: the sandbox runs as its spec says.
+    pub const AS_SPECIFIED: &str = "AsSpecified";
 }
 
 /// Longest condition message written (the API allows 32768 bytes).
@@ -53,8 +59,11 @@ pub enum Outcome<'a> {
 pub struct Context<'a> {
     pub sandbox: &'a Sandbox,
     pub now: Timestamp,
+    /// The applied time-to-live (see [`super::validate::Ttl`]).
     pub ttl_seconds: i64,
     pub last_activity: Option<Timestamp>,
+    /// What the operator's policy adjusted on the running sandbox.
+    pub adjustments: &'a [Adjustment],
     /// The RuntimeClass the sandbox runs (or would run) under.
     pub runtime_class: Option<&'a str>,
 }
@@ -144,6 +153,16 @@ pub fn next(ctx: &Context<'_>, outcome: Outcome<'_>) -> SandboxStatus {
         ctx.last_activity,
     )
     .ok();
+    if end.is_some() && prev.phase == Some(Phase::Expired) {
+        // Expiry is final: the deadlines it expired by stay on record.
+        status.ttl_seconds = prev.ttl_seconds;
+        status.ttl_expires_at = prev.ttl_expires_at.clone();
+        status.idle_expires_at = prev.idle_expires_at.clone();
+    } else {
+        status.ttl_seconds = Some(ctx.ttl_seconds);
+        status.ttl_expires_at = deadlines.map(|d| Time(d.ttl));
+        status.idle_expires_at = deadlines.and_then(|d| d.idle).map(Time);
+    }
     status.expires_at = match (end, &prev.expires_at) {
         // Once expired, the deadline it expired at stays on record.
         (Some(_), Some(prev)) if prev.0 <= now => Some(prev.clone()),
@@ -174,25 +193,68 @@ pub fn next(ctx: &Context<'_>, outcome: Outcome<'_>) -> SandboxStatus {
         ),
     };
 
+    // kstatus (Flux health checks, kubectl wait): Reconciling while on the way to Ready, Stalled
+    // when it cannot get there; Ready and Expired say which end it reached.
+    let (reconciling, stalled) = match phase {
+        Phase::Pending | Phase::Starting => (true, false),
+        Phase::Failed => (false, true),
+        Phase::Ready | Phase::Expired => (false, false),
+    };
+    let settled = if end.is_some() {
+        reason::EXPIRED
+    } else if ready {
+        reason::POD_READY
+    } else {
+        ready_reason.as_str()
+    };
+    let adjusted = ctx.adjustments.first().map(|a| {
+        let all: Vec<String> = ctx.adjustments.iter().map(ToString::to_string).collect();
+        (
+            a.reason(),
+            format!("{}; the running sandbox keeps its pod", all.join("; ")),
+        )
+    });
+    let (adjusted_reason, adjusted_message) = adjusted
+        .clone()
+        .unwrap_or((reason::AS_SPECIFIED, String::new()));
+
     status.phase = Some(phase);
-    status.conditions = vec![
+    let set = |type_, status, reason: &str, message: &str| {
         set_condition(
             &prev.conditions,
-            condition::READY,
-            ready,
-            &ready_reason,
-            &ready_message,
+            type_,
+            status,
+            reason,
+            message,
             generation,
             now,
-        ),
-        set_condition(
-            &prev.conditions,
+        )
+    };
+    status.conditions = vec![
+        set(condition::READY, ready, &ready_reason, &ready_message),
+        set(
             condition::EXPIRED,
             expired_status,
             expired_reason,
             &expired_message,
-            generation,
-            now,
+        ),
+        set(
+            condition::RECONCILING,
+            reconciling,
+            if reconciling { &ready_reason } else { settled },
+            if reconciling { &ready_message } else { "" },
+        ),
+        set(
+            condition::STALLED,
+            stalled,
+            if stalled { &ready_reason } else { settled },
+            if stalled { &ready_message } else { "" },
+        ),
+        set(
+            condition::POLICY_ADJUSTED,
+            adjusted.is_some(),
+            adjusted_reason,
+            &adjusted_message,
         ),
     ];
     status
@@ -489,6 +551,7 @@ mod tests {
             now: ts(now),
             ttl_seconds: 3600,
             last_activity: None,
+            adjustments: &[],
             runtime_class: Some("kata"),
         }
     }

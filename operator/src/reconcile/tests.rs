@@ -382,8 +382,8 @@ async fn ttl_over_the_maximum_is_invalid_and_gets_no_pod() {
     );
     assert_eq!(event_reasons(&api), ["Invalid"]);
     assert_eq!(api.events()[0]["type"], "Warning");
-    // It still ends at its TTL.
-    assert_eq!(action, Action::requeue(Duration::from_secs(90000 - 10)));
+    // It still ends, at the operator's maximum (what its deadline is clamped to).
+    assert_eq!(action, Action::requeue(Duration::from_secs(86400 - 10)));
 }
 
 #[tokio::test]
@@ -859,3 +859,7 @@ async fn no_config_map_calls_for_a_running_pod_the_init_container_delivery_or_an
             .is_none()
     );
 }
+
+/// Policy changes on running sandboxes, GitOps expiry, kstatus conditions.
+#[path = "tests_policy.rs"]
+mod policy;

@@ -1,6 +1,12 @@
 //! Step 2 of the pipeline: check a Sandbox against the operator's configuration — what the CRD
 //! schema cannot know (the configured maximum TTL and resources) — and resolve defaults into a
 //! [`Plan`] the builders work from. Pure.
+//!
+//! A policy change never kills a running sandbox: [`validate_as`] with `running` (the sandbox's
+//! pod exists) turns what a new sandbox would be refused for into [`Adjustment`]s instead — a
+//! time-to-live over the maximum is clamped to it, resources over a lowered maximum are kept (the
+//! pod has them already) — which the status reports as condition `PolicyAdjusted`. A sandbox
+//! without a pod is refused as before.
 
 use airlock_crds::{PullPolicy, Sandbox};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -21,6 +27,67 @@ pub struct Plan {
     /// The non-root user the pod runs as: the spec's, else the operator's default, else none
     /// (the image's user).
     pub user: Option<airlock_crds::SandboxSecurityContext>,
+    /// What the operator's policy changed or tolerated on a running sandbox.
+    pub adjustments: Vec<Adjustment>,
+}
+
+/// A value of a running sandbox that is over the operator's (possibly lowered) maximum.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Adjustment {
+    #[error(
+        "spec.lifetime.ttlSeconds: asked {asked} seconds (ttlSeconds {spec} + extensionSeconds {extension}), applied {applied} seconds, the operator's maximum"
+    )]
+    TtlClamped {
+        spec: i64,
+        extension: i64,
+        asked: i64,
+        applied: i64,
+    },
+    #[error(
+        "spec.resources.{field} ({value}) exceeds the operator's maximum of {max}; the running pod keeps it, a new sandbox with this spec would be refused"
+    )]
+    ResourceOverMax {
+        field: &'static str,
+        value: String,
+        max: String,
+    },
+}
+
+impl Adjustment {
+    /// The `PolicyAdjusted` condition's reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Adjustment::TtlClamped { .. } => "TTLClamped",
+            Adjustment::ResourceOverMax { .. } => "OverMaximum",
+        }
+    }
+}
+
+/// The time-to-live of a sandbox, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl {
+    /// `spec.lifetime.ttlSeconds`, or the operator's default.
+    pub spec: i64,
+    /// `spec.lifetime.extensionSeconds` (0 when unset).
+    pub extension: i64,
+    /// `spec + extension`.
+    pub asked: i64,
+    /// `asked`, at most the operator's maximum: what the deadline is computed from.
+    pub applied: i64,
+}
+
+/// The time-to-live the sandbox lives by: its own (or the default) plus its extension, clamped to
+/// the operator's maximum.
+pub fn ttl(sandbox: &Sandbox, config: &Config) -> Ttl {
+    let spec = ttl_seconds(sandbox, config);
+    let extension = sandbox.spec.lifetime.extension_seconds.unwrap_or(0).max(0);
+    let asked = spec.saturating_add(extension);
+    Ttl {
+        spec,
+        extension,
+        asked,
+        applied: asked.min(config.max_ttl_seconds),
+    }
 }
 
 /// A Sandbox the operator refuses to run.
@@ -93,8 +160,15 @@ pub fn ttl_seconds(sandbox: &Sandbox, config: &Config) -> i64 {
         .unwrap_or(config.default_ttl_seconds)
 }
 
-/// Checks the sandbox against the configuration and resolves its defaults.
+/// Checks a sandbox that has no pod yet against the configuration and resolves its defaults.
 pub fn validate(sandbox: &Sandbox, config: &Config) -> Result<Plan, Invalid> {
+    validate_as(sandbox, config, false)
+}
+
+/// Checks the sandbox against the configuration and resolves its defaults; `running`: its pod
+/// exists, so what can have changed since it started (the maxima, the TTL) is adjusted, not
+/// refused.
+pub fn validate_as(sandbox: &Sandbox, config: &Config, running: bool) -> Result<Plan, Invalid> {
     let invalid = |problem| Invalid {
         sandbox: format!(
             "{}/{}",
@@ -107,27 +181,47 @@ pub fn validate(sandbox: &Sandbox, config: &Config) -> Result<Plan, Invalid> {
     if !is_dns_label(&name) {
         return Err(invalid(Problem::NameNotDnsLabel { name }));
     }
-    let ttl = ttl_seconds(sandbox, config);
-    if ttl < 1 {
-        return Err(invalid(Problem::TtlNotPositive { ttl }));
+    let t = ttl(sandbox, config);
+    if t.spec < 1 {
+        return Err(invalid(Problem::TtlNotPositive { ttl: t.spec }));
     }
-    if ttl > config.max_ttl_seconds {
+    // The extension only ever comes after the start (ExtendSandbox): clamped, never refused.
+    if t.spec > config.max_ttl_seconds && !running {
         return Err(invalid(Problem::TtlOverMax {
-            ttl,
+            ttl: t.spec,
             max: config.max_ttl_seconds,
         }));
     }
+    let mut adjustments = Vec::new();
+    if t.asked > t.applied {
+        adjustments.push(Adjustment::TtlClamped {
+            spec: t.spec,
+            extension: t.extension,
+            asked: t.asked,
+            applied: t.applied,
+        });
+    }
     let r = &sandbox.spec.resources;
     let (d, m) = (&config.default_resources, &config.max_resources);
-    let cpu = resource("cpu", r.cpu.as_ref(), &d.cpu, &m.cpu).map_err(invalid)?;
-    let memory = resource("memory", r.memory.as_ref(), &d.memory, &m.memory).map_err(invalid)?;
-    let ephemeral_storage = resource(
+    let mut check = |field, asked: Option<&Quantity>, default, max| match resource(
+        field, asked, default, max,
+    ) {
+        Err(Problem::ResourceOverMax { field, value, max }) if running => {
+            adjustments.push(Adjustment::ResourceOverMax { field, value, max });
+            Ok(Quantity(
+                asked.map(|q| q.0.trim().to_string()).unwrap_or_default(),
+            ))
+        }
+        other => other.map_err(invalid),
+    };
+    let cpu = check("cpu", r.cpu.as_ref(), &d.cpu, &m.cpu)?;
+    let memory = check("memory", r.memory.as_ref(), &d.memory, &m.memory)?;
+    let ephemeral_storage = check(
         "ephemeralStorage",
         r.ephemeral_storage.as_ref(),
         &d.ephemeral_storage,
         &m.ephemeral_storage,
-    )
-    .map_err(invalid)?;
+    )?;
     // The CRD refuses these already; checked again in case its validation was bypassed.
     let user = sandbox.spec.security_context.or(config.default_user);
     if let Some(u) = &sandbox.spec.security_context {
@@ -153,8 +247,9 @@ pub fn validate(sandbox: &Sandbox, config: &Config) -> Result<Plan, Invalid> {
         cpu,
         memory,
         ephemeral_storage,
-        ttl_seconds: ttl,
+        ttl_seconds: t.applied,
         user,
+        adjustments,
     })
 }
 
@@ -252,6 +347,74 @@ mod tests {
             err.to_string(),
             "Sandbox team-a/sbx-1: spec.lifetime.ttlSeconds (90000) exceeds the operator's maximum of 86400 seconds"
         );
+    }
+
+    #[test]
+    fn a_running_sandbox_over_a_lowered_maximum_is_clamped_not_refused() {
+        let yaml = format!("{MINIMAL}  lifetime:\n    ttlSeconds: 90000\n");
+        let plan = validate_as(&sandbox(&yaml), &Config::defaults(), true).unwrap();
+        assert_eq!(plan.ttl_seconds, 86400, "clamped to --max-ttl");
+        assert_eq!(
+            plan.adjustments,
+            vec![Adjustment::TtlClamped {
+                spec: 90000,
+                extension: 0,
+                asked: 90000,
+                applied: 86400
+            }]
+        );
+        assert_eq!(plan.adjustments[0].reason(), "TTLClamped");
+        assert_eq!(
+            plan.adjustments[0].to_string(),
+            "spec.lifetime.ttlSeconds: asked 90000 seconds (ttlSeconds 90000 + extensionSeconds 0), applied 86400 seconds, the operator's maximum"
+        );
+        // Resources over a maximum lowered after the start: kept, reported.
+        let yaml = format!("{MINIMAL}  resources:\n    cpu: \"6\"\n");
+        assert!(validate(&sandbox(&yaml), &Config::defaults()).is_err());
+        let plan = validate_as(&sandbox(&yaml), &Config::defaults(), true).unwrap();
+        assert_eq!(plan.cpu.0, "6");
+        assert_eq!(
+            plan.adjustments,
+            vec![Adjustment::ResourceOverMax {
+                field: "cpu",
+                value: "6".into(),
+                max: "4".into()
+            }]
+        );
+        // What no policy change explains is still refused.
+        let yaml = format!("{MINIMAL}  resources:\n    cpu: abc\n");
+        assert!(validate_as(&sandbox(&yaml), &Config::defaults(), true).is_err());
+    }
+
+    #[test]
+    fn extension_adds_to_the_ttl_and_is_clamped_even_before_the_start() {
+        let yaml =
+            format!("{MINIMAL}  lifetime:\n    ttlSeconds: 600\n    extensionSeconds: 300\n");
+        let t = ttl(&sandbox(&yaml), &Config::defaults());
+        assert_eq!(
+            t,
+            Ttl {
+                spec: 600,
+                extension: 300,
+                asked: 900,
+                applied: 900
+            }
+        );
+        let plan = validate(&sandbox(&yaml), &Config::defaults()).unwrap();
+        assert_eq!((plan.ttl_seconds, plan.adjustments.len()), (900, 0));
+        // Default TTL (3600) + an extension past the maximum (86400).
+        let yaml = format!("{MINIMAL}  lifetime:\n    extensionSeconds: 86000\n");
+        let plan = validate(&sandbox(&yaml), &Config::defaults()).unwrap();
+        assert_eq!(plan.ttl_seconds, 86400);
+        assert!(matches!(
+            plan.adjustments[..],
+            [Adjustment::TtlClamped {
+                spec: 3600,
+                extension: 86000,
+                asked: 89600,
+                applied: 86400
+            }]
+        ));
     }
 
     #[test]
