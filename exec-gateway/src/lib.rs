@@ -19,10 +19,13 @@ pub mod config;
 mod convert;
 mod files;
 mod k8s;
+pub mod listener;
 pub mod metrics;
 mod processes;
+pub mod runtime_classes;
 mod sandboxes;
 mod server;
+pub mod tls;
 pub mod validate;
 
 pub use config::Config;

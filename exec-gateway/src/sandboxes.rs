@@ -130,6 +130,9 @@ impl pb::sandboxes_server::Sandboxes for SandboxesService {
         let received = Instant::now();
         let spec = validate::create_request(req.get_ref(), &self.ctx.default_namespace)?;
         self.ctx
+            .allowed_runtime_classes
+            .check(&req.get_ref().runtime_class_name)?;
+        self.ctx
             .authorize(&req, Access::new("create", &spec.namespace, None))
             .await?;
         let ns = spec.namespace.clone();
