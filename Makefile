@@ -40,6 +40,7 @@ lint: tools
 	@cmp -s crds/sandbox.yaml $(CHART_CRD) || { echo "$(CHART_CRD) differs from crds/sandbox.yaml: run 'make crds'"; exit 1; }
 	$(HELM) lint --strict charts/airlock
 	$(HELM) lint --strict charts/airlock -f e2e/values-local.yaml
+	HELM=$(HELM) e2e/tests/chart-render.sh
 
 cluster-up: tools
 	e2e/cluster up

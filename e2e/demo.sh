@@ -26,7 +26,8 @@ metadata: {name: agent-sandboxes, namespace: $NS}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: airlock-sandbox-editor}
 subjects: [{kind: ServiceAccount, name: agent, namespace: $NS}]
 YAML
-export AIRLOCK_TOKEN=$(kubectl -n $NS create token agent --duration 1h)
+# Minted for the gateway (chart default gateway.auth.tokenAudiences=[airlock]): useless against the API server.
+export AIRLOCK_TOKEN=$(kubectl -n $NS create token agent --duration 1h --audience airlock)
 export AIRLOCK_NAMESPACE=$NS
 
 step "port-forwarding the gateway (svc/airlock-exec-gateway) to 127.0.0.1:50051"
@@ -52,7 +53,7 @@ kubectl get sbx -n $NS -o wide
 cat <<TXT
 
 Next:
-  export AIRLOCK_TOKEN=\$(kubectl -n $NS create token agent) AIRLOCK_NAMESPACE=$NS
+  export AIRLOCK_TOKEN=\$(kubectl -n $NS create token agent --audience airlock) AIRLOCK_NAMESPACE=$NS
   kubectl -n $SYS port-forward svc/airlock-exec-gateway 50051:50051 &
   $AIRLOCK list
   $AIRLOCK exec <sandbox> -- sh -c 'uname -a; id'

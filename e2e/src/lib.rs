@@ -109,6 +109,9 @@ pub const SANDBOX_IMAGE: &str = "airlock.local/sandbox-python:0.1.0";
 pub const SANDBOX_AGENT_IMAGE: &str = "airlock.local/sandbox-python-agent:0.1.0";
 /// RuntimeClass of the local cluster's gVisor handler.
 pub const GVISOR: &str = "gvisor";
+/// Audience of tokens for the gateway: the chart's default `gateway.auth.tokenAudiences`, and
+/// what the in-process gateways of the tests ask for.
+pub const GATEWAY_AUDIENCE: &str = "airlock";
 /// RuntimeClass of plain runc (for comparisons).
 pub const RUNC: &str = "runc";
 

@@ -127,9 +127,9 @@ pub fn phases(sbx: &[Sandbox]) -> BTreeMap<String, usize> {
 }
 
 /// A ServiceAccount in `ns` allowed everything on sandboxes (and their exec and files
-/// subresources) in `ns`, and a token for it (for a gateway in `kubernetes` auth mode).
+/// subresources) in `ns`, and a token for it minted for the gateway's audience
+/// ([`crate::GATEWAY_AUDIENCE`]; for a gateway in `kubernetes` auth mode).
 pub async fn token_for(kube: &Client, ns: &str, sa: &str) -> String {
-    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
     use k8s_openapi::api::core::v1::ServiceAccount;
     use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
     let pp = PostParams::default();
@@ -150,8 +150,17 @@ pub async fn token_for(kube: &Client, ns: &str, sa: &str) -> String {
     }))
     .unwrap();
     Api::<RoleBinding>::namespaced(kube.clone(), ns).create(&pp, &binding).await.unwrap_or_else(|e| panic!("creating RoleBinding {ns}/{sa}: {e}"));
-    let tr = TokenRequest { spec: TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }, ..Default::default() };
-    let out = sas.create_token_request(sa, &pp, &tr).await.unwrap_or_else(|e| panic!("TokenRequest for {ns}/{sa}: {e}"));
+    token_with_audiences(kube, ns, sa, vec![crate::GATEWAY_AUDIENCE.to_string()]).await
+}
+
+/// Another token of an existing ServiceAccount, minted for `audiences` (empty: the API server's
+/// own audience, as `kubectl create token SA` without `--audience`).
+pub async fn token_with_audiences(kube: &Client, ns: &str, sa: &str, audiences: Vec<String>) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let sas: Api<ServiceAccount> = Api::namespaced(kube.clone(), ns);
+    let tr = TokenRequest { spec: TokenRequestSpec { expiration_seconds: Some(3600), audiences, ..Default::default() }, ..Default::default() };
+    let out = sas.create_token_request(sa, &PostParams::default(), &tr).await.unwrap_or_else(|e| panic!("TokenRequest for {ns}/{sa}: {e}"));
     out.status.expect("TokenRequest status").token
 }
 

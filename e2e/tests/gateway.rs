@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airlock_e2e::sandboxes::token_for;
-use airlock_e2e::{GVISOR, SANDBOX_IMAGE, TestNamespace, client};
+use airlock_e2e::{GATEWAY_AUDIENCE, GVISOR, SANDBOX_IMAGE, TestNamespace, client};
 use airlock_exec_gateway::auth::AuthMode;
 use airlock_exec_gateway::bytes::Bytes;
 use airlock_exec_gateway::client::{AirlockClient, ExecOutput, collect, sandbox_ref};
 use airlock_exec_gateway::proto::v1 as pb;
+use airlock_exec_gateway::runtime_classes::AllowedRuntimeClasses;
 use airlock_exec_gateway::tonic::Code;
 use airlock_exec_gateway::{Config, prost_types, serve};
 use kube::Client;
@@ -47,6 +48,10 @@ async fn gateway(kube: &Client, default_ns: &str) -> Gateway {
         .with_client(kube.clone())
         .with_default_namespace(default_ns);
     config.shutdown_grace = Duration::from_secs(2);
+    // As the chart configures it on the local cluster: tokens minted for the gateway, and the
+    // operator's default RuntimeClass (gvisor) may be named.
+    config.review.audiences = vec![GATEWAY_AUDIENCE.to_string()];
+    config.allowed_runtime_classes = AllowedRuntimeClasses::only([GVISOR]);
     let (stop, rx) = oneshot::channel::<()>();
     tokio::spawn(async move {
         if let Err(e) = serve(config, listener, async move {

@@ -49,6 +49,40 @@ pub enum ClientError {
     },
     #[error("the token contains characters not allowed in a header")]
     Token,
+    #[error("reading the CA certificate {path}: {source}")]
+    CaCert {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} needs an https:// gateway address")]
+    TlsWithoutHttps(&'static str),
+    #[error("TLS settings for {addr}: {source}")]
+    Tls {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// TLS settings of a connection to an `https://` address.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// PEM CA certificate(s) to trust; `None`: the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Name the server certificate must carry; `None`: the address's host.
+    pub server_name: Option<String>,
+}
+
+impl ClientTls {
+    /// Reads the CA certificate file (`--ca-cert`, `AIRLOCK_CA_CERT`).
+    pub fn with_ca_file(mut self, path: &std::path::Path) -> Result<Self, ClientError> {
+        self.ca_pem = Some(std::fs::read(path).map_err(|source| ClientError::CaCert {
+            path: path.display().to_string(),
+            source,
+        })?);
+        Ok(self)
+    }
 }
 
 /// Adds `authorization: Bearer TOKEN` to every call.
@@ -107,10 +141,28 @@ fn normalize(addr: &str) -> String {
 }
 
 impl AirlockClient {
-    /// Connects to `addr` (`http://host:port` or `host:port`), sending `token` on every call.
+    /// Connects to `addr` (`http://host:port`, `https://host:port` with the system's roots, or
+    /// `host:port`), sending `token` on every call.
     pub async fn connect(addr: &str, token: Option<String>) -> Result<Self, ClientError> {
+        Self::connect_with(addr, token, ClientTls::default()).await
+    }
+
+    /// Like [`AirlockClient::connect`], with TLS settings for an `https://` address (a CA or a
+    /// server name with a plaintext `http://` address is an error, not silently ignored).
+    pub async fn connect_with(
+        addr: &str,
+        token: Option<String>,
+        tls: ClientTls,
+    ) -> Result<Self, ClientError> {
         let url = normalize(addr);
-        let endpoint = Endpoint::from_shared(url.clone())
+        let https = url.starts_with("https://");
+        if !https && tls.ca_pem.is_some() {
+            return Err(ClientError::TlsWithoutHttps("a CA certificate"));
+        }
+        if !https && tls.server_name.is_some() {
+            return Err(ClientError::TlsWithoutHttps("a TLS server name"));
+        }
+        let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|source| ClientError::Address {
                 addr: addr.to_string(),
                 source,
@@ -119,6 +171,22 @@ impl AirlockClient {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
+        if https {
+            let mut cfg = tonic::transport::ClientTlsConfig::new();
+            cfg = match &tls.ca_pem {
+                Some(pem) => cfg.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                None => cfg.with_native_roots(),
+            };
+            if let Some(name) = &tls.server_name {
+                cfg = cfg.domain_name(name.clone());
+            }
+            endpoint = endpoint
+                .tls_config(cfg)
+                .map_err(|source| ClientError::Tls {
+                    addr: url.clone(),
+                    source,
+                })?;
+        }
         let channel = endpoint
             .connect()
             .await

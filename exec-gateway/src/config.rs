@@ -4,8 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agent::PodExec;
-use crate::auth::AuthMode;
+use crate::auth::{AuthMode, ReviewLimits};
+use crate::listener::ServerLimits;
 use crate::metrics::Metrics;
+use crate::runtime_classes::AllowedRuntimeClasses;
+use crate::tls::TlsFiles;
 
 /// The operator's default `--max-ttl` (1 day), which the chart passes to both.
 pub const DEFAULT_MAX_TTL_SECONDS: i64 = 86400;
@@ -33,6 +36,15 @@ pub struct Config {
     pub max_ttl_seconds: i64,
     /// Overrides how agent commands are started (tests); `None`: `pods/exec`.
     pub pod_exec: Option<Arc<dyn PodExec>>,
+    /// RuntimeClasses a CreateSandbox may name (default: only the operator's default).
+    pub allowed_runtime_classes: AllowedRuntimeClasses,
+    /// Bounds and caches of TokenReview / SubjectAccessReview, and the token audiences.
+    pub review: ReviewLimits,
+    /// Connection and stream limits of the gRPC server.
+    pub limits: ServerLimits,
+    /// Serve TLS with this certificate and key (reloaded when the files change); `None`:
+    /// plaintext HTTP/2 (h2c).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Config {
@@ -50,6 +62,10 @@ impl Config {
             default_wait_ready: Duration::from_secs(300),
             max_ttl_seconds: DEFAULT_MAX_TTL_SECONDS,
             pod_exec: None,
+            allowed_runtime_classes: AllowedRuntimeClasses::default(),
+            review: ReviewLimits::default(),
+            limits: ServerLimits::default(),
+            tls: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Reading Sandbox objects and mapping Kubernetes API errors to gRPC statuses.
 
 use airlock_crds::Sandbox;
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 
 use crate::convert;
@@ -88,6 +89,11 @@ pub async fn get_sandbox(
 }
 
 /// A Sandbox that accepts commands, with the name of its pod.
+///
+/// The pod named by `status.podName` is only trusted when the Sandbox controls it (its
+/// controller ownerReference has the Sandbox's UID) and it is in the Sandbox's namespace: a
+/// status pointing anywhere else (a bug, or someone with write access to the status subresource)
+/// would otherwise send a caller's commands and files into a pod that is not theirs.
 pub async fn ready_sandbox(
     client: &kube::Client,
     namespace: &str,
@@ -95,12 +101,79 @@ pub async fn ready_sandbox(
 ) -> Result<(Sandbox, String), tonic::Status> {
     let sb = get_sandbox(client, namespace, name).await?;
     check_ready(&sb, namespace, name)?;
-    let pod = sb
+    let pod_name = sb
         .status
         .as_ref()
         .and_then(|s| s.pod_name.clone())
         .unwrap_or_else(|| airlock_crds::labels::pod_name(name));
-    Ok((sb, pod))
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pod = match pods.get_opt(&pod_name).await {
+        Ok(p) => p,
+        Err(e) => {
+            return Err(KubeError::Api {
+                action: "reading the pod of",
+                namespace: namespace.into(),
+                name: name.into(),
+                source: e,
+            }
+            .into());
+        }
+    };
+    let Some(pod) = pod else {
+        return Err(tonic::Status::failed_precondition(format!(
+            "sandbox {namespace}/{name}: its pod {pod_name} does not exist"
+        )));
+    };
+    if let Err(e) = check_pod_owner(&sb, &pod, namespace, name) {
+        tracing::warn!(
+            namespace,
+            sandbox = name,
+            pod = %pod_name,
+            reason = e.message(),
+            "refusing to use a pod the sandbox does not own"
+        );
+        return Err(e);
+    }
+    Ok((sb, pod_name))
+}
+
+/// FAILED_PRECONDITION unless `pod` is in the Sandbox's namespace and its controller
+/// ownerReference is the Sandbox (kind and UID).
+pub fn check_pod_owner(
+    sb: &Sandbox,
+    pod: &Pod,
+    namespace: &str,
+    name: &str,
+) -> Result<(), tonic::Status> {
+    let pod_name = pod.metadata.name.as_deref().unwrap_or("");
+    let refuse = |why: String| {
+        tonic::Status::failed_precondition(format!(
+            "sandbox {namespace}/{name}: pod {pod_name} {why}; refusing to run anything in it"
+        ))
+    };
+    let Some(uid) = sb.metadata.uid.as_deref().filter(|u| !u.is_empty()) else {
+        return Err(refuse("cannot be checked (the sandbox has no UID)".into()));
+    };
+    let pod_ns = pod.metadata.namespace.as_deref().unwrap_or(namespace);
+    if pod_ns != namespace {
+        return Err(refuse(format!("is in namespace {pod_ns}")));
+    }
+    let controller = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true));
+    match controller {
+        Some(o) if o.uid == uid && o.kind == "Sandbox" => Ok(()),
+        Some(o) => Err(refuse(format!(
+            "is controlled by {} {} (uid {}), not by this sandbox (uid {uid})",
+            o.kind, o.name, o.uid
+        ))),
+        None => Err(refuse(
+            "has no controller, it is not this sandbox's pod".into(),
+        )),
+    }
 }
 
 /// FAILED_PRECONDITION unless the Sandbox is Ready (and not expired or being deleted).
@@ -185,6 +258,53 @@ mod tests {
             "QuotaExceeded"
         )));
         assert!(convert::failed(&sb(Phase::Failed, "False", "PodFailed")));
+    }
+
+    fn pod(ns: &str, owner: Option<(&str, &str, bool)>) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "x", "namespace": ns, "ownerReferences": owner.map(|(kind, uid, controller)| vec![serde_json::json!({
+                "apiVersion": "airlock.dev/v1alpha1", "kind": kind, "name": "x", "uid": uid, "controller": controller})])}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_the_sandboxs_own_pod_is_used() {
+        let mut s = sb(Phase::Ready, "True", "Ready");
+        s.metadata.uid = Some("uid-1".into());
+        assert!(check_pod_owner(&s, &pod("n", Some(("Sandbox", "uid-1", true))), "n", "x").is_ok());
+        for (p, why) in [
+            (
+                pod("n", Some(("Sandbox", "uid-2", true))),
+                "is controlled by Sandbox x (uid uid-2), not by this sandbox (uid uid-1)",
+            ),
+            (
+                pod("n", Some(("Sandbox", "uid-1", false))),
+                "has no controller",
+            ),
+            (
+                pod("n", Some(("ReplicaSet", "uid-1", true))),
+                "is controlled by ReplicaSet x",
+            ),
+            (pod("n", None), "has no controller"),
+            (
+                pod("other", Some(("Sandbox", "uid-1", true))),
+                "is in namespace other",
+            ),
+        ] {
+            let e = check_pod_owner(&s, &p, "n", "x").unwrap_err();
+            assert_eq!(e.code(), Code::FailedPrecondition);
+            assert!(
+                e.message().starts_with("sandbox n/x: pod x "),
+                "{}",
+                e.message()
+            );
+            assert!(e.message().contains(why), "{} / {why}", e.message());
+        }
+        s.metadata.uid = None;
+        let e =
+            check_pod_owner(&s, &pod("n", Some(("Sandbox", "uid-1", true))), "n", "x").unwrap_err();
+        assert!(e.message().contains("no UID"), "{}", e.message());
     }
 
     fn api_err(code: u16, message: &str) -> kube::Error {

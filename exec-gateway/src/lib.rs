@@ -20,11 +20,14 @@ mod convert;
 pub mod extend;
 mod files;
 mod k8s;
+pub mod listener;
 pub mod metrics;
 mod processes;
 pub mod run_as;
+pub mod runtime_classes;
 mod sandboxes;
 mod server;
+pub mod tls;
 pub mod validate;
 
 pub use config::Config;

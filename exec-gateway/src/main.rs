@@ -5,8 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock_exec_gateway::auth::{AuthMode, StaticTokens};
+use airlock_exec_gateway::auth::{AuthMode, ReviewLimits, StaticTokens};
+use airlock_exec_gateway::listener::ServerLimits;
 use airlock_exec_gateway::metrics::{Metrics, serve_metrics};
+use airlock_exec_gateway::runtime_classes::AllowedRuntimeClasses;
+use airlock_exec_gateway::tls::TlsFiles;
 use airlock_exec_gateway::{Config, serve};
 use clap::{Parser, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -65,6 +68,69 @@ struct Args {
     /// Log format.
     #[arg(long, env = "AIRLOCK_LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
+    /// RuntimeClasses a CreateSandbox may name (comma list; `*` = any). Requests that leave
+    /// runtime_class_name empty get the operator's default and are always accepted; with an
+    /// empty list only those are.
+    #[arg(long, env = "AIRLOCK_ALLOWED_RUNTIME_CLASSES", default_value = "")]
+    allowed_runtime_classes: String,
+    /// Audiences asked for in TokenReviews (comma list or repeated): only tokens minted for one
+    /// of them are accepted (`kubectl create token SA --audience airlock`). Empty: the API
+    /// server's own audience (tokens that are also valid against the API server).
+    #[arg(
+        long = "token-audience",
+        env = "AIRLOCK_TOKEN_AUDIENCES",
+        value_delimiter = ','
+    )]
+    token_audiences: Vec<String>,
+    /// TokenReviews and SubjectAccessReviews in flight at once.
+    #[arg(
+        long,
+        env = "AIRLOCK_AUTH_MAX_CONCURRENT_REVIEWS",
+        default_value_t = 16
+    )]
+    auth_max_concurrent_reviews: usize,
+    /// Milliseconds a call waits for a free review slot before UNAVAILABLE.
+    #[arg(long, env = "AIRLOCK_AUTH_REVIEW_WAIT_MS", default_value_t = 5000)]
+    auth_review_wait_ms: u64,
+    /// Seconds an accepted token stays cached.
+    #[arg(long, env = "AIRLOCK_AUTH_CACHE_TTL_SECONDS", default_value_t = 30)]
+    auth_cache_ttl_seconds: u64,
+    /// Accepted tokens cached at most (least recently used evicted first).
+    #[arg(long, env = "AIRLOCK_AUTH_CACHE_SIZE", default_value_t = 10_000)]
+    auth_cache_size: u64,
+    /// Seconds a refused token stays cached.
+    #[arg(
+        long,
+        env = "AIRLOCK_AUTH_NEGATIVE_CACHE_TTL_SECONDS",
+        default_value_t = 10
+    )]
+    auth_negative_cache_ttl_seconds: u64,
+    /// Refused tokens cached at most.
+    #[arg(
+        long,
+        env = "AIRLOCK_AUTH_NEGATIVE_CACHE_SIZE",
+        default_value_t = 10_000
+    )]
+    auth_negative_cache_size: u64,
+    /// Connections open at once (all clients); more wait in the listen backlog.
+    #[arg(long, env = "AIRLOCK_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// HTTP/2 streams (calls) open at once per connection.
+    #[arg(long, env = "AIRLOCK_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    max_concurrent_streams: u32,
+    /// Requests handled at once per connection (tonic's limit, released when a response's
+    /// headers are sent, so it does not bound streams; --max-concurrent-streams does). 0: off.
+    #[arg(long, env = "AIRLOCK_CONCURRENCY_PER_CONNECTION", default_value_t = 0)]
+    concurrency_per_connection: usize,
+    /// PEM certificate (chain) to serve TLS with; needs --tls-key. Without both: plaintext h2c.
+    #[arg(long, env = "AIRLOCK_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "AIRLOCK_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Seconds between checks of the certificate files for a renewed certificate.
+    #[arg(long, env = "AIRLOCK_TLS_RELOAD_SECONDS", default_value_t = 30)]
+    tls_reload_seconds: u64,
 }
 
 #[tokio::main]
@@ -110,6 +176,60 @@ async fn main() -> anyhow::Result<()> {
     config.metrics = metrics.clone();
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_seconds);
     config.max_ttl_seconds = args.max_ttl;
+    config.allowed_runtime_classes = AllowedRuntimeClasses::parse(&args.allowed_runtime_classes)?;
+    tracing::info!(
+        allowed = %config.allowed_runtime_classes.describe(),
+        "runtime classes requests may name"
+    );
+    let audiences: Vec<String> = args
+        .token_audiences
+        .iter()
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect();
+    if !audiences.is_empty() && !matches!(config.auth, AuthMode::Kubernetes) {
+        anyhow::bail!("--token-audience only applies to --auth-mode kubernetes");
+    }
+    for (name, v) in [
+        (
+            "--auth-max-concurrent-reviews",
+            args.auth_max_concurrent_reviews as u64,
+        ),
+        ("--auth-cache-ttl-seconds", args.auth_cache_ttl_seconds),
+        (
+            "--auth-negative-cache-ttl-seconds",
+            args.auth_negative_cache_ttl_seconds,
+        ),
+        ("--max-connections", args.max_connections as u64),
+        (
+            "--max-concurrent-streams",
+            args.max_concurrent_streams as u64,
+        ),
+        ("--tls-reload-seconds", args.tls_reload_seconds),
+    ] {
+        if v == 0 {
+            anyhow::bail!("{name} must be at least 1");
+        }
+    }
+    config.review = ReviewLimits {
+        max_concurrent: args.auth_max_concurrent_reviews,
+        wait: Duration::from_millis(args.auth_review_wait_ms),
+        positive_ttl: Duration::from_secs(args.auth_cache_ttl_seconds),
+        positive_capacity: args.auth_cache_size,
+        negative_ttl: Duration::from_secs(args.auth_negative_cache_ttl_seconds),
+        negative_capacity: args.auth_negative_cache_size,
+        audiences,
+    };
+    config.limits = ServerLimits {
+        max_connections: args.max_connections,
+        max_concurrent_streams: args.max_concurrent_streams,
+        concurrency_per_connection: args.concurrency_per_connection,
+    };
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let mut files = TlsFiles::new(cert, key);
+        files.reload_interval = Duration::from_secs(args.tls_reload_seconds);
+        config.tls = Some(files);
+    }
 
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();

@@ -133,6 +133,9 @@ impl pb::sandboxes_server::Sandboxes for SandboxesService {
         let mut spec = validate::create_request(req.get_ref(), &self.ctx.default_namespace)?;
         spec.spec.security_context = crate::run_as::security_context(req.get_ref())?;
         self.ctx
+            .allowed_runtime_classes
+            .check(&req.get_ref().runtime_class_name)?;
+        self.ctx
             .authorize(&req, Access::new("create", &spec.namespace, None))
             .await?;
         let ns = spec.namespace.clone();

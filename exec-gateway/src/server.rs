@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::ActivityRecorder;
@@ -23,6 +22,8 @@ pub const FIELD_MANAGER: &str = "airlock-exec-gateway";
 pub enum ServeError {
     #[error("creating the Kubernetes client: {0}")]
     Kube(#[from] kube::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("building the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server on {addr}: {source}")]
@@ -40,6 +41,7 @@ pub(crate) struct Ctx {
     pub default_namespace: String,
     pub agent_path: String,
     pub metrics: Arc<Metrics>,
+    pub allowed_runtime_classes: crate::runtime_classes::AllowedRuntimeClasses,
     pub activity: ActivityRecorder,
     pub exec: Arc<dyn PodExec>,
     pub default_wait_ready: Duration,
@@ -89,7 +91,20 @@ pub async fn serve(
             "authentication is DISABLED (--auth-mode none): anyone who can reach this port controls every sandbox; use it for local development only"
         );
     }
-    let auth = Arc::new(Authenticator::new(config.auth, client.clone()));
+    // Loaded before anything else starts: a missing or broken certificate stops the gateway.
+    let tls = match &config.tls {
+        Some(files) => {
+            let cert = crate::tls::ReloadingCert::load(files.clone())?;
+            let cfg = cert.server_config()?;
+            Some((cert, cfg))
+        }
+        None => None,
+    };
+    let auth = Arc::new(Authenticator::with_limits(
+        config.auth,
+        client.clone(),
+        config.review.clone(),
+    ));
     let exec: Arc<dyn PodExec> = config.pod_exec.unwrap_or_else(|| {
         Arc::new(KubeExec {
             client: client.clone(),
@@ -102,6 +117,7 @@ pub async fn serve(
         default_namespace: config.default_namespace,
         agent_path: config.agent_path,
         metrics: config.metrics.clone(),
+        allowed_runtime_classes: config.allowed_runtime_classes.clone(),
         activity: ActivityRecorder::new(client.clone(), config.activity_interval),
         exec,
         default_wait_ready: config.default_wait_ready,
@@ -136,7 +152,16 @@ pub async fn serve(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let incoming = TcpListenerStream::new(listener);
+    let limits = config.limits;
+    let stop_reloading = CancellationToken::new();
+    let _stop_reloading = stop_reloading.clone().drop_guard();
+    let incoming = match tls {
+        Some((cert, cfg)) => {
+            cert.spawn_reloader(stop_reloading);
+            crate::listener::incoming(listener, limits.max_connections, Some(cfg))
+        }
+        None => crate::listener::incoming(listener, limits.max_connections, None),
+    };
 
     // Shutdown: `begin` fires with the caller's future; the server then drains.
     let begin = CancellationToken::new();
@@ -157,10 +182,14 @@ pub async fn serve(
     });
 
     let max_msg = 16 * 1024 * 1024;
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .tcp_nodelay(true)
+        .max_concurrent_streams(limits.max_concurrent_streams.max(1));
+    if limits.concurrency_per_connection > 0 {
+        builder = builder.concurrency_limit_per_connection(limits.concurrency_per_connection);
+    }
+    let router = builder
         .layer(MetricsLayer::new(config.metrics.clone()))
         .layer(AuthLayer::new(auth))
         .add_service(health_service)
@@ -180,7 +209,13 @@ pub async fn serve(
                 .max_decoding_message_size(max_msg),
         );
 
-    tracing::info!(%addr, "gRPC server listening");
+    tracing::info!(
+        %addr,
+        tls = config.tls.is_some(),
+        max_connections = limits.max_connections,
+        max_concurrent_streams = limits.max_concurrent_streams,
+        "gRPC server listening"
+    );
     let begin3 = begin.clone();
     let serve =
         router.serve_with_incoming_shutdown(incoming, async move { begin3.cancelled().await });

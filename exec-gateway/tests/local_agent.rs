@@ -1,6 +1,8 @@
 //! The gateway in-process, end to end through gRPC, with the real agent binary run locally in
 //! place of `pods/exec` and a fake Kubernetes API that knows three sandboxes: any name is Ready,
-//! except `missing` (404) and `pending` (not Ready). No cluster needed.
+//! except `missing` (404) and `pending` (not Ready); `hijacked` is Ready but its status.podName
+//! names `victim`, a pod some other owner controls. Every pod is controlled by the Sandbox of
+//! its name. No cluster needed.
 //!
 //! The agent binary is `$AIRLOCK_AGENT_BIN`, else `target/debug/airlock-agent` (built on demand).
 
@@ -45,6 +47,9 @@ fn agent_bin() -> PathBuf {
 /// Runs agent commands as local processes.
 struct LocalExec;
 
+/// Pods LocalExec was asked to run something in.
+static STARTED_IN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 impl PodExec for LocalExec {
     fn start(
         &self,
@@ -53,6 +58,7 @@ impl PodExec for LocalExec {
         command: Vec<String>,
     ) -> BoxFuture<'static, Result<RemoteProcess, AgentError>> {
         let pod = pod.to_string();
+        STARTED_IN.lock().unwrap().push(pod.clone());
         Box::pin(async move {
             let mut child = tokio::process::Command::new(&command[0])
                 .args(&command[1..])
@@ -90,11 +96,11 @@ impl PodExec for LocalExec {
 fn sandbox_json(ns: &str, name: &str, ready: bool) -> serde_json::Value {
     serde_json::json!({
         "apiVersion": "airlock.dev/v1alpha1", "kind": "Sandbox",
-        "metadata": {"name": name, "namespace": ns, "resourceVersion": "1", "creationTimestamp": "2025-01-01T00:00:00Z"},
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}"), "resourceVersion": "1", "creationTimestamp": "2025-01-01T00:00:00Z"},
         "spec": {"image": "local"},
         "status": {
             "phase": if ready { "Ready" } else { "Pending" },
-            "podName": name,
+            "podName": if name == "hijacked" { "victim" } else { name },
             "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }, "reason": if ready { "Ready" } else { "PodPending" },
                             "message": "", "lastTransitionTime": "2025-01-01T00:00:00Z"}]
         }
@@ -125,6 +131,16 @@ fn fake_kube() -> kube::Client {
                 "pending" => (200, sandbox_json(ns, name, false)),
                 _ => (200, sandbox_json(ns, name, true)),
             },
+            // /api/v1/namespaces/NS/pods/NAME: controlled by the Sandbox of the same name.
+            ["", "api", "v1", "namespaces", ns, "pods", name] => (
+                200,
+                serde_json::json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": name, "namespace": ns, "uid": format!("pod-{name}"),
+                                 "ownerReferences": [{"apiVersion": "airlock.dev/v1alpha1", "kind": "Sandbox", "name": name,
+                                                      "uid": format!("uid-{name}"), "controller": true}]},
+                }),
+            ),
             _ => (
                 404,
                 serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
@@ -789,6 +805,29 @@ async fn validation_readiness_and_static_auth() {
     let e = admin.stat("x", "pending", "/").await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
 
+    // A Sandbox whose status names a pod it does not own: nothing runs there, not even a stat.
+    let e = admin
+        .exec_collect(AirlockClient::argv("x", "hijacked", ["true"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert_eq!(
+        e.message(),
+        "sandbox x/hijacked: pod victim is controlled by Sandbox victim (uid uid-victim), not by this sandbox (uid uid-hijacked); refusing to run anything in it"
+    );
+    let e = admin.stat("x", "hijacked", "/").await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        !STARTED_IN.lock().unwrap().iter().any(|p| p == "victim"),
+        "something was started in the pod the sandbox does not own"
+    );
+    // Control: its neighbour with a pod of its own runs.
+    admin
+        .exec_collect(AirlockClient::argv("x", "box", ["true"]))
+        .await
+        .unwrap();
+    assert!(STARTED_IN.lock().unwrap().iter().any(|p| p == "box"));
+
     // Validation through the server.
     let cases: Vec<(pb::ExecRequest, &str)> = vec![
         (
@@ -893,4 +932,68 @@ async fn shutdown_drains_then_cuts_off() {
     }
     assert!(err.is_some(), "the long call ends with an error");
     wait_gone(&format!("sleep 66.{tag}"), Duration::from_secs(5)).await;
+}
+
+/// TLS without a cluster: the gateway serves a certificate signed by a CA made here; a client
+/// trusting that CA works, one that does not is refused, plaintext gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_and_clients_verify() {
+    use airlock_exec_gateway::client::{ClientError, ClientTls};
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("airlock-la-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut config = Config::new(AuthMode::None).with_client(fake_kube());
+    config.agent_path = agent_bin().display().to_string();
+    config.pod_exec = Some(Arc::new(LocalExec));
+    config.tls = Some(airlock_exec_gateway::tls::TlsFiles::new(
+        dir.join("tls.crt"),
+        dir.join("tls.key"),
+    ));
+    let (stop, rx) = oneshot::channel::<()>();
+    let done = tokio::spawn(serve(config, listener, async move {
+        let _ = rx.await;
+    }));
+
+    let https = format!("https://127.0.0.1:{port}");
+    let trusted = ClientTls {
+        ca_pem: Some(ca.pem().into_bytes()),
+        server_name: None,
+    };
+    let c = AirlockClient::connect_with(&https, None, trusted.clone())
+        .await
+        .expect("TLS connection trusting the CA");
+    let out = c
+        .exec_collect(AirlockClient::argv("x", "box", ["echo", "over tls"]))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"over tls\n");
+    // Unknown CA (the system's roots): refused at the handshake.
+    assert!(AirlockClient::connect(&https, None).await.is_err());
+    // Plaintext against the TLS port: no answer.
+    let plain = format!("http://127.0.0.1:{port}");
+    if let Ok(p) = AirlockClient::connect(&plain, None).await {
+        assert!(p.get_sandbox("x", "box").await.is_err());
+    }
+    // A CA with an http:// address is a mistake, not silently plaintext.
+    assert!(matches!(
+        AirlockClient::connect_with(&plain, None, trusted).await,
+        Err(ClientError::TlsWithoutHttps(_))
+    ));
+    let _ = stop.send(());
+    done.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -114,6 +114,25 @@ The operator's default RuntimeClass.
 {{- end }}
 
 {{/*
+RuntimeClasses the gateway lets a CreateSandbox name (--allowed-runtime-classes): the operator's
+default plus runtimeClass.allowed, comma-separated, sorted, without duplicates.
+*/}}
+{{- define "airlock.allowedRuntimeClasses" -}}
+{{- $all := list (include "airlock.defaultRuntimeClass" .) }}
+{{- range (.Values.runtimeClass.allowed | default list) }}
+{{- $all = append $all . }}
+{{- end }}
+{{- $all | uniq | sortAlpha | join "," }}
+{{- end }}
+
+{{/*
+The Secret holding the gateway's TLS certificate (tls.crt, tls.key).
+*/}}
+{{- define "airlock.gateway.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "airlock.gateway.fullname" .)) .Values.gateway.tls.secretName }}
+{{- end }}
+
+{{/*
 Checks of combinations the schema cannot express.
 */}}
 {{- define "airlock.validate" -}}
@@ -122,6 +141,12 @@ Checks of combinations the schema cannot express.
 {{- end }}
 {{- if and .Values.gateway.enabled (eq .Values.gateway.auth.mode "static") (not .Values.gateway.auth.staticTokens.secretName) }}
 {{- fail "gateway.auth.mode=static needs gateway.auth.staticTokens.secretName (a Secret with one `TOKEN NAMESPACE[,NAMESPACE...]` or `TOKEN *` per line)" }}
+{{- end }}
+{{- if and .Values.gateway.enabled .Values.gateway.tls.enabled (not .Values.gateway.tls.secretName) (not .Values.gateway.tls.certManager.enabled) }}
+{{- fail "gateway.tls.enabled needs gateway.tls.secretName (an existing kubernetes.io/tls Secret) or gateway.tls.certManager.enabled=true" }}
+{{- end }}
+{{- if and .Values.gateway.enabled .Values.gateway.tls.enabled .Values.gateway.tls.certManager.enabled (not .Values.gateway.tls.certManager.issuerRef.name) }}
+{{- fail "gateway.tls.certManager.enabled needs gateway.tls.certManager.issuerRef.name (an Issuer or ClusterIssuer of cert-manager)" }}
 {{- end }}
 {{- if gt (int .Values.operator.defaults.ttl) (int .Values.operator.max.ttl) }}
 {{- fail (printf "operator.defaults.ttl (%v) is larger than operator.max.ttl (%v)" .Values.operator.defaults.ttl .Values.operator.max.ttl) }}

@@ -2361,9 +2361,11 @@ impl Bench {
         Api::<RoleBinding>::namespaced(self.kube.clone(), ns)
             .create(&pp, &rb)
             .await?;
+        // Minted for the gateway's audience (the chart's default gateway.auth.tokenAudiences).
         let tr = TokenRequest {
             spec: TokenRequestSpec {
                 expiration_seconds: Some(3600),
+                audiences: vec![airlock_e2e::GATEWAY_AUDIENCE.to_string()],
                 ..Default::default()
             },
             ..Default::default()

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use airlock_exec_gateway::client::{AirlockClient, sandbox_ref};
+use airlock_exec_gateway::client::{AirlockClient, ClientTls, sandbox_ref};
 use airlock_exec_gateway::proto::v1 as pb;
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
@@ -15,7 +15,7 @@ use tokio::io::AsyncReadExt;
 #[derive(Debug, Parser)]
 #[command(version, name = "airlock")]
 struct Cli {
-    /// Address of the exec gateway.
+    /// Address of the exec gateway: http://host:port (plaintext) or https://host:port (TLS).
     #[arg(
         long,
         env = "AIRLOCK_ADDR",
@@ -23,7 +23,15 @@ struct Cli {
         global = true
     )]
     addr: String,
-    /// Bearer token (a Kubernetes token, or a static token of the gateway).
+    /// PEM CA certificate to trust for an https:// address (default: the system's roots).
+    #[arg(long, env = "AIRLOCK_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
+    /// Name the gateway's certificate must carry, when it differs from the address's host
+    /// (e.g. through `kubectl port-forward`: airlock-exec-gateway.airlock.svc).
+    #[arg(long, env = "AIRLOCK_TLS_SERVER_NAME", global = true)]
+    tls_server_name: Option<String>,
+    /// Bearer token (a Kubernetes token minted for the gateway's audience, e.g.
+    /// `kubectl create token SA --audience airlock`, or a static token of the gateway).
     #[arg(long, env = "AIRLOCK_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// Namespace (empty: the gateway's default).
@@ -203,7 +211,14 @@ fn status_err(s: tonic::Status) -> anyhow::Error {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let client = AirlockClient::connect(&cli.addr, cli.token.clone()).await?;
+    let mut tls = ClientTls {
+        server_name: cli.tls_server_name.clone(),
+        ..Default::default()
+    };
+    if let Some(ca) = &cli.ca_cert {
+        tls = tls.with_ca_file(ca)?;
+    }
+    let client = AirlockClient::connect_with(&cli.addr, cli.token.clone(), tls).await?;
     let ns = cli.namespace.clone();
     match cli.command {
         Command::Run {

@@ -5,8 +5,9 @@
 //! - `kubernetes` (default): the bearer token is checked with a TokenReview
 //!   (`authentication.k8s.io/v1`); each call is then authorized with a SubjectAccessReview
 //!   (`authorization.k8s.io/v1`) for group `airlock.dev`, resource `sandboxes` (or the
-//!   subresources `sandboxes/exec` and `sandboxes/files`) in the target namespace. Both decisions
-//!   are cached for [`CACHE_TTL`], keyed by a hash of the token / the exact review.
+//!   subresources `sandboxes/exec` and `sandboxes/files`) in the target namespace. Reviews are
+//!   bounded and cached (see [`review`]); `--token-audience` makes TokenReviews ask for an
+//!   audience, so only tokens minted for Airlock are accepted.
 //! - `static`: tokens from a file, one `TOKEN NAMESPACE[,NAMESPACE...]` or `TOKEN *` per line
 //!   (`#` comments and blank lines ignored); a token may do everything in its namespaces.
 //! - `none`: everybody may do everything (local development only).
@@ -14,137 +15,21 @@
 //! Missing or unknown token: UNAUTHENTICATED. Denied: PERMISSION_DENIED naming the verb, the
 //! resource and the namespace. The health and reflection services need no token.
 
-use std::collections::{BTreeSet, HashMap};
-use std::hash::Hash;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
-use kube::Api;
-use kube::api::PostParams;
-use sha2::{Digest, Sha256};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReviewSpec};
 use tonic::Status;
 
-/// How long authentication and authorization decisions are cached.
-pub const CACHE_TTL: Duration = Duration::from_secs(10);
+use review::Reviewer;
+use static_tokens::sha256;
 
-/// Errors of loading auth configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    #[error("static tokens file {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("static tokens file, line {line}: {message}")]
-    Parse { line: usize, message: String },
-    #[error("static tokens file has no tokens")]
-    Empty,
-}
+pub mod review;
+mod static_tokens;
 
-/// Namespaces a static token may use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Namespaces {
-    All,
-    Only(BTreeSet<String>),
-}
-
-impl Namespaces {
-    pub fn allows(&self, ns: &str) -> bool {
-        match self {
-            Namespaces::All => true,
-            Namespaces::Only(set) => set.contains(ns),
-        }
-    }
-}
-
-/// Tokens of the `static` mode, stored by SHA-256 so the map never holds a raw token.
-#[derive(Debug, Clone, Default)]
-pub struct StaticTokens {
-    tokens: HashMap<[u8; 32], (String, Namespaces)>,
-}
-
-fn sha256(s: &str) -> [u8; 32] {
-    Sha256::digest(s.as_bytes()).into()
-}
-
-impl StaticTokens {
-    /// Parses `TOKEN NAMESPACES` lines.
-    pub fn parse(text: &str) -> Result<Self, AuthError> {
-        let mut tokens = HashMap::new();
-        for (i, raw) in text.lines().enumerate() {
-            let line_no = i + 1;
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let err = |message: String| AuthError::Parse {
-                line: line_no,
-                message,
-            };
-            let mut parts = line.split_whitespace();
-            let (Some(token), Some(spec), None) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(err(
-                    "expected `TOKEN NAMESPACE[,NAMESPACE...]` or `TOKEN *`".into(),
-                ));
-            };
-            if token.len() < 8 {
-                return Err(err("token must be at least 8 characters".into()));
-            }
-            let namespaces = if spec == "*" {
-                Namespaces::All
-            } else {
-                let mut set = BTreeSet::new();
-                for ns in spec.split(',') {
-                    if !crate::validate::is_dns_label(ns) {
-                        return Err(err(format!("invalid namespace {ns:?}")));
-                    }
-                    set.insert(ns.to_string());
-                }
-                Namespaces::Only(set)
-            };
-            let hash = sha256(token);
-            let id = format!("static:{}", &hex::encode(hash)[..12]);
-            if tokens.insert(hash, (id, namespaces)).is_some() {
-                return Err(err("duplicate token".into()));
-            }
-        }
-        if tokens.is_empty() {
-            return Err(AuthError::Empty);
-        }
-        Ok(StaticTokens { tokens })
-    }
-
-    /// Reads and parses a tokens file.
-    pub fn load(path: &std::path::Path) -> Result<Self, AuthError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(&text)
-    }
-
-    /// The identity and namespaces of a token.
-    pub fn lookup(&self, token: &str) -> Option<(&str, &Namespaces)> {
-        self.tokens
-            .get(&sha256(token))
-            .map(|(id, ns)| (id.as_str(), ns))
-    }
-
-    pub fn len(&self) -> usize {
-        self.tokens.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
-}
+pub use review::ReviewLimits;
+pub use static_tokens::{AuthError, Namespaces, StaticTokens};
 
 /// Authentication mode.
 #[derive(Debug, Clone)]
@@ -212,55 +97,22 @@ impl Access {
     }
 }
 
-/// A small map whose entries expire.
-struct TtlCache<K, V> {
-    ttl: Duration,
-    max: usize,
-    map: Mutex<HashMap<K, (Instant, V)>>,
-}
-
-impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
-    fn new(ttl: Duration, max: usize) -> Self {
-        TtlCache {
-            ttl,
-            max,
-            map: Mutex::new(HashMap::new()),
-        }
-    }
-    fn get(&self, k: &K, now: Instant) -> Option<V> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(k)
-            .filter(|(t, _)| now.saturating_duration_since(*t) < self.ttl)
-            .map(|(_, v)| v.clone())
-    }
-    fn put(&self, k: K, v: V, now: Instant) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= self.max {
-            let ttl = self.ttl;
-            map.retain(|_, (t, _)| now.saturating_duration_since(*t) < ttl);
-            if map.len() >= self.max {
-                map.clear();
-            }
-        }
-        map.insert(k, (now, v));
-    }
-}
-
 /// Authenticates tokens and authorizes calls.
 pub struct Authenticator {
     mode: AuthMode,
-    client: kube::Client,
-    tokens: TtlCache<[u8; 32], Option<Principal>>,
-    decisions: TtlCache<String, Result<(), String>>,
+    reviewer: Reviewer,
 }
 
 impl Authenticator {
+    /// With the default [`ReviewLimits`].
     pub fn new(mode: AuthMode, client: kube::Client) -> Self {
+        Self::with_limits(mode, client, ReviewLimits::default())
+    }
+
+    pub fn with_limits(mode: AuthMode, client: kube::Client, limits: ReviewLimits) -> Self {
         Authenticator {
             mode,
-            client,
-            tokens: TtlCache::new(CACHE_TTL, 10_000),
-            decisions: TtlCache::new(CACHE_TTL, 50_000),
+            reviewer: Reviewer::new(client, limits),
         }
     }
 
@@ -283,55 +135,8 @@ impl Authenticator {
                 }),
                 None => Err(Status::unauthenticated("invalid bearer token")),
             },
-            AuthMode::Kubernetes => {
-                let key = sha256(token);
-                let now = Instant::now();
-                let principal = match self.tokens.get(&key, now) {
-                    Some(p) => p,
-                    None => {
-                        let p = self.token_review(token).await?;
-                        self.tokens.put(key, p.clone(), now);
-                        p
-                    }
-                };
-                principal.ok_or_else(|| Status::unauthenticated("invalid bearer token"))
-            }
+            AuthMode::Kubernetes => self.reviewer.authenticate(sha256(token), token).await,
         }
-    }
-
-    async fn token_review(&self, token: &str) -> Result<Option<Principal>, Status> {
-        let review = TokenReview {
-            spec: TokenReviewSpec {
-                token: Some(token.to_string()),
-                audiences: None,
-            },
-            ..Default::default()
-        };
-        let api: Api<TokenReview> = Api::all(self.client.clone());
-        let out = api
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "TokenReview failed");
-                Status::unavailable(format!("authenticating the token: TokenReview failed: {e}"))
-            })?;
-        let Some(status) = out.status else {
-            return Ok(None);
-        };
-        if status.authenticated != Some(true) {
-            tracing::debug!(
-                error = status.error.as_deref().unwrap_or(""),
-                "token rejected by TokenReview"
-            );
-            return Ok(None);
-        }
-        let user = status.user.unwrap_or_default();
-        Ok(Some(Principal::Kubernetes {
-            username: user.username.unwrap_or_default(),
-            uid: user.uid.unwrap_or_default(),
-            groups: user.groups.unwrap_or_default(),
-            extra: user.extra.unwrap_or_default(),
-        }))
     }
 
     /// Authorizes `access` for the caller; PERMISSION_DENIED names verb, resource and namespace.
@@ -392,45 +197,10 @@ impl Authenticator {
                     }),
                     ..Default::default()
                 };
-                let key = serde_json::to_string(&spec).unwrap_or_default();
-                let now = Instant::now();
-                let decision = match self.decisions.get(&key, now) {
-                    Some(d) => d,
-                    None => {
-                        let d = self.subject_access_review(spec).await?;
-                        self.decisions.put(key, d.clone(), now);
-                        d
-                    }
-                };
+                let decision = self.reviewer.decide(spec).await?;
                 decision.map_err(|reason| denied(username, &reason))
             }
         }
-    }
-
-    async fn subject_access_review(
-        &self,
-        spec: SubjectAccessReviewSpec,
-    ) -> Result<Result<(), String>, Status> {
-        let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
-        let review = SubjectAccessReview {
-            spec,
-            ..Default::default()
-        };
-        let out = api
-            .create(&PostParams::default(), &review)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "SubjectAccessReview failed");
-                Status::unavailable(format!(
-                    "authorizing the call: SubjectAccessReview failed: {e}"
-                ))
-            })?;
-        let status = out.status.unwrap_or_default();
-        Ok(if status.allowed {
-            Ok(())
-        } else {
-            Err(status.reason.unwrap_or_default())
-        })
     }
 }
 
@@ -543,28 +313,6 @@ mod tests {
     fn dead_client() -> kube::Client {
         let cfg = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
         kube::Client::try_from(cfg).unwrap()
-    }
-
-    #[test]
-    fn static_tokens_parse() {
-        let t = StaticTokens::parse("# comment\n\n tok-aaaaaaaa team-a,team-b \ntok-bbbbbbbb *\n")
-            .unwrap();
-        assert_eq!(t.len(), 2);
-        let (_, ns) = t.lookup("tok-aaaaaaaa").unwrap();
-        assert!(ns.allows("team-a") && ns.allows("team-b") && !ns.allows("team-c"));
-        assert_eq!(t.lookup("tok-bbbbbbbb").unwrap().1, &Namespaces::All);
-        assert!(t.lookup("tok-cccccccc").is_none());
-        assert!(t.lookup("").is_none());
-
-        let e = |s: &str| StaticTokens::parse(s).unwrap_err().to_string();
-        assert_eq!(e(""), "static tokens file has no tokens");
-        assert_eq!(e("# only\n"), "static tokens file has no tokens");
-        assert!(e("tok-aaaaaaaa\n").starts_with("static tokens file, line 1: expected"));
-        assert!(e("x\ntok-aaaaaaaa a b\n").starts_with("static tokens file, line 1:"));
-        assert!(e("tok-aaaaaaaa a\ntok-aaaaaaaa b\n").contains("line 2: duplicate token"));
-        assert!(e("tok-aaaaaaaa Bad_NS\n").contains("line 1: invalid namespace \"Bad_NS\""));
-        assert!(e("tok-aaaaaaaa a,,b\n").contains("invalid namespace \"\""));
-        assert!(e("short a\n").contains("at least 8"));
     }
 
     fn headers(v: Option<&str>) -> http::HeaderMap {
@@ -684,17 +432,5 @@ mod tests {
                 .code(),
             Code::Unavailable
         );
-    }
-
-    #[test]
-    fn ttl_cache_expires() {
-        let c: TtlCache<u8, u8> = TtlCache::new(Duration::from_secs(10), 2);
-        let t0 = Instant::now();
-        c.put(1, 10, t0);
-        assert_eq!(c.get(&1, t0 + Duration::from_secs(9)), Some(10));
-        assert_eq!(c.get(&1, t0 + Duration::from_secs(10)), None);
-        c.put(2, 20, t0);
-        c.put(3, 30, t0 + Duration::from_secs(11)); // full: prunes expired
-        assert_eq!(c.get(&3, t0 + Duration::from_secs(11)), Some(30));
     }
 }

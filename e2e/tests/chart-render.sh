@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Chart rendering (no cluster needed): the gateway's TLS volume, flags and Secret reference, the
+# cert-manager Certificate, the token audiences and the allowed RuntimeClasses, and the checks
+# that refuse incomplete TLS settings. Prints a closing line in the `N passed, N failed` form.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+HELM=${HELM:-helm}
+CHART=$ROOT/charts/airlock
+pass=0 fail=0
+check() { if "${@:2}" >/dev/null 2>&1; then pass=$((pass+1)); echo "ok   - $1"; else fail=$((fail+1)); echo "FAIL - $1"; fi; }
+render() { "$HELM" template t "$CHART" -n airlock-system --kube-version 1.34.0 "$@"; }
+out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
+
+render > "$out/default.yaml" 2>"$out/err" || { echo "FAIL - default render: $(cat "$out/err")"; exit 1; }
+check "default: plaintext, gRPC readiness probe" grep -q '^            grpc:$' "$out/default.yaml"
+check "default: no --tls-cert" sh -c "! grep -q -- '--tls-cert' '$out/default.yaml'"
+check "default: tokens must be minted for audience airlock" grep -q -- '- --token-audience=airlock$' "$out/default.yaml"
+check "default: only the default RuntimeClass" grep -q -- '- --allowed-runtime-classes=kata$' "$out/default.yaml"
+check "default: connection and stream limits" grep -q -- '- --max-concurrent-streams=256$' "$out/default.yaml"
+
+render -f "$ROOT/e2e/values-local.yaml" > "$out/local.yaml"
+check "local values: the default RuntimeClass is gvisor" grep -q -- '- --allowed-runtime-classes=gvisor$' "$out/local.yaml"
+render --set 'runtimeClass.allowed={runc,kata}' > "$out/allowed.yaml"
+check "runtimeClass.allowed joins the default, without duplicates" grep -q -- '- --allowed-runtime-classes=kata,runc$' "$out/allowed.yaml"
+render --set 'gateway.auth.tokenAudiences=null' > "$out/noaud.yaml"
+check "tokenAudiences null: no --token-audience" sh -c "! grep -q -- '--token-audience' '$out/noaud.yaml'"
+render --set gateway.auth.mode=none --set 'gateway.auth.tokenAudiences={airlock}' > "$out/none.yaml"
+check "auth mode none: no --token-audience" sh -c "! grep -q -- '--token-audience' '$out/none.yaml'"
+
+render --set gateway.tls.enabled=true --set gateway.tls.secretName=my-tls > "$out/tls.yaml"
+check "tls: --tls-cert and --tls-key" sh -c "grep -q -- '- --tls-cert=/etc/airlock/tls/tls.crt$' '$out/tls.yaml' && grep -q -- '- --tls-key=/etc/airlock/tls/tls.key$' '$out/tls.yaml'"
+check "tls: the Secret is mounted" sh -c "grep -q 'secretName: my-tls$' '$out/tls.yaml' && grep -q 'mountPath: /etc/airlock/tls$' '$out/tls.yaml'"
+check "tls: readiness is a TCP check (the gRPC probe cannot speak TLS)" sh -c "! grep -q '^            grpc:$' '$out/tls.yaml'"
+check "tls with an existing Secret: no Certificate" sh -c "! grep -q '^kind: Certificate$' '$out/tls.yaml'"
+check "tls: the output is valid YAML documents" python3 -c "import yaml" 2>/dev/null && check "tls: the output is valid YAML documents" python3 -c "import sys,yaml; list(yaml.safe_load_all(open('$out/tls.yaml')))"
+
+render --set gateway.tls.enabled=true --set gateway.tls.certManager.enabled=true \
+  --set gateway.tls.certManager.issuerRef.name=ca --set gateway.tls.certManager.issuerRef.kind=ClusterIssuer \
+  --set 'gateway.tls.certManager.dnsNames={airlock.example.com}' > "$out/cm.yaml"
+check "certManager: a Certificate into <fullname>-tls" sh -c "grep -q '^kind: Certificate$' '$out/cm.yaml' && grep -q 'secretName: t-airlock-exec-gateway-tls$' '$out/cm.yaml'"
+check "certManager: the Service's DNS names and extra names" sh -c "grep -q -- '- t-airlock-exec-gateway.airlock-system.svc$' '$out/cm.yaml' && grep -q -- '- airlock.example.com$' '$out/cm.yaml'"
+check "certManager: issuerRef" grep -q 'kind: ClusterIssuer$' "$out/cm.yaml"
+
+check "tls without a Secret or cert-manager is refused" sh -c "! '$HELM' template t '$CHART' --kube-version 1.34.0 --set gateway.tls.enabled=true"
+check "  ...with a message naming the values" sh -c "'$HELM' template t '$CHART' --kube-version 1.34.0 --set gateway.tls.enabled=true 2>&1 | grep -q 'gateway.tls.enabled needs gateway.tls.secretName'"
+check "certManager without an issuer is refused" sh -c "'$HELM' template t '$CHART' --kube-version 1.34.0 --set gateway.tls.enabled=true --set gateway.tls.certManager.enabled=true 2>&1 | grep -q 'issuerRef.name'"
+check "schema: a bad runtimeClass.allowed entry is refused" sh -c "! '$HELM' template t '$CHART' --kube-version 1.34.0 --set 'runtimeClass.allowed={Bad_Name}'"
+check "schema: issuerRef.kind must be Issuer or ClusterIssuer" sh -c "! '$HELM' template t '$CHART' --kube-version 1.34.0 --set gateway.tls.certManager.issuerRef.kind=Foo"
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]
