@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    // Read at run time, not `env!` at compile time: a build script binary reused from another
+    // checkout sharing the target directory would otherwise compile that checkout's protos.
+    let proto_root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let proto = proto_root.join("airlock/v1/sandbox.proto");
     println!("cargo:rerun-if-changed={}", proto.display());
