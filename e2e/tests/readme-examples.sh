@@ -4,7 +4,7 @@
 # A README code block is part of the test when the line before it is a marker comment:
 #   <!-- readme-test -->                     run this ```sh block
 #   <!-- readme-test: expect=TEXT -->        ... and its output (stdout+stderr) must contain TEXT
-#                                            (the key may repeat: expect=a expect=b; no spaces in TEXT)
+#                                            (the key may repeat; quote TEXT with spaces: expect="a b")
 #   <!-- readme-test: file=NAME -->          write this block (YAML, ...) to NAME (removed at the end)
 # Blocks run in README order from the repository root (where a reader of the README stands after
 # `make demo`), each under `set -euo pipefail`, with variables and background jobs carried over
@@ -40,7 +40,7 @@ while i < len(readme):
         while i < len(readme) and not readme[i].startswith("```"):
             body.append(readme[i]); i += 1
         n += 1
-        keys = re.findall(r"(\w+)=(\S+)", marker)
+        keys = [(k, q if q else v) for k, v, q in re.findall(r'(\w+)=("([^"]*)"|\S+)', marker)]
         files = [v for k, v in keys if k == "file"]
         expects = [v for k, v in keys if k == "expect"]
         unknown = [k for k, _ in keys if k not in ("file", "expect")]
