@@ -22,7 +22,7 @@ help:
 	@echo "make cluster-down - stop the local cluster and remove its state"
 
 tools:
-	@command -v protoc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null; }
+	@command -v protoc >/dev/null && command -v lua5.4 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler lua5.4 >/dev/null; }
 	@e2e/lib/build-k8s.sh helm
 	@e2e/lib/build-k8s.sh grpcurl
 
