@@ -1,11 +1,14 @@
 //! Step 2 of the pipeline: check a Sandbox against the operator's configuration — what the CRD
-//! schema cannot know (the configured maximum TTL and resources) — and resolve defaults into a
+//! schema cannot know (the configured maximum TTL and resources, the allowed RuntimeClasses, the
+//! egress deny-list) — and resolve defaults into a
 //! [`Plan`] the builders work from. Pure.
 
-use airlock_crds::{PullPolicy, Sandbox};
+use airlock_crds::{EgressMode, PullPolicy, Sandbox};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 
+use super::status::reason;
+use crate::cidr::Cidr;
 use crate::config::{Config, Resource};
 use crate::quantity;
 
@@ -50,6 +53,25 @@ pub enum Problem {
     #[error("spec.resources.{field} ({value}) must be positive")]
     NotPositive { field: &'static str, value: String },
     #[error(
+        "spec.runtimeClassName ({class}) is not allowed by the operator; allowed RuntimeClasses: {}",
+        allowed.join(", ")
+    )]
+    RuntimeClassNotAllowed { class: String, allowed: Vec<String> },
+    #[error("spec.network.allow[{index}].cidr ({cidr}): {error}")]
+    BadCidr {
+        index: usize,
+        cidr: String,
+        error: String,
+    },
+    #[error(
+        "spec.network.allow[{index}].cidr ({cidr}) lies inside {denied}, which the operator's egress deny-list keeps every sandbox from reaching"
+    )]
+    EgressDenied {
+        index: usize,
+        cidr: String,
+        denied: String,
+    },
+    #[error(
         "metadata.name ({name:?}) must be a DNS label (at most 63 lowercase letters, digits and '-'), because it becomes the pod's hostname and a label value"
     )]
     NameNotDnsLabel { name: String },
@@ -68,6 +90,19 @@ impl Problem {
                 format!("spec.resources.{field}")
             }
             Problem::NameNotDnsLabel { .. } => "metadata.name".into(),
+            Problem::RuntimeClassNotAllowed { .. } => "spec.runtimeClassName".into(),
+            Problem::BadCidr { index, .. } | Problem::EgressDenied { index, .. } => {
+                format!("spec.network.allow[{index}].cidr")
+            }
+        }
+    }
+
+    /// The `Ready` condition's reason for this problem.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Problem::RuntimeClassNotAllowed { .. } => reason::RUNTIME_CLASS_NOT_ALLOWED,
+            Problem::EgressDenied { .. } => reason::EGRESS_DENIED,
+            _ => reason::INVALID,
         }
     }
 }
@@ -105,6 +140,35 @@ pub fn validate(sandbox: &Sandbox, config: &Config) -> Result<Plan, Invalid> {
             max: config.max_ttl_seconds,
         }));
     }
+    let runtime_class = sandbox
+        .spec
+        .runtime_class_name
+        .clone()
+        .unwrap_or_else(|| config.default_runtime_class.clone());
+    if !config.allowed_runtime_classes.contains(&runtime_class) {
+        return Err(invalid(Problem::RuntimeClassNotAllowed {
+            class: runtime_class,
+            allowed: config.allowed_runtime_classes.clone(),
+        }));
+    }
+    if sandbox.spec.network.egress == EgressMode::AllowList {
+        for (index, allow) in sandbox.spec.network.allow.iter().enumerate() {
+            let cidr = Cidr::parse(&allow.cidr).map_err(|error| {
+                invalid(Problem::BadCidr {
+                    index,
+                    cidr: allow.cidr.clone(),
+                    error,
+                })
+            })?;
+            if let Some(denied) = config.egress_deny.iter().find(|d| d.contains(&cidr)) {
+                return Err(invalid(Problem::EgressDenied {
+                    index,
+                    cidr: allow.cidr.clone(),
+                    denied: denied.to_string(),
+                }));
+            }
+        }
+    }
     let r = &sandbox.spec.resources;
     let (d, m) = (&config.default_resources, &config.max_resources);
     let cpu = resource("cpu", r.cpu.as_ref(), &d.cpu, &m.cpu).map_err(invalid)?;
@@ -121,11 +185,7 @@ pub fn validate(sandbox: &Sandbox, config: &Config) -> Result<Plan, Invalid> {
             .spec
             .image_pull_policy
             .unwrap_or(PullPolicy::IfNotPresent),
-        runtime_class: sandbox
-            .spec
-            .runtime_class_name
-            .clone()
-            .unwrap_or_else(|| config.default_runtime_class.clone()),
+        runtime_class,
         cpu,
         memory,
         ephemeral_storage,
@@ -191,9 +251,16 @@ mod tests {
         assert_eq!(plan.ttl_seconds, 3600);
     }
 
+    /// The defaults with `gvisor` allowed too (FULL names it).
+    fn gvisor_allowed() -> Config {
+        let mut config = Config::defaults();
+        config.allowed_runtime_classes.push("gvisor".into());
+        config
+    }
+
     #[test]
     fn spec_values_win_over_defaults() {
-        let plan = validate(&sandbox(FULL), &Config::defaults()).unwrap();
+        let plan = validate(&sandbox(FULL), &gvisor_allowed()).unwrap();
         assert_eq!(plan.image_pull_policy, PullPolicy::Always);
         assert_eq!(plan.runtime_class, "gvisor");
         assert_eq!(
@@ -276,5 +343,62 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.problem.field(), "metadata.name");
+    }
+
+    #[test]
+    fn only_allowed_runtime_classes() {
+        // The default class is always allowed, named or not.
+        assert!(validate(&sandbox(MINIMAL), &Config::defaults()).is_ok());
+        let named = format!("{MINIMAL}  runtimeClassName: kata\n");
+        assert!(validate(&sandbox(&named), &Config::defaults()).is_ok());
+        let err = problem("  runtimeClassName: runc\n");
+        assert_eq!(err.problem.field(), "spec.runtimeClassName");
+        assert_eq!(err.problem.reason(), "RuntimeClassNotAllowed");
+        assert_eq!(
+            err.problem.to_string(),
+            "spec.runtimeClassName (runc) is not allowed by the operator; allowed RuntimeClasses: kata"
+        );
+        // Allowed by the flag.
+        let mut config = gvisor_allowed();
+        config.allowed_runtime_classes.push("runc".into());
+        let plan = validate(&sandbox(&format!("{MINIMAL}  runtimeClassName: runc\n")), &config);
+        assert_eq!(plan.unwrap().runtime_class, "runc");
+        // The default class itself must be allowed, also when a Sandbox leaves it out.
+        let mut config = Config::defaults();
+        config.allowed_runtime_classes = vec!["gvisor".into()];
+        let err = validate(&sandbox(MINIMAL), &config).unwrap_err();
+        assert_eq!(err.problem.field(), "spec.runtimeClassName");
+    }
+
+    fn allow_list(cidrs: &[&str]) -> String {
+        let mut y = String::from("  network:\n    egress: AllowList\n    allow:\n");
+        for c in cidrs {
+            y.push_str(&format!("      - cidr: {c}\n"));
+        }
+        y
+    }
+
+    #[test]
+    fn allow_list_entries_inside_the_deny_list_are_refused() {
+        let err = problem(&allow_list(&["203.0.113.0/24", "169.254.169.254/32"]));
+        assert_eq!(err.problem.field(), "spec.network.allow[1].cidr");
+        assert_eq!(err.problem.reason(), "EgressDenied");
+        assert_eq!(
+            err.problem.to_string(),
+            "spec.network.allow[1].cidr (169.254.169.254/32) lies inside 169.254.169.254/32, which the operator's egress deny-list keeps every sandbox from reaching"
+        );
+        let err = problem(&allow_list(&["169.254.20.0/24"]));
+        assert!(err.problem.to_string().contains("inside 169.254.0.0/16"), "{err}");
+        let err = problem(&allow_list(&["fd00:ec2::254/128"]));
+        assert_eq!(err.problem.field(), "spec.network.allow[0].cidr");
+        // The cluster's own ranges are denied too.
+        let err = problem(&allow_list(&["10.96.0.10/32"]));
+        assert!(err.problem.to_string().contains("inside 10.96.0.0/12"), "{err}");
+        // Ranges merely containing a denied range are accepted (they get it as an exception).
+        assert!(validate(&sandbox(&format!("{MINIMAL}{}", allow_list(&["0.0.0.0/0", "10.0.0.0/8"]))), &Config::defaults()).is_ok());
+        // A CIDR the schema should have refused is named, not a panic.
+        let err = problem(&allow_list(&["10.0.0.1/8"]));
+        assert_eq!(err.problem.field(), "spec.network.allow[0].cidr");
+        assert_eq!(err.problem.reason(), "Invalid");
     }
 }
