@@ -114,6 +114,18 @@ The operator's default RuntimeClass.
 {{- end }}
 
 {{/*
+RuntimeClasses Sandboxes may name, as JSON: the default class first, then runtimeClass.allowed
+(without duplicates). Used by the operator's --allowed-runtime-classes and the admission policy.
+*/}}
+{{- define "airlock.allowedRuntimeClasses" -}}
+{{- $list := list (include "airlock.defaultRuntimeClass" .) }}
+{{- range .Values.runtimeClass.allowed }}
+{{- $list = append $list . }}
+{{- end }}
+{{- $list | uniq | toJson }}
+{{- end }}
+
+{{/*
 Checks of combinations the schema cannot express.
 */}}
 {{- define "airlock.validate" -}}
