@@ -25,7 +25,10 @@ fn optional_enums_offer_only_their_values() {
         assert_eq!(schema["type"], "string", "{field}");
         assert!(schema.get("nullable").is_none(), "{field}: {schema}");
         let required = spec["required"].as_array().cloned().unwrap_or_default();
-        assert!(!required.contains(&serde_json::json!(field)), "{field} stays optional");
+        assert!(
+            !required.contains(&serde_json::json!(field)),
+            "{field} stays optional"
+        );
     }
     // Absent, the field deserializes as before.
     let s: airlock_crds::SandboxSpec = serde_json::from_str(r#"{"image": "busybox"}"#).unwrap();

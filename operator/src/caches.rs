@@ -84,10 +84,7 @@ impl Backoff {
 
     /// `key` succeeded: the next failure starts from the shortest wait again.
     pub(crate) fn reset(&self, key: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
     }
 }
 
@@ -229,11 +226,22 @@ mod tests {
         for ns in ["a", "b", "c"] {
             s.mark(ns);
         }
-        apply_event(&s, &mut listed, watcher::Event::<PartialObjectMeta<ResourceQuota>>::Init);
+        apply_event(
+            &s,
+            &mut listed,
+            watcher::Event::<PartialObjectMeta<ResourceQuota>>::Init,
+        );
         apply_event(&s, &mut listed, watcher::Event::InitApply(meta("a")));
         apply_event(&s, &mut listed, watcher::Event::InitApply(meta("c")));
-        assert!(!s.due("b", EVERY), "nothing forgotten before the list is complete");
-        apply_event(&s, &mut listed, watcher::Event::<PartialObjectMeta<ResourceQuota>>::InitDone);
+        assert!(
+            !s.due("b", EVERY),
+            "nothing forgotten before the list is complete"
+        );
+        apply_event(
+            &s,
+            &mut listed,
+            watcher::Event::<PartialObjectMeta<ResourceQuota>>::InitDone,
+        );
         assert!(!s.due("a", EVERY));
         assert!(s.due("b", EVERY));
         assert!(!s.due("c", EVERY));

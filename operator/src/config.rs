@@ -196,7 +196,12 @@ pub struct Cli {
     /// "unexpected argument"): Kubernetes accepts only pods, cpu and memory in a
     /// PriorityClass-scoped ResourceQuota, so sandboxes' ephemeral storage is bounded per sandbox
     /// (--max-ephemeral-storage) and per namespace by --quota-pods x --max-ephemeral-storage.
-    #[arg(long, env = "AIRLOCK_QUOTA_EPHEMERAL_STORAGE", value_name = "QUANTITY", hide = true)]
+    #[arg(
+        long,
+        env = "AIRLOCK_QUOTA_EPHEMERAL_STORAGE",
+        value_name = "QUANTITY",
+        hide = true
+    )]
     pub quota_ephemeral_storage: Option<String>,
 
     /// Create the PriorityClass `airlock-sandbox` (value 0, preemptionPolicy Never) at startup.
@@ -775,7 +780,10 @@ mod tests {
             (&["--cluster-cidr=10.0.0.1/8"], "host bits"),
             (&["--cluster-cidr=banana"], "--cluster-cidr"),
             (&["--cluster-cidr=0.0.0.0/0"], "/0"),
-            (&["--egress-deny-cidr=169.254.169.254/16"], "--egress-deny-cidr"),
+            (
+                &["--egress-deny-cidr=169.254.169.254/16"],
+                "--egress-deny-cidr",
+            ),
             (&["--dns-cidr=banana"], "--dns-cidr"),
             (&["--dns-pod-selector=kube-dns"], "--dns-pod-selector"),
             (&["--dns-namespace="], "--dns-namespace"),
@@ -827,7 +835,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.allowed_runtime_classes, ["gvisor", "runc", "kata"]);
         let deny: Vec<String> = c.egress_deny.iter().map(Cidr::to_string).collect();
-        assert_eq!(deny, ["192.0.2.0/24", "10.0.0.0/16"], "cluster ranges always denied");
+        assert_eq!(
+            deny,
+            ["192.0.2.0/24", "10.0.0.0/16"],
+            "cluster ranges always denied"
+        );
         assert_eq!(c.dns.pod_selector.len(), 2);
         // An empty quota-ephemeral-storage (the chart's old default) is no error.
         assert!(cli(&["--quota-ephemeral-storage="]).config().is_ok());

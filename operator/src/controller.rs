@@ -135,7 +135,11 @@ pub async fn run(
     let invalidation = caches::invalidate(
         caches_ctx.client.clone(),
         caches_ctx.config.watch_namespace.as_deref(),
-        caches_ctx.config.quota.is_some().then_some(&caches_ctx.quotas),
+        caches_ctx
+            .config
+            .quota
+            .is_some()
+            .then_some(&caches_ctx.quotas),
         matches!(caches_ctx.config.agent, Agent::ConfigMap(_)).then_some(&caches_ctx.bundles),
     );
     let controller = controller

@@ -48,7 +48,10 @@ pub fn network_policy(sandbox: &Sandbox, config: &Config) -> Result<NetworkPolic
             .allow
             .iter()
             .map(|a| NetworkPolicyEgressRule {
-                to: Some(vec![ip_block(&a.cidr, denied_inside(&a.cidr, &config.egress_deny))]),
+                to: Some(vec![ip_block(
+                    &a.cidr,
+                    denied_inside(&a.cidr, &config.egress_deny),
+                )]),
                 ports: (!a.ports.is_empty()).then(|| {
                     a.ports
                         .iter()
@@ -84,8 +87,14 @@ pub fn network_policy(sandbox: &Sandbox, config: &Config) -> Result<NetworkPolic
 fn internet_rule(config: &Config) -> NetworkPolicyEgressRule {
     let mut except_v4: Vec<String> = BLOCKED_V4.iter().map(|s| s.to_string()).collect();
     let mut except_v6: Vec<String> = BLOCKED_V6.iter().map(|s| s.to_string()).collect();
-    let denied = config.egress_deny.iter().map(|c| (c.is_ipv6(), c.to_string()));
-    let cluster = config.cluster_cidrs.iter().map(|c| (c.contains(':'), c.clone()));
+    let denied = config
+        .egress_deny
+        .iter()
+        .map(|c| (c.is_ipv6(), c.to_string()));
+    let cluster = config
+        .cluster_cidrs
+        .iter()
+        .map(|c| (c.contains(':'), c.clone()));
     for (v6, c) in cluster.chain(denied) {
         let list = if v6 { &mut except_v6 } else { &mut except_v4 };
         if !list.contains(&c) {
@@ -111,7 +120,10 @@ fn denied_inside(cidr: &str, deny: &[Cidr]) -> Vec<String> {
     let mut except: Vec<String> = Vec::new();
     for d in deny.iter().filter(|d| entry.contains(d) && **d != entry) {
         // A range inside another exception adds nothing.
-        if deny.iter().any(|o| o != d && o.contains(d) && entry.contains(o) && *o != entry) {
+        if deny
+            .iter()
+            .any(|o| o != d && o.contains(d) && entry.contains(o) && *o != entry)
+        {
             continue;
         }
         let d = d.to_string();
@@ -139,7 +151,11 @@ fn dns_rule(dns: &DnsConfig) -> NetworkPolicyEgressRule {
         }),
         ip_block: None,
     }];
-    to.extend(dns.cidrs.iter().map(|c| ip_block(&c.to_string(), Vec::new())));
+    to.extend(
+        dns.cidrs
+            .iter()
+            .map(|c| ip_block(&c.to_string(), Vec::new())),
+    );
     NetworkPolicyEgressRule {
         to: Some(to),
         ports: Some(vec![port(53, "UDP"), port(53, "TCP")]),
@@ -335,8 +351,8 @@ mod tests {
     #[test]
     fn egress_internet_excludes_the_configured_deny_list() {
         let config = Config::from_flags(&["--egress-deny-cidr=198.51.100.0/24,2001:db8:1::/48"]);
-        let np = network_policy(&sandbox(&with_network("    egress: Internet\n")), &config)
-            .unwrap();
+        let np =
+            network_policy(&sandbox(&with_network("    egress: Internet\n")), &config).unwrap();
         let rules = egress(&np);
         let v4 = block(&rules[0], 0).except.as_ref().unwrap();
         assert!(v4.contains(&"198.51.100.0/24".to_string()), "{v4:?}");
@@ -364,8 +380,14 @@ mod tests {
             all.except.as_ref().unwrap(),
             &["169.254.0.0/16", "10.96.0.0/12", "10.244.0.0/16"]
         );
-        assert_eq!(block(&rules[1], 0).except.as_ref().unwrap(), &["169.254.0.0/16"]);
-        assert_eq!(block(&rules[2], 0).except.as_ref().unwrap(), &["fd00:ec2::254/128"]);
+        assert_eq!(
+            block(&rules[1], 0).except.as_ref().unwrap(),
+            &["169.254.0.0/16"]
+        );
+        assert_eq!(
+            block(&rules[2], 0).except.as_ref().unwrap(),
+            &["fd00:ec2::254/128"]
+        );
         assert_eq!(block(&rules[3], 0).except, None, "nothing denied inside");
         assert_eq!(
             block(&rules[4], 0).except.as_ref().unwrap(),
@@ -376,7 +398,11 @@ mod tests {
             let b = block(r, 0);
             let outer = Cidr::parse(&b.cidr).unwrap();
             for e in b.except.iter().flatten() {
-                assert!(outer.contains(&Cidr::parse(e).unwrap()), "{e} in {}", b.cidr);
+                assert!(
+                    outer.contains(&Cidr::parse(e).unwrap()),
+                    "{e} in {}",
+                    b.cidr
+                );
             }
         }
     }
@@ -398,12 +424,23 @@ mod tests {
         let to = rules[0].to.as_ref().unwrap();
         assert_eq!(to.len(), 2);
         assert_eq!(
-            to[0].namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap()
-                ["kubernetes.io/metadata.name"],
+            to[0]
+                .namespace_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["kubernetes.io/metadata.name"],
             "dns-system"
         );
         assert_eq!(
-            to[0].pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap(),
+            to[0]
+                .pod_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap(),
             &BTreeMap::from([
                 ("app".to_string(), "coredns".to_string()),
                 ("tier".to_string(), "dns".to_string())

@@ -757,10 +757,16 @@ async fn an_allow_list_entry_inside_the_deny_list_fails_the_sandbox() {
     let ready = condition(&status, "Ready");
     assert_eq!(ready["reason"], "EgressDenied");
     let message = ready["message"].as_str().unwrap();
-    assert!(message.starts_with("spec.network.allow[1].cidr (169.254.169.254/32) lies inside 169.254.169.254/32"), "{message}");
+    assert!(
+        message.starts_with(
+            "spec.network.allow[1].cidr (169.254.169.254/32) lies inside 169.254.169.254/32"
+        ),
+        "{message}"
+    );
 }
 
-const PSA_MESSAGE: &str = "pods \"sbx-1\" is forbidden: violates PodSecurity \"restricted:latest\": runAsNonRoot != true";
+const PSA_MESSAGE: &str =
+    "pods \"sbx-1\" is forbidden: violates PodSecurity \"restricted:latest\": runAsNonRoot != true";
 
 #[tokio::test]
 async fn a_pod_the_api_server_refuses_fails_the_sandbox_and_backs_off() {
@@ -799,7 +805,12 @@ async fn a_pod_the_api_server_refuses_fails_the_sandbox_and_backs_off() {
     // Refused again: the same status (not written again, no new event), a longer wait.
     let mut s2 = s.clone();
     s2.status = Some(serde_json::from_value(status).unwrap());
-    let writes = |api: &FakeApi| api.lines().iter().filter(|l| l.ends_with("/status")).count();
+    let writes = |api: &FakeApi| {
+        api.lines()
+            .iter()
+            .filter(|l| l.ends_with("/status"))
+            .count()
+    };
     let action = reconcile(s2.clone(), "2025-01-01T00:00:20Z").await;
     assert_eq!(action, Action::requeue(Duration::from_secs(20)));
     let action = reconcile(s2.clone(), "2025-01-01T00:00:40Z").await;
@@ -810,7 +821,11 @@ async fn a_pod_the_api_server_refuses_fails_the_sandbox_and_backs_off() {
     // Once the API server accepts the pod, the sandbox carries on and the back-off starts over.
     api.state.lock().unwrap().pod_refused = None;
     reconcile(s2.clone(), "2025-01-01T00:01:20Z").await;
-    let pending: Vec<_> = api.requests().into_iter().filter(|r| r.path.ends_with("/status")).collect();
+    let pending: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/status"))
+        .collect();
     assert_eq!(pending.last().unwrap().body["status"]["phase"], "Pending");
     api.state.lock().unwrap().pod = None;
     api.state.lock().unwrap().pod_refused = Some((422, "Pod \"sbx-1\" is invalid".into()));

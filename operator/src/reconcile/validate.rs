@@ -361,7 +361,10 @@ mod tests {
         // Allowed by the flag.
         let mut config = gvisor_allowed();
         config.allowed_runtime_classes.push("runc".into());
-        let plan = validate(&sandbox(&format!("{MINIMAL}  runtimeClassName: runc\n")), &config);
+        let plan = validate(
+            &sandbox(&format!("{MINIMAL}  runtimeClassName: runc\n")),
+            &config,
+        );
         assert_eq!(plan.unwrap().runtime_class, "runc");
         // The default class itself must be allowed, also when a Sandbox leaves it out.
         let mut config = Config::defaults();
@@ -388,14 +391,29 @@ mod tests {
             "spec.network.allow[1].cidr (169.254.169.254/32) lies inside 169.254.169.254/32, which the operator's egress deny-list keeps every sandbox from reaching"
         );
         let err = problem(&allow_list(&["169.254.20.0/24"]));
-        assert!(err.problem.to_string().contains("inside 169.254.0.0/16"), "{err}");
+        assert!(
+            err.problem.to_string().contains("inside 169.254.0.0/16"),
+            "{err}"
+        );
         let err = problem(&allow_list(&["fd00:ec2::254/128"]));
         assert_eq!(err.problem.field(), "spec.network.allow[0].cidr");
         // The cluster's own ranges are denied too.
         let err = problem(&allow_list(&["10.96.0.10/32"]));
-        assert!(err.problem.to_string().contains("inside 10.96.0.0/12"), "{err}");
+        assert!(
+            err.problem.to_string().contains("inside 10.96.0.0/12"),
+            "{err}"
+        );
         // Ranges merely containing a denied range are accepted (they get it as an exception).
-        assert!(validate(&sandbox(&format!("{MINIMAL}{}", allow_list(&["0.0.0.0/0", "10.0.0.0/8"]))), &Config::defaults()).is_ok());
+        assert!(
+            validate(
+                &sandbox(&format!(
+                    "{MINIMAL}{}",
+                    allow_list(&["0.0.0.0/0", "10.0.0.0/8"])
+                )),
+                &Config::defaults()
+            )
+            .is_ok()
+        );
         // A CIDR the schema should have refused is named, not a panic.
         let err = problem(&allow_list(&["10.0.0.1/8"]));
         assert_eq!(err.problem.field(), "spec.network.allow[0].cidr");
