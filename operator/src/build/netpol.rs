@@ -47,11 +47,11 @@ pub fn network_policy(sandbox: &Sandbox, config: &Config) -> Result<NetworkPolic
         EgressMode::AllowList => network
             .allow
             .iter()
-            .map(|a| NetworkPolicyEgressRule {
-                to: Some(vec![ip_block(
-                    &a.cidr,
-                    denied_inside(&a.cidr, &config.egress_deny),
-                )]),
+            // An entry inside the deny-list (refused for a new sandbox; possible for one that
+            // was running when the list changed) allows nothing.
+            .filter_map(|a| Some((a, denied_inside(&a.cidr, &config.egress_deny)?)))
+            .map(|(a, except)| NetworkPolicyEgressRule {
+                to: Some(vec![ip_block(&a.cidr, except)]),
                 ports: (!a.ports.is_empty()).then(|| {
                     a.ports
                         .iter()
@@ -111,12 +111,15 @@ fn internet_rule(config: &Config) -> NetworkPolicyEgressRule {
 }
 
 /// The deny-listed ranges strictly inside an `AllowList` entry, as its exceptions (an ipBlock's
-/// `except` must lie inside its `cidr`). Validation has already refused entries that lie inside a
-/// denied range, and checked that the entry parses.
-fn denied_inside(cidr: &str, deny: &[Cidr]) -> Vec<String> {
+/// `except` must lie inside its `cidr`); `None` when the entry lies inside a denied range.
+/// Validation has checked that the entry parses.
+fn denied_inside(cidr: &str, deny: &[Cidr]) -> Option<Vec<String>> {
     let Ok(entry) = Cidr::parse(cidr) else {
-        return Vec::new();
+        return Some(Vec::new());
     };
+    if deny.iter().any(|d| d.contains(&entry)) {
+        return None;
+    }
     let mut except: Vec<String> = Vec::new();
     for d in deny.iter().filter(|d| entry.contains(d) && **d != entry) {
         // A range inside another exception adds nothing.
@@ -131,7 +134,7 @@ fn denied_inside(cidr: &str, deny: &[Cidr]) -> Vec<String> {
             except.push(d);
         }
     }
-    except
+    Some(except)
 }
 
 /// DNS through the cluster DNS only: UDP and TCP 53 to the DNS pods (`--dns-namespace`,
@@ -405,6 +408,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn allow_list_entries_inside_the_deny_list_allow_nothing() {
+        // Refused for a new sandbox; a running one keeps its pod but loses the destination.
+        let np = build(&with_network(
+            "    egress: AllowList\n    allow:\n      - cidr: 169.254.169.254/32\n      - cidr: 203.0.113.0/24\n",
+        ));
+        let rules = egress(&np);
+        assert_eq!(rules.len(), 1);
+        assert_eq!(block(&rules[0], 0).cidr, "203.0.113.0/24");
     }
 
     #[test]

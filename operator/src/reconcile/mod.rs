@@ -174,7 +174,33 @@ pub async fn reconcile_at(
     }
 
     // 3. validate
-    let plan = match validate::validate(sandbox, &ctx.config) {
+    let running = observed
+        .own_pod(sandbox)
+        .filter(|p| p.metadata.deletion_timestamp.is_none());
+    let checked = match validate::validate(sandbox, &ctx.config) {
+        // The platform's policy changed under a running sandbox: it keeps running (never lose
+        // user work to policy), reported by a Warning event; new sandboxes get the new policy.
+        // Its NetworkPolicy is rebuilt under the current deny-list all the same.
+        Err(invalid) if invalid.problem.is_policy() && running.is_some() => {
+            let note = format!(
+                "{}; the running pod is kept, but a new sandbox like this one would be refused",
+                invalid.problem
+            );
+            warn!(field = %invalid.problem.field(), detail = %note, "running sandbox outside the current policy");
+            publish(
+                ctx,
+                sandbox,
+                EventType::Warning,
+                invalid.problem.reason(),
+                "Validate",
+                note,
+            )
+            .await;
+            validate::validate_running(sandbox, &ctx.config)
+        }
+        other => other,
+    };
+    let plan = match checked {
         Ok(plan) => plan,
         Err(invalid) => {
             if let Some(pod) = observed.own_pod(sandbox) {

@@ -858,3 +858,33 @@ async fn quota_refusals_stay_quota_exceeded_not_pod_rejected() {
     assert_eq!(condition(&status, "Ready")["reason"], "QuotaExceeded");
     assert_eq!(action, Action::requeue(Duration::from_secs(15)));
 }
+
+#[tokio::test]
+async fn a_policy_change_does_not_kill_a_running_sandbox() {
+    // Running under runc, allowed when it started; the allow-list no longer names runc.
+    let s = sbx("  runtimeClassName: runc\n");
+    let state = FakeState {
+        pod: Some(owned_pod("Running", true)),
+        ..FakeState::default()
+    };
+    let (_, api) = run(&s, state, "2025-01-01T00:00:10Z").await;
+    assert!(
+        api.find("DELETE", POD).is_none(),
+        "the running pod is kept: {:?}",
+        api.lines()
+    );
+    let status = status_patch(&api);
+    assert_eq!(status["phase"], "Ready");
+    let warning = api
+        .events()
+        .into_iter()
+        .find(|e| e["reason"] == "RuntimeClassNotAllowed")
+        .expect("a Warning event tells the owner");
+    assert_eq!(warning["type"], "Warning");
+    assert!(
+        warning["note"]
+            .as_str()
+            .unwrap()
+            .contains("the running pod is kept")
+    );
+}

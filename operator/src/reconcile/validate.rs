@@ -97,6 +97,15 @@ impl Problem {
         }
     }
 
+    /// Whether this is the platform's policy (which may change under a running sandbox) rather
+    /// than a fault of the spec itself.
+    pub fn is_policy(&self) -> bool {
+        matches!(
+            self,
+            Problem::RuntimeClassNotAllowed { .. } | Problem::EgressDenied { .. }
+        )
+    }
+
     /// The `Ready` condition's reason for this problem.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -118,6 +127,16 @@ pub fn ttl_seconds(sandbox: &Sandbox, config: &Config) -> i64 {
 
 /// Checks the sandbox against the configuration and resolves its defaults.
 pub fn validate(sandbox: &Sandbox, config: &Config) -> Result<Plan, Invalid> {
+    validate_with(sandbox, config, true)
+}
+
+/// [`validate`] without the platform policy (allowed RuntimeClasses, egress deny-list), for a
+/// sandbox whose pod already runs: a policy changed since it started does not kill it.
+pub fn validate_running(sandbox: &Sandbox, config: &Config) -> Result<Plan, Invalid> {
+    validate_with(sandbox, config, false)
+}
+
+fn validate_with(sandbox: &Sandbox, config: &Config, policy: bool) -> Result<Plan, Invalid> {
     let invalid = |problem| Invalid {
         sandbox: format!(
             "{}/{}",
@@ -145,7 +164,7 @@ pub fn validate(sandbox: &Sandbox, config: &Config) -> Result<Plan, Invalid> {
         .runtime_class_name
         .clone()
         .unwrap_or_else(|| config.default_runtime_class.clone());
-    if !config.allowed_runtime_classes.contains(&runtime_class) {
+    if policy && !config.allowed_runtime_classes.contains(&runtime_class) {
         return Err(invalid(Problem::RuntimeClassNotAllowed {
             class: runtime_class,
             allowed: config.allowed_runtime_classes.clone(),
@@ -160,7 +179,11 @@ pub fn validate(sandbox: &Sandbox, config: &Config) -> Result<Plan, Invalid> {
                     error,
                 })
             })?;
-            if let Some(denied) = config.egress_deny.iter().find(|d| d.contains(&cidr)) {
+            if let Some(denied) = config
+                .egress_deny
+                .iter()
+                .find(|d| policy && d.contains(&cidr))
+            {
                 return Err(invalid(Problem::EgressDenied {
                     index,
                     cidr: allow.cidr.clone(),
@@ -418,5 +441,32 @@ mod tests {
         let err = problem(&allow_list(&["10.0.0.1/8"]));
         assert_eq!(err.problem.field(), "spec.network.allow[0].cidr");
         assert_eq!(err.problem.reason(), "Invalid");
+    }
+
+    #[test]
+    fn a_running_sandbox_is_only_checked_against_its_own_faults() {
+        let yaml = format!(
+            "{MINIMAL}  runtimeClassName: runc\n{}",
+            allow_list(&["169.254.169.254/32"])
+        );
+        let config = Config::defaults();
+        assert!(
+            validate(&sandbox(&yaml), &config)
+                .unwrap_err()
+                .problem
+                .is_policy()
+        );
+        assert_eq!(
+            validate_running(&sandbox(&yaml), &config)
+                .unwrap()
+                .runtime_class,
+            "runc"
+        );
+        let err = validate_running(
+            &sandbox(&format!("{MINIMAL}  lifetime:\n    ttlSeconds: 90000\n")),
+            &config,
+        )
+        .unwrap_err();
+        assert!(!err.problem.is_policy());
     }
 }
