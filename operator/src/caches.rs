@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use airlock_crds::labels;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, ResourceQuota};
+use k8s_openapi::jiff::Timestamp;
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -63,23 +64,46 @@ pub const REJECTED_RETRY_MIN: Duration = Duration::from_secs(10);
 /// Longest wait before trying again a pod the API server refused.
 pub const REJECTED_RETRY_MAX: Duration = Duration::from_secs(300);
 
-/// Per-sandbox exponential back-off (in memory: after an operator restart it starts over).
+/// Per-sandbox exponential back-off, on the reconcile's clock (in memory: after an operator
+/// restart it starts over).
 #[derive(Default)]
-pub(crate) struct Backoff(Mutex<HashMap<String, (u32, Instant)>>);
+pub(crate) struct Backoff(Mutex<HashMap<String, Failures>>);
+
+/// Failures in a row of one sandbox: how many, the last one (ms since the epoch), the wait after it.
+struct Failures {
+    count: u32,
+    at_ms: i64,
+    wait: Duration,
+}
 
 impl Backoff {
-    /// Counts one more failure of `key` and returns how long to wait: [`REJECTED_RETRY_MIN`],
-    /// doubled with each failure in a row, at most [`REJECTED_RETRY_MAX`].
-    pub(crate) fn next(&self, key: &str) -> Duration {
+    /// Counts one more failure of `key` at `now` and returns how long to wait:
+    /// [`REJECTED_RETRY_MIN`], doubled with each failure in a row, at most [`REJECTED_RETRY_MAX`].
+    /// A failure before the current wait is over (the sandbox was reconciled early, for instance
+    /// woken by its own status write) does not count: the rest of the wait is returned.
+    pub(crate) fn next(&self, key: &str, now: Timestamp) -> Duration {
+        let now_ms = now.as_millisecond();
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         // Forget sandboxes not seen failing for a long while (deleted ones, mostly).
-        map.retain(|_, (_, at)| at.elapsed() < REJECTED_RETRY_MAX * 4);
-        let entry = map.entry(key.to_string()).or_insert((0, Instant::now()));
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = Instant::now();
-        REJECTED_RETRY_MIN
-            .saturating_mul(1u32 << (entry.0 - 1).min(16))
-            .min(REJECTED_RETRY_MAX)
+        let forget_ms = (REJECTED_RETRY_MAX * 4).as_millis() as i64;
+        map.retain(|_, f| now_ms - f.at_ms < forget_ms);
+        if let Some(f) = map.get(key) {
+            let due_ms = f.at_ms + f.wait.as_millis() as i64;
+            if now_ms < due_ms {
+                return Duration::from_millis((due_ms - now_ms) as u64);
+            }
+        }
+        let f = map.entry(key.to_string()).or_insert(Failures {
+            count: 0,
+            at_ms: now_ms,
+            wait: Duration::ZERO,
+        });
+        f.count = f.count.saturating_add(1);
+        f.at_ms = now_ms;
+        f.wait = REJECTED_RETRY_MIN
+            .saturating_mul(1u32 << (f.count - 1).min(16))
+            .min(REJECTED_RETRY_MAX);
+        f.wait
     }
 
     /// `key` succeeded: the next failure starts from the shortest wait again.
@@ -247,13 +271,34 @@ mod tests {
         assert!(!s.due("c", EVERY));
     }
 
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + seconds).unwrap()
+    }
+
     #[test]
     fn backoff_doubles_up_to_the_bound_and_resets() {
         let b = Backoff::default();
-        let waits: Vec<u64> = (0..8).map(|_| b.next("uid-1").as_secs()).collect();
+        let mut t = 0;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let w = b.next("uid-1", at(t)).as_secs();
+            waits.push(w);
+            t += w as i64;
+        }
         assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300, 300]);
-        assert_eq!(b.next("uid-2").as_secs(), 10, "per sandbox");
+        assert_eq!(b.next("uid-2", at(t)).as_secs(), 10, "per sandbox");
         b.reset("uid-1");
-        assert_eq!(b.next("uid-1").as_secs(), 10);
+        assert_eq!(b.next("uid-1", at(t)).as_secs(), 10);
+    }
+
+    #[test]
+    fn an_early_failure_does_not_lengthen_the_wait() {
+        let b = Backoff::default();
+        assert_eq!(b.next("uid-1", at(0)), Duration::from_secs(10));
+        // Woken 3 s later (its own status write): the rest of the wait, not a doubled one.
+        assert_eq!(b.next("uid-1", at(3)), Duration::from_secs(7));
+        assert_eq!(b.next("uid-1", at(10)), Duration::from_secs(20));
+        // Long forgotten: from the start again.
+        assert_eq!(b.next("uid-1", at(10 + 1300)), Duration::from_secs(10));
     }
 }

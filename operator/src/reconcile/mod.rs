@@ -269,7 +269,7 @@ pub async fn reconcile_at(
                 Found::Pod(Box::new(created), true)
             }
             Err(apply::ApplyError::Rejected { message, .. }) => {
-                let retry = ctx.rejections.next(&sandbox_key(sandbox));
+                let retry = ctx.rejections.next(&sandbox_key(sandbox), now);
                 Found::Rejected(message, retry)
             }
             Err(apply::ApplyError::QuotaExceeded { message, .. }) => {
