@@ -65,6 +65,7 @@ pub struct SandboxSpec {
     /// When the kubelet pulls the image: `IfNotPresent` (default), `Always` or `Never`. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.imagePullPolicy is immutable"))]
+    #[schemars(transform = optional_enum)]
     pub image_pull_policy: Option<PullPolicy>,
 
     /// Command to run as the sandbox's main process. When empty, Airlock's init keeps the sandbox
@@ -132,6 +133,7 @@ pub struct SandboxSpec {
     /// image without the agent fails to start with a message saying so. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.agent is immutable"))]
+    #[schemars(transform = optional_enum)]
     pub agent: Option<AgentSource>,
 
     /// The user the sandbox runs as. Set: the pod runs with `runAsNonRoot: true` and this uid and
@@ -165,6 +167,25 @@ impl SandboxSecurityContext {
     pub fn group(&self) -> i64 {
         self.run_as_group.unwrap_or(self.run_as_user)
     }
+}
+
+/// Schema of an optional enum field: its values only. Left alone, an `Option` of an enum lists
+/// `null` among the values (and the API server's error for a wrong value then says `supported
+/// values: "Inject", "Image", "null"`). The field stays optional (it is not required); a `null`
+/// sent for it is pruned by the API server like any null of a non-nullable field.
+fn optional_enum(schema: &mut schemars::Schema) {
+    if let Some(values) = schema.get_mut("enum").and_then(|v| v.as_array_mut()) {
+        values.retain(|v| !v.is_null());
+    }
+    if let Some(types) = schema.get_mut("type")
+        && let Some(list) = types.as_array()
+    {
+        let kept: Vec<_> = list.iter().filter(|t| *t != "null").cloned().collect();
+        if kept.len() == 1 {
+            *types = kept[0].clone();
+        }
+    }
+    schema.remove("nullable");
 }
 
 /// Where a sandbox's agent comes from.

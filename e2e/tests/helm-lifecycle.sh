@@ -14,6 +14,8 @@ check "operator Deployment Ready" ready airlock-operator
 check "gateway Deployment Ready" ready airlock-exec-gateway
 check "gateway Service has a ready endpoint (readiness is a gRPC health probe)" \
   kubectl -n $NS get endpoints airlock-exec-gateway -o jsonpath='{.subsets[0].addresses[0].ip}'
+check "RuntimeClass admission policy and binding installed" \
+  kubectl get validatingadmissionpolicy,validatingadmissionpolicybinding airlock-sandbox-runtime-class
 kubectl create namespace helm-keep --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl apply -f - >/dev/null <<'YAML'
 apiVersion: airlock.dev/v1alpha1
@@ -25,6 +27,7 @@ YAML
 check "operator Deployment removed" sh -c "! kubectl -n $NS get deploy airlock-operator"
 check "gateway Deployment removed" sh -c "! kubectl -n $NS get deploy airlock-exec-gateway"
 check "operator ClusterRole removed" sh -c "! kubectl get clusterrole airlock-operator"
+check "admission policy removed" sh -c "! kubectl get validatingadmissionpolicy airlock-sandbox-runtime-class"
 check "CRD kept after uninstall" kubectl get crd sandboxes.airlock.dev
 check "Sandboxes kept after uninstall" kubectl -n helm-keep get sandbox survivor
 kubectl delete namespace helm-keep --wait=false >/dev/null

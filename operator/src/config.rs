@@ -1,6 +1,10 @@
 //! The operator's configuration: command-line flags, each also settable through an `AIRLOCK_*`
 //! environment variable (see `airlock-operator --help`), checked once at startup into a [`Config`].
+//!
+//! Longer than the usual 600 lines because every flag is a documented field (its doc comment is
+//! its `--help` text); they stay together with their checks. Tests: `config/tests.rs`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,6 +12,7 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::bundle::{AgentBundle, BundleError};
+use crate::cidr::Cidr;
 use crate::quantity::{self, Amount};
 
 /// How the agent gets into a sandbox (`--agent-delivery`).
@@ -196,11 +201,16 @@ pub struct Cli {
     )]
     pub quota_memory: String,
 
-    /// Not applied, accepted so existing command lines keep working: Kubernetes refuses
-    /// ephemeral storage in a PriorityClass-scoped ResourceQuota ("unsupported scope applied to
-    /// resource"), so sandboxes' storage is bounded per sandbox (--max-ephemeral-storage) and
-    /// per namespace only through --quota-pods.
-    #[arg(long, env = "AIRLOCK_QUOTA_EPHEMERAL_STORAGE", value_name = "QUANTITY")]
+    /// Refused when set (kept only so an old command line gets this explanation rather than
+    /// "unexpected argument"): Kubernetes accepts only pods, cpu and memory in a
+    /// PriorityClass-scoped ResourceQuota, so sandboxes' ephemeral storage is bounded per sandbox
+    /// (--max-ephemeral-storage) and per namespace by --quota-pods x --max-ephemeral-storage.
+    #[arg(
+        long,
+        env = "AIRLOCK_QUOTA_EPHEMERAL_STORAGE",
+        value_name = "QUANTITY",
+        hide = true
+    )]
     pub quota_ephemeral_storage: Option<String>,
 
     /// Create the PriorityClass `airlock-sandbox` (value 0, preemptionPolicy Never) at startup.
@@ -233,6 +243,60 @@ pub struct Cli {
         value_name = "CIDR"
     )]
     pub cluster_cidrs: Vec<String>,
+
+    /// RuntimeClasses a Sandbox may name in spec.runtimeClassName besides --default-runtime-class
+    /// (always allowed). Repeat the flag or separate with commas. A Sandbox naming any other
+    /// class gets no pod: phase Failed, condition Ready=False reason RuntimeClassNotAllowed.
+    #[arg(
+        long = "allowed-runtime-classes",
+        env = "AIRLOCK_ALLOWED_RUNTIME_CLASSES",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub allowed_runtime_classes: Vec<String>,
+
+    /// Ranges no sandbox may reach in any egress mode, on top of --cluster-cidr (always denied):
+    /// `egress: Internet` excludes them, an `AllowList` entry inside one is refused and an entry
+    /// containing one gets it as an exception. Repeat the flag or separate with commas; the
+    /// default is the cloud metadata endpoints and the link-local ranges.
+    #[arg(
+        long = "egress-deny-cidr",
+        env = "AIRLOCK_EGRESS_DENY_CIDRS",
+        value_delimiter = ',',
+        default_values_t = DEFAULT_EGRESS_DENY.iter().map(|s| s.to_string()),
+        value_name = "CIDR"
+    )]
+    pub egress_deny_cidrs: Vec<String>,
+
+    /// Namespace of the cluster DNS pods that sandboxes with spec.network.dns may query (UDP and
+    /// TCP port 53, nothing else).
+    #[arg(
+        long,
+        env = "AIRLOCK_DNS_NAMESPACE",
+        default_value = "kube-system",
+        value_name = "NAMESPACE"
+    )]
+    pub dns_namespace: String,
+
+    /// Labels (KEY=VALUE[,KEY=VALUE...]) of the cluster DNS pods in --dns-namespace.
+    #[arg(
+        long,
+        env = "AIRLOCK_DNS_POD_SELECTOR",
+        default_value = "k8s-app=kube-dns",
+        value_name = "SELECTOR"
+    )]
+    pub dns_pod_selector: String,
+
+    /// Further DNS server ranges sandboxes with spec.network.dns may query on port 53, for DNS
+    /// servers that are not pods matched by --dns-pod-selector (e.g. NodeLocal DNSCache at
+    /// 169.254.20.10/32). Repeat the flag or separate with commas; default none.
+    #[arg(
+        long = "dns-cidr",
+        env = "AIRLOCK_DNS_CIDRS",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub dns_cidrs: Vec<String>,
 
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "AIRLOCK_METRICS_ADDR", default_value = "0.0.0.0:8080")]
@@ -282,8 +346,18 @@ pub enum ConfigError {
     MaxTtl { max: i64 },
     #[error("--default-ttl ({default}) must be between 1 and --max-ttl ({max})")]
     DefaultTtl { default: i64, max: i64 },
-    #[error("--cluster-cidr {cidr:?}: {reason}")]
-    Cidr { cidr: String, reason: String },
+    #[error("--{flag} {cidr:?}: {reason}")]
+    Cidr {
+        flag: &'static str,
+        cidr: String,
+        reason: String,
+    },
+    #[error(
+        "--quota-ephemeral-storage ({value}) cannot be applied: Kubernetes accepts only pods, cpu and memory in a PriorityClass-scoped ResourceQuota; bound storage with --max-ephemeral-storage (per sandbox) and --quota-pods (per namespace)"
+    )]
+    QuotaEphemeralStorage { value: String },
+    #[error("--dns-pod-selector {selector:?}: expected KEY=VALUE[,KEY=VALUE...]")]
+    DnsPodSelector { selector: String },
     #[error("--{flag} must not be empty")]
     Empty { flag: &'static str },
     #[error("--agent-boot/--agent-binary: {0}")]
@@ -330,6 +404,26 @@ pub struct QuotaConfig {
     pub memory: Quantity,
 }
 
+/// Default of `--egress-deny-cidr`: the cloud metadata endpoints (AWS, GCP, Azure and others at
+/// 169.254.169.254; AWS's IPv6 one) and the link-local ranges they live in.
+pub const DEFAULT_EGRESS_DENY: &[&str] = &[
+    "169.254.169.254/32",
+    "fd00:ec2::254/128",
+    "169.254.0.0/16",
+    "fe80::/10",
+];
+
+/// Where sandboxes with `spec.network.dns` may send DNS queries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsConfig {
+    /// Namespace of the DNS pods.
+    pub namespace: String,
+    /// Labels of the DNS pods.
+    pub pod_selector: BTreeMap<String, String>,
+    /// Further DNS server ranges.
+    pub cidrs: Vec<Cidr>,
+}
+
 /// Checked configuration the reconciler and the builders work from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -348,6 +442,12 @@ pub struct Config {
     pub cluster_cidrs: Vec<String>,
     /// `--default-run-as-user`.
     pub default_user: Option<airlock_crds::SandboxSecurityContext>,
+    /// RuntimeClasses a Sandbox may name; the default class first.
+    pub allowed_runtime_classes: Vec<String>,
+    /// Ranges no sandbox reaches in any egress mode: `--egress-deny-cidr` and `--cluster-cidr`.
+    pub egress_deny: Vec<Cidr>,
+    /// The cluster DNS a sandbox with `spec.network.dns` may query.
+    pub dns: DnsConfig,
 }
 
 /// Parses `UID[:GID]`: a uid of 1..=2147483647 (never root) and a gid of 0..=2147483647.
@@ -441,24 +541,38 @@ impl Cli {
         } else {
             None
         };
-        let mut cluster_cidrs: Vec<String> = Vec::new();
-        for c in &self.cluster_cidrs {
-            let c = c.trim();
-            if c.is_empty() {
-                continue;
+        if let Some(value) = self
+            .quota_ephemeral_storage
+            .as_deref()
+            .filter(|v| !v.trim().is_empty())
+        {
+            return Err(ConfigError::QuotaEphemeralStorage {
+                value: value.to_string(),
+            });
+        }
+        let cluster = cidrs("cluster-cidr", &self.cluster_cidrs, false)?;
+        let cluster_cidrs: Vec<String> = cluster.iter().map(Cidr::to_string).collect();
+        let mut egress_deny = cidrs("egress-deny-cidr", &self.egress_deny_cidrs, false)?;
+        for c in cluster {
+            if !egress_deny.contains(&c) {
+                egress_deny.push(c);
             }
-            let (_, prefix) = parse_cidr(c).map_err(|reason| ConfigError::Cidr {
-                cidr: c.to_string(),
-                reason,
-            })?;
-            if prefix == 0 {
-                return Err(ConfigError::Cidr {
-                    cidr: c.to_string(),
-                    reason: "a /0 range would block everything".into(),
-                });
-            }
-            if !cluster_cidrs.iter().any(|x| x == c) {
-                cluster_cidrs.push(c.to_string());
+        }
+        let dns = DnsConfig {
+            namespace: self.dns_namespace.trim().to_string(),
+            pod_selector: label_selector(&self.dns_pod_selector)?,
+            cidrs: cidrs("dns-cidr", &self.dns_cidrs, true)?,
+        };
+        if dns.namespace.is_empty() {
+            return Err(ConfigError::Empty {
+                flag: "dns-namespace",
+            });
+        }
+        let mut allowed_runtime_classes = vec![self.default_runtime_class.trim().to_string()];
+        for rc in &self.allowed_runtime_classes {
+            let rc = rc.trim();
+            if !rc.is_empty() && !allowed_runtime_classes.iter().any(|x| x == rc) {
+                allowed_runtime_classes.push(rc.to_string());
             }
         }
         for (flag, v) in [
@@ -491,35 +605,61 @@ impl Cli {
             max_concurrent_reconciles: self.max_concurrent_reconciles,
             cluster_cidrs,
             default_user: self.default_run_as_user,
+            allowed_runtime_classes,
+            egress_deny,
+            dns,
         })
     }
 }
 
-/// Parses `ADDRESS/PREFIX`; the address must be the network address (no host bits set), as the
-/// API server requires for NetworkPolicy ipBlocks.
-pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
-    use std::net::IpAddr;
-    let (addr, prefix) = s
-        .split_once('/')
-        .ok_or_else(|| "expected ADDRESS/PREFIX".to_string())?;
-    let addr: IpAddr = addr
-        .parse()
-        .map_err(|_| format!("{addr:?} is not an IP address"))?;
-    let prefix: u8 = prefix
-        .parse()
-        .map_err(|_| format!("{prefix:?} is not a prefix length"))?;
-    let (bits, host_bits_set) = match addr {
-        IpAddr::V4(a) => (32, prefix < 32 && (u32::from(a) << prefix) != 0),
-        IpAddr::V6(a) => (128, prefix < 128 && (u128::from(a) << prefix) != 0),
-    };
-    if prefix > bits {
-        return Err(format!("prefix /{prefix} is longer than {bits} bits"));
+/// The ranges of a CIDR-list flag, without blanks and duplicates; `/0` only if `allow_all`.
+fn cidrs(flag: &'static str, values: &[String], allow_all: bool) -> Result<Vec<Cidr>, ConfigError> {
+    let mut out: Vec<Cidr> = Vec::new();
+    for v in values {
+        let v = v.trim();
+        if v.is_empty() {
+            continue;
+        }
+        let c = Cidr::parse(v).map_err(|reason| ConfigError::Cidr {
+            flag,
+            cidr: v.to_string(),
+            reason,
+        })?;
+        if c.prefix == 0 && !allow_all {
+            return Err(ConfigError::Cidr {
+                flag,
+                cidr: v.to_string(),
+                reason: "a /0 range would block everything".into(),
+            });
+        }
+        if !out.contains(&c) {
+            out.push(c);
+        }
     }
-    if host_bits_set {
-        return Err("host bits are set; use the network address".into());
-    }
-    Ok((addr, prefix))
+    Ok(out)
 }
+
+/// `KEY=VALUE[,KEY=VALUE...]`, at least one pair.
+fn label_selector(s: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let bad = || ConfigError::DnsPodSelector {
+        selector: s.to_string(),
+    };
+    let mut labels = BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').ok_or_else(bad)?;
+        let (k, v) = (k.trim(), v.trim());
+        if k.is_empty() || v.contains('=') {
+            return Err(bad());
+        }
+        labels.insert(k.to_string(), v.to_string());
+    }
+    if labels.is_empty() {
+        return Err(bad());
+    }
+    Ok(labels)
+}
+
+pub use crate::cidr::parse_cidr;
 
 #[cfg(test)]
 impl Config {
@@ -530,6 +670,18 @@ impl Config {
         Cli::parse_from(["airlock-operator", "--agent-delivery=init-container"])
             .config()
             .expect("default flags are valid")
+    }
+
+    /// The configuration from these flags (on top of the init-container delivery).
+    pub fn from_flags(flags: &[&str]) -> Config {
+        use clap::Parser;
+        Cli::parse_from(
+            ["airlock-operator", "--agent-delivery=init-container"]
+                .iter()
+                .chain(flags),
+        )
+        .config()
+        .expect("valid flags")
     }
 
     /// The defaults with the agent in a ConfigMap bundle of two small fake programs.
@@ -543,167 +695,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    /// The flags, with the init-container delivery (no files to read) unless they say otherwise.
-    fn cli(args: &[&str]) -> Cli {
-        let delivery = if args.iter().any(|a| a.starts_with("--agent-")) {
-            None
-        } else {
-            Some("--agent-delivery=init-container")
-        };
-        Cli::try_parse_from(
-            std::iter::once("airlock-operator")
-                .chain(delivery)
-                .chain(args.iter().copied()),
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn config_map_delivery_loads_the_bundle_and_names_the_flags_when_it_cannot() {
-        let dir = std::env::temp_dir().join(format!("airlock-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (boot, agent) = (dir.join("boot"), dir.join("agent"));
-        std::fs::write(&boot, b"boot").unwrap();
-        std::fs::write(&agent, vec![7u8; 100_000]).unwrap();
-        let (b, a) = (boot.to_str().unwrap(), agent.to_str().unwrap());
-        let c = cli(&["--agent-boot", b, "--agent-binary", a])
-            .config()
-            .unwrap();
-        let Agent::ConfigMap(bundle) = &c.agent else {
-            panic!("{:?}", c.agent)
-        };
-        assert_eq!(bundle.boot, b"boot");
-        assert!(bundle.agent.len() < 1000);
-        let e = cli(&["--agent-boot", b, "--agent-binary", "/nonexistent/agent"])
-            .config()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with(
-                "--agent-boot/--agent-binary: reading the agent binary at /nonexistent/agent"
-            ),
-            "{e}"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn defaults_match_the_documentation() {
-        let c = Config::defaults();
-        assert_eq!(c.default_runtime_class, "kata");
-        assert_eq!(
-            c.agent,
-            Agent::InitContainer {
-                image: "airlock.local/agent:0.1.0".into()
-            }
-        );
-        let cli = Cli::parse_from(["airlock-operator"]);
-        assert_eq!(cli.agent_delivery, AgentDelivery::ConfigMap);
-        assert_eq!(cli.agent_boot, PathBuf::from("/usr/local/bin/airlock-boot"));
-        assert_eq!(
-            cli.agent_binary,
-            PathBuf::from("/usr/local/bin/airlock-agent")
-        );
-        assert_eq!((c.default_ttl_seconds, c.max_ttl_seconds), (3600, 86400));
-        assert_eq!(c.default_resources.cpu.quantity.0, "1");
-        assert_eq!(c.default_resources.memory.quantity.0, "512Mi");
-        assert_eq!(c.default_resources.ephemeral_storage.quantity.0, "1Gi");
-        assert_eq!(c.max_resources.cpu.quantity.0, "4");
-        assert_eq!(c.max_resources.memory.quantity.0, "8Gi");
-        assert_eq!(c.max_resources.ephemeral_storage.quantity.0, "20Gi");
-        let q = c.quota.unwrap();
-        assert_eq!(
-            (q.pods, q.cpu.0.as_str(), q.memory.0.as_str()),
-            (50, "32", "64Gi")
-        );
-        assert!(c.manage_priority_class);
-        assert_eq!(c.watch_namespace, None);
-        assert_eq!(c.max_concurrent_reconciles, 32);
-        assert!(
-            Cli::try_parse_from(["airlock-operator", "--max-concurrent-reconciles=0"]).is_err()
-        );
-        assert_eq!(c.cluster_cidrs, ["10.96.0.0/12", "10.244.0.0/16"]);
-        assert_eq!(c.default_user, None);
-    }
-
-    #[test]
-    fn default_run_as_user_is_never_root() {
-        let c = cli(&["--default-run-as-user=1000"]).config().unwrap();
-        let u = c.default_user.unwrap();
-        assert_eq!((u.run_as_user, u.group()), (1000, 1000));
-        let u = cli(&["--default-run-as-user", "1000:0"])
-            .config()
-            .unwrap()
-            .default_user;
-        assert_eq!(u.map(|u| u.group()), Some(0));
-        for bad in ["0", "0:0", "-1", "abc", "1000:x", "2147483648"] {
-            let e = Cli::try_parse_from([
-                "airlock-operator",
-                "--agent-delivery=init-container",
-                &format!("--default-run-as-user={bad}"),
-            ])
-            .unwrap_err()
-            .to_string();
-            assert!(e.contains("--default-run-as-user"), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn flags_override_and_repeat() {
-        let c = cli(&[
-            "--default-runtime-class=gvisor",
-            "--cluster-cidr=10.0.0.0/16",
-            "--cluster-cidr",
-            "fd00::/48,10.0.0.0/16",
-            "--manage-quota=false",
-            "--manage-priority-class",
-            "false",
-            "--watch-namespace=team-a",
-        ])
-        .config()
-        .unwrap();
-        assert_eq!(c.default_runtime_class, "gvisor");
-        assert_eq!(c.cluster_cidrs, ["10.0.0.0/16", "fd00::/48"]);
-        assert_eq!(c.quota, None);
-        assert!(!c.manage_priority_class);
-        assert_eq!(c.watch_namespace.as_deref(), Some("team-a"));
-    }
-
-    #[test]
-    fn bad_flags_are_named() {
-        let cases: &[(&[&str], &str)] = &[
-            (&["--default-cpu=abc"], "--default-cpu"),
-            (&["--max-memory=0"], "--max-memory"),
-            (
-                &["--default-memory=16Gi"],
-                "--default-memory (16Gi) is larger than --max-memory",
-            ),
-            (&["--max-ttl=700000"], "--max-ttl"),
-            (&["--default-ttl=90000"], "--default-ttl"),
-            (&["--cluster-cidr=10.0.0.1/8"], "host bits"),
-            (&["--cluster-cidr=banana"], "--cluster-cidr"),
-            (&["--cluster-cidr=0.0.0.0/0"], "/0"),
-        ];
-        for (args, want) in cases {
-            let err = cli(args).config().unwrap_err().to_string();
-            assert!(
-                err.contains(want),
-                "{args:?}: {err:?} should mention {want:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn cidrs() {
-        assert!(parse_cidr("10.0.0.0/8").is_ok());
-        assert!(parse_cidr("10.1.2.3/32").is_ok());
-        assert!(parse_cidr("fc00::/7").is_ok());
-        assert!(parse_cidr("10.0.0.0/33").is_err());
-        assert!(parse_cidr("10.0.0.0").is_err());
-        assert!(parse_cidr("fe80::1/10").is_err());
-    }
-}
+mod tests;

@@ -2,10 +2,9 @@
 //! stall the others) and the pods and NetworkPolicies they own, and runs
 //! [`crate::reconcile::reconcile`] for each change.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use airlock_crds::{Sandbox, labels};
 use futures::StreamExt;
@@ -19,7 +18,8 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use tracing::{debug, warn};
 
-use crate::config::Config;
+use crate::caches::{self, Backoff, Stamps};
+use crate::config::{Agent, Config};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Error};
 
@@ -39,25 +39,8 @@ pub struct Context {
     pub(crate) bundles: Stamps,
     /// Per namespace, the uid of the agent ConfigMap verified to be the operator's.
     pub(crate) verified_bundles: crate::reconcile::agent_verify::Verified,
-}
-
-/// When something was last done, per namespace.
-#[derive(Default)]
-pub(crate) struct Stamps(Mutex<HashMap<String, Instant>>);
-
-impl Stamps {
-    /// Whether it is time to do it again in `namespace` (never done, or `every` ago).
-    pub(crate) fn due(&self, namespace: &str, every: Duration) -> bool {
-        let stamps = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        stamps.get(namespace).is_none_or(|at| at.elapsed() >= every)
-    }
-
-    pub(crate) fn mark(&self, namespace: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(namespace.to_string(), Instant::now());
-    }
+    /// Back-off of sandboxes whose pod the API server refused.
+    pub(crate) rejections: Backoff,
 }
 
 impl Context {
@@ -71,6 +54,7 @@ impl Context {
             quotas: Stamps::default(),
             bundles: Stamps::default(),
             verified_bundles: Default::default(),
+            rejections: Backoff::default(),
         }
     }
 
@@ -148,7 +132,20 @@ pub async fn run(
         .owns(policies, children)
         .graceful_shutdown_on(shutdown);
     *store.write().unwrap_or_else(|e| e.into_inner()) = Some(controller.store());
-    controller
+    // Forget per-namespace caches when their objects go away (see crate::caches); this runs as
+    // long as the controller does.
+    let caches_ctx = ctx.clone();
+    let invalidation = caches::invalidate(
+        caches_ctx.client.clone(),
+        caches_ctx.config.watch_namespace.as_deref(),
+        caches_ctx
+            .config
+            .quota
+            .is_some()
+            .then_some(&caches_ctx.quotas),
+        matches!(caches_ctx.config.agent, Agent::ConfigMap(_)).then_some(&caches_ctx.bundles),
+    );
+    let controller = controller
         .run(reconcile::reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -161,6 +158,9 @@ pub async fn run(
                 }
                 Err(error) => warn!(%error, "controller"),
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        _ = controller => {}
+        _ = invalidation => {}
+    }
 }

@@ -69,6 +69,8 @@ pub struct FakeState {
     pub pod: Option<Value>,
     /// Refuse pod creation as a ResourceQuota would.
     pub quota_exceeded: bool,
+    /// Refuse pod creation with this status code and message, as admission would.
+    pub pod_refused: Option<(u16, String)>,
     /// Refuse the operator's ResourceQuota as invalid.
     pub quota_invalid: bool,
     /// The namespace is being deleted: creations are refused.
@@ -192,6 +194,9 @@ fn respond(state: &mut FakeState, r: &Recorded) -> Response<Body> {
             }
             if state.quota_exceeded {
                 return status(403, "Forbidden", QUOTA_MESSAGE);
+            }
+            if let Some((code, message)) = &state.pod_refused {
+                return status(*code, "Forbidden", message);
             }
             let mut pod = r.body.clone();
             pod["metadata"]["uid"] = json!("pod-uid-1");

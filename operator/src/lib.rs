@@ -5,6 +5,8 @@
 
 pub mod build;
 pub mod bundle;
+pub mod caches;
+pub mod cidr;
 pub mod config;
 pub mod controller;
 pub mod events;

@@ -54,19 +54,13 @@ async fn main() -> ExitCode {
     info!(
         %identity,
         default_runtime_class = %config.default_runtime_class,
+        allowed_runtime_classes = %config.allowed_runtime_classes.join(","),
         agent = ?config.agent,
         watch_namespace = config.watch_namespace.as_deref().unwrap_or("<all>"),
         manage_quota = config.quota.is_some(),
         "starting airlock-operator {}",
         env!("CARGO_PKG_VERSION")
     );
-
-    if let Some(value) = &cli.quota_ephemeral_storage {
-        warn!(
-            %value,
-            "--quota-ephemeral-storage is ignored: Kubernetes refuses ephemeral storage in a PriorityClass-scoped ResourceQuota"
-        );
-    }
 
     // Shutdown on SIGTERM or SIGINT.
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

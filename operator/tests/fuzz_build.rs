@@ -34,6 +34,7 @@ use airlock_crds::{
 use airlock_operator::build::netpol::{BLOCKED_V4, BLOCKED_V6};
 use airlock_operator::build::{self, BuildError, PRIORITY_CLASS};
 use airlock_operator::bundle::AgentBundle;
+use airlock_operator::cidr::Cidr;
 use airlock_operator::config::{Agent, Cli, Config, parse_cidr};
 use airlock_operator::quantity;
 use airlock_operator::reconcile::validate::{Plan, validate};
@@ -552,9 +553,11 @@ pub fn structured_sandbox(rng: &mut Rng) -> Sandbox {
         1 => Some("/work".into()),
         _ => Some(string(rng)),
     };
-    spec.runtime_class_name = match rng.below(3) {
-        0 => None,
-        1 => Some(dns_label(rng)),
+    spec.runtime_class_name = match rng.below(6) {
+        0..=2 => None,
+        // The default class (allowed) when the config keeps the default.
+        3 => Some("kata".into()),
+        4 => Some(dns_label(rng)),
         _ => Some(string(rng)),
     };
     spec.resources = SandboxResources {
@@ -1525,6 +1528,14 @@ fn check_netpol(
                         )?;
                     }
                 }
+                for d in &config.egress_deny {
+                    if d.is_ipv6() == v6 {
+                        ensure(
+                            except.contains(&d.to_string()),
+                            &format!("egress Internet does not exclude deny-listed {d}"),
+                        )?;
+                    }
+                }
                 for e in except {
                     let (addr, _) = parse_cidr(e).map_err(|err| format!("except {e}: {err}"))?;
                     ensure(
@@ -1551,7 +1562,30 @@ fn check_netpol(
                     to[0].namespace_selector.is_none() && to[0].pod_selector.is_none(),
                     "AllowList selector",
                 )?;
-                ensure(b.cidr == a.cidr && b.except.is_none(), "AllowList cidr")?;
+                ensure(b.cidr == a.cidr, "AllowList cidr")?;
+                // Never inside a deny-listed range (validation refuses those); every deny-listed
+                // range inside it is excepted, directly or through a larger excepted one.
+                let entry = Cidr::parse(&a.cidr).map_err(|e| format!("allow {}: {e}", a.cidr))?;
+                ensure(
+                    !config.egress_deny.iter().any(|d| d.contains(&entry)),
+                    "AllowList entry inside the deny-list was planned",
+                )?;
+                let except: Vec<Cidr> = b
+                    .except
+                    .iter()
+                    .flatten()
+                    .map(|e| Cidr::parse(e).map_err(|err| format!("except {e}: {err}")))
+                    .collect::<Result<_, _>>()?;
+                ensure(
+                    except.iter().all(|e| entry.contains(e) && *e != entry),
+                    "AllowList except outside its cidr",
+                )?;
+                for d in config.egress_deny.iter().filter(|d| entry.contains(d)) {
+                    ensure(
+                        except.iter().any(|e| e.contains(d)),
+                        &format!("AllowList {} does not except deny-listed {d}", a.cidr),
+                    )?;
+                }
                 let ports: Vec<(i32, &str)> = r
                     .ports
                     .iter()

@@ -114,15 +114,15 @@ The operator's default RuntimeClass.
 {{- end }}
 
 {{/*
-RuntimeClasses the gateway lets a CreateSandbox name (--allowed-runtime-classes): the operator's
-default plus runtimeClass.allowed, comma-separated, sorted, without duplicates.
+RuntimeClasses Sandboxes may name, as JSON: the default class first, then runtimeClass.allowed
+(without duplicates). Used by the operator's --allowed-runtime-classes and the admission policy.
 */}}
 {{- define "airlock.allowedRuntimeClasses" -}}
-{{- $all := list (include "airlock.defaultRuntimeClass" .) }}
-{{- range (.Values.runtimeClass.allowed | default list) }}
-{{- $all = append $all . }}
+{{- $list := list (include "airlock.defaultRuntimeClass" .) }}
+{{- range .Values.runtimeClass.allowed }}
+{{- $list = append $list . }}
 {{- end }}
-{{- $all | uniq | sortAlpha | join "," }}
+{{- $list | uniq | toJson }}
 {{- end }}
 
 {{/*

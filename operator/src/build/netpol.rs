@@ -13,7 +13,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::{BuildError, child_meta};
-use crate::config::Config;
+use crate::cidr::Cidr;
+use crate::config::{Config, DnsConfig};
 
 /// IPv4 ranges `egress: Internet` never reaches: private (RFC 1918), link-local (cloud metadata
 /// endpoints live at 169.254.169.254), CGNAT and loopback.
@@ -25,8 +26,16 @@ pub const BLOCKED_V4: &[&str] = &[
     "100.64.0.0/10",
     "127.0.0.0/8",
 ];
-/// IPv6 ranges `egress: Internet` never reaches: unique-local and link-local.
-pub const BLOCKED_V6: &[&str] = &["fc00::/7", "fe80::/10"];
+/// IPv6 ranges `egress: Internet` never reaches: unique-local, link-local, and the ranges that
+/// lead back into IPv4 — NAT64 (well-known and local-use prefixes) and IPv4-mapped addresses —
+/// through which the IPv4 exceptions could otherwise be reached.
+pub const BLOCKED_V6: &[&str] = &[
+    "fc00::/7",
+    "fe80::/10",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "::ffff:0:0/96",
+];
 
 /// The sandbox's NetworkPolicy (same name as the sandbox).
 pub fn network_policy(sandbox: &Sandbox, config: &Config) -> Result<NetworkPolicy, BuildError> {
@@ -34,12 +43,15 @@ pub fn network_policy(sandbox: &Sandbox, config: &Config) -> Result<NetworkPolic
     let network = &sandbox.spec.network;
     let mut egress = match network.egress {
         EgressMode::None => Vec::new(),
-        EgressMode::Internet => vec![internet_rule(&config.cluster_cidrs)],
+        EgressMode::Internet => vec![internet_rule(config)],
         EgressMode::AllowList => network
             .allow
             .iter()
-            .map(|a| NetworkPolicyEgressRule {
-                to: Some(vec![ip_block(&a.cidr, Vec::new())]),
+            // An entry inside the deny-list (refused for a new sandbox; possible for one that
+            // was running when the list changed) allows nothing.
+            .filter_map(|a| Some((a, denied_inside(&a.cidr, &config.egress_deny)?)))
+            .map(|(a, except)| NetworkPolicyEgressRule {
+                to: Some(vec![ip_block(&a.cidr, except)]),
                 ports: (!a.ports.is_empty()).then(|| {
                     a.ports
                         .iter()
@@ -50,7 +62,7 @@ pub fn network_policy(sandbox: &Sandbox, config: &Config) -> Result<NetworkPolic
             .collect(),
     };
     if network.dns {
-        egress.push(dns_rule());
+        egress.push(dns_rule(&config.dns));
     }
     Ok(NetworkPolicy {
         metadata: child_meta(sandbox, name.clone())?,
@@ -70,18 +82,23 @@ pub fn network_policy(sandbox: &Sandbox, config: &Config) -> Result<NetworkPolic
     })
 }
 
-/// Everything on the internet, IPv4 and IPv6, except internal ranges and the cluster's own CIDRs.
-fn internet_rule(cluster_cidrs: &[String]) -> NetworkPolicyEgressRule {
+/// Everything on the internet, IPv4 and IPv6, except internal ranges, the cluster's own CIDRs and
+/// the egress deny-list.
+fn internet_rule(config: &Config) -> NetworkPolicyEgressRule {
     let mut except_v4: Vec<String> = BLOCKED_V4.iter().map(|s| s.to_string()).collect();
     let mut except_v6: Vec<String> = BLOCKED_V6.iter().map(|s| s.to_string()).collect();
-    for c in cluster_cidrs {
-        let list = if c.contains(':') {
-            &mut except_v6
-        } else {
-            &mut except_v4
-        };
-        if !list.contains(c) {
-            list.push(c.clone());
+    let denied = config
+        .egress_deny
+        .iter()
+        .map(|c| (c.is_ipv6(), c.to_string()));
+    let cluster = config
+        .cluster_cidrs
+        .iter()
+        .map(|c| (c.contains(':'), c.clone()));
+    for (v6, c) in cluster.chain(denied) {
+        let list = if v6 { &mut except_v6 } else { &mut except_v4 };
+        if !list.contains(&c) {
+            list.push(c);
         }
     }
     NetworkPolicyEgressRule {
@@ -93,23 +110,57 @@ fn internet_rule(cluster_cidrs: &[String]) -> NetworkPolicyEgressRule {
     }
 }
 
-/// DNS through the cluster DNS pods: UDP and TCP 53 to `k8s-app=kube-dns` in `kube-system`.
-fn dns_rule() -> NetworkPolicyEgressRule {
+/// The deny-listed ranges strictly inside an `AllowList` entry, as its exceptions (an ipBlock's
+/// `except` must lie inside its `cidr`); `None` when the entry lies inside a denied range.
+/// Validation has checked that the entry parses.
+fn denied_inside(cidr: &str, deny: &[Cidr]) -> Option<Vec<String>> {
+    let Ok(entry) = Cidr::parse(cidr) else {
+        return Some(Vec::new());
+    };
+    if deny.iter().any(|d| d.contains(&entry)) {
+        return None;
+    }
+    let mut except: Vec<String> = Vec::new();
+    for d in deny.iter().filter(|d| entry.contains(d) && **d != entry) {
+        // A range inside another exception adds nothing.
+        if deny
+            .iter()
+            .any(|o| o != d && o.contains(d) && entry.contains(o) && *o != entry)
+        {
+            continue;
+        }
+        let d = d.to_string();
+        if !except.contains(&d) {
+            except.push(d);
+        }
+    }
+    Some(except)
+}
+
+/// DNS through the cluster DNS only: UDP and TCP 53 to the DNS pods (`--dns-namespace`,
+/// `--dns-pod-selector`) and to the `--dns-cidr` ranges, nowhere else.
+fn dns_rule(dns: &DnsConfig) -> NetworkPolicyEgressRule {
+    let mut to = vec![NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".into(),
+                dns.namespace.clone(),
+            )])),
+            match_expressions: None,
+        }),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(dns.pod_selector.clone()),
+            match_expressions: None,
+        }),
+        ip_block: None,
+    }];
+    to.extend(
+        dns.cidrs
+            .iter()
+            .map(|c| ip_block(&c.to_string(), Vec::new())),
+    );
     NetworkPolicyEgressRule {
-        to: Some(vec![NetworkPolicyPeer {
-            namespace_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([(
-                    "kubernetes.io/metadata.name".into(),
-                    "kube-system".into(),
-                )])),
-                match_expressions: None,
-            }),
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([("k8s-app".into(), "kube-dns".into())])),
-                match_expressions: None,
-            }),
-            ip_block: None,
-        }]),
+        to: Some(to),
         ports: Some(vec![port(53, "UDP"), port(53, "TCP")]),
     }
 }
@@ -180,7 +231,7 @@ mod tests {
             assert_no_empty_lists(&serde_json::to_value(&np).unwrap(), "");
         }
         assert_no_empty_lists(&serde_json::to_value(build(FULL)).unwrap(), "");
-        let config = Config::defaults();
+        let config = Config::from_flags(&["--allowed-runtime-classes=gvisor"]);
         let s = sandbox(FULL);
         let plan = crate::reconcile::validate::validate(&s, &config).unwrap();
         let pod = crate::build::pod(&s, &plan, &config).unwrap();
@@ -281,18 +332,142 @@ mod tests {
                 "100.64.0.0/10",
                 "127.0.0.0/8",
                 "10.96.0.0/12",
-                "10.244.0.0/16"
+                "10.244.0.0/16",
+                "169.254.169.254/32"
             ]
         );
         let v6 = block(&rules[0], 1);
         assert_eq!(v6.cidr, "::/0");
-        assert_eq!(v6.except.as_ref().unwrap(), &["fc00::/7", "fe80::/10"]);
+        assert_eq!(
+            v6.except.as_ref().unwrap(),
+            &[
+                "fc00::/7",
+                "fe80::/10",
+                "64:ff9b::/96",
+                "64:ff9b:1::/48",
+                "::ffff:0:0/96",
+                "fd00:ec2::254/128"
+            ]
+        );
+    }
+
+    #[test]
+    fn egress_internet_excludes_the_configured_deny_list() {
+        let config = Config::from_flags(&["--egress-deny-cidr=198.51.100.0/24,2001:db8:1::/48"]);
+        let np =
+            network_policy(&sandbox(&with_network("    egress: Internet\n")), &config).unwrap();
+        let rules = egress(&np);
+        let v4 = block(&rules[0], 0).except.as_ref().unwrap();
+        assert!(v4.contains(&"198.51.100.0/24".to_string()), "{v4:?}");
+        assert!(
+            !v4.contains(&"169.254.169.254/32".to_string()),
+            "the flag replaces the default list"
+        );
+        assert!(v4.contains(&"169.254.0.0/16".to_string()), "always blocked");
+        let v6 = block(&rules[0], 1).except.as_ref().unwrap();
+        assert!(v6.contains(&"2001:db8:1::/48".to_string()), "{v6:?}");
+        assert!(v6.contains(&"64:ff9b::/96".to_string()), "{v6:?}");
+    }
+
+    #[test]
+    fn allow_list_entries_get_the_denied_ranges_inside_them_as_exceptions() {
+        let np = build(&with_network(
+            "    egress: AllowList\n    allow:\n      - cidr: 0.0.0.0/0\n      - cidr: 169.0.0.0/8\n      - cidr: fd00::/8\n      - cidr: 203.0.113.0/24\n      - cidr: ::/0\n",
+        ));
+        let rules = egress(&np);
+        assert_eq!(rules.len(), 5);
+        // Nested denied ranges collapse into the outer one (169.254.169.254/32 is inside
+        // 169.254.0.0/16).
+        let all = block(&rules[0], 0);
+        assert_eq!(
+            all.except.as_ref().unwrap(),
+            &["169.254.0.0/16", "10.96.0.0/12", "10.244.0.0/16"]
+        );
+        assert_eq!(
+            block(&rules[1], 0).except.as_ref().unwrap(),
+            &["169.254.0.0/16"]
+        );
+        assert_eq!(
+            block(&rules[2], 0).except.as_ref().unwrap(),
+            &["fd00:ec2::254/128"]
+        );
+        assert_eq!(block(&rules[3], 0).except, None, "nothing denied inside");
+        assert_eq!(
+            block(&rules[4], 0).except.as_ref().unwrap(),
+            &["fd00:ec2::254/128", "fe80::/10"]
+        );
+        // Every exception lies inside its cidr, as the API server requires.
+        for r in rules {
+            let b = block(r, 0);
+            let outer = Cidr::parse(&b.cidr).unwrap();
+            for e in b.except.iter().flatten() {
+                assert!(
+                    outer.contains(&Cidr::parse(e).unwrap()),
+                    "{e} in {}",
+                    b.cidr
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn allow_list_entries_inside_the_deny_list_allow_nothing() {
+        // Refused for a new sandbox; a running one keeps its pod but loses the destination.
+        let np = build(&with_network(
+            "    egress: AllowList\n    allow:\n      - cidr: 169.254.169.254/32\n      - cidr: 203.0.113.0/24\n",
+        ));
+        let rules = egress(&np);
+        assert_eq!(rules.len(), 1);
+        assert_eq!(block(&rules[0], 0).cidr, "203.0.113.0/24");
+    }
+
+    #[test]
+    fn dns_goes_to_the_configured_dns_servers_only() {
+        let config = Config::from_flags(&[
+            "--dns-namespace=dns-system",
+            "--dns-pod-selector=app=coredns,tier=dns",
+            "--dns-cidr=169.254.20.10/32",
+        ]);
+        let np = network_policy(
+            &sandbox(&with_network("    egress: None\n    dns: true\n")),
+            &config,
+        )
+        .unwrap();
+        let rules = egress(&np);
+        assert_eq!(rules.len(), 1);
+        let to = rules[0].to.as_ref().unwrap();
+        assert_eq!(to.len(), 2);
+        assert_eq!(
+            to[0]
+                .namespace_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["kubernetes.io/metadata.name"],
+            "dns-system"
+        );
+        assert_eq!(
+            to[0]
+                .pod_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap(),
+            &BTreeMap::from([
+                ("app".to_string(), "coredns".to_string()),
+                ("tier".to_string(), "dns".to_string())
+            ])
+        );
+        assert_eq!(to[0].ip_block, None, "no ipBlock beside the selectors");
+        assert_eq!(block(&rules[0], 1).cidr, "169.254.20.10/32");
+        assert_eq!(rules[0].ports.as_ref().unwrap().len(), 2, "port 53 only");
     }
 
     #[test]
     fn egress_internet_with_configured_ipv6_cluster_range_and_dns() {
-        let mut config = Config::defaults();
-        config.cluster_cidrs = vec!["10.42.0.0/16".into(), "fd12:3456::/48".into()];
+        let config = Config::from_flags(&["--cluster-cidr=10.42.0.0/16,fd12:3456::/48"]);
         let np = network_policy(
             &sandbox(&with_network("    egress: Internet\n    dns: true\n")),
             &config,
@@ -314,9 +489,12 @@ mod tests {
                 .unwrap()
                 .contains(&"10.96.0.0/12".to_string())
         );
-        assert_eq!(
-            block(&rules[0], 1).except.as_ref().unwrap().last().unwrap(),
-            "fd12:3456::/48"
+        assert!(
+            block(&rules[0], 1)
+                .except
+                .as_ref()
+                .unwrap()
+                .contains(&"fd12:3456::/48".to_string())
         );
         assert_eq!(rules[1].ports.as_ref().unwrap().len(), 2, "DNS rule last");
     }

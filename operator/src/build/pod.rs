@@ -246,7 +246,8 @@ mod tests {
     use crate::reconcile::validate::validate;
 
     fn build(yaml: &str) -> Pod {
-        let config = Config::defaults();
+        // FULL names the RuntimeClass gvisor.
+        let config = Config::from_flags(&["--allowed-runtime-classes=gvisor"]);
         let s = sandbox(yaml);
         let plan = validate(&s, &config).unwrap();
         pod(&s, &plan, &config).unwrap()

@@ -40,6 +40,14 @@ pub enum ApplyError {
         name: String,
         message: String,
     },
+    /// Refused for good by admission or validation (an unknown RuntimeClass, Pod Security, a
+    /// LimitRange, a policy engine): retrying at once would not help.
+    #[error("pod {namespace}/{name} refused by the API server: {message}")]
+    Rejected {
+        namespace: String,
+        name: String,
+        message: String,
+    },
     #[error("applying PriorityClass {name}: {source}")]
     PriorityClass {
         name: String,
@@ -111,6 +119,11 @@ pub async fn pod(client: &Client, pod: &Pod) -> Result<Pod, ApplyError> {
                     message: msg.to_string(),
                 })
             }
+            Some((400 | 403 | 422, msg)) if is_rejection(msg) => Err(ApplyError::Rejected {
+                namespace,
+                name,
+                message: msg.to_string(),
+            }),
             _ => Err(ApplyError::Apply {
                 kind: "Pod",
                 namespace,
@@ -119,6 +132,16 @@ pub async fn pod(client: &Client, pod: &Pod) -> Result<Pod, ApplyError> {
             }),
         },
     }
+}
+
+/// Whether a 400/403/422 on a pod create is a refusal of the pod itself, rather than a state the
+/// reconcile handles (a missing PriorityClass it re-creates, a namespace being deleted) or a
+/// permission problem of the operator.
+fn is_rejection(message: &str) -> bool {
+    !(message.contains("no PriorityClass with name")
+        || message.contains("because it is being terminated")
+        || message.contains("cannot patch resource")
+        || message.contains("cannot create resource"))
 }
 
 /// Applies the sandbox's NetworkPolicy.

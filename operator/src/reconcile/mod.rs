@@ -15,7 +15,8 @@
 //!    differs from the current one; Events for the transitions.
 //!
 //! The reconcile then asks to run again exactly when the sandbox's deadline comes (or sooner, to
-//! retry a pod the quota refused).
+//! retry a pod the quota refused, or — backing off up to [`crate::caches::REJECTED_RETRY_MAX`]
+//! — a pod the API server refused: phase `Failed`, reason `PodRejected`, its message).
 //!
 //! # No finalizer
 //!
@@ -181,6 +182,9 @@ pub async fn reconcile_at(
     let running = observed
         .own_pod(sandbox)
         .is_some_and(|p| p.metadata.deletion_timestamp.is_none());
+    // A running sandbox outside a changed policy (TTL or resource maxima, allowed RuntimeClasses,
+    // egress deny-list) keeps its pod: `plan.adjustments` reports it (condition PolicyAdjusted);
+    // its NetworkPolicy is rebuilt under the current deny-list all the same.
     let plan = match validate::validate_as(sandbox, &ctx.config, running) {
         Ok(plan) => plan,
         Err(invalid) => {
@@ -188,18 +192,22 @@ pub async fn reconcile_at(
                 apply::delete_pod(&ctx.client, pod).await?;
             }
             let message = invalid.problem.to_string();
+            let why = invalid.problem.reason();
             let next = status::next(
                 &status_ctx(None, &[]),
-                Outcome::Invalid { message: &message },
+                Outcome::Failed {
+                    reason: why,
+                    message: &message,
+                },
             );
             write_status(ctx, sandbox, &next).await?;
-            if ready_reason(&prev) != Some(reason::INVALID) {
+            if ready_reason(&prev) != Some(why) {
                 warn!(field = %invalid.problem.field(), detail = %message, "sandbox refused by the operator's policy");
                 publish(
                     ctx,
                     sandbox,
                     EventType::Warning,
-                    events::reason::INVALID,
+                    why,
                     "Validate",
                     message,
                 )
@@ -241,7 +249,14 @@ pub async fn reconcile_at(
     } else {
         agent::ensure(ctx, sandbox, &pod).await?;
         match apply::pod(&ctx.client, &pod).await {
-            Ok(created) => Found::Pod(Box::new(created), true),
+            Ok(created) => {
+                ctx.rejections.reset(&sandbox_key(sandbox));
+                Found::Pod(Box::new(created), true)
+            }
+            Err(apply::ApplyError::Rejected { message, .. }) => {
+                let retry = ctx.rejections.next(&sandbox_key(sandbox), now);
+                Found::Rejected(message, retry)
+            }
             Err(apply::ApplyError::QuotaExceeded { message, .. }) => {
                 Found::Waiting(reason::QUOTA_EXCEEDED, message, QUOTA_RETRY)
             }
@@ -264,9 +279,19 @@ pub async fn reconcile_at(
     };
 
     // 6. status
+    let rejected;
     let outcome = match &found {
         Found::Pod(pod, _) => Outcome::Running(pod),
         Found::Waiting(reason, message, _) => Outcome::Pending { reason, message },
+        Found::Rejected(message, _) => {
+            // No retry time in the text: the status must stay the same from one attempt to the
+            // next, or every write would wake the controller at once and defeat the back-off.
+            rejected = format!("the API server refused the sandbox's pod: {message}");
+            Outcome::Failed {
+                reason: reason::POD_REJECTED,
+                message: &rejected,
+            }
+        }
     };
     let next = status::next(
         &status_ctx(Some(&plan.runtime_class), &plan.adjustments),
@@ -283,7 +308,7 @@ pub async fn reconcile_at(
         });
     let requeue = match found {
         Found::Pod(..) => until_deadline,
-        Found::Waiting(_, _, retry) => retry.min(until_deadline),
+        Found::Waiting(_, _, retry) | Found::Rejected(_, retry) => retry.min(until_deadline),
     };
     debug!(
         phase = next.phase.map(|p| p.as_str()),
@@ -299,6 +324,20 @@ enum Found {
     Pod(Box<Pod>, bool),
     /// No pod: the `Ready` reason, message, and when to look again.
     Waiting(&'static str, String, Duration),
+    /// The API server refused the pod (admission, validation): its message, and when to try
+    /// again (backing off).
+    Rejected(String, Duration),
+}
+
+/// Key of a sandbox in per-sandbox memory: its uid (a re-created Sandbox starts afresh).
+fn sandbox_key(sandbox: &Sandbox) -> String {
+    sandbox.uid().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            sandbox.namespace().unwrap_or_default(),
+            sandbox.name_any()
+        )
+    })
 }
 
 /// Expiry is final: a sandbox kept as Expired stays Expired even if its TTL is raised later.

@@ -32,6 +32,9 @@ pub mod reason {
     pub const QUOTA_UNAVAILABLE: &str = "QuotaUnavailable";
     pub const POD_NAME_TAKEN: &str = "PodNameTaken";
     pub const INVALID: &str = "Invalid";
+    pub const RUNTIME_CLASS_NOT_ALLOWED: &str = "RuntimeClassNotAllowed";
+    pub const EGRESS_DENIED: &str = "EgressDenied";
+    pub const POD_REJECTED: &str = "PodRejected";
     pub const EXPIRED: &str = "Expired";
     pub const NOT_EXPIRED: &str = "NotExpired";
     /// `PolicyAdjusted=False`: the sandbox runs as its spec says.
@@ -48,8 +51,9 @@ pub enum Outcome<'a> {
     Running(&'a Pod),
     /// No pod, for a reason worth telling (quota, name clash): phase Pending, Ready=False.
     Pending { reason: &'a str, message: &'a str },
-    /// The operator refuses the spec: phase Failed, Ready=False reason Invalid.
-    Invalid { message: &'a str },
+    /// The operator refuses the spec (reason `Invalid`, `RuntimeClassNotAllowed`, ...) or the API
+    /// server refused the pod (`PodRejected`): phase Failed, Ready=False, no pod.
+    Failed { reason: &'a str, message: &'a str },
     /// The lifetime ended and the Sandbox is kept (`onExpiry: Retain`): phase Expired.
     Expired(EndReason),
 }
@@ -124,10 +128,10 @@ pub fn next(ctx: &Context<'_>, outcome: Outcome<'_>) -> SandboxStatus {
             message.to_string(),
             None,
         ),
-        Outcome::Invalid { message } => (
+        Outcome::Failed { reason, message } => (
             Phase::Failed,
             false,
-            reason::INVALID.to_string(),
+            reason.to_string(),
             message.to_string(),
             None,
         ),
@@ -727,7 +731,8 @@ mod tests {
 
         let st = next(
             &ctx(&s, "2025-01-01T00:00:05Z"),
-            Outcome::Invalid {
+            Outcome::Failed {
+                reason: reason::INVALID,
                 message: "spec.lifetime.ttlSeconds too big",
             },
         );

@@ -16,6 +16,11 @@ use crate::config::Config;
 use crate::controller::Context;
 use crate::fixtures::{FakeApi, FakeState, QUOTA_MESSAGE};
 
+/// Refusals: the platform's policy, and pods the API server refuses.
+/// Policy changes on running sandboxes, GitOps expiry, kstatus conditions.
+mod policy;
+mod refusals;
+
 const CREATED: &str = "2025-01-01T00:00:00Z";
 const SBX_BASE: &str = "/apis/airlock.dev/v1alpha1/namespaces/team-a/sandboxes/sbx-1";
 const POD: &str = "/api/v1/namespaces/team-a/pods/sbx-1";
@@ -860,6 +865,3 @@ async fn no_config_map_calls_for_a_running_pod_the_init_container_delivery_or_an
     );
 }
 
-/// Policy changes on running sandboxes, GitOps expiry, kstatus conditions.
-#[path = "tests_policy.rs"]
-mod policy;

@@ -1,5 +1,6 @@
 //! Step 2 of the pipeline: check a Sandbox against the operator's configuration — what the CRD
-//! schema cannot know (the configured maximum TTL and resources) — and resolve defaults into a
+//! schema cannot know (the configured maximum TTL and resources, the allowed RuntimeClasses, the
+//! egress deny-list) — and resolve defaults into a
 //! [`Plan`] the builders work from. Pure.
 //!
 //! A policy change never kills a running sandbox: [`validate_as`] with `running` (the sandbox's
@@ -8,10 +9,12 @@
 //! pod has them already) — which the status reports as condition `PolicyAdjusted`. A sandbox
 //! without a pod is refused as before.
 
-use airlock_crds::{PullPolicy, Sandbox};
+use airlock_crds::{EgressMode, PullPolicy, Sandbox};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 
+use super::status::reason;
+use crate::cidr::Cidr;
 use crate::config::{Config, Resource};
 use crate::quantity;
 
@@ -31,7 +34,7 @@ pub struct Plan {
     pub adjustments: Vec<Adjustment>,
 }
 
-/// A value of a running sandbox that is over the operator's (possibly lowered) maximum.
+/// What a running sandbox keeps although the operator's (since changed) policy refuses it for a new one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Adjustment {
     #[error(
@@ -51,6 +54,9 @@ pub enum Adjustment {
         value: String,
         max: String,
     },
+    /// A policy (allowed RuntimeClasses, egress deny-list) the running sandbox no longer meets.
+    #[error("{0}; the running pod is kept, a new sandbox with this spec would be refused")]
+    OutsidePolicy(Problem),
 }
 
 impl Adjustment {
@@ -59,6 +65,7 @@ impl Adjustment {
         match self {
             Adjustment::TtlClamped { .. } => "TTLClamped",
             Adjustment::ResourceOverMax { .. } => "OverMaximum",
+            Adjustment::OutsidePolicy(problem) => problem.reason(),
         }
     }
 }
@@ -120,6 +127,25 @@ pub enum Problem {
     #[error("spec.resources.{field} ({value}) must be positive")]
     NotPositive { field: &'static str, value: String },
     #[error(
+        "spec.runtimeClassName ({class}) is not allowed by the operator; allowed RuntimeClasses: {}",
+        allowed.join(", ")
+    )]
+    RuntimeClassNotAllowed { class: String, allowed: Vec<String> },
+    #[error("spec.network.allow[{index}].cidr ({cidr}): {error}")]
+    BadCidr {
+        index: usize,
+        cidr: String,
+        error: String,
+    },
+    #[error(
+        "spec.network.allow[{index}].cidr ({cidr}) lies inside {denied}, which the operator's egress deny-list keeps every sandbox from reaching"
+    )]
+    EgressDenied {
+        index: usize,
+        cidr: String,
+        denied: String,
+    },
+    #[error(
         "metadata.name ({name:?}) must be a DNS label (at most 63 lowercase letters, digits and '-'), because it becomes the pod's hostname and a label value"
     )]
     NameNotDnsLabel { name: String },
@@ -147,6 +173,19 @@ impl Problem {
             }
             Problem::NameNotDnsLabel { .. } => "metadata.name".into(),
             Problem::BadId { field, .. } => format!("spec.securityContext.{field}"),
+            Problem::RuntimeClassNotAllowed { .. } => "spec.runtimeClassName".into(),
+            Problem::BadCidr { index, .. } | Problem::EgressDenied { index, .. } => {
+                format!("spec.network.allow[{index}].cidr")
+            }
+        }
+    }
+
+    /// The `Ready` condition's reason for this problem.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Problem::RuntimeClassNotAllowed { .. } => reason::RUNTIME_CLASS_NOT_ALLOWED,
+            Problem::EgressDenied { .. } => reason::EGRESS_DENIED,
+            _ => reason::INVALID,
         }
     }
 }
@@ -166,8 +205,8 @@ pub fn validate(sandbox: &Sandbox, config: &Config) -> Result<Plan, Invalid> {
 }
 
 /// Checks the sandbox against the configuration and resolves its defaults; `running`: its pod
-/// exists, so what can have changed since it started (the maxima, the TTL) is adjusted, not
-/// refused.
+/// exists, so what can have changed since it started (the maxima, the TTL, the allowed
+/// RuntimeClasses, the egress deny-list) is adjusted or reported, not refused.
 pub fn validate_as(sandbox: &Sandbox, config: &Config, running: bool) -> Result<Plan, Invalid> {
     let invalid = |problem| Invalid {
         sandbox: format!(
@@ -200,6 +239,45 @@ pub fn validate_as(sandbox: &Sandbox, config: &Config, running: bool) -> Result<
             asked: t.asked,
             applied: t.applied,
         });
+    }
+    let runtime_class = sandbox
+        .spec
+        .runtime_class_name
+        .clone()
+        .unwrap_or_else(|| config.default_runtime_class.clone());
+    // The platform's policy: refused for a new sandbox; reported for a running one (the policy
+    // changed since it started), whose NetworkPolicy still gets the current deny-list.
+    let mut policy = |problem: Problem| {
+        if running {
+            adjustments.push(Adjustment::OutsidePolicy(problem));
+            Ok(())
+        } else {
+            Err(invalid(problem))
+        }
+    };
+    if !config.allowed_runtime_classes.contains(&runtime_class) {
+        policy(Problem::RuntimeClassNotAllowed {
+            class: runtime_class.clone(),
+            allowed: config.allowed_runtime_classes.clone(),
+        })?;
+    }
+    if sandbox.spec.network.egress == EgressMode::AllowList {
+        for (index, allow) in sandbox.spec.network.allow.iter().enumerate() {
+            let cidr = Cidr::parse(&allow.cidr).map_err(|error| {
+                invalid(Problem::BadCidr {
+                    index,
+                    cidr: allow.cidr.clone(),
+                    error,
+                })
+            })?;
+            if let Some(denied) = config.egress_deny.iter().find(|d| d.contains(&cidr)) {
+                policy(Problem::EgressDenied {
+                    index,
+                    cidr: allow.cidr.clone(),
+                    denied: denied.to_string(),
+                })?;
+            }
+        }
     }
     let r = &sandbox.spec.resources;
     let (d, m) = (&config.default_resources, &config.max_resources);
@@ -239,11 +317,7 @@ pub fn validate_as(sandbox: &Sandbox, config: &Config, running: bool) -> Result<
             .spec
             .image_pull_policy
             .unwrap_or(PullPolicy::IfNotPresent),
-        runtime_class: sandbox
-            .spec
-            .runtime_class_name
-            .clone()
-            .unwrap_or_else(|| config.default_runtime_class.clone()),
+        runtime_class,
         cpu,
         memory,
         ephemeral_storage,
@@ -311,9 +385,16 @@ mod tests {
         assert_eq!(plan.ttl_seconds, 3600);
     }
 
+    /// The defaults with `gvisor` allowed too (FULL names it).
+    fn gvisor_allowed() -> Config {
+        let mut config = Config::defaults();
+        config.allowed_runtime_classes.push("gvisor".into());
+        config
+    }
+
     #[test]
     fn spec_values_win_over_defaults() {
-        let plan = validate(&sandbox(FULL), &Config::defaults()).unwrap();
+        let plan = validate(&sandbox(FULL), &gvisor_allowed()).unwrap();
         assert_eq!(plan.image_pull_policy, PullPolicy::Always);
         assert_eq!(plan.runtime_class, "gvisor");
         assert_eq!(
@@ -464,5 +545,112 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.problem.field(), "metadata.name");
+    }
+
+    #[test]
+    fn only_allowed_runtime_classes() {
+        // The default class is always allowed, named or not.
+        assert!(validate(&sandbox(MINIMAL), &Config::defaults()).is_ok());
+        let named = format!("{MINIMAL}  runtimeClassName: kata\n");
+        assert!(validate(&sandbox(&named), &Config::defaults()).is_ok());
+        let err = problem("  runtimeClassName: runc\n");
+        assert_eq!(err.problem.field(), "spec.runtimeClassName");
+        assert_eq!(err.problem.reason(), "RuntimeClassNotAllowed");
+        assert_eq!(
+            err.problem.to_string(),
+            "spec.runtimeClassName (runc) is not allowed by the operator; allowed RuntimeClasses: kata"
+        );
+        // Allowed by the flag.
+        let mut config = gvisor_allowed();
+        config.allowed_runtime_classes.push("runc".into());
+        let plan = validate(
+            &sandbox(&format!("{MINIMAL}  runtimeClassName: runc\n")),
+            &config,
+        );
+        assert_eq!(plan.unwrap().runtime_class, "runc");
+        // The default class itself must be allowed, also when a Sandbox leaves it out.
+        let mut config = Config::defaults();
+        config.allowed_runtime_classes = vec!["gvisor".into()];
+        let err = validate(&sandbox(MINIMAL), &config).unwrap_err();
+        assert_eq!(err.problem.field(), "spec.runtimeClassName");
+    }
+
+    fn allow_list(cidrs: &[&str]) -> String {
+        let mut y = String::from("  network:\n    egress: AllowList\n    allow:\n");
+        for c in cidrs {
+            y.push_str(&format!("      - cidr: {c}\n"));
+        }
+        y
+    }
+
+    #[test]
+    fn allow_list_entries_inside_the_deny_list_are_refused() {
+        let err = problem(&allow_list(&["203.0.113.0/24", "169.254.169.254/32"]));
+        assert_eq!(err.problem.field(), "spec.network.allow[1].cidr");
+        assert_eq!(err.problem.reason(), "EgressDenied");
+        assert_eq!(
+            err.problem.to_string(),
+            "spec.network.allow[1].cidr (169.254.169.254/32) lies inside 169.254.169.254/32, which the operator's egress deny-list keeps every sandbox from reaching"
+        );
+        let err = problem(&allow_list(&["169.254.20.0/24"]));
+        assert!(
+            err.problem.to_string().contains("inside 169.254.0.0/16"),
+            "{err}"
+        );
+        let err = problem(&allow_list(&["fd00:ec2::254/128"]));
+        assert_eq!(err.problem.field(), "spec.network.allow[0].cidr");
+        // The cluster's own ranges are denied too.
+        let err = problem(&allow_list(&["10.96.0.10/32"]));
+        assert!(
+            err.problem.to_string().contains("inside 10.96.0.0/12"),
+            "{err}"
+        );
+        // Ranges merely containing a denied range are accepted (they get it as an exception).
+        assert!(
+            validate(
+                &sandbox(&format!(
+                    "{MINIMAL}{}",
+                    allow_list(&["0.0.0.0/0", "10.0.0.0/8"])
+                )),
+                &Config::defaults()
+            )
+            .is_ok()
+        );
+        // A CIDR the schema should have refused is named, not a panic.
+        let err = problem(&allow_list(&["10.0.0.1/8"]));
+        assert_eq!(err.problem.field(), "spec.network.allow[0].cidr");
+        assert_eq!(err.problem.reason(), "Invalid");
+    }
+
+    #[test]
+    fn a_running_sandbox_outside_a_changed_policy_is_reported_not_refused() {
+        let yaml = format!(
+            "{MINIMAL}  runtimeClassName: runc\n{}",
+            allow_list(&["169.254.169.254/32"])
+        );
+        let config = Config::defaults();
+        assert_eq!(
+            validate(&sandbox(&yaml), &config).unwrap_err().problem.reason(),
+            "RuntimeClassNotAllowed"
+        );
+        let plan = validate_as(&sandbox(&yaml), &config, true).unwrap();
+        assert_eq!(plan.runtime_class, "runc");
+        let reasons: Vec<_> = plan.adjustments.iter().map(|a| a.reason()).collect();
+        assert_eq!(reasons, ["RuntimeClassNotAllowed", "EgressDenied"]);
+        assert!(
+            plan.adjustments[0]
+                .to_string()
+                .starts_with("spec.runtimeClassName (runc) is not allowed"),
+            "{}",
+            plan.adjustments[0]
+        );
+        // The sandbox's own faults are refused, running or not.
+        let err = validate_as(
+            &sandbox(&format!("{MINIMAL}  resources:\n    cpu: \"0\"\n")),
+            &config,
+            true,
+        )
+        .unwrap_err();
+        assert_eq!(err.problem.field(), "spec.resources.cpu");
     }
 }

@@ -185,7 +185,8 @@ fn kstatus_conditions_follow_the_phase_and_carry_the_generation() {
 
     let st = built(
         &s,
-        Outcome::Invalid {
+        Outcome::Failed {
+            reason: "Invalid",
             message: "spec.lifetime.ttlSeconds too big",
         },
     );
