@@ -305,8 +305,9 @@ async fn memory_bomb_oom_kills_the_sandbox_and_the_status_says_so() {
     ns.cleanup().await;
 }
 
-/// Forks up to FORK_BOMB_MAX children, each sleeping, printing the count every 100; at the first
-/// refused fork it prints `refused N ERRNO` and exits 0.
+/// Forks up to FORK_BOMB_MAX children, each sleeping (with its stdout and stderr closed, so the
+/// exec ends with the parent), printing the count every 100; at the first refused fork it prints
+/// `refused N ERRNO` and exits 0.
 const FORK_BOMB_MAX: usize = 20000;
 
 #[tokio::test]
@@ -316,7 +317,7 @@ async fn fork_bomb_is_bounded_by_the_sandbox_limits_and_the_node_stays_healthy()
     let n = ns.name.as_str();
     let (_a, _b) = tokio::join!(ready(&c, n, "forker", json!({})), ready(&c, n, "witness", json!({})));
     let bomb = format!(
-        "import os,time\nfor i in range({FORK_BOMB_MAX}):\n  try:\n    p=os.fork()\n  except OSError as e:\n    print('refused',i,e.errno,flush=True);os._exit(0)\n  if p==0:\n    time.sleep(300);os._exit(0)\n  if i%100==0: print('forked',i,flush=True)\nprint('forked all',flush=True)"
+        "import os,time\nfor i in range({FORK_BOMB_MAX}):\n  try:\n    p=os.fork()\n  except OSError as e:\n    print('refused',i,e.errno,flush=True);os._exit(0)\n  if p==0:\n    os.close(1);os.close(2);time.sleep(300);os._exit(0)\n  if i%100==0: print('forked',i,flush=True)\nprint('forked all',flush=True)"
     );
     let out = try_exec(&c, n, "forker", &["python3", "-c", &bomb]).await;
     let shown = match &out {
