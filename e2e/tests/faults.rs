@@ -18,7 +18,7 @@
 //! they run one at a time. Measured figures are printed (`--nocapture`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use airlock_crds::Sandbox;
@@ -198,19 +198,39 @@ async fn leader_kill(c: Client, n: String) {
     watching.store(false, Ordering::Relaxed);
     let seen = watcher.await.expect("Lease watcher");
     eprintln!("Lease from the kill to the end (holder, transitions): {seen:?}");
-    let first_new = seen.iter().position(|(h, _)| h.as_ref().is_some_and(|h| *h != identity));
-    match first_new {
-        None => findings.push(format!("no holder other than the killed {identity} seen after the kill (new holder {new_holder:?}): {seen:?}")),
-        Some(i) => {
-            if let Some(again) = seen[i..].iter().find(|(h, _)| h.as_deref() == Some(identity.as_str())) {
-                findings.push(format!("the killed process's identity {identity} held the Lease again after {:?} took it: {again:?}; Lease seen {seen:?}", seen[i].0));
-            }
-            if seen[i..].iter().any(|(_, t)| *t <= transitions) {
-                findings.push(format!("leaseTransitions back at or below {transitions} after the new term began: {seen:?}"));
-            }
-        }
-    }
+    findings.extend(takeover_problems(&seen, &identity, transitions));
+    eprintln!("new holder after the kill: {new_holder:?}");
     assert!(findings.is_empty(), "{}", findings.join("\n"));
+}
+
+/// What is wrong with the Lease's history after SIGKILL to the process holding it as `identity`
+/// with `transitions` so far (`seen`: every change of (holder, leaseTransitions), in order): a
+/// new holder must come, leaseTransitions above `transitions` from then on, and `identity` must
+/// never hold it again.
+fn takeover_problems(seen: &[(Option<String>, i32)], identity: &str, transitions: i32) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(i) = seen.iter().position(|(h, _)| h.as_deref().is_some_and(|h| h != identity)) else {
+        return vec![format!("no holder other than the killed {identity} after the kill: {seen:?}")];
+    };
+    if let Some(again) = seen[i..].iter().find(|(h, _)| h.as_deref() == Some(identity)) {
+        problems.push(format!("the killed process's identity {identity} held the Lease again after {:?} took it: {again:?}; Lease seen {seen:?}", seen[i].0));
+    }
+    if seen[i..].iter().any(|(_, t)| *t <= transitions) {
+        problems.push(format!("leaseTransitions at or below {transitions} after the new term began: {seen:?}"));
+    }
+    problems
+}
+
+#[test]
+fn takeover_problems_catch_a_dead_identity_or_no_new_term() {
+    let h = |s: &str, t: i32| (Some(s.to_string()), t);
+    // The standby, or the killed pod's restarted process (a new suffix), takes over.
+    assert!(takeover_problems(&[h("op-a_1", 1), (None, 1), h("op-b_2", 2)], "op-a_1", 1).is_empty());
+    assert!(takeover_problems(&[h("op-a_1", 1), h("op-a_3", 2), h("op-b_2", 3)], "op-a_1", 1).is_empty());
+    // The dead process's identity continues or comes back; no new term; transitions not up.
+    assert_eq!(takeover_problems(&[h("op-a_1", 1)], "op-a_1", 1).len(), 1);
+    assert_eq!(takeover_problems(&[h("op-a_1", 1), h("op-b_2", 2), h("op-a_1", 3)], "op-a_1", 1).len(), 1);
+    assert_eq!(takeover_problems(&[h("op-a_1", 1), h("op-b_2", 1)], "op-a_1", 1).len(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -264,7 +284,8 @@ async fn api_server_restart_under_load() {
 
     // Sandboxes being created through the gateway the whole time, one every 300 ms.
     let stop = Arc::new(AtomicBool::new(false));
-    let (ac2, n2, stop2) = (ac.clone(), n.clone(), stop.clone());
+    let answered = Arc::new(AtomicUsize::new(0));
+    let (ac2, n2, stop2, answered2) = (ac.clone(), n.clone(), stop.clone(), answered.clone());
     let creator = tokio::spawn(async move {
         let mut results = Vec::new();
         let mut i = 0;
@@ -274,6 +295,7 @@ async fn api_server_restart_under_load() {
             r.set_timeout(Duration::from_secs(20));
             let res = ac2.sandboxes().create_sandbox(r).await.map(|_| ()).map_err(|s| (s.code(), s.message().to_string()));
             results.push((name, res));
+            answered2.fetch_add(1, Ordering::Relaxed);
             i += 1;
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
@@ -293,14 +315,26 @@ async fn api_server_restart_under_load() {
         down
     });
 
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The load is on (creations answered) when the restart begins, and stays on until creations
+    // are answered again after it.
+    let answers = |n: usize, what: &'static str| {
+        let answered = answered.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while answered.load(Ordering::Relaxed) < n {
+                assert!(tokio::time::Instant::now() < deadline, "{what}: fewer than {n} creations answered within 60 s");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    answers(3, "before the restart").await;
     let t_restart = Instant::now();
     let out = tokio::process::Command::new(cluster_script()).args(["restart", "kube-apiserver", &down_seconds().to_string()]).output().await.expect("running e2e/cluster restart");
     let restart_took = t_restart.elapsed();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "e2e/cluster restart kube-apiserver failed:\n{log}");
     eprintln!("e2e/cluster restart kube-apiserver: {:.1}s ({})", restart_took.as_secs_f64(), log.trim());
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    answers(answered.load(Ordering::Relaxed) + 3, "after the restart").await;
     stop.store(true, Ordering::Relaxed);
     let created = creator.await.expect("creator");
     let down = prober.await.expect("prober");
