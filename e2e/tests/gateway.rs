@@ -182,7 +182,10 @@ async fn wait_processes(c: &AirlockClient, ns: &str, name: &str, argv: &[&str], 
         if n == 1 {
             return;
         }
-        assert!(Instant::now() < end, "{n} processes {argv:?} in {ns}/{name}, want 1");
+        assert!(
+            Instant::now() < end,
+            "{n} processes {argv:?} in {ns}/{name}, want 1"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

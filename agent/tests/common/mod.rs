@@ -227,7 +227,9 @@ pub fn sleeps(marker: &str) -> Vec<u32> {
     let want = format!("sleep\0{marker}\0");
     procs_with(marker)
         .into_iter()
-        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
+        })
         .collect()
 }
 
