@@ -55,16 +55,25 @@ fn large_stdin_round_trips_through_cat() {
 
 #[test]
 fn signal_frame_terminates_child() {
-    let mut a = spawn(&["exec", "--", "sleep", "100"]);
+    let m = marker_sleep();
+    let spawned = Instant::now();
+    let mut a = spawn(&["exec", "--", "sleep", &m]);
+    // The child runs before the signal is sent (else the test proves nothing about the child).
+    assert!(
+        eventually(T, || sleeps(&m).len() == 1),
+        "sleep did not start"
+    );
     a.send(&signal(15));
     // stdin stays open: only the signal ends the child
     let o = a.wait(T);
     assert_eq!(o.code, 143, "{o:?}");
+    assert_killed(&m, spawned);
 }
 
 #[test]
 fn signal_frame_reaches_whole_group() {
     let m = marker_sleep();
+    let spawned = Instant::now();
     let mut a = spawn(&[
         "exec",
         "--",
@@ -73,29 +82,26 @@ fn signal_frame_reaches_whole_group() {
         &format!("sleep {m} & sleep {m}; wait"),
     ]);
     assert!(
-        eventually(T, || procs_with(&m).len() >= 2),
+        eventually(T, || sleeps(&m).len() == 2),
         "sleeps did not start"
     );
     a.send(&signal(9));
     let o = a.wait(T);
     assert_eq!(o.code, 137, "{o:?}");
-    assert!(
-        eventually(Duration::from_secs(5), || procs_with(&m).is_empty()),
-        "left behind: {:?}",
-        procs_with(&m)
-    );
+    assert_killed(&m, spawned);
 }
 
 /// Starts `sleep & sleep` under the agent (after a CLOSE frame if `close_first`), closes the
 /// agent's stdin, and checks that the whole group is killed; returns how long that took.
 fn eof_kills_the_group(close_first: bool) -> Duration {
     let m = marker_sleep();
+    let spawned = Instant::now();
     let mut a = spawn(&["exec", "--", "sh", "-c", &format!("sleep {m} & sleep {m}")]);
     if close_first {
         a.send(&close());
     }
     assert!(
-        eventually(T, || procs_with(&m).len() >= 2),
+        eventually(T, || sleeps(&m).len() == 2),
         "sleeps did not start"
     );
     let start = Instant::now();
@@ -103,11 +109,7 @@ fn eof_kills_the_group(close_first: bool) -> Duration {
     let o = a.wait(T);
     let took = start.elapsed();
     assert_eq!(o.code, 137, "{o:?}");
-    assert!(
-        eventually(Duration::from_secs(5), || procs_with(&m).is_empty()),
-        "left behind: {:?}",
-        procs_with(&m)
-    );
+    assert_killed(&m, spawned);
     took
 }
 
@@ -128,38 +130,42 @@ fn eof_without_close_kills_process_group() {
 #[test]
 fn timeout_kills_group_with_137() {
     let m = marker_sleep();
+    let spawned = Instant::now();
     let start = Instant::now();
-    let mut a = spawn(&[
+    let a = spawn(&[
         "exec",
         "--timeout-ms",
-        "300",
+        "2000",
         "--",
         "sh",
         "-c",
         &format!("sleep {m} & sleep {m}"),
     ]);
-    let o = {
-        let o = a.child.try_wait().unwrap();
-        assert!(o.is_none());
-        a.wait(T)
-    };
+    // Both sleeps run (long before the 2 s timeout), so their absence below means they were
+    // killed, not that they never started.
+    assert!(
+        eventually(T, || sleeps(&m).len() == 2),
+        "sleeps did not start"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "the sleeps were seen only after the timeout"
+    );
+    let o = a.wait(T);
     let took = start.elapsed();
     assert_eq!(o.code, 137, "{o:?}");
-    assert!(
-        took >= Duration::from_millis(290) && took < Duration::from_secs(3),
-        "took {took:?}"
-    );
-    assert!(
-        eventually(Duration::from_secs(5), || procs_with(&m).is_empty()),
-        "left behind: {:?}",
-        procs_with(&m)
-    );
+    // Not before the timeout (the 100 s sleeps bound it from above: `wait` allows 20 s).
+    assert!(took >= Duration::from_secs(2), "took {took:?}");
+    assert_killed(&m, spawned);
 }
 
 #[test]
 fn background_processes_are_killed_when_child_exits() {
     let m = marker_sleep();
-    // The background sleep holds stdout: the test's read of stdout only ends when it is gone.
+    let spawned = Instant::now();
+    // `started` is printed only once the background sleep runs (its command line is in /proc),
+    // so the absence below means it was killed. It holds stdout: the test's read of stdout only
+    // ends when it is gone.
     let start = Instant::now();
     let o = run(
         &[
@@ -167,17 +173,16 @@ fn background_processes_are_killed_when_child_exits() {
             "--",
             "sh",
             "-c",
-            &format!("sleep {m} & echo started"),
+            &format!(
+                "sleep {m} & until grep -qa {m} /proc/$!/cmdline; do :; done; echo started"
+            ),
         ],
         &close(),
     );
     assert_eq!((o.code, o.out().as_str()), (0, "started\n"), "{o:?}");
+    // Well before the 100 s sleep would have ended by itself.
     assert!(start.elapsed() < Duration::from_secs(10));
-    assert!(
-        eventually(Duration::from_secs(5), || procs_with(&m).is_empty()),
-        "left behind: {:?}",
-        procs_with(&m)
-    );
+    assert_killed(&m, spawned);
 }
 
 #[test]
@@ -306,9 +311,16 @@ fn tty_exit_code_and_signal() {
     let mut a = spawn(&["exec", "--tty", "--", "sh", "-c", "echo x; exit 4"]);
     a.send(&close());
     assert_eq!(a.wait(T).code, 4);
-    let mut a = spawn(&["exec", "--tty", "--", "sleep", "100"]);
+    let m = marker_sleep();
+    let spawned = Instant::now();
+    let mut a = spawn(&["exec", "--tty", "--", "sleep", &m]);
+    assert!(
+        eventually(T, || sleeps(&m).len() == 1),
+        "sleep did not start"
+    );
     a.send(&signal(2));
     assert_eq!(a.wait(T).code, 130);
+    assert_killed(&m, spawned);
 }
 
 #[test]

@@ -115,10 +115,15 @@ fn without_child_waits_idle_until_sigterm() {
         let a = spawn(&["init"]);
         let pid = a.pid();
         wait_ready(pid);
-        // other signals are ignored
+        // other signals are ignored: the agent takes them (they leave the pending sets) and
+        // goes on waiting
         kill(pid, "USR1");
         kill(pid, "HUP");
-        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            eventually(T, || !pending(pid, &[10, 1])),
+            "SIGUSR1/SIGHUP never taken by the agent: {:?}",
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+        );
         let (state, _) = proc_state(pid).unwrap();
         assert_eq!(state, 'S', "agent should be sleeping");
         let ticks = cpu_ticks(pid);
@@ -127,6 +132,20 @@ fn without_child_waits_idle_until_sigterm() {
         kill(pid, sig);
         assert_eq!(a.wait(T).code, code, "exit on SIG{sig}");
     }
+}
+
+/// Whether any of `signals` is pending for `pid` (thread or process-wide set).
+fn pending(pid: u32, signals: &[u32]) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .expect("signal mask in /proc/PID/status")
+    };
+    let set = mask("SigPnd:") | mask("ShdPnd:");
+    signals.iter().any(|s| set & (1 << (s - 1)) != 0)
 }
 
 fn cpu_ticks(pid: u32) -> u64 {

@@ -16,6 +16,16 @@ check() { # DESCRIPTION COMMAND...: the command must succeed
   if "${@:2}" >/dev/null 2>&1; then pass=$((pass+1)); echo "ok   - $1"; else fail=$((fail+1)); echo "FAIL - $1"; fi
 }
 none() { [ -z "$("$@" 2>/dev/null)" ]; }
+# absent PATTERN CMD...: CMD (a listing: iptables -S, ipset list) runs and succeeds, and no line of
+# its output matches PATTERN. A missing or failing tool fails the check (it proves nothing).
+absent() {
+  local out; out=$("${@:2}" 2>/dev/null) || { echo "$2 missing or failed" >&2; return 1; }
+  ! printf '%s\n' "$out" | grep -qE "$1"
+}
+# present PATTERN CMD...: CMD succeeds and a line of its output matches PATTERN.
+present() { local out; out=$("${@:2}" 2>/dev/null) || return 1; printf '%s\n' "$out" | grep -qE "$1"; }
+IPT_OURS='KUBE-|AIRLOCK-|CNI-|airlock0|10\.244\.'
+IPSET_OURS='^(KUBE-|kube-router)'
 
 # pids: `name=pid` for every component `e2e/cluster status` reports running.
 pids() { "$HERE/cluster" status 2>/dev/null | awk '$2 == "running" { sub(/\)$/, "", $4); print $1 "=" $4 }'; }
@@ -133,6 +143,16 @@ rerun_checks() {
 
 case "${1:-all}" in
   all)
+    # The cluster's own rules and sets are there before `down` (so their absence after it means
+    # `down` removed them, not that the tool or the pattern sees nothing).
+    for t in filter nat; do
+      check "before down: iptables table $t holds the cluster's rules" present "$IPT_OURS" iptables -t "$t" -S
+    done
+    if [ -n "$(kubectl get networkpolicies -A -o name 2>/dev/null)" ]; then
+      check "before down: kube-router's ipsets exist (NetworkPolicies are enforced)" present "$IPSET_OURS" ipset list -n
+    else
+      check "before down: ipset answers (no NetworkPolicy, so no kube-router set yet)" ipset list -n
+    fi
     "$HERE/cluster" down
     check "no cluster process left" none pgrep -f "$STATE|/run/airlock|airlock-node"
     check "no mount left under the state directories" none grep -E " ($STATE|/run/airlock)[/ ]" /proc/self/mounts
@@ -140,9 +160,9 @@ case "${1:-all}" in
     check "bridge airlock0 removed" none sh -c "ip link show airlock0 2>/dev/null"
     check "node address removed from lo" none sh -c "ip addr show dev lo | grep 10.200.0.1"
     for t in filter nat mangle raw; do
-      check "no KUBE-/AIRLOCK-/CNI- chain or rule in iptables table $t" none sh -c "iptables -t $t -S | grep -E 'KUBE-|AIRLOCK-|CNI-|airlock0|10\.244\.'"
+      check "no KUBE-/AIRLOCK-/CNI- chain or rule in iptables table $t" absent "$IPT_OURS" iptables -t "$t" -S
     done
-    check "no kube-router ipset left" none sh -c "ipset list -n | grep -E '^(KUBE-|kube-router)'"
+    check "no kube-router ipset left" absent "$IPSET_OURS" ipset list -n
     check "state directory removed" test ! -e "$STATE"
     "$HERE/cluster" up
     check "node Ready after up" sh -c "kubectl get node airlock-node -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"

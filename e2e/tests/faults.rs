@@ -2,9 +2,12 @@
 //! checked against "nothing lost, nothing orphaned":
 //!
 //! - two operator replicas, the leader SIGKILLed (its process found on this node by the pod name
-//!   in its environment): a new leader term begins (leaseTransitions up; normally the standby
-//!   takes the Lease), and Sandboxes created just before and just after the kill all get exactly
-//!   one pod and become Ready; one replica again at the end, pass or fail;
+//!   in its environment): what is guaranteed is that a new process takes the Lease: the holder
+//!   becomes another identity (each process has its own random suffix), leaseTransitions goes
+//!   up, and the killed process's identity never holds it again. Which replica wins is not
+//!   (normally the standby; the killed pod's restarted container is a new process and may win
+//!   too). Sandboxes created just before and just after the kill all get exactly one pod and
+//!   become Ready; one replica again at the end, pass or fail;
 //! - kube-apiserver restarted (`e2e/cluster restart kube-apiserver`) while commands run through
 //!   the in-cluster gateway and Sandboxes are being created: the commands end with a clear gRPC
 //!   status (no hang), neither the operator nor the gateway restarts, and afterwards new Sandboxes
@@ -15,7 +18,7 @@
 //! they run one at a time. Measured figures are printed (`--nocapture`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use airlock_crds::Sandbox;
@@ -45,7 +48,7 @@ async fn wait_ready(c: &Client, ns: &str, names: &[String]) {
 // Two operator replicas, the leader killed.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_killed_the_standby_takes_over() {
+async fn leader_killed_a_new_process_takes_the_lease_and_the_dead_one_never_again() {
     let _lock = LOCK.lock().await;
     let c = client().await;
     let _cluster = ClusterLock::acquire("leader kill").await;
@@ -95,6 +98,22 @@ async fn leader_kill(c: Client, n: String) {
     }
     let killed = Instant::now();
     release::sigkill(pid);
+    // Every change of the Lease from the kill to the end of the test, in order.
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = tokio::spawn({
+        let (c, watching) = (c.clone(), watching.clone());
+        async move {
+            let mut seen: Vec<(Option<String>, i32)> = Vec::new();
+            while watching.load(Ordering::Relaxed) {
+                let now = release::lease_holder(&c).await;
+                if seen.last() != Some(&now) {
+                    seen.push(now);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            seen
+        }
+    });
     let after: Vec<String> = (0..3).map(|i| format!("after-{i}")).collect();
     for s in &after {
         sandboxes::create(&c, &n, s, json!({})).await.unwrap_or_else(|e| panic!("creating {s}: {e}"));
@@ -115,41 +134,42 @@ async fn leader_kill(c: Client, n: String) {
     // Findings are collected so the whole picture is printed, then the test fails on any.
     let mut findings = Vec::new();
 
-    // A new leader term: leaseTransitions goes up once the dead leader's Lease has expired (one
-    // lease duration, 15 s, without renewal). Normally the standby takes it; the killed replica,
-    // restarted in place by the kubelet, may win too, but must not simply continue the dead
-    // process's term.
+    // A new leader term: once the dead leader's Lease has expired (one lease duration, 15 s,
+    // without renewal) a new process takes it: another identity, leaseTransitions up.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut holders = Vec::new();
-    loop {
+    let mut holders: Vec<(Option<String>, i32)> = Vec::new();
+    let new_holder = loop {
         let (h, t) = release::lease_holder(&c).await;
         if holders.last() != Some(&(h.clone(), t)) {
             eprintln!("  {:>6.1}s after the kill: Lease holder {h:?}, transitions {t}", killed.elapsed().as_secs_f64());
             holders.push((h.clone(), t));
         }
-        if let Some(h) = h.as_ref().filter(|_| t > transitions) {
+        if let Some(h) = h.as_ref().filter(|h| **h != identity) {
             let who = match pod_of(h) {
                 Some(p) if p == standby => "the standby".to_string(),
-                Some(p) => format!("the killed replica's pod {p}, restarted,"),
+                Some(p) => format!("the killed replica's pod {p}, restarted (a new process),"),
                 None => "an unknown replica".to_string(),
             };
-            eprintln!("takeover: {who} holds the Lease as {h}, a new term {:.1}s after the leader was killed (transitions {transitions} -> {t})", killed.elapsed().as_secs_f64());
+            eprintln!("takeover: {who} holds the Lease as {h}, {:.1}s after the leader was killed (transitions {transitions} -> {t})", killed.elapsed().as_secs_f64());
+            if t <= transitions {
+                findings.push(format!("the Lease passed from {identity} to {h} but leaseTransitions did not go up ({transitions} -> {t})"));
+            }
             if pod_of(h).is_none() {
                 findings.push(format!("the Lease is held by {h}, which is none of the replicas {names:?}"));
             }
-            break;
+            break Some(h.clone());
+        }
+        if t > transitions && !findings.iter().any(|f: &String| f.starts_with("leaseTransitions went up")) {
+            findings.push(format!("leaseTransitions went up ({transitions} -> {t}) while the holder is still the killed process's identity {identity}: holders seen {holders:?}"));
         }
         if tokio::time::Instant::now() >= deadline {
             findings.push(format!(
-                "no new leader term within 60 s of SIGKILL to the leader {leader} (identity {identity}); Lease holders seen (holder, transitions): {holders:?}. \
-                 The kubelet restarted the killed container in place and the new process, having the same identity (the pod name), \
-                 renewed the dead process's Lease as its own: the standby {standby} never took over"
+                "no new process took the Lease within 60 s of SIGKILL to the leader {leader} (identity {identity}); Lease holders seen (holder, transitions): {holders:?}"
             ));
-            break;
+            break None;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-
+    };
     // ... each with exactly one pod.
     let (resumed, took) = ready.await.expect("Sandboxes Ready");
     eprintln!(
@@ -173,7 +193,44 @@ async fn leader_kill(c: Client, n: String) {
     sandboxes::create(&c, &n, "later", json!({})).await.expect("creating later");
     wait_ready(&c, &n, &["later".to_string()]).await;
     sandboxes::converged(&c, &n, &[], false, Duration::from_secs(60)).await;
+    // From the first new holder on, the killed process's identity never held the Lease again,
+    // and leaseTransitions never went back.
+    watching.store(false, Ordering::Relaxed);
+    let seen = watcher.await.expect("Lease watcher");
+    eprintln!("Lease from the kill to the end (holder, transitions): {seen:?}");
+    findings.extend(takeover_problems(&seen, &identity, transitions));
+    eprintln!("new holder after the kill: {new_holder:?}");
     assert!(findings.is_empty(), "{}", findings.join("\n"));
+}
+
+/// What is wrong with the Lease's history after SIGKILL to the process holding it as `identity`
+/// with `transitions` so far (`seen`: every change of (holder, leaseTransitions), in order): a
+/// new holder must come, leaseTransitions above `transitions` from then on, and `identity` must
+/// never hold it again.
+fn takeover_problems(seen: &[(Option<String>, i32)], identity: &str, transitions: i32) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(i) = seen.iter().position(|(h, _)| h.as_deref().is_some_and(|h| h != identity)) else {
+        return vec![format!("no holder other than the killed {identity} after the kill: {seen:?}")];
+    };
+    if let Some(again) = seen[i..].iter().find(|(h, _)| h.as_deref() == Some(identity)) {
+        problems.push(format!("the killed process's identity {identity} held the Lease again after {:?} took it: {again:?}; Lease seen {seen:?}", seen[i].0));
+    }
+    if seen[i..].iter().any(|(_, t)| *t <= transitions) {
+        problems.push(format!("leaseTransitions at or below {transitions} after the new term began: {seen:?}"));
+    }
+    problems
+}
+
+#[test]
+fn takeover_problems_catch_a_dead_identity_or_no_new_term() {
+    let h = |s: &str, t: i32| (Some(s.to_string()), t);
+    // The standby, or the killed pod's restarted process (a new suffix), takes over.
+    assert!(takeover_problems(&[h("op-a_1", 1), (None, 1), h("op-b_2", 2)], "op-a_1", 1).is_empty());
+    assert!(takeover_problems(&[h("op-a_1", 1), h("op-a_3", 2), h("op-b_2", 3)], "op-a_1", 1).is_empty());
+    // The dead process's identity continues or comes back; no new term; transitions not up.
+    assert_eq!(takeover_problems(&[h("op-a_1", 1)], "op-a_1", 1).len(), 1);
+    assert_eq!(takeover_problems(&[h("op-a_1", 1), h("op-b_2", 2), h("op-a_1", 3)], "op-a_1", 1).len(), 1);
+    assert_eq!(takeover_problems(&[h("op-a_1", 1), h("op-b_2", 1)], "op-a_1", 1).len(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -227,7 +284,8 @@ async fn api_server_restart_under_load() {
 
     // Sandboxes being created through the gateway the whole time, one every 300 ms.
     let stop = Arc::new(AtomicBool::new(false));
-    let (ac2, n2, stop2) = (ac.clone(), n.clone(), stop.clone());
+    let answered = Arc::new(AtomicUsize::new(0));
+    let (ac2, n2, stop2, answered2) = (ac.clone(), n.clone(), stop.clone(), answered.clone());
     let creator = tokio::spawn(async move {
         let mut results = Vec::new();
         let mut i = 0;
@@ -237,6 +295,7 @@ async fn api_server_restart_under_load() {
             r.set_timeout(Duration::from_secs(20));
             let res = ac2.sandboxes().create_sandbox(r).await.map(|_| ()).map_err(|s| (s.code(), s.message().to_string()));
             results.push((name, res));
+            answered2.fetch_add(1, Ordering::Relaxed);
             i += 1;
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
@@ -256,14 +315,26 @@ async fn api_server_restart_under_load() {
         down
     });
 
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The load is on (creations answered) when the restart begins, and stays on until creations
+    // are answered again after it.
+    let answers = |n: usize, what: &'static str| {
+        let answered = answered.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while answered.load(Ordering::Relaxed) < n {
+                assert!(tokio::time::Instant::now() < deadline, "{what}: fewer than {n} creations answered within 60 s");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    answers(3, "before the restart").await;
     let t_restart = Instant::now();
     let out = tokio::process::Command::new(cluster_script()).args(["restart", "kube-apiserver", &down_seconds().to_string()]).output().await.expect("running e2e/cluster restart");
     let restart_took = t_restart.elapsed();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "e2e/cluster restart kube-apiserver failed:\n{log}");
     eprintln!("e2e/cluster restart kube-apiserver: {:.1}s ({})", restart_took.as_secs_f64(), log.trim());
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    answers(answered.load(Ordering::Relaxed) + 3, "after the restart").await;
     stop.store(true, Ordering::Relaxed);
     let created = creator.await.expect("creator");
     let down = prober.await.expect("prober");

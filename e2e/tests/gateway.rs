@@ -178,6 +178,23 @@ async fn wait_no_processes(
     }
 }
 
+/// Waits until exactly one process in the sandbox runs `argv`: proof that a command started,
+/// before a test checks that it is gone.
+async fn wait_processes(c: &AirlockClient, ns: &str, name: &str, argv: &[&str], within: Duration) {
+    let end = Instant::now() + within;
+    loop {
+        let n = count_processes(c, ns, name, argv).await;
+        if n == 1 {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "{n} processes {argv:?} in {ns}/{name}, want 1"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_exec_and_exit_codes() {
     let e = env("gw-basic").await;
@@ -305,19 +322,38 @@ async fn timeout_and_cancel_leave_no_process() {
     let (c, ns) = (&e.c, e.ns.name.as_str());
     ready_sandbox(c, ns, "kill", "200m").await;
 
-    // Timeout: SIGKILL to the group at 2 s; child and grandchild are gone.
-    let mut req = AirlockClient::shell(ns, "kill", "sleep 60.125 & sleep 60.25; wait");
+    // Timeout: SIGKILL to the group at 10 s; child and grandchild, both seen running before
+    // it, are gone after it.
+    let mut req = AirlockClient::shell(
+        ns,
+        "kill",
+        "sleep 60.125 & sleep 60.25 & echo started; wait",
+    );
     req.timeout = Some(prost_types::Duration {
-        seconds: 2,
+        seconds: 10,
         nanos: 0,
     });
     let t0 = Instant::now();
-    let out = c.exec_collect(req).await.unwrap();
+    let mut s = c.exec(req).await.unwrap();
+    loop {
+        let ev = s.message().await.unwrap().expect("output before the end");
+        if matches!(ev.event, Some(pb::exec_event::Event::Stdout(_))) {
+            break;
+        }
+    }
+    wait_processes(c, ns, "kill", &["sleep", "60.125"], Duration::from_secs(8)).await;
+    wait_processes(c, ns, "kill", &["sleep", "60.25"], Duration::from_secs(8)).await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "the sleeps were seen only after the 10 s timeout"
+    );
+    let out = collect(s).await.unwrap();
     let took = t0.elapsed();
     assert!(out.timed_out, "{out:?}");
     assert_eq!((out.exit_code, out.signal), (137, 9));
+    // At the timeout: not before it, and not when the 60 s sleeps would have ended.
     assert!(
-        took >= Duration::from_secs(2) && took < Duration::from_secs(12),
+        took >= Duration::from_secs(10) && took < Duration::from_secs(50),
         "took {took:?}"
     );
     wait_no_processes(c, ns, "kill", &["sleep", "60.125"], Duration::from_secs(5)).await;
@@ -338,7 +374,8 @@ async fn timeout_and_cancel_leave_no_process() {
             break;
         }
     }
-    assert_eq!(count_processes(c, ns, "kill", &["sleep", "61.25"]).await, 1);
+    wait_processes(c, ns, "kill", &["sleep", "61.125"], Duration::from_secs(10)).await;
+    wait_processes(c, ns, "kill", &["sleep", "61.25"], Duration::from_secs(10)).await;
     drop(s);
     wait_no_processes(c, ns, "kill", &["sleep", "61.125"], Duration::from_secs(10)).await;
     wait_no_processes(c, ns, "kill", &["sleep", "61.25"], Duration::from_secs(10)).await;
@@ -572,6 +609,7 @@ async fn interactive_stdin_and_signals() {
             break;
         }
     }
+    wait_processes(c, ns, "inter", &["sleep", "62.5"], Duration::from_secs(10)).await;
     tx.send(pb::ExecInput {
         input: Some(Input::Signal(pb::Signal { number: 15 })),
     })
@@ -843,7 +881,12 @@ async fn quota_refusal_is_resource_exhausted_and_not_ready_is_failed_preconditio
     assert!(err.message().contains("quota"), "{}", err.message());
     // A failed create-and-wait leaves nothing behind.
     let end = Instant::now() + Duration::from_secs(60);
-    while c.get_sandbox(ns, "refused").await.is_ok() {
+    loop {
+        match c.get_sandbox(ns, "refused").await {
+            Err(e) if e.code() == Code::NotFound => break,
+            Err(e) => panic!("reading the refused sandbox: {e:?} (want NOT_FOUND once deleted)"),
+            Ok(_) => {}
+        }
         assert!(Instant::now() < end, "the refused sandbox was not deleted");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -1,6 +1,7 @@
 //! Backpressure end to end: while a client does not read, the gateway stops reading the sandbox's
-//! output, so its memory stays bounded however much the sandbox writes. This test is alone in its
-//! binary so that the resident memory it samples is the gateway's (in-process) and the client's.
+//! output, so the command in the sandbox is held up (it stops writing) and the gateway's memory
+//! stays bounded however much the sandbox would write. This test is alone in its binary so that
+//! the resident memory it samples is the gateway's (in-process) and the client's.
 
 use std::time::Duration;
 
@@ -50,20 +51,29 @@ async fn a_stalled_reader_does_not_make_the_gateway_buffer() {
     });
     let c = AirlockClient::connect(&addr, None).await.expect("connect");
 
-    // 200 MiB of output; the sandbox prints its own hash at the end.
+    // 200 MiB of output; the sandbox prints its own hash at the end, and after every MiB written
+    // records how many it has written in /tmp/progress.
     const TOTAL: usize = 200 * 1024 * 1024;
     let script = format!(
-        "import hashlib,sys\nh=hashlib.sha256()\nblock=bytes(range(256))*256\nout=sys.stdout.buffer\nfor i in range({n}):\n  b=block[i%256:]+block[:i%256]\n  h.update(b)\n  out.write(b)\nout.flush()\nprint(h.hexdigest(),file=sys.stderr)",
+        "import hashlib,sys\nh=hashlib.sha256()\nblock=bytes(range(256))*256\nout=sys.stdout.buffer\nfor i in range({n}):\n  b=block[i%256:]+block[:i%256]\n  h.update(b)\n  out.write(b)\n  if i%16==15:\n    out.flush(); open('/tmp/progress','w').write(str((i+1)//16))\nout.flush()\nprint(h.hexdigest(),file=sys.stderr)",
         n = TOTAL / 65536
     );
+    // A second connection reads the sandbox's progress while the first stalls.
+    let watcher = AirlockClient::connect(&addr, None).await.expect("connect");
+    let progress = |w: AirlockClient, ns: String| async move {
+        let o = w.exec_collect(AirlockClient::argv(&ns, "flood", ["sh", "-c", "cat /tmp/progress 2>/dev/null || echo 0"])).await.expect("reading /tmp/progress");
+        String::from_utf8_lossy(&o.stdout).trim().parse::<usize>().expect("MiB written")
+    };
     let mut s = c.exec(AirlockClient::argv(&ns.name, "flood", ["python3", "-c", &script])).await.expect("exec");
     let mut hasher = Sha256::new();
     let (mut n, mut stderr, mut code) = (0usize, Vec::new(), None);
-    // Read the first message, then stall for a while: an unbounded gateway would take in
-    // everything the sandbox writes meanwhile (it writes ~30 MiB/s here).
+    // Read the first message, then stall until the sandbox stops writing (the same MiB count over
+    // 2 s): the backpressure has reached it. An unbounded gateway would take in everything the
+    // sandbox writes (it writes ~30 MiB/s here), and the sandbox would stop only at the end.
     let before = rss_bytes();
     let mut peak = before;
     let mut first = true;
+    let mut held_at = None;
     while let Some(ev) = s.message().await.expect("stream") {
         match ev.event {
             Some(pb::exec_event::Event::Stdout(b)) => {
@@ -71,10 +81,18 @@ async fn a_stalled_reader_does_not_make_the_gateway_buffer() {
                 n += b.len();
                 if first {
                     first = false;
-                    for _ in 0..20 {
-                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+                    let (mut last, mut same) = (usize::MAX, 0);
+                    while same < 4 {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
                         peak = peak.max(rss_bytes());
+                        let now = progress(watcher.clone(), ns.name.clone()).await;
+                        same = if now == last { same + 1 } else { 0 };
+                        last = now;
+                        assert!(tokio::time::Instant::now() < deadline, "the sandbox kept writing for 120 s while the reader stalled ({now} MiB written)");
                     }
+                    eprintln!("the sandbox stopped writing at {last} MiB while the reader stalls");
+                    held_at = Some(last);
                 }
             }
             Some(pb::exec_event::Event::Stderr(b)) => stderr.extend_from_slice(&b),
@@ -88,6 +106,10 @@ async fn a_stalled_reader_does_not_make_the_gateway_buffer() {
     assert_eq!(code, Some(0), "stderr: {}", String::from_utf8_lossy(&stderr));
     assert_eq!(n, TOTAL, "every byte arrived");
     assert_eq!(String::from_utf8_lossy(&stderr).trim(), hex::encode(hasher.finalize()), "same hash");
+    // Held up long before the end: what it wrote meanwhile sits in bounded buffers (the pipe, the
+    // agent, the API server's and kubelet's streams, the gateway's channel, HTTP/2 windows).
+    let held_at = held_at.expect("a first stdout message");
+    assert!(held_at < (TOTAL / 2) >> 20, "the sandbox wrote {held_at} MiB of {} while the reader stalled: nothing held it up", TOTAL >> 20);
     // Bounded: far below what the sandbox wrote (200 MiB); the bound is flow-control windows and
     // the gateway's bounded channels, a few MiB.
     assert!(growth < 48 << 20, "gateway+client memory grew by {} MiB while the reader stalled", growth >> 20);

@@ -227,6 +227,31 @@ fn processes_with(marker: &str) -> Vec<u32> {
     out
 }
 
+/// PIDs whose command line is exactly `argv` (a shell whose script mentions it does not count).
+fn running(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Waits until a process runs `argv` exactly: proof that the command started, before a test
+/// checks that it is gone.
+async fn wait_running(argv: &[&str], within: Duration) {
+    let end = Instant::now() + within;
+    while running(argv).is_empty() {
+        assert!(Instant::now() < end, "{argv:?} never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn wait_gone(marker: &str, within: Duration) {
     let end = Instant::now() + within;
     loop {
@@ -318,52 +343,56 @@ async fn timeout_and_cancel_kill_the_process_group() {
     let gw = Gateway::start(AuthMode::None, Duration::from_secs(5)).await;
     let c = gw.client(None).await;
 
-    // Timeout: a child and a grandchild, both gone afterwards.
+    // Timeout: a child and a grandchild, both seen running, both gone afterwards.
     let tag = std::process::id();
-    let mut req = sh(&format!("sleep 61.{tag}1 & sleep 61.{tag}2; wait"));
+    let (t1, t2) = (format!("61.{tag}1"), format!("61.{tag}2"));
+    let mut req = sh(&format!("sleep {t1} & sleep {t2} & echo started; wait"));
     req.timeout = Some(prost_types::Duration {
-        seconds: 1,
+        seconds: 3,
         nanos: 0,
     });
     let t0 = Instant::now();
-    let out = c.exec_collect(req).await.unwrap();
+    let mut s = c.exec(req).await.unwrap();
+    first_stdout(&mut s).await;
+    wait_running(&["sleep", &t1], Duration::from_secs(3)).await;
+    wait_running(&["sleep", &t2], Duration::from_secs(3)).await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "the sleeps were seen only after the 3 s timeout"
+    );
+    let out = collect(s).await.unwrap();
+    let took = t0.elapsed();
     assert!(out.timed_out, "{out:?}");
     assert_eq!((out.exit_code, out.signal), (137, 9));
+    // At the timeout: not before it, and not when the 61 s sleeps would have ended.
     assert!(
-        t0.elapsed() < Duration::from_secs(6),
-        "took {:?}",
-        t0.elapsed()
+        took >= Duration::from_secs(3) && took < Duration::from_secs(30),
+        "took {took:?}"
     );
     wait_gone(&format!("sleep 61.{tag}"), Duration::from_secs(3)).await;
 
-    // Cancel: drop the stream after the first output.
+    // Cancel: drop the stream once both sleeps run.
+    let (c1, c2) = (format!("62.{tag}1"), format!("62.{tag}2"));
     let mut s = c
-        .exec(sh(&format!(
-            "echo started; sleep 62.{tag}1 & sleep 62.{tag}2"
-        )))
+        .exec(sh(&format!("echo started; sleep {c1} & sleep {c2}")))
         .await
         .unwrap();
-    loop {
-        let ev = s.message().await.unwrap().unwrap();
-        if matches!(ev.event, Some(pb::exec_event::Event::Stdout(_))) {
-            break;
-        }
-    }
-    assert!(
-        !processes_with(&format!("sleep 62.{tag}")).is_empty(),
-        "the command runs"
-    );
+    first_stdout(&mut s).await;
+    wait_running(&["sleep", &c1], Duration::from_secs(5)).await;
+    wait_running(&["sleep", &c2], Duration::from_secs(5)).await;
     drop(s);
     wait_gone(&format!("sleep 62.{tag}"), Duration::from_secs(5)).await;
 
-    // A client that stops reading: the command blocks on output and still dies at its timeout.
-    let mut req = sh(&format!("yes marker-{tag}"));
+    // A client that stops reading: the command blocks on output and still dies at its timeout
+    // while the client reads nothing.
+    let mut req = AirlockClient::argv("ns", "box", ["yes", &format!("marker-{tag}")]);
     req.timeout = Some(prost_types::Duration {
         seconds: 1,
         nanos: 500_000_000,
     });
     let mut s = c.exec(req).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_running(&["yes", &format!("marker-{tag}")], Duration::from_secs(5)).await;
+    wait_gone(&format!("yes marker-{tag}"), Duration::from_secs(10)).await;
     let mut timed_out = false;
     while let Some(ev) = s.message().await.unwrap() {
         if let Some(pb::exec_event::Event::Exited(e)) = ev.event {
@@ -371,8 +400,17 @@ async fn timeout_and_cancel_kill_the_process_group() {
         }
     }
     assert!(timed_out);
-    wait_gone(&format!("yes marker-{tag}"), Duration::from_secs(3)).await;
     gw.shutdown().await;
+}
+
+/// Reads the stream up to its first stdout message.
+async fn first_stdout(s: &mut tonic::Streaming<pb::ExecEvent>) {
+    loop {
+        let ev = s.message().await.unwrap().expect("output before the end");
+        if matches!(ev.event, Some(pb::exec_event::Event::Stdout(_))) {
+            return;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,7 +508,7 @@ async fn interactive_stdin_signal_and_protocol_errors() {
         })
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_running(&["sleep", &format!("64.{tag}")], Duration::from_secs(5)).await;
     tx.send(pb::ExecInput {
         input: Some(Input::Signal(pb::Signal { number: 15 })),
     })
@@ -478,6 +516,7 @@ async fn interactive_stdin_signal_and_protocol_errors() {
     .unwrap();
     let out = collect(events).await.unwrap();
     assert_eq!((out.exit_code, out.signal), (143, 15), "{out:?}");
+    wait_gone(&format!("sleep 64.{tag}"), Duration::from_secs(5)).await;
 
     // tty: output through the pty.
     let (tx, events) = c
@@ -661,17 +700,24 @@ async fn files_roundtrip_and_errors() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("header:"), "{}", e.message());
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         std::fs::read(format!("{dir}/sub/f.bin")).unwrap().len(),
         data.len()
     );
-    let leftovers: Vec<_> = std::fs::read_dir(format!("{dir}/sub"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert_eq!(leftovers.len(), 1, "temporary files left: {leftovers:?}");
+    // The agent behind the refused upload removes its temporary file when its stdin ends.
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let leftovers: Vec<_> = std::fs::read_dir(format!("{dir}/sub"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        if leftovers.len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < end, "temporary files left: {leftovers:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     c.remove("ns", "box", &dir, true).await.unwrap();
     assert!(!std::path::Path::new(&dir).exists());
@@ -904,13 +950,16 @@ async fn shutdown_drains_then_cuts_off() {
     let gw = Gateway::start(AuthMode::None, Duration::from_secs(1)).await;
     let c = gw.client(None).await;
     // A short call in flight finishes normally during the drain.
-    let short = tokio::spawn({
-        let c = c.clone();
-        async move { c.exec_collect(sh("sleep 0.5; echo done")).await }
-    });
     let tag = std::process::id();
+    let short_sleep = format!("0.5{tag}");
+    let short = tokio::spawn({
+        let (c, line) = (c.clone(), format!("sleep {short_sleep}; echo done"));
+        async move { c.exec_collect(sh(&line)).await }
+    });
     let mut long = c.exec(sh(&format!("sleep 66.{tag}"))).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both calls are in flight (their commands run) when the shutdown begins.
+    wait_running(&["sleep", &short_sleep], Duration::from_secs(5)).await;
+    wait_running(&["sleep", &format!("66.{tag}")], Duration::from_secs(5)).await;
     let t0 = Instant::now();
     gw.shutdown().await;
     assert!(

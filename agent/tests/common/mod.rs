@@ -221,6 +221,33 @@ pub fn procs_with(marker: &str) -> Vec<u32> {
     v
 }
 
+/// Live (non-zombie) `sleep MARKER` processes: the command line is exactly that (a shell whose
+/// script mentions the marker does not count).
+pub fn sleeps(marker: &str) -> Vec<u32> {
+    let want = format!("sleep\0{marker}\0");
+    procs_with(marker)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
+        })
+        .collect()
+}
+
+/// Every process with `marker` (a [`marker_sleep`], 100 s) is gone within 5 s, and long before the
+/// sleeps would have ended by themselves (`start`: when the test started them): they were killed.
+pub fn assert_killed(marker: &str, start: Instant) {
+    assert!(
+        eventually(Duration::from_secs(5), || procs_with(marker).is_empty()),
+        "left behind: {:?}",
+        procs_with(marker)
+    );
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(50),
+        "the {marker} sleeps were gone only {took:?} after they started: they ended by themselves, nothing killed them"
+    );
+}
+
 /// (state, ppid) from /proc/PID/stat.
 pub fn proc_state(pid: u32) -> Option<(char, u32)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
