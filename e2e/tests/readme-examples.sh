@@ -66,7 +66,7 @@ cleanup_namespaces
 # with is saved and loaded by the next block, so state carries over as in one terminal. Background
 # jobs (port-forward) outlive their block and are killed at the end.
 STATE=$WORK/state.env
-: > "$STATE"
+echo "export README_EXAMPLES_RUN=$WORK" > "$STATE"
 rc=0
 WROTE=()
 for meta in "$WORK"/blocks/*.meta; do
@@ -96,8 +96,13 @@ for meta in "$WORK"/blocks/*.meta; do
   echo "ok   - $where"
 done
 
-# Background jobs the blocks started (port-forward) belong to the session's process group.
-pkill -f "port-forward svc/airlock-exec-gateway" >/dev/null 2>&1 || true
+# Background jobs the blocks started (port-forward) carry README_EXAMPLES_RUN in their
+# environment: end those, and nothing else on the machine.
+for env in /proc/[0-9]*/environ; do
+  if tr '\0' '\n' < "$env" 2>/dev/null | grep -qxF "README_EXAMPLES_RUN=$WORK"; then
+    pid=${env#/proc/}; kill "${pid%/environ}" 2>/dev/null || true
+  fi
+done
 cleanup_namespaces
 rm -f "${WROTE[@]}"
 if [ $rc = 0 ]; then rm -rf "$WORK"; echo "1 passed, 0 failed"; else echo "0 passed, 1 failed (work dir $WORK)"; fi

@@ -69,11 +69,13 @@ pub const REJECTED_RETRY_MAX: Duration = Duration::from_secs(300);
 #[derive(Default)]
 pub(crate) struct Backoff(Mutex<HashMap<String, Failures>>);
 
-/// Failures in a row of one sandbox: how many, the last one (ms since the epoch), the wait after it.
+/// Failures in a row of one sandbox: how many, the last one (ms since the epoch), the wait after
+/// it, and what the API server said.
 struct Failures {
     count: u32,
     at_ms: i64,
     wait: Duration,
+    message: String,
 }
 
 impl Backoff {
@@ -81,7 +83,7 @@ impl Backoff {
     /// [`REJECTED_RETRY_MIN`], doubled with each failure in a row, at most [`REJECTED_RETRY_MAX`].
     /// A failure before the current wait is over (the sandbox was reconciled early, for instance
     /// woken by its own status write) does not count: the rest of the wait is returned.
-    pub(crate) fn next(&self, key: &str, now: Timestamp) -> Duration {
+    pub(crate) fn next(&self, key: &str, now: Timestamp, message: &str) -> Duration {
         let now_ms = now.as_millisecond();
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         // Forget sandboxes not seen failing for a long while (deleted ones, mostly).
@@ -97,13 +99,30 @@ impl Backoff {
             count: 0,
             at_ms: now_ms,
             wait: Duration::ZERO,
+            message: String::new(),
         });
         f.count = f.count.saturating_add(1);
+        f.message = message.to_string();
         f.at_ms = now_ms;
         f.wait = REJECTED_RETRY_MIN
             .saturating_mul(1u32 << (f.count - 1).min(16))
             .min(REJECTED_RETRY_MAX);
         f.wait
+    }
+
+    /// While `key` waits after a failure: the rest of the wait and the API server's last message,
+    /// so a reconcile woken early reports the same refusal without asking again.
+    pub(crate) fn waiting(&self, key: &str, now: Timestamp) -> Option<(Duration, String)> {
+        let now_ms = now.as_millisecond();
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let f = map.get(key)?;
+        let due_ms = f.at_ms + f.wait.as_millis() as i64;
+        (now_ms < due_ms).then(|| {
+            (
+                Duration::from_millis((due_ms - now_ms) as u64),
+                f.message.clone(),
+            )
+        })
     }
 
     /// `key` succeeded: the next failure starts from the shortest wait again.
@@ -281,24 +300,32 @@ mod tests {
         let mut t = 0;
         let mut waits = Vec::new();
         for _ in 0..8 {
-            let w = b.next("uid-1", at(t)).as_secs();
+            let w = b.next("uid-1", at(t), "no").as_secs();
             waits.push(w);
             t += w as i64;
         }
         assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300, 300]);
-        assert_eq!(b.next("uid-2", at(t)).as_secs(), 10, "per sandbox");
+        assert_eq!(b.next("uid-2", at(t), "no").as_secs(), 10, "per sandbox");
         b.reset("uid-1");
-        assert_eq!(b.next("uid-1", at(t)).as_secs(), 10);
+        assert_eq!(b.next("uid-1", at(t), "no").as_secs(), 10);
     }
 
     #[test]
     fn an_early_failure_does_not_lengthen_the_wait() {
         let b = Backoff::default();
-        assert_eq!(b.next("uid-1", at(0)), Duration::from_secs(10));
-        // Woken 3 s later (its own status write): the rest of the wait, not a doubled one.
-        assert_eq!(b.next("uid-1", at(3)), Duration::from_secs(7));
-        assert_eq!(b.next("uid-1", at(10)), Duration::from_secs(20));
+        assert_eq!(b.waiting("uid-1", at(0)), None);
+        assert_eq!(b.next("uid-1", at(0), "refused"), Duration::from_secs(10));
+        // Woken 3 s later (its own status write): still waiting, with the refusal to report.
+        assert_eq!(
+            b.waiting("uid-1", at(3)),
+            Some((Duration::from_secs(7), "refused".to_string()))
+        );
+        // A failure before the wait is over gets the rest of the wait, not a doubled one.
+        assert_eq!(b.next("uid-1", at(3), "refused"), Duration::from_secs(7));
+        assert_eq!(b.waiting("uid-1", at(10)), None);
+        assert_eq!(b.next("uid-1", at(10), "again"), Duration::from_secs(20));
+        assert_eq!(b.waiting("uid-1", at(11)).unwrap().1, "again");
         // Long forgotten: from the start again.
-        assert_eq!(b.next("uid-1", at(10 + 1300)), Duration::from_secs(10));
+        assert_eq!(b.next("uid-1", at(10 + 1300), "no"), Duration::from_secs(10));
     }
 }

@@ -47,8 +47,33 @@ impl Cidr {
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        match self.addr {
+            IpAddr::V4(a) => write!(f, "{a}/{}", self.prefix),
+            IpAddr::V6(a) => write!(f, "{}/{}", hex_v6(a.segments()), self.prefix),
+        }
     }
+}
+
+/// RFC 5952 text of an IPv6 address, always in hex: std writes IPv4-mapped addresses with a
+/// dotted quad (`::ffff:0.0.0.0`), which would make one range look like two.
+fn hex_v6(seg: [u16; 8]) -> String {
+    // The longest run of two or more zero groups (the first, on a tie) becomes "::".
+    let (mut best, mut run) = ((0, 0), (0, 0));
+    for (i, &g) in seg.iter().enumerate() {
+        if g == 0 {
+            run = if run.1 == 0 { (i, 1) } else { (run.0, run.1 + 1) };
+            if run.1 > best.1 {
+                best = run;
+            }
+        } else {
+            run = (0, 0);
+        }
+    }
+    let hex = |gs: &[u16]| gs.iter().map(|g| format!("{g:x}")).collect::<Vec<_>>().join(":");
+    if best.1 < 2 {
+        return hex(&seg);
+    }
+    format!("{}::{}", hex(&seg[..best.0]), hex(&seg[best.0 + best.1..]))
 }
 
 /// Parses `ADDRESS/PREFIX`; the address must be the network address (no host bits set), as the
@@ -82,6 +107,22 @@ pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ipv6_text_is_hex_and_compressed() {
+        for (text, want) in [
+            ("::ffff:0.0.0.0/96", "::ffff:0:0/96"),
+            ("::ffff:0:0/96", "::ffff:0:0/96"),
+            ("64:ff9b::/96", "64:ff9b::/96"),
+            ("::/0", "::/0"),
+            ("fd00:ec2::254/128", "fd00:ec2::254/128"),
+            ("2001:db8:0:0:1:0:0:0/128", "2001:db8:0:0:1::/128"),
+            ("1:0:2:3:4:5:6:7/128", "1:0:2:3:4:5:6:7/128"),
+            ("10.0.0.0/8", "10.0.0.0/8"),
+        ] {
+            assert_eq!(Cidr::parse(text).unwrap().to_string(), want, "{text}");
+        }
+    }
+
     use super::*;
 
     fn c(s: &str) -> Cidr {

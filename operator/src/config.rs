@@ -405,12 +405,17 @@ pub struct QuotaConfig {
 }
 
 /// Default of `--egress-deny-cidr`: the cloud metadata endpoints (AWS, GCP, Azure and others at
-/// 169.254.169.254; AWS's IPv6 one) and the link-local ranges they live in.
+/// 169.254.169.254; AWS's IPv6 one), the link-local ranges they live in, and the IPv6 ranges
+/// that translate to any IPv4 address (NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`, IPv4-mapped
+/// `::ffff:0:0/96`), through which an `AllowList` entry would otherwise reach a denied IPv4 one.
 pub const DEFAULT_EGRESS_DENY: &[&str] = &[
     "169.254.169.254/32",
     "fd00:ec2::254/128",
     "169.254.0.0/16",
     "fe80::/10",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "::ffff:0:0/96",
 ];
 
 /// Where sandboxes with `spec.network.dns` may send DNS queries.

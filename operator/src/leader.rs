@@ -28,8 +28,11 @@ use tracing::{info, warn};
 pub const LEASE_NAME: &str = "airlock-operator";
 /// How long a lease is valid without renewal.
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
-/// How often the leader renews, and how often a standby tries to acquire.
-pub const RENEW_PERIOD: Duration = Duration::from_secs(5);
+/// How often the leader renews (and retries a failed renewal), and how often a standby tries to
+/// acquire: client-go's retry period. With [`RENEW_DEADLINE`] it rides out an API-server outage
+/// of about 8 s wherever it falls between renewals (a 5 s period lost the lease to a 6 s
+/// restart that began just after a renewal).
+pub const RENEW_PERIOD: Duration = Duration::from_secs(2);
 /// A leader that could not renew for this long stops leading.
 pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a leader that lost the Lease lets running reconciles finish before dropping them:
@@ -314,6 +317,9 @@ impl Elector {
             // Bounded by the time left: a renewal stuck on a hung connection must not outlive
             // the deadline (the standby may take over once the lease duration has passed).
             let left = RENEW_DEADLINE.saturating_sub(last_renewal.elapsed());
+            // The renewal's time is when it was sent, not when its answer came: the standby
+            // counts the lease from the write, which may be up to `left` before the answer.
+            let sent = tokio::time::Instant::now();
             let round = tokio::select! {
                 _ = &mut stop => return Held::Stopped,
                 r = tokio::time::timeout(left, self.round()) => {
@@ -321,7 +327,7 @@ impl Elector {
                 }
             };
             match round {
-                Ok(Round::Leader) => last_renewal = tokio::time::Instant::now(),
+                Ok(Round::Leader) => last_renewal = sent,
                 Ok(Round::Follower { holder }) => {
                     warn!(%holder, "the leader Lease was taken over");
                     return Held::Lost;

@@ -188,6 +188,17 @@ impl Reviewer {
             );
             return Ok(None);
         }
+        // An authenticator that ignores `spec.audiences` (some webhooks) would accept a token
+        // minted for anyone: the answer must name one of the audiences asked for.
+        let wanted = &self.limits.audiences;
+        let granted = status.audiences.unwrap_or_default();
+        if !wanted.is_empty() && !granted.iter().any(|a| wanted.contains(a)) {
+            tracing::warn!(
+                granted = ?granted,
+                "TokenReview authenticated a token without the audiences asked for; refused"
+            );
+            return Ok(None);
+        }
         let user = status.user.unwrap_or_default();
         Ok(Some(Principal::Kubernetes {
             username: user.username.unwrap_or_default(),
@@ -202,7 +213,9 @@ impl Reviewer {
         &self,
         spec: SubjectAccessReviewSpec,
     ) -> Result<Result<(), String>, Status> {
-        let key = serde_json::to_string(&spec).unwrap_or_default();
+        let key = serde_json::to_string(&spec).map_err(|e| {
+            Status::internal(format!("authorizing the call: encoding the review: {e}"))
+        })?;
         if let Some(d) = self.decisions.get(&key).await {
             return Ok(d);
         }

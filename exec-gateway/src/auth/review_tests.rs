@@ -62,9 +62,12 @@ impl MockApi {
                     let token = r.spec.token.clone().unwrap_or_default();
                     *me.reviews.lock().unwrap().entry(token.clone()).or_default() += 1;
                     *me.audiences.lock().unwrap() = r.spec.audiences.clone();
-                    let ok = token.starts_with("good-");
+                    // "good-": authenticated for the audiences asked; "deaf-": authenticated by
+                    // an authenticator that ignores audiences (answers none).
+                    let ok = token.starts_with("good-") || token.starts_with("deaf-");
+                    let audiences = if token.starts_with("good-") { r.spec.audiences.clone() } else { None };
                     serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                        "spec": {}, "status": {"authenticated": ok, "user": {"username": token}}})
+                        "spec": {}, "status": {"authenticated": ok, "user": {"username": token}, "audiences": audiences}})
                 } else {
                     me.sars.fetch_add(1, Ordering::SeqCst);
                     serde_json::json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
@@ -225,6 +228,9 @@ async fn audiences_are_requested_and_explained() {
         "invalid bearer token: this gateway accepts only tokens minted for audience airlock,other \
          (e.g. `kubectl create token SERVICEACCOUNT --audience airlock`)"
     );
+    // An answer that does not name an audience asked for is refused, authenticated or not.
+    let e = auth(&r, "deaf-a").await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
     // Without audiences, none is sent.
     let api = MockApi::new(true);
     let r = Reviewer::new(api.client(), ReviewLimits::default());

@@ -112,10 +112,10 @@ fn internet_rule(config: &Config) -> NetworkPolicyEgressRule {
 
 /// The deny-listed ranges strictly inside an `AllowList` entry, as its exceptions (an ipBlock's
 /// `except` must lie inside its `cidr`); `None` when the entry lies inside a denied range.
-/// Validation has checked that the entry parses.
+/// Validation has checked that the entry parses; one that does not allows nothing (fail closed).
 fn denied_inside(cidr: &str, deny: &[Cidr]) -> Option<Vec<String>> {
     let Ok(entry) = Cidr::parse(cidr) else {
-        return Some(Vec::new());
+        return None;
     };
     if deny.iter().any(|d| d.contains(&entry)) {
         return None;
@@ -394,7 +394,13 @@ mod tests {
         assert_eq!(block(&rules[3], 0).except, None, "nothing denied inside");
         assert_eq!(
             block(&rules[4], 0).except.as_ref().unwrap(),
-            &["fd00:ec2::254/128", "fe80::/10"]
+            &[
+                "fd00:ec2::254/128",
+                "fe80::/10",
+                "64:ff9b::/96",
+                "64:ff9b:1::/48",
+                "::ffff:0:0/96"
+            ]
         );
         // Every exception lies inside its cidr, as the API server requires.
         for r in rules {

@@ -246,6 +246,10 @@ pub async fn reconcile_at(
         )
     } else if let Some(message) = quota_problem {
         Found::Waiting(reason::QUOTA_UNAVAILABLE, message, QUOTA_RETRY)
+    } else if let Some((retry, message)) = ctx.rejections.waiting(&sandbox_key(sandbox), now) {
+        // Refused a moment ago and woken early (its own status write, an event): the same
+        // refusal until the back-off says to ask the API server again.
+        Found::Rejected(message, retry)
     } else {
         agent::ensure(ctx, sandbox, &pod).await?;
         match apply::pod(&ctx.client, &pod).await {
@@ -254,7 +258,7 @@ pub async fn reconcile_at(
                 Found::Pod(Box::new(created), true)
             }
             Err(apply::ApplyError::Rejected { message, .. }) => {
-                let retry = ctx.rejections.next(&sandbox_key(sandbox), now);
+                let retry = ctx.rejections.next(&sandbox_key(sandbox), now, &message);
                 Found::Rejected(message, retry)
             }
             Err(apply::ApplyError::QuotaExceeded { message, .. }) => {

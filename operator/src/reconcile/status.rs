@@ -7,7 +7,7 @@
 //! computed again, and an unchanged status is not written at all.
 //!
 //! (Over ~600 lines: most of it is this builder's unit tests, kept next to it; the kstatus and
-//! policy scenarios are in `tests_policy.rs`.)
+//! policy scenarios are in `reconcile/tests/policy.rs`.)
 
 use airlock_crds::{Phase, Sandbox, SandboxStatus, condition, labels};
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
