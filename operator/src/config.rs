@@ -405,9 +405,11 @@ pub struct QuotaConfig {
 }
 
 /// Default of `--egress-deny-cidr`: the cloud metadata endpoints (AWS, GCP, Azure and others at
-/// 169.254.169.254; AWS's IPv6 one), the link-local ranges they live in, and the IPv6 ranges
-/// that translate to any IPv4 address (NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`, IPv4-mapped
-/// `::ffff:0:0/96`), through which an `AllowList` entry would otherwise reach a denied IPv4 one.
+/// 169.254.169.254; AWS's IPv6 one), the link-local ranges they live in, and the NAT64 ranges
+/// (`64:ff9b::/96`, `64:ff9b:1::/48`) through which an `AllowList` entry would otherwise reach
+/// a denied IPv4 address. (IPv4-mapped `::ffff:0:0/96` is not a range on the wire: the kernel
+/// sends such traffic as IPv4, under the IPv4 rules; the API server even reads it as IPv4, so it
+/// cannot be an exception of `::/0`. `AllowList` entries in it are refused instead.)
 pub const DEFAULT_EGRESS_DENY: &[&str] = &[
     "169.254.169.254/32",
     "fd00:ec2::254/128",
@@ -415,7 +417,6 @@ pub const DEFAULT_EGRESS_DENY: &[&str] = &[
     "fe80::/10",
     "64:ff9b::/96",
     "64:ff9b:1::/48",
-    "::ffff:0:0/96",
 ];
 
 /// Where sandboxes with `spec.network.dns` may send DNS queries.

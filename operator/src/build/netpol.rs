@@ -34,7 +34,6 @@ pub const BLOCKED_V6: &[&str] = &[
     "fe80::/10",
     "64:ff9b::/96",
     "64:ff9b:1::/48",
-    "::ffff:0:0/96",
 ];
 
 /// The sandbox's NetworkPolicy (same name as the sandbox).
@@ -345,7 +344,6 @@ mod tests {
                 "fe80::/10",
                 "64:ff9b::/96",
                 "64:ff9b:1::/48",
-                "::ffff:0:0/96",
                 "fd00:ec2::254/128"
             ]
         );
@@ -398,8 +396,7 @@ mod tests {
                 "fd00:ec2::254/128",
                 "fe80::/10",
                 "64:ff9b::/96",
-                "64:ff9b:1::/48",
-                "::ffff:0:0/96"
+                "64:ff9b:1::/48"
             ]
         );
         // Every exception lies inside its cidr, as the API server requires.

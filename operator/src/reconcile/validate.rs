@@ -18,6 +18,12 @@ use crate::cidr::Cidr;
 use crate::config::{Config, Resource};
 use crate::quantity;
 
+/// IPv4-mapped IPv6 addresses (`::ffff:0:0/96`): IPv4 traffic in IPv6 form.
+const IPV4_MAPPED: Cidr = Cidr {
+    addr: std::net::IpAddr::V6(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0)),
+    prefix: 96,
+};
+
 /// A Sandbox's spec with the operator's defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -270,6 +276,15 @@ pub fn validate_as(sandbox: &Sandbox, config: &Config, running: bool) -> Result<
                     error,
                 })
             })?;
+            if IPV4_MAPPED.contains(&cidr) {
+                return Err(invalid(Problem::BadCidr {
+                    index,
+                    cidr: allow.cidr.clone(),
+                    error: "an IPv4-mapped IPv6 range (inside ::ffff:0:0/96), which the kernel \
+                            sends as IPv4: write it in IPv4 form, where the egress deny-list applies"
+                        .into(),
+                }));
+            }
             if let Some(denied) = config.egress_deny.iter().find(|d| d.contains(&cidr)) {
                 policy(Problem::EgressDenied {
                     index,

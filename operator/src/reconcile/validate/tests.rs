@@ -249,7 +249,11 @@ fn allow_list_entries_inside_the_deny_list_are_refused() {
         )
         .is_ok()
     );
-    // A CIDR the schema should have refused is named, not a panic.
+    // IPv4 in IPv6 form would slip past the IPv4 deny-list: refused, asking for the IPv4 form.
+    let err = problem(&allow_list(&["::ffff:a9fe:a9fe/128"]));
+    assert_eq!(err.problem.field(), "spec.network.allow[0].cidr");
+    assert!(err.problem.to_string().contains("IPv4-mapped"), "{err}");
+        // A CIDR the schema should have refused is named, not a panic.
     let err = problem(&allow_list(&["10.0.0.1/8"]));
     assert_eq!(err.problem.field(), "spec.network.allow[0].cidr");
     assert_eq!(err.problem.reason(), "Invalid");
