@@ -150,7 +150,40 @@ pub async fn token_for(kube: &Client, ns: &str, sa: &str) -> String {
     }))
     .unwrap();
     Api::<RoleBinding>::namespaced(kube.clone(), ns).create(&pp, &binding).await.unwrap_or_else(|e| panic!("creating RoleBinding {ns}/{sa}: {e}"));
+    rbac_in_effect(kube, ns, sa).await;
     token_with_audiences(kube, ns, sa, vec![crate::GATEWAY_AUDIENCE.to_string()]).await
+}
+
+/// Waits until the API server's authorizer lets `sa` create sandboxes in `ns` (a new RoleBinding
+/// reaches the RBAC authorizer's cache a moment after it is written; the gateway would cache a
+/// denial seen in between for its decision TTL).
+async fn rbac_in_effect(kube: &Client, ns: &str, sa: &str) {
+    use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+    let api: Api<SubjectAccessReview> = Api::all(kube.clone());
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(format!("system:serviceaccount:{ns}:{sa}")),
+            groups: Some(vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{ns}")]),
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(ns.into()),
+                group: Some("airlock.dev".into()),
+                resource: Some("sandboxes".into()),
+                verb: Some("create".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = api.create(&PostParams::default(), &review).await.unwrap_or_else(|e| panic!("SubjectAccessReview for {ns}/{sa}: {e}"));
+        if out.status.is_some_and(|s| s.allowed) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "RoleBinding {ns}/{sa} not in effect after 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Another token of an existing ServiceAccount, minted for `audiences` (empty: the API server's

@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use airlock_crds::{Phase, Sandbox, condition};
-use airlock_e2e::{ExecOutput, RUNC, SANDBOX_IMAGE, TCP_LISTENER, TestNamespace, client, exit_code, run_pod, sleeper, wait_for};
+use airlock_e2e::{ExecOutput, RUNC, SANDBOX_IMAGE, TestNamespace, client, exit_code, run_pod, sleeper, wait_for};
 use k8s_openapi::api::core::v1::{Event, Node, Pod, Service};
 use kube::Client;
 use kube::api::{Api, AttachParams, ListParams, PostParams};
@@ -117,23 +117,21 @@ async fn probe(c: &Client, ns: &str, pod: &str, container: Option<&str>, targets
     res
 }
 
-fn listener_pod(name: &str, ports: &[u16]) -> Value {
-    let containers: Vec<Value> = ports
-        .iter()
-        .map(|p| {
-            json!({"name": format!("l{p}"), "image": SANDBOX_IMAGE, "imagePullPolicy": "Never",
-                   "command": ["python3", "-c", TCP_LISTENER, p.to_string()]})
-        })
-        .collect();
-    json!({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {"runtimeClassName": RUNC, "terminationGracePeriodSeconds": 0,
-                 "automountServiceAccountToken": false, "containers": containers}
-    })
-}
-
-fn pod_ip(p: &Pod) -> String {
-    p.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("pod IP")
+/// A TCP listener on the node at `ip:port` that greets every connection with `hello` (as the
+/// listener pods' script does), for as long as the test runs.
+async fn host_listener(ip: &str, port: u16) {
+    use tokio::io::AsyncWriteExt;
+    let l = tokio::net::TcpListener::bind((ip, port))
+        .await
+        .unwrap_or_else(|e| panic!("listening on {ip}:{port} (e2e/cluster puts {ip} on lo): {e}"));
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = sock.write_all(b"hello").await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            });
+        }
+    });
 }
 
 async fn node_ok(c: &Client) {
@@ -159,12 +157,17 @@ async fn egress_none_reaches_nothing_and_allow_list_exactly_one_port() {
     let c = client().await;
     let ns = TestNamespace::new(&c, "iso-net").await;
     let n = ns.name.as_str();
-    // Two listener pods under runc, outside any policy: lst1 on 8080 and 8081, lst2 on 8080.
-    let (lst1, lst2) = tokio::join!(run_pod(&c, n, listener_pod("lst1", &[8080, 8081])), run_pod(&c, n, listener_pod("lst2", &[8080])));
-    let (ip1, ip2) = (pod_ip(&lst1), pod_ip(&lst2));
-    let l1_8080 = format!("{ip1}:8080");
-    let l1_8081 = format!("{ip1}:8081");
-    let l2_8080 = format!("{ip2}:8080");
+    // Listeners this test starts on the node, on e2e/cluster's machine-local test addresses
+    // outside every cluster CIDR (an AllowList entry inside the cluster's ranges is refused by
+    // the operator's deny-list): ip1 on two ports, ip2 on one.
+    let (ip1, ip2) = ("10.201.0.1", "10.201.0.2");
+    let (p1, p2) = (18080u16, 18081u16);
+    for (ip, port) in [(ip1, p1), (ip1, p2), (ip2, p1)] {
+        host_listener(ip, port).await;
+    }
+    let l1_8080 = format!("{ip1}:{p1}");
+    let l1_8081 = format!("{ip1}:{p2}");
+    let l2_8080 = format!("{ip2}:{p1}");
     let internal = ["10.200.0.1:6443".to_string(), "10.200.0.1:10250".into(), "10.96.0.1:443".into()];
 
     // Control: from an unrestricted runc pod every listener answers (so "blocked" below means
@@ -183,7 +186,7 @@ async fn egress_none_reaches_nothing_and_allow_list_exactly_one_port() {
     let ctl = probe(&c, n, "control", Some("main"), &internal).await;
     eprintln!("control pod (no policy) to node/API server: {ctl:?}");
 
-    let spec_allow = json!({"network": {"egress": "AllowList", "allow": [{"cidr": format!("{ip1}/32"), "ports": [{"port": 8080}]}]}});
+    let spec_allow = json!({"network": {"egress": "AllowList", "allow": [{"cidr": format!("{ip1}/32"), "ports": [{"port": p1}]}]}});
     let (_closed, _allow) = tokio::join!(ready(&c, n, "closed", json!({"network": {"egress": "None"}})), ready(&c, n, "allow", spec_allow));
 
     // egress None: nothing, right after Ready.

@@ -100,6 +100,8 @@ async fn gateway(kube: &Client, ns: &str, max_ttl: i64) -> (String, oneshot::Sen
     let mut config = Config::new(AuthMode::Kubernetes).with_client(kube.clone()).with_default_namespace(ns);
     config.shutdown_grace = Duration::from_secs(2);
     config.max_ttl_seconds = max_ttl;
+    // As the installed gateway: tokens minted for Airlock's audience (what token_for mints).
+    config.review.audiences = vec![airlock_e2e::GATEWAY_AUDIENCE.to_string()];
     let (stop, rx) = oneshot::channel::<()>();
     tokio::spawn(async move {
         serve(config, listener, async move {
