@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 NS=airlock-demo
 SYS=airlock-system
-AIRLOCK=$ROOT/target/debug/airlock
+AIRLOCK=${CARGO_TARGET_DIR:-$ROOT/target}/debug/airlock
 eval "$("$ROOT/e2e/cluster" env)"
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

@@ -386,11 +386,15 @@ async fn hostile_manifests_are_refused_or_reported_and_the_operator_survives() {
     // ...and pruned (accepted, dropped) without it: the CRD is structural.
     checked += 1;
     let mut m = manifest("pruned", json!({"privileged": true, "network": {"hostNetwork": true}}));
-    m["spec"]["securityContext"] = json!({"privileged": true});
+    // (spec.securityContext is a Sandbox field: only its runAsUser/runAsGroup survive.)
+    m["spec"]["securityContext"] = json!({"runAsUser": 1000, "privileged": true, "capabilities": {"add": ["SYS_ADMIN"]}});
     match post(&c, n, &m, false).await {
         Ok(o) => {
             let spec = &o.data["spec"];
-            if spec.get("privileged").is_some() || spec.get("securityContext").is_some() || spec["network"].get("hostNetwork").is_some() {
+            if spec.get("privileged").is_some()
+                || spec["securityContext"] != json!({"runAsUser": 1000})
+                || spec["network"].get("hostNetwork").is_some()
+            {
                 failures.push(format!("unknown fields kept: {spec}"));
             }
         }
