@@ -5,6 +5,9 @@
 //! its name. No cluster needed.
 //!
 //! The agent binary is `$AIRLOCK_AGENT_BIN`, else `target/debug/airlock-agent` (built on demand).
+//!
+//! Over 600 lines: one fake API and agent harness shared by every scenario; split by role with the
+//! harness in a module in issue 11 (layout).
 
 use std::path::PathBuf;
 use std::process::Stdio;

@@ -13,6 +13,9 @@
 //! once.
 //!
 //! The decision is the pure function [`decide`]; the rest is I/O around it.
+//!
+//! Over 600 lines (barely): most of it is the unit tests on a never-answering API, kept next to the
+//! timing they check.
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -1,5 +1,8 @@
 //! Reconcile scenarios against a fake API server: what requests a reconcile makes, with which
 //! bodies, and what it asks the controller to do next.
+//!
+//! Over 600 lines: the fake-API harness and the core scenarios; policy and refusal scenarios are in
+//! tests/policy.rs and tests/refusals.rs.
 
 use std::time::Duration;
 
