@@ -36,6 +36,11 @@ pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 /// of about 8 s wherever it falls between renewals (a 5 s period lost the lease to a 6 s
 /// restart that began just after a renewal).
 pub const RENEW_PERIOD: Duration = Duration::from_secs(2);
+/// Longest one renewal attempt may take: a request sent on a connection the API server dropped
+/// without closing (a restart) never answers; the next attempt opens a new one.
+pub const RENEW_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Wait before trying again after a failed renewal (a successful one waits [`RENEW_PERIOD`]).
+pub const RENEW_RETRY: Duration = Duration::from_millis(500);
 /// A leader that could not renew for this long stops leading.
 pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a leader that lost the Lease lets running reconciles finish before dropping them:
@@ -312,14 +317,18 @@ impl Elector {
         let mut stop = std::pin::pin!(stop);
         // Tokio's clock, so the tests can run it paused.
         let mut last_renewal = tokio::time::Instant::now();
+        let mut wait = RENEW_PERIOD;
         loop {
             tokio::select! {
                 _ = &mut stop => return Held::Stopped,
-                _ = tokio::time::sleep(RENEW_PERIOD) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
             // Bounded by the time left: a renewal stuck on a hung connection must not outlive
-            // the deadline (the standby may take over once the lease duration has passed).
-            let left = RENEW_DEADLINE.saturating_sub(last_renewal.elapsed());
+            // the deadline (the standby may take over once the lease duration has passed); and
+            // by RENEW_ATTEMPT_TIMEOUT, so a hung attempt gives way to a fresh one.
+            let left = RENEW_DEADLINE
+                .saturating_sub(last_renewal.elapsed())
+                .min(RENEW_ATTEMPT_TIMEOUT);
             // The renewal's time is when it was sent, not when its answer came: the standby
             // counts the lease from the write, which may be up to `left` before the answer.
             let sent = tokio::time::Instant::now();
@@ -329,8 +338,12 @@ impl Elector {
                     r.unwrap_or_else(|_| Err(LeaderError::TimedOut { after: left }))
                 }
             };
+            wait = RENEW_RETRY;
             match round {
-                Ok(Round::Leader) => last_renewal = sent,
+                Ok(Round::Leader) => {
+                    last_renewal = sent;
+                    wait = RENEW_PERIOD;
+                }
                 Ok(Round::Follower { holder }) => {
                     warn!(%holder, "the leader Lease was taken over");
                     return Held::Lost;
