@@ -21,6 +21,9 @@
 //! `FUZZ_SECONDS` (default 10; whichever limit comes first), `FUZZ_CASE` (replay one case).
 //! Longer run:
 //! `FUZZ_SECONDS=600 FUZZ_ITERATIONS=100000000 cargo test -p airlock-operator --test fuzz_build -- --nocapture`
+//!
+//! Over 600 lines: the Sandbox generators and every invariant of the pure pipeline; sharing the
+//! generators with the gateway fuzzer is issue 11 (layout).
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
