@@ -233,3 +233,35 @@ pub async fn count(ac: &AirlockClient, ns: &str, name: &str, argv: &[&str]) -> u
     let o = ac.exec_collect(AirlockClient::argv(ns, name, ["python3", "-c", &code])).await.expect("scan /proc");
     String::from_utf8_lossy(&o.stdout).trim().parse().expect("count")
 }
+
+/// The exec gateway served in this process on a loopback port, configured as the chart
+/// configures it on the local cluster (`kubernetes` auth against `kube`, tokens minted for
+/// [`crate::GATEWAY_AUDIENCE`], gvisor allowed, `ns` as the default namespace), then changed by
+/// `tweak`. Returns the port and a sender whose drop (or send) stops the gateway.
+pub async fn in_process_gateway(
+    kube: &Client,
+    ns: &str,
+    tweak: impl FnOnce(&mut airlock_exec_gateway::Config),
+) -> (u16, tokio::sync::oneshot::Sender<()>) {
+    use airlock_exec_gateway::runtime_classes::AllowedRuntimeClasses;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let port = listener.local_addr().expect("local address").port();
+    let mut config = airlock_exec_gateway::Config::new(airlock_exec_gateway::auth::AuthMode::Kubernetes)
+        .with_client(kube.clone())
+        .with_default_namespace(ns);
+    config.shutdown_grace = Duration::from_secs(2);
+    config.review.audiences = vec![crate::GATEWAY_AUDIENCE.to_string()];
+    config.allowed_runtime_classes = AllowedRuntimeClasses::only([crate::GVISOR]);
+    tweak(&mut config);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        if let Err(e) = airlock_exec_gateway::serve(config, listener, async move {
+            let _ = stopped.await;
+        })
+        .await
+        {
+            panic!("gateway: {e}");
+        }
+    });
+    (port, stop)
+}

@@ -12,15 +12,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use airlock_e2e::sandboxes::token_for;
-use airlock_e2e::{GATEWAY_AUDIENCE, GVISOR, SANDBOX_IMAGE, TestNamespace, client};
-use airlock_exec_gateway::auth::AuthMode;
+use airlock_e2e::sandboxes::{in_process_gateway, token_for};
+use airlock_e2e::{GVISOR, SANDBOX_IMAGE, TestNamespace, client};
 use airlock_exec_gateway::bytes::Bytes;
 use airlock_exec_gateway::client::{AirlockClient, ExecOutput, collect, sandbox_ref};
 use airlock_exec_gateway::proto::v1 as pb;
-use airlock_exec_gateway::runtime_classes::AllowedRuntimeClasses;
 use airlock_exec_gateway::tonic::Code;
-use airlock_exec_gateway::{Config, prost_types, serve};
+use airlock_exec_gateway::prost_types;
 use kube::Client;
 use kube::api::Api;
 use sha2::{Digest, Sha256};
@@ -43,30 +41,9 @@ impl Drop for Gateway {
 }
 
 async fn gateway(kube: &Client, default_ns: &str) -> Gateway {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    let mut config = Config::new(AuthMode::Kubernetes)
-        .with_client(kube.clone())
-        .with_default_namespace(default_ns);
-    config.shutdown_grace = Duration::from_secs(2);
-    // As the chart configures it on the local cluster: tokens minted for the gateway, and the
-    // operator's default RuntimeClass (gvisor) may be named.
-    config.review.audiences = vec![GATEWAY_AUDIENCE.to_string()];
-    config.allowed_runtime_classes = AllowedRuntimeClasses::only([GVISOR]);
-    let (stop, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        if let Err(e) = serve(config, listener, async move {
-            let _ = rx.await;
-        })
-        .await
-        {
-            panic!("gateway: {e}");
-        }
-    });
+    let (port, stop) = in_process_gateway(kube, default_ns, |_| {}).await;
     Gateway {
-        addr,
+        addr: format!("http://127.0.0.1:{port}"),
         stop: Some(stop),
     }
 }

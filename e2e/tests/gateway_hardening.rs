@@ -14,14 +14,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use airlock_e2e::sandboxes::{self, token_for, token_with_audiences};
-use airlock_e2e::{GATEWAY_AUDIENCE, GVISOR, RUNC, SANDBOX_AGENT_IMAGE, TestNamespace, client, exec, release, run_pod};
-use airlock_exec_gateway::auth::AuthMode;
+use airlock_e2e::{GVISOR, RUNC, SANDBOX_AGENT_IMAGE, TestNamespace, client, exec, release, run_pod};
 use airlock_exec_gateway::client::{AirlockClient, ClientError, ClientTls};
 use airlock_exec_gateway::proto::v1 as pb;
-use airlock_exec_gateway::runtime_classes::AllowedRuntimeClasses;
 use airlock_exec_gateway::tls::TlsFiles;
 use airlock_exec_gateway::tonic::Code;
-use airlock_exec_gateway::{Config, serve};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
@@ -36,23 +33,9 @@ struct Gateway {
 }
 
 async fn gateway(kube: &Client, ns: &str, tls: Option<TlsFiles>) -> Gateway {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let addr = format!("{scheme}://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let mut config = Config::new(AuthMode::Kubernetes).with_client(kube.clone()).with_default_namespace(ns);
-    config.shutdown_grace = Duration::from_secs(1);
-    config.review.audiences = vec![GATEWAY_AUDIENCE.to_string()];
-    config.allowed_runtime_classes = AllowedRuntimeClasses::only([GVISOR]);
-    config.tls = tls;
-    let (stop, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        serve(config, listener, async move {
-            let _ = rx.await;
-        })
-        .await
-        .expect("gateway");
-    });
-    Gateway { addr, _stop: stop }
+    let (port, stop) = sandboxes::in_process_gateway(kube, ns, |config| config.tls = tls).await;
+    Gateway { addr: format!("{scheme}://127.0.0.1:{port}"), _stop: stop }
 }
 
 fn started_pod(events: &[pb::ExecEvent]) -> Option<String> {

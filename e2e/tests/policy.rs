@@ -8,12 +8,10 @@ use std::time::Duration;
 
 use airlock_crds::Sandbox;
 use airlock_e2e::release::{OPERATOR_DEPLOYMENT, SYSTEM_NS};
-use airlock_e2e::sandboxes::{manifest, ready_sandbox, token_for};
+use airlock_e2e::sandboxes::{in_process_gateway, manifest, ready_sandbox, token_for};
 use airlock_e2e::{TestNamespace, client, wait_for};
-use airlock_exec_gateway::auth::AuthMode;
 use airlock_exec_gateway::client::AirlockClient;
 use airlock_exec_gateway::tonic::Code;
-use airlock_exec_gateway::{Config, serve};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -95,22 +93,8 @@ async fn ttl_past_the_operator_maximum_keeps_the_running_pod_and_reports_policy_
 
 /// The gateway, in this process, on loopback, with the operator's maximum.
 async fn gateway(kube: &Client, ns: &str, max_ttl: i64) -> (String, oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    let mut config = Config::new(AuthMode::Kubernetes).with_client(kube.clone()).with_default_namespace(ns);
-    config.shutdown_grace = Duration::from_secs(2);
-    config.max_ttl_seconds = max_ttl;
-    // As the installed gateway: tokens minted for Airlock's audience (what token_for mints).
-    config.review.audiences = vec![airlock_e2e::GATEWAY_AUDIENCE.to_string()];
-    let (stop, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        serve(config, listener, async move {
-            let _ = rx.await;
-        })
-        .await
-        .expect("gateway");
-    });
-    (addr, stop)
+    let (port, stop) = in_process_gateway(kube, ns, |config| config.max_ttl_seconds = max_ttl).await;
+    (format!("http://127.0.0.1:{port}"), stop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

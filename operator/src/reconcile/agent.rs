@@ -40,13 +40,8 @@ pub async fn ensure(ctx: &Context, sandbox: &Sandbox, pod: &Pod) -> Result<(), A
         return Ok(());
     }
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    let failed = |source| ApplyError::Apply {
-        kind: "ConfigMap",
-        namespace: namespace.to_string(),
-        name: bundle.name.clone(),
-        source,
-    };
-    match api.get_metadata_opt(&bundle.name).await.map_err(failed)? {
+    let failed = ApplyError::config_map(namespace, &bundle.name);
+    match api.get_metadata_opt(&bundle.name).await.map_err(&failed)? {
         Some(meta) => {
             agent_verify::existing(ctx, sandbox, bundle, namespace, meta.uid().as_deref()).await?
         }

@@ -113,15 +113,10 @@ pub async fn existing(
         return Ok(());
     }
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    let failed = |source| ApplyError::Apply {
-        kind: "ConfigMap",
-        namespace: namespace.to_string(),
-        name: bundle.name.clone(),
-        source,
-    };
-    let Some(cm) = api.get_opt(&bundle.name).await.map_err(failed)? else {
+    let failed = ApplyError::config_map(namespace, &bundle.name);
+    let Some(cm) = api.get_opt(&bundle.name).await.map_err(&failed)? else {
         // Deleted since it was seen: create ours.
-        let created = create(&api, bundle, namespace).await.map_err(failed)?;
+        let created = create(&api, bundle, namespace).await.map_err(&failed)?;
         ctx.verified_bundles.mark(namespace, created.uid());
         return Ok(());
     };

@@ -72,6 +72,17 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
+    /// A failed call about the ConfigMap `namespace/name`, as a `map_err` closure.
+    pub fn config_map(namespace: &str, name: &str) -> impl Fn(kube::Error) -> ApplyError {
+        let (namespace, name) = (namespace.to_string(), name.to_string());
+        move |source| ApplyError::Apply {
+            kind: "ConfigMap",
+            namespace: namespace.clone(),
+            name: name.clone(),
+            source,
+        }
+    }
+
     /// Whether the API server reported a missing PriorityClass (someone deleted it).
     pub fn is_missing_priority_class(&self) -> bool {
         matches!(self, ApplyError::Apply { kind: "Pod", source: kube::Error::Api(s), .. }
