@@ -37,8 +37,15 @@ fn kill(pid: u32, sig: &str) {
 fn reaps_orphaned_zombies() {
     // The subshell exits at once, orphaning three short sleeps: they are re-parented to the
     // agent and become its zombies when they exit, unless it reaps them.
-    let script = "(sleep 0.4 & sleep 0.4 & sleep 0.4 &); sleep 3; exit 0";
-    let a = spawn(&["init", "--", "sh", "-c", script]);
+    // The main child waits for a file the test creates, not for a fixed time: the window in which
+    // only it is left does not depend on how fast the machine is.
+    let stop = std::env::temp_dir().join(format!("airlock-reap-{}", std::process::id()));
+    let _ = std::fs::remove_file(&stop);
+    let script = format!(
+        "(sleep 0.4 & sleep 0.4 & sleep 0.4 &); until [ -e '{}' ]; do sleep 0.05; done; exit 0",
+        stop.display()
+    );
+    let a = spawn(&["init", "--", "sh", "-c", &script]);
     let pid = a.pid();
     let adopted = eventually(T, || children_of(pid).len() >= 4);
     assert!(
@@ -46,14 +53,16 @@ fn reaps_orphaned_zombies() {
         "orphans were not re-parented to the agent: {:?}",
         children_of(pid)
     );
-    // the orphans exit after 0.4 s; only the main child (in `sleep 3`) may remain
-    let reaped = eventually(Duration::from_secs(2), || children_of(pid).len() == 1);
+    // the orphans exit after 0.4 s; only the main child (waiting for `stop`) may remain
+    let reaped = eventually(T, || children_of(pid).len() == 1);
     let kids = children_of(pid);
     assert!(
         reaped && kids.iter().all(|&(_, st)| st != 'Z'),
         "zombies left: {kids:?}"
     );
+    std::fs::write(&stop, b"").unwrap();
     let o = a.wait(T);
+    let _ = std::fs::remove_file(&stop);
     assert_eq!(o.code, 0, "{o:?}");
 }
 

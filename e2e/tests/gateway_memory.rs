@@ -1,6 +1,6 @@
 //! Backpressure end to end: while a client does not read, the gateway stops reading the sandbox's
-//! output, so the command in the sandbox is held up (it stops writing) and the gateway's memory
-//! stays bounded however much the sandbox would write. This test is alone in its binary so that
+//! output, so the command in the sandbox is held up (it stops writing) however much it would write,
+//! and every byte still arrives, in order. This test is alone in its binary so that
 //! the resident memory it samples is the gateway's (in-process) and the client's.
 
 use std::time::Duration;
@@ -110,9 +110,11 @@ async fn a_stalled_reader_does_not_make_the_gateway_buffer() {
     // agent, the API server's and kubelet's streams, the gateway's channel, HTTP/2 windows).
     let held_at = held_at.expect("a first stdout message");
     assert!(held_at < (TOTAL / 2) >> 20, "the sandbox wrote {held_at} MiB of {} while the reader stalled: nothing held it up", TOTAL >> 20);
-    // Bounded: far below what the sandbox wrote (200 MiB); the bound is flow-control windows and
-    // the gateway's bounded channels, a few MiB.
-    assert!(growth < 48 << 20, "gateway+client memory grew by {} MiB while the reader stalled", growth >> 20);
+    // The memory figure above is printed, not asserted: a whole-process resident-memory bound
+    // depends on the allocator and on everything else the process does (issue 18, item 8). What
+    // proves the gateway does not buffer is the assertion above: had anything between the sandbox
+    // and this reader taken in output without bound, the sandbox would have written on to the end.
+    // `make bench` reports the gateway's footprint.
     let _ = stop.send(());
     ns.cleanup().await;
 }
