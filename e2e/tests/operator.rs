@@ -232,13 +232,19 @@ async fn ttl_deletes_the_sandbox() {
     let ns = TestNamespace::new(&c, "op-ttl").await;
     let sandboxes: Api<Sandbox> = Api::namespaced(c.clone(), &ns.name);
     let name = create_ok(&c, &ns.name, manifest("short", json!({"lifetime": {"ttlSeconds": 20}}))).await;
-    let s = wait_ready(&sandboxes, &name).await;
+    // The deadline is set from creation whether or not the pod is Ready yet (under load it may not
+    // be before 20 s): wait for the status to carry it, not for Ready.
+    let s = wait_for(&sandboxes, &name, READY_TIMEOUT, "status.expiresAt", |s| {
+        s.and_then(|s| s.status.as_ref()).is_some_and(|st| st.expires_at.is_some())
+    })
+    .await
+    .expect("the Sandbox exists until its TTL");
     let created = s.metadata.creation_timestamp.as_ref().unwrap().0;
     assert_eq!(
         s.status.as_ref().unwrap().expires_at.as_ref().unwrap().0,
         created.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(20)).unwrap()
     );
-    wait_gone(&sandboxes, &name, Duration::from_secs(60), "Sandbox deleted at its TTL").await;
+    wait_gone(&sandboxes, &name, Duration::from_secs(120), "Sandbox deleted at its TTL").await;
     let gone_at = k8s_openapi::jiff::Timestamp::now();
     assert!(gone_at.duration_since(created).as_secs() >= 20, "not deleted before its TTL");
     let pods: Api<Pod> = Api::namespaced(c.clone(), &ns.name);
@@ -275,8 +281,8 @@ async fn retain_keeps_an_expired_sandbox_without_its_pod() {
     let ns = TestNamespace::new(&c, "op-retain").await;
     let sandboxes: Api<Sandbox> = Api::namespaced(c.clone(), &ns.name);
     let name = create_ok(&c, &ns.name, manifest("kept", json!({"lifetime": {"ttlSeconds": 20, "onExpiry": "Retain"}}))).await;
-    wait_ready(&sandboxes, &name).await;
-    let s = wait_for(&sandboxes, &name, Duration::from_secs(60), "phase Expired", |s| {
+    // Not waiting for Ready first: under load the pod may not be Ready within the 20 s TTL.
+    let s = wait_for(&sandboxes, &name, Duration::from_secs(120), "phase Expired", |s| {
         s.and_then(|s| s.status.as_ref()).and_then(|st| st.phase) == Some(Phase::Expired)
     })
     .await
