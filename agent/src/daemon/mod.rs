@@ -84,7 +84,10 @@ pub fn run(o: Opts) -> i32 {
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) };
     // An address, never a name: resolving would pull the resolver into the static binary.
     let Ok(addr) = o.listen.parse::<std::net::SocketAddr>() else {
-        msg(&format!("--listen {}: want IP:PORT (e.g. 0.0.0.0:7070)", o.listen));
+        msg(&format!(
+            "--listen {}: want IP:PORT (e.g. 0.0.0.0:7070)",
+            o.listen
+        ));
         return 5;
     };
     let listener = match TcpListener::bind(addr).and_then(|l| {

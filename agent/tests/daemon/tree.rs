@@ -109,13 +109,11 @@ fn exit_of_the_command_ends_what_it_left_behind() {
 #[test]
 fn a_process_keeps_running_when_its_caller_disconnects() {
     let a = daemon();
-    let m = marker_sleep();
     let pid = {
         let mut c = a.client();
         let s = Start {
             attach: true,
-            argv: argv(&["sleep", &m]),
-            ..Start::default()
+            ..sh("read x; echo got $x")
         };
         c.send(c2a::START, &s.encode()).unwrap();
         match c.recv().unwrap() {
@@ -123,15 +121,21 @@ fn a_process_keeps_running_when_its_caller_disconnects() {
             other => panic!("{other:?}"),
         }
     };
-    // The stream is gone (the agent noticed), and the sleep still runs.
+    // The stream is gone (the agent noticed) ...
     assert!(eventually(
         T,
         || matches!(a.try_call(c2a::ACTIVITY, b""), Ok(Reply::Activity(x)) if x.streams == 0)
     ));
-    assert_eq!(sleeps(&m), vec![pid]);
-    assert!(a.list().iter().any(|p| p.pid == pid && p.exit.is_none()));
-    a.call_ok(c2a::KILL, &Target::Pid(pid).encode());
-    assert!(a.wait(Target::Pid(pid)).killed);
+    // ... and the process still works: it takes input and exits by itself, not killed.
+    use airlock_agent_protocol::Control;
+    a.call_ok(
+        c2a::STDIN,
+        &Control::Stdin(Target::Pid(pid), b"hello\n".to_vec()).encode(),
+    );
+    let e = a.wait(Target::Pid(pid));
+    assert_eq!((e.code, e.killed), (0, false), "{e:?}");
+    let (out, _, _) = a.attach(Target::Pid(pid), 0, 0, true).unwrap();
+    assert_eq!(out, b"got hello\n");
 }
 
 #[test]
