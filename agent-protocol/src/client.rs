@@ -6,10 +6,9 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use crate::msg::End;
 use crate::{
-    Activity, ErrorMsg, Exit, FrameReader, Hello, ProcInfo, ProtoError, Started, VERSION, a2c, c2a,
-    frame, parse_output,
+    Activity, End, ErrorMsg, Exit, FrameReader, Hello, ProcInfo, ProtoError, Started, VERSION, a2c,
+    c2a, frame, parse_output,
 };
 
 /// One frame from the agent, decoded.

@@ -7,9 +7,11 @@
 //! fields are skipped. STDOUT/STDERR payloads are not fields: 8 bytes big-endian stream offset,
 //! then the bytes. See docs/DESIGN-NOTES.md "Agent TCP service" for the conversation.
 
+mod answer;
 mod client;
 mod msg;
 
+pub use answer::*;
 pub use client::{Client, ClientError, Reply};
 pub use msg::*;
 

@@ -513,3 +513,29 @@ fn two_hundred_concurrent_short_execs() {
         a.list().len()
     );
 }
+
+#[test]
+fn source_on_fd3_is_not_limited_like_an_argument() {
+    let a = daemon();
+    // 300 KiB of script: more than the kernel takes as one argv string (128 KiB).
+    let mut script = format!("# {}\n", "x".repeat(300 * 1024));
+    script.push_str("echo from fd3 $(wc -c < /dev/fd/3)\n");
+    match a.try_call(c2a::START, &sh(&script).encode()) {
+        Err(ClientError::Agent(e)) => assert!(e.message.contains("Argument list too long"), "{e}"),
+        other => panic!("a 300 KiB argument started: {other:?}"),
+    }
+    let pid = a.start(Start {
+        argv: argv(&["sh", "/dev/fd/3"]),
+        fd3: script.clone().into_bytes(),
+        ..Start::default()
+    });
+    assert_eq!(a.wait(Target::Pid(pid)).code, 0);
+    let (out, err, _) = a.attach(Target::Pid(pid), 0, 0, true).unwrap();
+    assert_eq!(
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned()
+        ),
+        (format!("from fd3 {}\n", script.len()), String::new())
+    );
+}
