@@ -301,9 +301,25 @@ fn spawn(s: &Start) -> Result<pid_t, ErrorMsg> {
         cmd.current_dir(OsStr::from_bytes(cwd));
     }
     let tty = s.tty;
+    let fd3 = if s.fd3.is_empty() {
+        None
+    } else {
+        Some(memfd(&s.fd3).map_err(|e| {
+            ErrorMsg::new(ErrorCode::Internal, format!("fd3: {}", sys::err_text(&e)))
+        })?)
+    };
+    let fd3_raw = fd3.as_ref().map(|f| f.as_raw_fd());
     unsafe {
         cmd.pre_exec(move || {
             sys::child_reset_sigmask();
+            if let Some(fd) = fd3_raw {
+                // dup2 onto 3 clears close-on-exec; the memfd itself keeps it.
+                if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0);
+                } else if libc::dup2(fd, 3) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -326,6 +342,17 @@ fn spawn(s: &Start) -> Result<pid_t, ErrorMsg> {
             ))
         }
     }
+}
+
+/// A memfd holding `data`, at offset 0 (close-on-exec).
+fn memfd(data: &[u8]) -> io::Result<OwnedFd> {
+    let fd = sys::cvt(unsafe { libc::memfd_create(c"airlock-fd3".as_ptr(), libc::MFD_CLOEXEC) })?;
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    sys::write_all(fd.as_raw_fd(), data)?;
+    if unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
 }
 
 fn detach_stdio() {
