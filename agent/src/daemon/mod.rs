@@ -13,6 +13,7 @@ mod conn;
 mod events;
 mod procs;
 pub mod shim;
+mod tree;
 
 use std::ffi::OsString;
 use std::io::{self, ErrorKind};

@@ -1,13 +1,14 @@
 //! `airlock-agent shim FD`: the supervisor of one process of the agent's table (internal; the
 //! daemon starts it, one per process).
 //!
-//! Why a process of its own: it makes itself a child subreaper (PR_SET_CHILD_SUBREAPER), so every
-//! descendant of the command, also one that called setsid() and whose parent exited, stays below
-//! it in the process tree (orphans are re-parented to the nearest subreaper, not to PID 1). The
-//! whole tree is then found by walking /proc parent links from the shim, which works the same
-//! under runc and gVisor and needs no writable cgroup. It ends the tree when the command exits,
-//! when the timeout passes, when the daemon asks (KILL on the control socket) and when the daemon
-//! is gone (EOF on the control socket).
+//! Why a process of its own: it owns the command's process tree and ends it, all of it, when
+//! the command exits, when the timeout passes, when the daemon asks (KILL on the control socket)
+//! and when the daemon is gone (EOF on the control socket). The tree is found in /proc
+//! (`tree.rs`): descendants by parent links, which hold for every descendant where the shim can
+//! be a child subreaper (runc, Kata: orphans, also setsid() ones, are re-parented to it), plus
+//! the processes that carry the tree's marker variable in their environment, for gVisor, which
+//! refuses PR_SET_CHILD_SUBREAPER (EINVAL) and re-parents orphans to PID 1. No writable cgroup
+//! is needed.
 //!
 //! Control socket FD (a socketpair end): the daemon sends one START frame, then maybe KILL; the
 //! shim answers STARTED {pid} or ERROR {spawn failure}, and at the end EXIT {code, signal,
@@ -26,6 +27,7 @@ use airlock_agent_protocol::{
 };
 use libc::{c_int, pid_t};
 
+use super::tree;
 use crate::sys::{self, msg, pollfd};
 
 pub fn run(fd: &OsStr) -> i32 {
@@ -59,7 +61,16 @@ pub fn run(fd: &OsStr) -> i32 {
             return 1;
         }
     };
-    let main = match spawn(&start) {
+    // Inherited by the whole tree: how its members are found once their parent is gone and no
+    // subreaper holds them (gVisor).
+    let marker = format!(
+        "{}.{}",
+        unsafe { libc::getpid() },
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let main = match spawn(&start, &marker) {
         Ok(pid) => pid,
         Err(e) => {
             send(&ctl, a2c::ERROR, &e.encode());
@@ -132,7 +143,7 @@ pub fn run(fd: &OsStr) -> i32 {
         }
     }
     // The command exited, timed out or is to be killed: end everything below us.
-    kill_tree(&sfd, &mut st);
+    kill_tree(&sfd, &mut st, marker.as_bytes());
     let status = st.status.unwrap_or(libc::SIGKILL);
     let mut e = Exit {
         code: sys::exit_code(status),
@@ -184,69 +195,26 @@ impl Shim {
     }
 }
 
-/// SIGKILLs every descendant (walking /proc parent links from us), again and again, until we
-/// have no child left at all: processes forked while we scan are found on the next round, and
-/// grandchildren whose parents die are re-parented to us, the subreaper.
-fn kill_tree(sfd: &OwnedFd, st: &mut Shim) {
+/// SIGKILLs every member of the tree ([`tree::members`]) again and again until none is alive:
+/// processes forked while we scan are found in the next round.
+fn kill_tree(sfd: &OwnedFd, st: &mut Shim, marker: &[u8]) {
     let me = unsafe { libc::getpid() };
     loop {
-        let tree = descendants(me);
-        for &pid in &tree {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        if !st.reap() {
+        let members = tree::members(me, marker);
+        if members.is_empty() {
+            st.reap();
             return;
         }
-        // Wait for a child to go (SIGCHLD), at most 50 ms before looking again.
+        for &pid in &members {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        // Wait for a child to go (SIGCHLD; orphans adopted by PID 1 send us none), at most
+        // 50 ms before looking again.
         let mut fds = [pollfd(sfd.as_raw_fd(), libc::POLLIN)];
         let _ = sys::poll(&mut fds, 50);
         let _ = sys::read_signals(sfd.as_raw_fd());
+        st.reap();
     }
-}
-
-/// Live descendants of `root` (not root itself), from /proc/*/stat parent links.
-pub fn descendants(root: pid_t) -> Vec<pid_t> {
-    let mut links: Vec<(pid_t, pid_t)> = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    for e in dir.flatten() {
-        let name = e.file_name();
-        let Some(pid) = std::str::from_utf8(name.as_bytes())
-            .ok()
-            .and_then(|s| s.parse::<pid_t>().ok())
-        else {
-            continue;
-        };
-        if let Some((state, ppid)) = stat(pid)
-            && state != b'Z'
-            && state != b'X'
-        {
-            links.push((pid, ppid));
-        }
-    }
-    let mut out = Vec::new();
-    let mut frontier = vec![root];
-    while let Some(p) = frontier.pop() {
-        for &(c, pp) in &links {
-            if pp == p && c != root && !out.contains(&c) {
-                out.push(c);
-                frontier.push(c);
-            }
-        }
-    }
-    out
-}
-
-/// (state, ppid) from /proc/PID/stat.
-fn stat(pid: pid_t) -> Option<(u8, pid_t)> {
-    let s = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    let close = s.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(s.get(close + 2..)?).ok()?;
-    let mut it = rest.split(' ');
-    let state = *it.next()?.as_bytes().first()?;
-    let ppid = it.next()?.parse().ok()?;
-    Some((state, ppid))
 }
 
 fn read_start(ctl: &OwnedFd, reader: &mut FrameReader) -> Result<Start, String> {
@@ -272,7 +240,7 @@ fn send(ctl: &OwnedFd, typ: u8, payload: &[u8]) {
 }
 
 /// Starts the command with the shim's stdin/stdout/stderr, in a new session.
-fn spawn(s: &Start) -> Result<pid_t, ErrorMsg> {
+fn spawn(s: &Start, marker: &str) -> Result<pid_t, ErrorMsg> {
     let argv0 = OsStr::from_bytes(&s.argv[0]);
     if let Some(cwd) = &s.cwd {
         let cwd = OsStr::from_bytes(cwd);
@@ -297,6 +265,7 @@ fn spawn(s: &Start) -> Result<pid_t, ErrorMsg> {
             cmd.env(OsStr::from_bytes(&e[..p]), OsStr::from_bytes(&e[p + 1..]));
         }
     }
+    cmd.env(tree::MARKER_ENV, marker);
     if let Some(cwd) = &s.cwd {
         cmd.current_dir(OsStr::from_bytes(cwd));
     }
