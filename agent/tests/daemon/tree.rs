@@ -163,3 +163,15 @@ fn a_caller_that_asked_for_it_takes_the_tree_down_when_it_disconnects() {
     assert_eq!((e.code, e.killed), (137, true), "{e:?}");
     assert_killed(&m, spawned);
 }
+
+#[test]
+fn the_agents_death_ends_every_tree() {
+    let a = daemon();
+    let dir = tmpdir("agent-death");
+    let m = marker_sleep();
+    let spawned = Instant::now();
+    let pid = a.start(escaping_tree(&dir, &m));
+    grandchildren(&dir, &m, pid);
+    drop(a); // SIGKILL: the shims see their control sockets close
+    assert_killed(&m, spawned);
+}
