@@ -230,7 +230,10 @@ impl Daemon {
             if c.pending_write() {
                 ev |= libc::POLLOUT;
             }
-            add(c.sock.as_raw_fd(), ev, Who::Conn(i));
+            // Nothing wanted: not polled at all (a hung-up peer would report POLLHUP forever).
+            if ev != 0 {
+                add(c.sock.as_raw_fd(), ev, Who::Conn(i));
+            }
         }
         for p in &self.procs {
             let i = p.key;

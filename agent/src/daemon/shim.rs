@@ -103,7 +103,9 @@ pub fn run(fd: &OsStr) -> i32 {
     };
     let mut ctl_open = true;
     let mut buf = [0u8; 256];
-    while st.status.is_none() {
+    // A KILL may have come with START (the caller left at once).
+    st.killed = kill_asked(&mut reader);
+    while st.status.is_none() && !st.killed {
         let mut fds = vec![pollfd(sfd.as_raw_fd(), libc::POLLIN)];
         if ctl_open {
             fds.push(pollfd(ctl.as_raw_fd(), libc::POLLIN));
@@ -126,18 +128,15 @@ pub fn run(fd: &OsStr) -> i32 {
         }
         if ctl_open && fds.len() > 1 && fds[1].revents != 0 {
             match sys::read(ctl.as_raw_fd(), &mut buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Ok(0) | Err(_) => {
                     // The daemon is gone: nothing may outlive it.
                     ctl_open = false;
                     st.killed = true;
-                    break;
                 }
                 Ok(n) => {
                     reader.push(&buf[..n]);
-                    if let Ok(Some((c2a::KILL, _))) = reader.next_frame() {
-                        st.killed = true;
-                        break;
-                    }
+                    st.killed = kill_asked(&mut reader);
                 }
             }
         }
@@ -164,6 +163,15 @@ pub fn run(fd: &OsStr) -> i32 {
         send(&ctl, a2c::EXIT, &e.encode());
     }
     0
+}
+
+/// Whether the frames received so far hold a KILL.
+fn kill_asked(reader: &mut FrameReader) -> bool {
+    let mut kill = false;
+    while let Ok(Some((t, _))) = reader.next_frame() {
+        kill |= t == c2a::KILL;
+    }
+    kill
 }
 
 struct Shim {

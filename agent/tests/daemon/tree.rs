@@ -175,3 +175,29 @@ fn the_agents_death_ends_every_tree() {
     drop(a); // SIGKILL: the shims see their control sockets close
     assert_killed(&m, spawned);
 }
+
+#[test]
+fn a_caller_gone_before_the_start_is_answered_still_takes_the_process_down() {
+    let a = daemon();
+    let m = marker_sleep();
+    {
+        let mut c = a.client();
+        let s = Start {
+            attach: true,
+            kill_on_disconnect: true,
+            argv: argv(&["sleep", &m]),
+            ..Start::default()
+        };
+        c.send(c2a::START, &s.encode()).unwrap();
+    } // gone without reading STARTED
+    let ended = |a: &Daemon| {
+        a.list()
+            .into_iter()
+            .find(|p| p.argv == argv(&["sleep", &m]))
+            .and_then(|p| p.exit)
+    };
+    assert!(eventually(T, || ended(&a).is_some()), "{:?}", a.list());
+    let e = ended(&a).unwrap();
+    assert_eq!((e.code, e.killed), (137, true), "{e:?}");
+    assert!(sleeps(&m).is_empty());
+}
