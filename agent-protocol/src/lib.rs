@@ -322,6 +322,35 @@ mod tests {
     }
 
     #[test]
+    fn random_input_never_panics() {
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for round in 0..300 {
+            let mut bytes = Vec::new();
+            for _ in 0..(round * 7 % 600) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // small values often, so headers with short lengths occur
+                let b = seed as u8;
+                bytes.push(if seed & 0x300 != 0 { b % 8 } else { b });
+            }
+            let mut r = FrameReader::new();
+            r.push(&bytes);
+            while let Ok(Some((typ, p))) = r.next_frame() {
+                let _ = crate::Reply::decode(typ, &p);
+                let _ = crate::Start::decode(&p);
+                let _ = crate::Attach::decode(&p);
+                let _ = crate::Control::decode(typ, &p);
+                let _ = crate::Hello::decode(&p);
+            }
+            let _ = fields(&bytes);
+            let _ = crate::Start::decode(&bytes);
+            let _ = crate::ProcInfo::decode_list(&bytes);
+            let _ = crate::ErrorMsg::decode(&bytes);
+        }
+    }
+
+    #[test]
     fn constant_time_eq_compares() {
         assert!(constant_time_eq(b"secret-token", b"secret-token"));
         assert!(!constant_time_eq(b"secret-token", b"secret-tokeN"));

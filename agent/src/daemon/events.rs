@@ -106,7 +106,9 @@ impl Daemon {
                 }
                 self.procs
                     .retain(|p| p.pid != 0 || p.key == key || p.exit.is_none());
-                let p = self.procs.iter_mut().find(|p| p.key == key).unwrap();
+                let Some(p) = self.procs.iter_mut().find(|p| p.key == key) else {
+                    return;
+                };
                 p.pid = s.pid;
                 if !p.pending.is_empty() || p.close_requested {
                     p.flush_input();

@@ -39,6 +39,8 @@ const MAX_EXITED: usize = 128;
 /// Default and largest output buffer per stream.
 const DEFAULT_BUFFER: u64 = 1 << 20;
 const MAX_BUFFER: u64 = 64 << 20;
+/// Bytes accepted from a connection before its HELLO is complete.
+const MAX_HELLO: usize = 4096;
 /// A connection must authenticate within this long.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// After the shim's EXIT, output that has not reached EOF within this long is cut off (a
@@ -370,6 +372,17 @@ impl Daemon {
             }
             let bytes = self.buf[..n].to_vec();
             self.conns[c].reader.push(&bytes);
+            // Before HELLO nobody is trusted with more than a HELLO's worth of memory.
+            if matches!(self.conns[c].state, CState::Hello)
+                && self.conns[c].reader.buffered() > MAX_HELLO
+            {
+                self.conns[c].reader = FrameReader::new();
+                self.conns[c].fail(
+                    airlock_agent_protocol::ErrorCode::Unauthenticated,
+                    format!("HELLO is at most {MAX_HELLO} bytes"),
+                );
+                return;
+            }
             loop {
                 let f = self.conns[c].reader.next_frame();
                 match f {

@@ -31,9 +31,15 @@ impl Drop for Daemon {
 
 /// The agent in daemon mode with a fresh token; returns once it listens.
 pub fn daemon() -> Daemon {
+    daemon_with(&[])
+}
+
+/// The same, with `init` arguments after the listen address (e.g. `--`, a main command).
+pub fn daemon_with(more: &[&str]) -> Daemon {
     let token = format!("test-token-{}", unique()).into_bytes();
     let mut child = Command::new(bin())
         .args(["init", "--listen", "127.0.0.1:0"])
+        .args(more)
         .env(
             "AIRLOCK_AGENT_TOKEN",
             String::from_utf8(token.clone()).unwrap(),

@@ -43,12 +43,26 @@ fn wrong_or_missing_token_is_refused() {
         other => panic!("no HELLO: {other:?}"),
     }
     assert!(matches!(c.recv(), Ok(None)), "the connection stays open");
+    // Before HELLO, a big frame is not buffered: refused as soon as it passes 4 KiB.
+    let mut s = TcpStream::connect(a.addr).unwrap();
+    let mut big = vec![c2a::HELLO];
+    big.extend_from_slice(&(1u32 << 23).to_be_bytes());
+    big.extend_from_slice(&[0; 8192]);
+    s.write_all(&big).unwrap();
+    match raw_client(s).recv() {
+        Ok(Some(Reply::Error(e))) => assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::Unauthenticated, "HELLO is at most 4096 bytes")
+        ),
+        other => panic!("an 8 MiB HELLO: {other:?}"),
+    }
     // The right token works, and the refused START ran nothing.
     assert!(a.list().is_empty());
     assert!(sleeps(&m).is_empty());
 }
 
 fn raw_client(s: TcpStream) -> RawClient {
+    s.set_read_timeout(Some(T)).unwrap();
     RawClient {
         s,
         r: airlock_agent_protocol::FrameReader::new(),
@@ -543,4 +557,43 @@ fn source_on_fd3_is_not_limited_like_an_argument() {
         ),
         (format!("from fd3 {}\n", script.len()), String::new())
     );
+}
+
+#[test]
+fn as_init_it_still_ends_with_its_main_command_or_sigterm() {
+    // With a main command: the agent serves while it runs and exits with its status.
+    let dir = tmpdir("main-command");
+    let fifo = dir.join("go");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let script = format!("read x < {}; exit 5", fifo.display());
+    let mut a = daemon_with(&["--", "sh", "-c", &script]);
+    let m = marker_sleep();
+    a.start(Start {
+        argv: argv(&["sleep", &m]),
+        ..Start::default()
+    });
+    assert!(eventually(T, || sleeps(&m).len() == 1));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .unwrap()
+        .write_all(b"go\n")
+        .unwrap();
+    let st = wait_timeout(&mut a.child, T).expect("the agent did not exit with its command");
+    assert_eq!(code(st), 5);
+    assert!(
+        eventually(T, || sleeps(&m).is_empty()),
+        "the table's processes outlived the agent"
+    );
+    // Without one: SIGTERM ends it with 128 + 15.
+    let mut a = daemon();
+    unsafe { libc::kill(a.child.id() as i32, libc::SIGTERM) };
+    let st = wait_timeout(&mut a.child, T).expect("SIGTERM did not end the agent");
+    assert_eq!(code(st), 143);
 }
