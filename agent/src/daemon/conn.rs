@@ -311,10 +311,11 @@ impl Daemon {
         }
     }
 
+    /// The newest entry with that pid or tag.
     fn find(&self, t: &Target) -> Result<usize, ErrorMsg> {
         self.procs
             .iter()
-            .position(|p| match t {
+            .rposition(|p| match t {
                 Target::Pid(pid) => p.pid != 0 && p.pid == *pid,
                 Target::Tag(tag) => p.pid != 0 && p.tag.as_deref() == Some(tag.as_str()),
             })

@@ -97,15 +97,10 @@ impl Daemon {
                 let Ok(s) = Started::decode(payload) else {
                     return;
                 };
-                // A pid the kernel reused: the exited entry that had it is forgotten.
-                for p in &mut self.procs {
-                    if p.pid == s.pid && p.key != key {
-                        p.pid = 0;
-                        p.exit.get_or_insert_with(Exit::default);
-                    }
-                }
+                // A pid the kernel reused: an exited entry that had it is forgotten (one still
+                // draining its output keeps it a moment; lookups take the newest entry).
                 self.procs
-                    .retain(|p| p.pid != 0 || p.key == key || p.exit.is_none());
+                    .retain(|p| !(p.pid == s.pid && p.key != key && p.exit.is_some()));
                 let Some(p) = self.procs.iter_mut().find(|p| p.key == key) else {
                     return;
                 };
