@@ -5,7 +5,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 pub const USAGE: &str = "usage:
   airlock-agent install DEST
-  airlock-agent init [-- CMD ARGS...]
+  airlock-agent init [--listen ADDR:PORT [--token-file PATH]] [-- CMD ARGS...]
+    (--listen: also serve the gateway over TCP; token from --token-file or AIRLOCK_AGENT_TOKEN)
   airlock-agent exec [--cwd DIR] [--env K=V]... [--timeout-ms N] [--tty [--size COLSxROWS]] -- ARGV...
   airlock-agent put PATH [--mode OCTAL] [--parents]
   airlock-agent get PATH
@@ -35,6 +36,12 @@ pub enum Cmd {
     },
     Init {
         argv: Vec<OsString>,
+        listen: Option<OsString>,
+        token_file: Option<OsString>,
+    },
+    /// Internal: the supervisor of one daemon process (control socket fd).
+    Shim {
+        fd: OsString,
     },
     Exec(ExecOpts),
     Put {
@@ -273,6 +280,33 @@ fn exec_args(args: &[OsString]) -> Result<ExecOpts, String> {
     Ok(o)
 }
 
+fn init_args(args: &[OsString]) -> Result<Cmd, String> {
+    let (mut listen, mut token_file, mut argv) = (None, None, Vec::new());
+    let mut it = tokens(args)?.into_iter().peekable();
+    while let Some(t) = it.next() {
+        match t {
+            Tok::Rest(rest) => {
+                argv = rest;
+                break;
+            }
+            Tok::Pos(_) => return Err("init: expected -- before the command".into()),
+            Tok::Flag(name, inline) => match name.as_str() {
+                "listen" => listen = Some(value(&name, inline, &mut it)?),
+                "token-file" => token_file = Some(value(&name, inline, &mut it)?),
+                _ => return Err(format!("unknown flag --{name}")),
+            },
+        }
+    }
+    if token_file.is_some() && listen.is_none() {
+        return Err("--token-file needs --listen".into());
+    }
+    Ok(Cmd::Init {
+        argv,
+        listen,
+        token_file,
+    })
+}
+
 /// `args` excludes the program name.
 pub fn parse(args: &[OsString]) -> Result<Cmd, String> {
     let Some(sub) = args.first() else {
@@ -289,10 +323,10 @@ pub fn parse(args: &[OsString]) -> Result<Cmd, String> {
                 dest: rest[0].clone(),
             }
         }
-        "init" => match rest.split_first() {
-            None => Cmd::Init { argv: Vec::new() },
-            Some((dd, cmd)) if dd.as_bytes() == b"--" => Cmd::Init { argv: cmd.to_vec() },
-            Some(_) => return Err("init: expected -- before the command".into()),
+        "init" => init_args(rest)?,
+        "shim" => match rest {
+            [fd] => Cmd::Shim { fd: fd.clone() },
+            _ => return Err("shim needs exactly one FD".into()),
         },
         "exec" => Cmd::Exec(exec_args(rest)?),
         "put" => {
@@ -484,15 +518,38 @@ mod tests {
 
     #[test]
     fn other_commands() {
-        assert_eq!(p(&["init"]).unwrap(), Cmd::Init { argv: vec![] });
-        assert_eq!(p(&["init", "--"]).unwrap(), Cmd::Init { argv: vec![] });
+        let init = |argv: &[&str]| Cmd::Init {
+            argv: os(argv),
+            listen: None,
+            token_file: None,
+        };
+        assert_eq!(p(&["init"]).unwrap(), init(&[]));
+        assert_eq!(p(&["init", "--"]).unwrap(), init(&[]));
         assert_eq!(
             p(&["init", "--", "sh", "-c", "x"]).unwrap(),
-            Cmd::Init {
-                argv: os(&["sh", "-c", "x"])
-            }
+            init(&["sh", "-c", "x"])
         );
         assert!(p(&["init", "sh"]).is_err());
+        assert_eq!(
+            p(&[
+                "init",
+                "--listen",
+                "0.0.0.0:7070",
+                "--token-file=/t",
+                "--",
+                "x"
+            ])
+            .unwrap(),
+            Cmd::Init {
+                argv: os(&["x"]),
+                listen: Some("0.0.0.0:7070".into()),
+                token_file: Some("/t".into()),
+            }
+        );
+        assert!(p(&["init", "--token-file", "/t"]).is_err());
+        assert!(p(&["init", "--listen"]).is_err());
+        assert_eq!(p(&["shim", "3"]).unwrap(), Cmd::Shim { fd: "3".into() });
+        assert!(p(&["shim"]).is_err());
         assert_eq!(
             p(&["install", "/d/x"]).unwrap(),
             Cmd::Install {

@@ -153,7 +153,7 @@ pub fn run(o: ExecOpts) -> i32 {
 }
 
 /// Opens a pty pair: (master, slave), both close-on-exec, with the given window (cols, rows).
-fn open_pty(size: (u16, u16)) -> io::Result<(OwnedFd, OwnedFd)> {
+pub fn open_pty(size: (u16, u16)) -> io::Result<(OwnedFd, OwnedFd)> {
     let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
     let m = sys::cvt(unsafe { libc::posix_openpt(flags) })?;
     let master = unsafe { OwnedFd::from_raw_fd(m) };
@@ -175,7 +175,7 @@ fn open_pty(size: (u16, u16)) -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((master, slave))
 }
 
-fn set_winsize(fd: RawFd, cols: u16, rows: u16) {
+pub fn set_winsize(fd: RawFd, cols: u16, rows: u16) {
     let ws = libc::winsize {
         ws_row: rows,
         ws_col: cols,
@@ -185,7 +185,7 @@ fn set_winsize(fd: RawFd, cols: u16, rows: u16) {
     unsafe { libc::ioctl(fd, libc::TIOCSWINSZ as _, &ws) };
 }
 
-fn veof_char(fd: RawFd) -> u8 {
+pub fn veof_char(fd: RawFd) -> u8 {
     unsafe {
         let mut t: libc::termios = std::mem::zeroed();
         if libc::tcgetattr(fd, &mut t) == 0 && t.c_cc[libc::VEOF] != 0 {

@@ -11,7 +11,7 @@ use libc::c_int;
 
 use crate::sys::{self, msg};
 
-const FORWARDED: [c_int; 6] = [
+pub const FORWARDED: [c_int; 6] = [
     libc::SIGTERM,
     libc::SIGINT,
     libc::SIGHUP,
@@ -36,22 +36,9 @@ pub fn run(argv: Vec<OsString>) -> i32 {
     // re-parented to us all the same, so we reap them.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) };
 
-    let child = match argv.split_first() {
-        None => None,
-        Some((prog, args)) => {
-            let mut cmd = Command::new(prog);
-            cmd.args(args);
-            unsafe {
-                cmd.pre_exec(|| {
-                    sys::child_reset_sigmask();
-                    Ok(())
-                });
-            }
-            match cmd.spawn() {
-                Ok(c) => Some(c.id() as libc::pid_t),
-                Err(e) => return sys::spawn_failure(prog, &e),
-            }
-        }
+    let child = match spawn_child(&argv) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
 
     loop {
@@ -89,5 +76,25 @@ pub fn run(argv: Vec<OsString>) -> i32 {
         if let Some(st) = child_status {
             return sys::exit_code(st);
         }
+    }
+}
+
+/// Starts the sandbox's main command (if any) with every signal unblocked. Err: the exit code
+/// for a spawn failure (message printed).
+pub fn spawn_child(argv: &[OsString]) -> Result<Option<libc::pid_t>, i32> {
+    let Some((prog, args)) = argv.split_first() else {
+        return Ok(None);
+    };
+    let mut cmd = Command::new(prog);
+    cmd.args(args);
+    unsafe {
+        cmd.pre_exec(|| {
+            sys::child_reset_sigmask();
+            Ok(())
+        });
+    }
+    match cmd.spawn() {
+        Ok(c) => Ok(Some(c.id() as libc::pid_t)),
+        Err(e) => Err(sys::spawn_failure(prog, &e)),
     }
 }

@@ -1,8 +1,10 @@
 //! airlock-agent: the static helper put in every Airlock sandbox container.
-//! PID 1 init, process-group exec supervisor, and file operations (see docs/DESIGN-NOTES.md,
+//! PID 1 init, process-group exec supervisor, file operations, and (init --listen) the TCP
+//! service the gateway drives processes through (see docs/DESIGN-NOTES.md,
 //! "Agent command line"). Depends on std and libc only.
 
 mod args;
+mod daemon;
 mod exec;
 mod files;
 mod frame;
@@ -36,7 +38,21 @@ fn run(argv: Vec<OsString>) -> i32 {
             Ok(())
         }
         Cmd::Exec(o) => return exec::run(o),
-        Cmd::Init { argv } => return init::run(argv),
+        Cmd::Init {
+            argv, listen: None, ..
+        } => return init::run(argv),
+        Cmd::Init {
+            argv,
+            listen: Some(listen),
+            token_file,
+        } => {
+            return daemon::run(daemon::Opts {
+                listen: listen.to_string_lossy().into_owned(),
+                token_file,
+                argv,
+            });
+        }
+        Cmd::Shim { fd } => return daemon::shim::run(&fd),
         Cmd::Install { dest } => files::install(&dest),
         Cmd::Put {
             path,

@@ -170,9 +170,7 @@ fn background_processes_are_killed_when_child_exits() {
             "--",
             "sh",
             "-c",
-            &format!(
-                "sleep {m} & until grep -qa {m} /proc/$!/cmdline; do :; done; echo started"
-            ),
+            &format!("sleep {m} & until grep -qa {m} /proc/$!/cmdline; do :; done; echo started"),
         ],
         &close(),
     );
