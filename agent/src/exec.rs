@@ -185,6 +185,17 @@ pub fn set_winsize(fd: RawFd, cols: u16, rows: u16) {
     unsafe { libc::ioctl(fd, libc::TIOCSWINSZ as _, &ws) };
 }
 
+/// A resize during the session: sets the size and tells the terminal's foreground process group
+/// (SIGWINCH). Linux sends SIGWINCH itself when the size changes; gVisor does not, and full-screen
+/// programs there would never redraw. A second SIGWINCH on Linux only makes them read the size again.
+pub fn resize_and_notify(fd: RawFd, cols: u16, rows: u16) {
+    set_winsize(fd, cols, rows);
+    let pgrp = unsafe { libc::tcgetpgrp(fd) };
+    if pgrp > 1 {
+        unsafe { libc::kill(-pgrp, libc::SIGWINCH) };
+    }
+}
+
 pub fn veof_char(fd: RawFd) -> u8 {
     unsafe {
         let mut t: libc::termios = std::mem::zeroed();
@@ -387,7 +398,7 @@ impl Supervisor {
                 }
                 Event::Resize { cols, rows } => {
                     if let Some(m) = &self.master {
-                        set_winsize(m.as_raw_fd(), cols, rows);
+                        resize_and_notify(m.as_raw_fd(), cols, rows);
                     }
                 }
             }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use airlock_agent_protocol::{Exit, FrameReader, Start, c2a, frame};
 use libc::pid_t;
 
-use crate::exec::{open_pty, set_winsize, veof_char};
+use crate::exec::{open_pty, resize_and_notify, veof_char};
 use crate::sys;
 
 /// The last `cap` bytes of one output stream, addressed by offset from the stream's start.
@@ -182,7 +182,7 @@ impl Proc {
     pub fn resize(&self, cols: u16, rows: u16) -> bool {
         match &self.master {
             Some(m) => {
-                set_winsize(m.as_raw_fd(), cols, rows);
+                resize_and_notify(m.as_raw_fd(), cols, rows);
                 true
             }
             None => false,
