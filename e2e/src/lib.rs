@@ -5,6 +5,7 @@
 //! Makefile sets that up. Without a cluster they fail with a message saying so: they never skip.
 
 pub mod gw;
+pub mod net;
 pub mod release;
 pub mod sandboxes;
 
