@@ -5,7 +5,8 @@
 //! - the chart's roles aggregated into the built-in `edit` and `view` ClusterRoles decide who may
 //!   do what, with nothing but ordinary RoleBindings;
 //! - `CreateSandbox` with `wait_ready` past the call's deadline: DEADLINE_EXCEEDED naming the
-//!   sandbox, and the sandbox deleted, as the proto documents.
+//!   sandbox, and the sandbox deleted, as the proto documents;
+//! - RunCode NODE in an image with Node.js (`airlock.local/sandbox-node:0.1.0`).
 //!
 //! The gateway is reached through its Service (`airlock_e2e::gw::Relay::to_service`: Service IPs
 //! are not routed from this host). None of these tests restarts it.
@@ -221,5 +222,35 @@ async fn create_and_wait_past_the_deadline_is_deadline_exceeded_and_cleans_up() 
     assert_eq!(c.get_sandbox(&n, "stuck").await.unwrap_err().code(), Code::NotFound);
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(kube.clone(), &n);
     wait_for(&pods, "stuck", Duration::from_secs(60), "the pod deleted", |p| p.is_none()).await;
+    ns.cleanup().await;
+}
+
+/// Image with Debian's Node.js (and python3), built by e2e/lib/images.sh.
+const NODE_IMAGE: &str = "airlock.local/sandbox-node:0.1.0";
+
+/// RunCode NODE (the README: "RunCode (Python, Node, shell)") in an image that has node: its
+/// output on the right streams and its exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_code_node() {
+    let kube = client().await;
+    let ns = TestNamespace::new(&kube, "node").await;
+    let n = ns.name.as_str();
+    let relay = installed_gateway(&kube).await;
+    let c = AirlockClient::connect(&relay.url(), Some(token_for(&kube, n, "agent").await)).await.unwrap();
+    let mut req = request(n, "node", "100m");
+    req.source = Some(pb::create_sandbox_request::Source::Image(NODE_IMAGE.into()));
+    req.resources.as_mut().unwrap().memory = "256Mi".into();
+    c.create_sandbox_ready(req, Duration::from_secs(180)).await.unwrap_or_else(|e| panic!("a sandbox of {NODE_IMAGE} (built by e2e/lib/images.sh): {e:?}"));
+    let out = c
+        .run_code(pb::RunCodeRequest {
+            sandbox: airlock_exec_gateway::client::sandbox_ref(n, "node"),
+            language: pb::Language::Node as i32,
+            code: "console.log(6 * 7, process.versions.node.split('.')[0] > 0); console.error('to stderr'); process.exitCode = 5".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("RunCode NODE");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert_eq!((text(&out.stdout).as_str(), text(&out.stderr).as_str(), out.exit_code), ("42 true\n", "to stderr\n", 5), "{out:?}");
     ns.cleanup().await;
 }
