@@ -293,7 +293,7 @@ async fn operator_serves_metrics_health_and_readiness() {
         .await
         .expect("EndpointSlices");
     let addresses: Vec<String> = slices.items.iter().flat_map(|s| s.endpoints.iter().flat_map(|e| e.addresses.clone())).collect();
-    assert_eq!(addresses, [ip.clone()], "the Service's endpoint is the operator pod ({})", OPERATOR_SELECTOR);
+    assert_eq!(addresses, std::slice::from_ref(&ip), "the Service's endpoint is the operator pod ({})", OPERATOR_SELECTOR);
 
     let addr = format!("{ip}:{}", port.container_port);
     let health = http_get(&addr, "/healthz").await;
