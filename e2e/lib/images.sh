@@ -2,8 +2,8 @@
 # Builds Airlock's own images without a Docker engine and imports them into the local cluster's
 # containerd: the static agent (scratch), the operator (binary + the shared libraries it links,
 # plus the agent and airlock-boot for the agent ConfigMap) and the exec gateway, tagged with a
-# content hash so a new build rolls the Deployments; and airlock.local/sandbox-python-agent:0.1.0,
-# the sandbox image with the agent inside.
+# content hash so a new build rolls the Deployments; airlock.local/sandbox-python-agent:0.1.0,
+# the sandbox image with the agent inside; and airlock.local/sandbox-node:0.1.0 (Node.js).
 # Prints `TAG=<tag>` on stdout.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -36,4 +36,20 @@ rm -rf "$agent_root"
 agent_layer=$(mktemp -d); install -D -m 0755 "$stage/airlock-agent" "$agent_layer/.airlock/airlock-agent"
 "$ROOT/e2e/cluster" image "airlock.local/sandbox-python-agent:0.1.0" "$agent_layer" "" airlock.local/sandbox-python:0.1.0
 rm -rf "$agent_layer"
+# A sandbox image with Node.js for RunCode NODE (tests/gateway_promises.rs): Debian's nodejs on
+# the sandbox base, built once (mmdebstrap ~70 s, the archive ~55 s, ~100 MB) and kept in the
+# cache under the hash of its package list; imported when containerd lacks it.
+node_pkgs="python3-minimal,procps,ca-certificates,nodejs"
+node_tar=${AIRLOCK_CACHE:-/var/cache/airlock}/images/sandbox-node-$(echo "bookworm $node_pkgs v1" | sha256sum | cut -c1-12).tar
+if [ ! -f "$node_tar" ]; then
+  echo "==> building airlock.local/sandbox-node:0.1.0 with mmdebstrap (first run only)" >&2
+  node_root=$(mktemp -d)
+  mmdebstrap --quiet --mode=root --variant=minbase --include="$node_pkgs" \
+    --dpkgopt='path-exclude=/usr/share/{doc,man,locale,info}/*' bookworm "$node_root" >&2
+  rm -rf "$node_root/var/cache/apt/archives"/*.deb "$node_root/var/lib/apt/lists"/*
+  mkdir -p "$(dirname "$node_tar")"
+  python3 "$ROOT/e2e/lib/mkimg.py" airlock.local/sandbox-node:0.1.0 "$node_tar.tmp" "$node_root" --cmd /bin/sh >/dev/null
+  mv "$node_tar.tmp" "$node_tar"; rm -rf "$node_root"
+fi
+"$ROOT/e2e/cluster" import airlock.local/sandbox-node:0.1.0 "$node_tar"
 echo "TAG=$TAG"

@@ -4,6 +4,9 @@
 //! The tests expect the local cluster (`e2e/cluster up`) with `KUBECONFIG` pointing at it; the
 //! Makefile sets that up. Without a cluster they fail with a message saying so: they never skip.
 
+pub mod gw;
+pub mod net;
+pub mod promises;
 pub mod release;
 pub mod sandboxes;
 

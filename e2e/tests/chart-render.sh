@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Chart rendering (no cluster needed): the gateway's TLS volume, flags and Secret reference, the
-# cert-manager Certificate, the token audiences and the allowed RuntimeClasses, and the checks
-# that refuse incomplete TLS settings. Prints a closing line in the `N passed, N failed` form.
+# cert-manager Certificate, the token audiences and the allowed RuntimeClasses, the checks
+# that refuse incomplete TLS settings, and the CRD switches (crds.enabled, crds.keep). Prints a closing line in the `N passed, N failed` form.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HELM=${HELM:-helm}
@@ -17,6 +17,17 @@ check "default: no --tls-cert" sh -c "! grep -q -- '--tls-cert' '$out/default.ya
 check "default: tokens must be minted for audience airlock" grep -q -- '- --token-audience=airlock$' "$out/default.yaml"
 check "default: only the default RuntimeClass" grep -q -- '- --allowed-runtime-classes=kata$' "$out/default.yaml"
 check "default: connection and stream limits" grep -q -- '- --max-concurrent-streams=256$' "$out/default.yaml"
+
+# other_kinds FILE: the kinds of the rendered documents but the CRD, sorted.
+other_kinds() { sed -n 's/^kind: //p' "$1" | grep -vx CustomResourceDefinition | sort; }
+check "default: exactly one CRD, sandboxes.airlock.dev" sh -c "[ \"\$(grep -c '^kind: CustomResourceDefinition\$' '$out/default.yaml')\" = 1 ] && grep -q '^  name: sandboxes.airlock.dev\$' '$out/default.yaml'"
+check "default: the CRD is kept on uninstall (helm.sh/resource-policy: keep)" grep -q '^    helm.sh/resource-policy: keep$' "$out/default.yaml"
+render --set crds.keep=false > "$out/nokeep.yaml"
+check "crds.keep=false: the CRD without the keep policy" sh -c "grep -q '^kind: CustomResourceDefinition\$' '$out/nokeep.yaml' && ! grep -q 'helm.sh/resource-policy' '$out/nokeep.yaml'"
+render --set crds.enabled=false > "$out/nocrd.yaml"
+check "crds.enabled=false: no CRD rendered" sh -c "! grep -q '^kind: CustomResourceDefinition\$' '$out/nocrd.yaml' && ! grep -q 'sandboxes.airlock.dev\$' '$out/nocrd.yaml'"
+other_kinds "$out/default.yaml" > "$out/default.kinds"; other_kinds "$out/nocrd.yaml" > "$out/nocrd.kinds"
+check "crds.enabled=false: everything else still rendered (Deployments, RBAC, policies...)" sh -c "grep -qx Deployment '$out/default.kinds' && cmp -s '$out/default.kinds' '$out/nocrd.kinds'"
 
 render -f "$ROOT/e2e/values-local.yaml" > "$out/local.yaml"
 check "local values: the default RuntimeClass is gvisor" grep -q -- '- --allowed-runtime-classes=gvisor$' "$out/local.yaml"

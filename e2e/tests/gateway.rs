@@ -54,6 +54,7 @@ struct Env {
     _gw: Gateway,
     c: AirlockClient,
     addr: String,
+    token: String,
 }
 
 async fn env(prefix: &str) -> Env {
@@ -62,7 +63,7 @@ async fn env(prefix: &str) -> Env {
     let gw = gateway(&kube, &ns.name).await;
     let token = token_for(&kube, &ns.name, "tester").await;
     let addr = gw.addr.clone();
-    let c = AirlockClient::connect(&addr, Some(token))
+    let c = AirlockClient::connect(&addr, Some(token.clone()))
         .await
         .expect("connect to the gateway");
     Env {
@@ -70,6 +71,7 @@ async fn env(prefix: &str) -> Env {
         _gw: gw,
         c,
         addr,
+        token,
     }
 }
 
@@ -233,6 +235,30 @@ async fn lifecycle_exec_and_exit_codes() {
         .await
         .unwrap();
     assert_eq!(text(&rc), ("3\n".into(), "".into(), 0));
+    let rc = c
+        .run_code(pb::RunCodeRequest {
+            sandbox: sandbox_ref(ns, "basic"),
+            language: pb::Language::Shell as i32,
+            code: "echo $((2+3)); exit 4".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(text(&rc), ("5\n".into(), "".into(), 4));
+    // Node in an image without node: exit 127 (as a shell's "not found") and the spawn error
+    // naming the program on stderr, not a hang.
+    let rc = c
+        .run_code(pb::RunCodeRequest {
+            sandbox: sandbox_ref(ns, "basic"),
+            language: pb::Language::Node as i32,
+            code: "console.log(1+1)".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (out, err, code) = text(&rc);
+    assert_eq!((out.as_str(), code), ("", 127), "{err}");
+    assert!(err.contains("node") && err.contains("No such file or directory"), "{err:?}");
 
     // Activity was recorded on the Sandbox.
     let kube = client().await;
@@ -360,9 +386,25 @@ async fn timeout_and_cancel_leave_no_process() {
     wait_no_processes(c, ns, "kill", &["sleep", "61.125"], Duration::from_secs(10)).await;
     wait_no_processes(c, ns, "kill", &["sleep", "61.25"], Duration::from_secs(10)).await;
 
-    // A caller that disconnects entirely (the whole connection goes away).
-    let other = AirlockClient::connect(&e.addr, None).await.unwrap();
+    // A caller that disconnects entirely: its own connection (a client of its own, through a
+    // relay on loopback) is closed under a running command while the caller still holds the
+    // stream, as when its process dies or the network between goes. No RST_STREAM, no
+    // cancellation: the gateway learns it only from the connection going away.
+    let relay = airlock_e2e::gw::Relay::to(e.addr.trim_start_matches("http://").parse().unwrap()).await;
+    let other = AirlockClient::connect(&relay.url(), Some(e.token.clone())).await.unwrap();
+    let s = airlock_e2e::sandboxes::started(&other, ns, "kill", "echo up; sleep 63.125 & sleep 63.25; wait").await;
+    wait_processes(c, ns, "kill", &["sleep", "63.125"], Duration::from_secs(10)).await;
+    wait_processes(c, ns, "kill", &["sleep", "63.25"], Duration::from_secs(10)).await;
+    assert_eq!(relay.cut(), 1, "the caller's one connection was open");
+    // The caller sees its call broken, not a clean end...
+    let end = tokio::time::timeout(Duration::from_secs(30), airlock_e2e::sandboxes::drain(s))
+        .await
+        .expect("the cut stream ended");
+    assert!(end.is_err(), "a cut connection looked like a clean end: {end:?}");
     drop(other);
+    // ...and the command tree is gone (seen through the test's own, unrelated connection).
+    wait_no_processes(c, ns, "kill", &["sleep", "63.125"], Duration::from_secs(20)).await;
+    wait_no_processes(c, ns, "kill", &["sleep", "63.25"], Duration::from_secs(20)).await;
     e.ns.cleanup().await;
 }
 
@@ -618,7 +660,63 @@ async fn interactive_stdin_and_signals() {
     let out = collect(events).await.unwrap();
     let t = String::from_utf8_lossy(&out.stdout);
     assert!(t.contains("40 120") && t.contains("isatty"), "{t:?}");
+
+    // Resize mid-session: the running process reads the new size from its terminal. It prints
+    // the size it sees (and how many SIGWINCH it got, for the log) for every line it reads.
+    let code = "import os, signal, sys\nn = 0\ndef winch(*_):\n  global n\n  n += 1\nsignal.signal(signal.SIGWINCH, winch)\nfor line in sys.stdin:\n  c, r = os.get_terminal_size(1)\n  print(f'size {c}x{r} winch {n}', flush=True)\n  if line.strip() == 'done':\n    break\nprint('bye', flush=True)";
+    let (tx, mut events) = c
+        .exec_interactive(pb::ExecStart {
+            request: Some(argv_py(ns, "inter", code)),
+            tty: true,
+            size: Some(pb::Resize { cols: 100, rows: 30 }),
+        })
+        .await
+        .unwrap();
+    let stdin = |s: &'static [u8]| pb::ExecInput {
+        input: Some(Input::Stdin(Bytes::from_static(s))),
+    };
+    let mut seen = String::new();
+    tx.send(stdin(b"a\n")).await.unwrap();
+    until_output(&mut events, &mut seen, "size 100x30").await;
+    // The resize frame reaches the agent before the next line (control frames go first).
+    tx.send(pb::ExecInput {
+        input: Some(Input::Resize(pb::Resize { cols: 132, rows: 43 })),
+    })
+    .await
+    .unwrap();
+    tx.send(stdin(b"done\n")).await.unwrap();
+    until_output(&mut events, &mut seen, "size 132x43").await;
+    eprintln!("terminal output around the resize: {seen:?}");
+    let rest = collect(events).await.unwrap();
+    seen.push_str(&String::from_utf8_lossy(&rest.stdout));
+    assert_eq!(rest.exit_code, 0, "{seen}");
+    assert!(seen.contains("bye"), "{seen:?}");
     e.ns.cleanup().await;
+}
+
+/// Reads stdout events into `seen` until it contains `want` (at most 60 s).
+async fn until_output(
+    events: &mut airlock_exec_gateway::tonic::Streaming<pb::ExecEvent>,
+    seen: &mut String,
+    want: &str,
+) {
+    let wait = async {
+        while !seen.contains(want) {
+            match events.message().await.unwrap().map(|e| e.event) {
+                Some(Some(pb::exec_event::Event::Stdout(b))) => {
+                    seen.push_str(&String::from_utf8_lossy(&b))
+                }
+                Some(Some(pb::exec_event::Event::Exited(x))) => {
+                    panic!("exited before {want:?}: {x:?}; output {seen:?}")
+                }
+                Some(_) => {}
+                None => panic!("stream ended before {want:?}; output {seen:?}"),
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(60), wait).await.is_err() {
+        panic!("no {want:?} within 60 s; output {seen:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

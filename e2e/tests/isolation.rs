@@ -2,8 +2,10 @@
 //!
 //! Every Sandbox here is created through the Kubernetes API (the operator turns it into a gVisor
 //! pod) and commands run in its `sandbox` container through pods/exec, as an attacker with a shell
-//! in the sandbox would run them. Network probes go only to addresses of this cluster: pods the
-//! test started, the node (10.200.0.1), the API server's service IP and loopback.
+//! in the sandbox would run them. Network probes go only to addresses of this cluster: listeners
+//! the test started (on the node's test addresses), the node's API server and kubelet (10.200.0.1),
+//! the API server's service IP and loopback; each "blocked" has a control, an unfenced pod that
+//! reaches the same address in the same probe round (`airlock_e2e::net::settle`).
 //!
 //! Findings pinned here (the truth on the local gVisor cluster):
 //! - the kubelet always injects `KUBERNETES_SERVICE_HOST`/`PORT` (enableServiceLinks=false only
@@ -23,6 +25,7 @@
 use std::time::Duration;
 
 use airlock_crds::{Phase, Sandbox, condition};
+use airlock_e2e::net::{self, Case, HOLD_ROUNDS, NODE_IP, TEST_IPS, conn, tcp, udp};
 use airlock_e2e::{ExecOutput, RUNC, SANDBOX_IMAGE, TestNamespace, client, exit_code, run_pod, sleeper, wait_for};
 use k8s_openapi::api::core::v1::{Event, Node, Pod, Service};
 use kube::Client;
@@ -94,46 +97,6 @@ async fn run(c: &Client, ns: &str, pod: &str, argv: &[&str]) -> ExecOutput {
     try_exec(c, ns, pod, argv).await.unwrap_or_else(|e| panic!("{ns}/{pod}: {e}"))
 }
 
-/// Connects to each `host:port` (4 s timeout) and prints `host:port OPEN|REFUSED|TIMEOUT|ERR n`.
-const PROBE: &str = "import socket,sys,errno\nfor hp in sys.argv[1:]:\n  h,p=hp.rsplit(':',1)\n  s=socket.socket(); s.settimeout(4)\n  try:\n    s.connect((h,int(p))); r='OPEN' if s.recv(5)==b'hello' else 'OPEN-other'\n  except socket.timeout: r='TIMEOUT'\n  except ConnectionRefusedError: r='REFUSED'\n  except OSError as e: r='ERR %s'%e.errno\n  finally: s.close()\n  print(hp,r,flush=True)\n";
-
-/// Probes `targets` from `pod` (its `container`, or `sandbox`); `host:port` -> result.
-async fn probe(c: &Client, ns: &str, pod: &str, container: Option<&str>, targets: &[String]) -> Vec<(String, String)> {
-    let mut argv = vec!["python3", "-c", PROBE];
-    argv.extend(targets.iter().map(String::as_str));
-    let out = match container {
-        None => run(c, ns, pod, &argv).await,
-        Some(_) => airlock_e2e::exec(c, ns, pod, &argv).await,
-    };
-    assert_eq!(out.exit_code, 0, "probe from {pod}: {out:?}");
-    let res: Vec<(String, String)> = out
-        .stdout
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    assert_eq!(res.len(), targets.len(), "probe from {pod}: {out:?}");
-    eprintln!("probe from {pod}: {res:?}");
-    res
-}
-
-/// A TCP listener on the node at `ip:port` that greets every connection with `hello` (as the
-/// listener pods' script does), for as long as the test runs.
-async fn host_listener(ip: &str, port: u16) {
-    use tokio::io::AsyncWriteExt;
-    let l = tokio::net::TcpListener::bind((ip, port))
-        .await
-        .unwrap_or_else(|e| panic!("listening on {ip}:{port} (e2e/cluster puts {ip} on lo): {e}"));
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let _ = sock.write_all(b"hello").await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            });
-        }
-    });
-}
-
 async fn node_ok(c: &Client) {
     for n in Api::<Node>::all(c.clone()).list(&ListParams::default()).await.expect("nodes").items {
         let conds = n.status.and_then(|s| s.conditions).unwrap_or_default();
@@ -152,69 +115,61 @@ fn rand_hex() -> String {
     format!("{:016x}", h.finish())
 }
 
+/// The node's API server and kubelet, and the API server's Service IP: not listeners of the test,
+/// so probed for an accepted connection only (`conn:`), with the same control as the rest.
+fn node_and_api_server() -> Vec<String> {
+    vec![conn(NODE_IP, 6443), conn(NODE_IP, 10250), conn("10.96.0.1", 443)]
+}
+
 #[tokio::test]
 async fn egress_none_reaches_nothing_and_allow_list_exactly_one_port() {
+    let started = std::time::Instant::now();
     let c = client().await;
     let ns = TestNamespace::new(&c, "iso-net").await;
     let n = ns.name.as_str();
     // Listeners this test starts on the node, on e2e/cluster's machine-local test addresses
     // outside every cluster CIDR (an AllowList entry inside the cluster's ranges is refused by
-    // the operator's deny-list): ip1 on two ports, ip2 on one.
-    let (ip1, ip2) = ("10.201.0.1", "10.201.0.2");
-    let (p1, p2) = (18080u16, 18081u16);
-    for (ip, port) in [(ip1, p1), (ip1, p2), (ip2, p1)] {
-        host_listener(ip, port).await;
-    }
-    let l1_8080 = format!("{ip1}:{p1}");
-    let l1_8081 = format!("{ip1}:{p2}");
-    let l2_8080 = format!("{ip2}:{p1}");
-    let internal = ["10.200.0.1:6443".to_string(), "10.200.0.1:10250".into(), "10.96.0.1:443".into()];
+    // the operator's deny-list). The rule allows TCP port p1 on 10.201.0.0/31, which holds ip1
+    // and not ip2 (the next address); ip1 also listens on TCP p2 and on UDP p1, ip2 on TCP p1.
+    let [ip1, ip2] = TEST_IPS;
+    let p1 = net::host_tcp(ip1, 0).await;
+    let p2 = net::host_tcp(ip1, 0).await;
+    net::host_tcp(ip2, p1).await;
+    net::host_udp(ip1, p1).await;
+    let allowed = tcp(ip1, p1);
+    let beside = [tcp(ip1, p2), udp(ip1, p1), tcp(ip2, p1)];
+    let internal = node_and_api_server();
 
-    // Control: from an unrestricted runc pod every listener answers (so "blocked" below means
-    // the policy, not a listener that is not up yet).
+    // Control: from an unfenced runc pod every listener answers and the node/API server accept
+    // connections (so "blocked" below means the policy, not a listener that is not up).
     run_pod(&c, n, sleeper("control", RUNC, json!({"app": "control"}))).await;
-    let listeners = [l1_8080.clone(), l1_8081.clone(), l2_8080.clone()];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let r = probe(&c, n, "control", Some("main"), &listeners).await;
-        if r.iter().all(|(_, v)| v == "OPEN") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "listeners never answered the control pod: {r:?}");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let ctl = probe(&c, n, "control", Some("main"), &internal).await;
-    eprintln!("control pod (no policy) to node/API server: {ctl:?}");
+    let mut all: Vec<String> = vec![allowed.clone()];
+    all.extend(beside.iter().cloned());
+    all.extend(internal.iter().cloned());
+    let control = || Case { label: "control, no policy", pod: "control", container: None, expect: all.iter().map(|t| (t.clone(), true)).collect() };
+    net::settle(&c, n, &[control()], Duration::from_secs(60)).await;
 
-    let spec_allow = json!({"network": {"egress": "AllowList", "allow": [{"cidr": format!("{ip1}/32"), "ports": [{"port": p1}]}]}});
+    let spec_allow = json!({"network": {"egress": "AllowList", "allow": [{"cidr": "10.201.0.0/31", "ports": [{"port": p1}]}]}});
     let (_closed, _allow) = tokio::join!(ready(&c, n, "closed", json!({"network": {"egress": "None"}})), ready(&c, n, "allow", spec_allow));
 
-    // egress None: nothing, right after Ready.
-    let mut all: Vec<String> = listeners.to_vec();
-    all.extend(internal.iter().cloned());
-    let r = probe(&c, n, "closed", None, &all).await;
+    // egress None: nothing, right after Ready (the control answered just before).
+    let r = net::probe(&c, n, "closed", Some("sandbox"), &all).await;
     for (t, v) in &r {
-        assert!(!v.starts_with("OPEN"), "egress None sandbox reached {t}: {r:?}");
+        assert_ne!(v, "OPEN", "egress None sandbox reached {t} right after Ready: {r:?}");
     }
-
-    // AllowList: the allowed listener port (retried briefly, the rule may take a moment)...
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = probe(&c, n, "allow", None, std::slice::from_ref(&l1_8080)).await;
-        if r[0].1 == "OPEN" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "allow-listed {l1_8080} unreachable: {r:?}");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    // ...and nothing else: not the other port of the same pod, not the other pod, not the node or
-    // the API server.
-    let mut others = vec![l1_8081.clone(), l2_8080.clone()];
-    others.extend(internal.iter().cloned());
-    let r = probe(&c, n, "allow", None, &others).await;
-    for (t, v) in &r {
-        assert!(!v.starts_with("OPEN"), "AllowList sandbox reached {t} beyond its rule: {r:?}");
-    }
+    // Then, round after round, with the control in each round: egress None reaches nothing;
+    // AllowList reaches its address and port and nothing else: not another port or UDP on the same
+    // address, not the same port on the next address outside its CIDR, not the node or the API
+    // server.
+    let mut allow_expect = vec![(allowed.clone(), true)];
+    allow_expect.extend(beside.iter().chain(&internal).map(|t| (t.clone(), false)));
+    let cases = [
+        control(),
+        Case { label: "egress None", pod: "closed", container: Some("sandbox"), expect: all.iter().map(|t| (t.clone(), false)).collect() },
+        Case { label: "AllowList 10.201.0.0/31 TCP p1", pod: "allow", container: Some("sandbox"), expect: allow_expect },
+    ];
+    let rounds = net::settle(&c, n, &cases, Duration::from_secs(90)).await;
+    eprintln!("policies held {HOLD_ROUNDS} rounds in a row after {rounds} rounds; test took {:?}", started.elapsed());
     ns.cleanup().await;
 }
 
@@ -255,17 +210,20 @@ async fn no_credentials_and_no_api_server() {
     let port = env.get("KUBERNETES_SERVICE_PORT").map(String::as_str);
     eprintln!("KUBERNETES_SERVICE_HOST={host:?} PORT={port:?} (kubelet-injected)");
     // Whatever it says, nothing answers there.
-    let mut targets = vec!["10.96.0.1:443".to_string(), "10.200.0.1:6443".to_string()];
+    let mut targets = node_and_api_server();
     if let (Some(h), Some(p)) = (host, port) {
-        let t = format!("{h}:{p}");
+        let t = conn(h, p.parse().unwrap_or_else(|e| panic!("KUBERNETES_SERVICE_PORT={p}: {e}")));
         if !targets.contains(&t) {
             targets.push(t);
         }
     }
-    let r = probe(&c, n, "creds", None, &targets).await;
-    for (t, v) in &r {
-        assert!(!v.starts_with("OPEN"), "the sandbox reached the API server at {t}: {r:?}");
-    }
+    // ...while an unfenced pod in the same namespace connects to each, in the same rounds.
+    run_pod(&c, n, sleeper("control", RUNC, json!({"app": "control"}))).await;
+    let cases = [
+        Case { label: "control, no policy", pod: "control", container: None, expect: targets.iter().map(|t| (t.clone(), true)).collect() },
+        Case { label: "sandbox", pod: "creds", container: Some("sandbox"), expect: targets.iter().map(|t| (t.clone(), false)).collect() },
+    ];
+    net::settle(&c, n, &cases, Duration::from_secs(90)).await;
     ns.cleanup().await;
 }
 

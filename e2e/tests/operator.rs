@@ -177,6 +177,8 @@ async fn sandbox_becomes_ready_with_a_hardened_pod_and_its_network_policy() {
     ns.cleanup().await;
 }
 
+/// The NetworkPolicy objects of `Internet` and `AllowList`; what they let through on the cluster
+/// is in network.rs (`Internet`, `dns`) and isolation.rs (`None`, `AllowList`).
 #[tokio::test]
 async fn internet_and_allow_list_policies() {
     let c = client().await;

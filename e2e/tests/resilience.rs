@@ -1,11 +1,14 @@
 //! Faults and hostile input against the installed Airlock (Helm release `airlock` in
 //! `airlock-system`): the operator killed in the middle of a burst of Sandboxes, a Sandbox deleted
-//! under a running exec, the exec gateway restarted, and a pile of malformed Sandbox manifests.
+//! under a running exec (through an in-process gateway, auth off), the installed gateway's pod
+//! deleted and replaced under a running exec with one client kept across it (auth on), and a pile
+//! of malformed Sandbox manifests.
 //!
 //! The operator is killed with SIGKILL: the test finds the in-cluster operator's process on this
 //! node (its image's entrypoint, `/usr/local/bin/airlock-operator`, runs under runc) and the
-//! kubelet restarts the container, as after an OOM kill or a crash. Killing it is done holding
-//! the host-wide cluster lock (`airlock_e2e::release::ClusterLock`).
+//! kubelet restarts the container, as after an OOM kill or a crash. Killing the operator and
+//! deleting the gateway pod are done holding the host-wide cluster lock
+//! (`airlock_e2e::release::ClusterLock`); no other test of this file uses the installed gateway.
 //!
 //! `RESILIENCE_BURST` (default 200, spread over namespaces of at most the per-namespace quota)
 //! sets the size of the burst. More faults (two operator replicas, the API server restarted):
@@ -248,49 +251,75 @@ async fn sandbox_deleted_during_an_exec_ends_the_call() {
     ns.cleanup().await;
 }
 
+/// The Helm-installed gateway's pod is deleted (its Deployment, left unchanged, starts a new one)
+/// under a running command, with auth on (a ServiceAccount token checked by TokenReview and
+/// SubjectAccessReview). The test reaches the gateway through its Service the way kube-proxy routes
+/// a Service IP (which this host cannot reach): a loopback relay that sends each new connection to
+/// a ready endpoint of the Service's EndpointSlices. The same `AirlockClient` value (one tonic
+/// channel) is used before and after: its calls reach the new pod once it is ready, the sandbox
+/// and its files are intact, and the command cut off with the old pod is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gateway_restart_clients_reconnect() {
+async fn installed_gateway_restart_same_client_reconnects() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Pod;
     let _lock = OPERATOR_LOCK.lock().await;
     let c = client().await;
+    let _cluster = ClusterLock::acquire("gateway restart").await;
     let ns = TestNamespace::new(&c, "res-gw").await;
     let n = ns.name.as_str();
+    let deployments: Api<Deployment> = Api::namespaced(c.clone(), SYSTEM_NS);
+    let gw_name = airlock_e2e::gw::GATEWAY;
+    let before = deployments.get(gw_name).await.expect("gateway Deployment");
+    let old = release::ready_pods(&c, release::GATEWAY_SELECTOR, 1, Duration::from_secs(120)).await.remove(0);
+    let old_ip = old.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("gateway pod IP");
+    let token = sandboxes::token_for(&c, n, "agent").await;
     ready_sandbox(&c, n, "keeper").await;
 
-    let gw1 = Gateway::start(&c, n).await;
-    let c1 = AirlockClient::connect(&gw1.addr, None).await.expect("connect");
-    let o = c1.exec_collect(AirlockClient::argv(n, "keeper", ["sh", "-c", "echo before > /tmp/state; cat /tmp/state"])).await.unwrap();
+    let relay = airlock_e2e::gw::Relay::to_service(&c, SYSTEM_NS, gw_name, airlock_e2e::gw::GATEWAY_PORT).await;
+    let ac = AirlockClient::connect(&relay.url(), Some(token)).await.expect("connect through the Service relay");
+    let o = ac.exec_collect(AirlockClient::argv(n, "keeper", ["sh", "-c", "echo before > /tmp/state; cat /tmp/state"])).await.unwrap();
     assert_eq!((String::from_utf8_lossy(&o.stdout).as_ref(), o.exit_code), ("before\n", 0));
-    // A command in flight while the gateway goes away.
-    let s = started(&c1, n, "keeper", "echo up; exec sleep 301.25").await;
-    assert_eq!(count(&c1, n, "keeper", &["sleep", "301.25"]).await, 1);
-    let old_addr = gw1.addr.clone();
-    gw1.shutdown().await;
-    let end = tokio::time::timeout(Duration::from_secs(60), drain(s)).await.expect("in-flight call ended with the gateway");
-    eprintln!("in-flight exec at gateway shutdown: {end:?}");
-    assert!(!matches!(end, Ok(None)), "an interrupted command must not look like a clean OK end: {end:?}");
-    // The old address is dead.
-    let dead = match AirlockClient::connect(&old_addr, None).await {
-        Ok(c) => c.get_sandbox(n, "keeper").await.map(|_| ()).map_err(|e| e.code()),
-        Err(_) => Err(Code::Unavailable),
-    };
-    assert_eq!(dead, Err(Code::Unavailable), "old gateway still answers, or fails otherwise than unreachable");
+    assert_eq!(relay.last_target().map(|a| a.ip().to_string()), Some(old_ip.clone()), "first calls went to the installed gateway's pod");
+    // A command in flight while the gateway pod goes away.
+    let s = started(&ac, n, "keeper", "echo up; exec sleep 301.25").await;
+    assert_eq!(count(&ac, n, "keeper", &["sleep", "301.25"]).await, 1);
 
-    // A new gateway on another port; the client reconnects; the sandbox is still there.
-    let gw2 = Gateway::start(&c, n).await;
-    assert_ne!(gw2.addr, old_addr);
-    let c2 = AirlockClient::connect(&gw2.addr, None).await.expect("reconnect");
-    let sb = c2.get_sandbox(n, "keeper").await.expect("get");
+    Api::<Pod>::namespaced(c.clone(), SYSTEM_NS).delete(&old.name_any(), &DeleteParams::default()).await.expect("deleting the gateway pod");
+    let end = tokio::time::timeout(Duration::from_secs(90), drain(s)).await.expect("in-flight call ended with the gateway pod");
+    eprintln!("in-flight exec when the gateway pod was deleted: {end:?}");
+    assert!(!matches!(end, Ok(None)), "an interrupted command must not look like a clean OK end: {end:?}");
+    let new = release::ready_pods(&c, release::GATEWAY_SELECTOR, 1, Duration::from_secs(180)).await.remove(0);
+    assert_ne!(new.uid(), old.uid(), "the gateway pod was replaced");
+    let new_ip = new.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("new gateway pod IP");
+
+    // The same client: calls fail only for want of a connection (UNAVAILABLE, or a transport
+    // error when a connection is reset under a call) until one goes through.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let sb = loop {
+        match ac.get_sandbox(n, "keeper").await {
+            Ok(sb) => break sb,
+            Err(e) => {
+                let no_connection = e.code() == Code::Unavailable || (e.code() == Code::Unknown && e.message() == "transport error");
+                assert!(no_connection, "{e:?}");
+                assert!(tokio::time::Instant::now() < deadline, "the same client never reached the restarted gateway: {e:?}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
     assert!(sb.ready, "{sb:?}");
-    let o = c2.exec_collect(AirlockClient::argv(n, "keeper", ["cat", "/tmp/state"])).await.unwrap();
+    let o = ac.exec_collect(AirlockClient::argv(n, "keeper", ["cat", "/tmp/state"])).await.unwrap();
     assert_eq!((String::from_utf8_lossy(&o.stdout).as_ref(), o.exit_code), ("before\n", 0), "same sandbox, same files");
-    // The command cut off with the old gateway is gone (its agent saw EOF and killed the group).
+    assert_eq!(relay.last_target().map(|a| a.ip().to_string()), Some(new_ip.clone()), "the call went to the new pod");
+    // The command cut off with the old pod is gone (its agent saw EOF and killed the group).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while count(&c2, n, "keeper", &["sleep", "301.25"]).await != 0 {
-        assert!(tokio::time::Instant::now() < deadline, "command of the stopped gateway still runs");
+    while count(&ac, n, "keeper", &["sleep", "301.25"]).await != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "command of the deleted gateway pod still runs");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    wait_idle(&gw2).await;
-    gw2.shutdown().await;
+    // The Deployment is as it was.
+    let after = deployments.get(gw_name).await.expect("gateway Deployment");
+    assert_eq!(after.metadata.generation, before.metadata.generation, "the gateway Deployment was changed");
+    eprintln!("gateway pod {old_ip} replaced by {new_ip}; the same client reconnected");
     ns.cleanup().await;
 }
 

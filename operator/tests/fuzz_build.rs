@@ -1365,7 +1365,11 @@ fn check_pod(s: &Sandbox, plan: &Plan, config: &Config, pod: &Pod) -> Result<(),
         user.extend(s.spec.command.iter().cloned());
         user.extend(s.spec.args.iter().cloned());
     }
-    ensure(cmd[3..] == user[..], "main argv is not command + args")?;
+    let expanded: Vec<String> = cmd[3..].iter().map(|w| kubelet_expand(w)).collect();
+    ensure(
+        expanded == user,
+        "main argv is not command + args once the kubelet expanded it",
+    )?;
     ensure(
         main.security_context
             .as_ref()
@@ -1379,7 +1383,7 @@ fn check_pod(s: &Sandbox, plan: &Plan, config: &Config, pod: &Pod) -> Result<(),
         .env
         .iter()
         .flatten()
-        .map(|e| (e.name.clone(), e.value.clone()))
+        .map(|e| (e.name.clone(), e.value.as_deref().map(kubelet_expand)))
         .collect();
     let want: Vec<(String, Option<String>)> = s
         .spec
@@ -1387,7 +1391,10 @@ fn check_pod(s: &Sandbox, plan: &Plan, config: &Config, pod: &Pod) -> Result<(),
         .iter()
         .map(|e| (e.name.clone(), Some(e.value.clone())))
         .collect();
-    ensure(env == want, "env is not the spec's")?;
+    ensure(
+        env == want,
+        "env is not the spec's once the kubelet expanded it",
+    )?;
     // Metadata: namespace, labels, controller owner.
     ensure(
         pod.metadata.namespace == s.metadata.namespace,
@@ -1760,5 +1767,61 @@ fn fuzz_sandbox_pipeline() {
             "not every egress mode reached: {:?}",
             stats.egress
         );
+    }
+}
+
+/// What the kubelet makes of a container's command word or env value
+/// (k8s.io/kubernetes third_party/forked/golang/expansion `Expand`): `$$` becomes `$`, `$(NAME)`
+/// a variable's value (here a marker, so any expansion shows), anything else stays.
+fn kubelet_expand(input: &str) -> String {
+    let b = input.as_bytes();
+    let mut out: Vec<u8> = Vec::new();
+    let (mut checkpoint, mut cursor) = (0, 0);
+    while cursor < b.len() {
+        if b[cursor] == b'$' && cursor + 1 < b.len() {
+            out.extend_from_slice(&b[checkpoint..cursor]);
+            let rest = &b[cursor + 1..];
+            let advance = match rest[0] {
+                b'$' => {
+                    out.push(b'$');
+                    1
+                }
+                b'(' => match rest.iter().position(|&c| c == b')') {
+                    Some(close) => {
+                        out.extend_from_slice(b"<expanded ");
+                        out.extend_from_slice(&rest[1..close]);
+                        out.push(b'>');
+                        close + 1
+                    }
+                    None => {
+                        out.extend_from_slice(b"$(");
+                        1
+                    }
+                },
+                c => {
+                    out.push(b'$');
+                    out.push(c);
+                    1
+                }
+            };
+            cursor += advance;
+            checkpoint = cursor + 1;
+        }
+        cursor += 1;
+    }
+    out.extend_from_slice(&b[checkpoint.min(b.len())..]);
+    String::from_utf8(out).expect("expansion splits no UTF-8 sequence")
+}
+
+#[test]
+fn the_kubelet_expansion_model() {
+    for (input, want) in [
+        ("a$$b", "a$b"),
+        ("$(X) $$(X)", "<expanded X> $(X)"),
+        ("$(unclosed", "$(unclosed"),
+        ("$HOME $", "$HOME $"),
+        ("é$$✓", "é$✓"),
+    ] {
+        assert_eq!(kubelet_expand(input), want, "{input}");
     }
 }

@@ -137,7 +137,15 @@ pub fn pod(sandbox: &Sandbox, plan: &Plan, config: &Config) -> Result<Pod, Build
         image: Some(spec.image.clone()),
         image_pull_policy: Some(plan.image_pull_policy.as_str().into()),
         command: Some(argv),
-        env: (!spec.env.is_empty()).then(|| spec.env.iter().map(EnvVar::from).collect()),
+        env: (!spec.env.is_empty()).then(|| {
+            spec.env
+                .iter()
+                .map(|v| EnvVar {
+                    value: Some(literal(&v.value)),
+                    ..EnvVar::from(v)
+                })
+                .collect()
+        }),
         working_dir: spec.working_dir.clone(),
         volume_mounts: (!main_mounts.is_empty()).then_some(main_mounts),
         resources: Some(resources),
@@ -173,15 +181,24 @@ pub fn pod(sandbox: &Sandbox, plan: &Plan, config: &Config) -> Result<Pod, Build
 /// `["/.airlock/airlock-agent", "init", "--", command..., args...]`; nothing after `--` when the
 /// sandbox has no command (the agent then idles as PID 1 until SIGTERM). With the ConfigMap
 /// delivery the container's command is `[boot, agent.z]` followed by this: airlock-boot unpacks the
-/// agent to `/.airlock/airlock-agent` and execs exactly this argv.
+/// agent to `/.airlock/airlock-agent` and execs exactly this argv. The spec's words are
+/// [`literal`]: the process gets them exactly as written.
 pub fn command(sandbox: &Sandbox) -> Vec<String> {
     let spec = &sandbox.spec;
     let mut argv = vec![labels::AGENT_PATH.to_string(), "init".into(), "--".into()];
     if !spec.command.is_empty() {
-        argv.extend(spec.command.iter().cloned());
-        argv.extend(spec.args.iter().cloned());
+        argv.extend(spec.command.iter().map(|a| literal(a)));
+        argv.extend(spec.args.iter().map(|a| literal(a)));
     }
     argv
+}
+
+/// A container command word or env value the kubelet passes on unchanged. The kubelet expands
+/// `$(NAME)` (from the container's earlier env vars) and turns `$$` into `$` in `command`, `args`
+/// and env values, so every `$` is doubled: a Sandbox's command, args and env values are meant
+/// literally, and `sh -c 'echo $$'` or a value `a$$b` must reach the process as written.
+pub fn literal(s: &str) -> String {
+    s.replace('$', "$$")
 }
 
 /// Requests == limits for CPU, memory and ephemeral storage (Guaranteed QoS).

@@ -403,3 +403,33 @@ fn pod_serializes_to_the_api_shape() {
     );
     assert!(v.get("status").is_none());
 }
+
+/// The kubelet expands `$(NAME)` and turns `$$` into `$` in a container's command and env values
+/// (k8s.io/kubernetes third_party/forked/golang/expansion): the pod carries every `$` of the
+/// spec doubled, which the kubelet turns back into exactly the spec's words (checked against a
+/// model of the kubelet's expansion in operator/tests/fuzz_build.rs).
+#[test]
+fn command_args_and_env_values_reach_the_process_literally() {
+    let p = build(
+        r#"
+apiVersion: airlock.dev/v1alpha1
+kind: Sandbox
+metadata: {name: sbx-1, namespace: team-a, uid: 0000-1111}
+spec:
+  image: python:3.12-slim
+  command: ["sh", "-c", "echo $$ $(HOME) $"]
+  args: ["$(FIRST)", "a$$$b"]
+  env:
+    - {name: FIRST, value: one}
+    - {name: REF, value: "$(FIRST) $$ $HOME $"}
+"#,
+    );
+    let c = main(&p);
+    assert_eq!(
+        &c.command.as_ref().unwrap()[3..],
+        &["sh", "-c", "echo $$$$ $$(HOME) $$", "$$(FIRST)", "a$$$$$$b"]
+    );
+    let env = c.env.as_ref().unwrap();
+    assert_eq!(env[0].value.as_deref(), Some("one"));
+    assert_eq!(env[1].value.as_deref(), Some("$$(FIRST) $$$$ $$HOME $$"));
+}
