@@ -661,8 +661,9 @@ async fn interactive_stdin_and_signals() {
     let t = String::from_utf8_lossy(&out.stdout);
     assert!(t.contains("40 120") && t.contains("isatty"), "{t:?}");
 
-    // Resize mid-session: the running process reads the new size from its terminal. It prints
-    // the size it sees (and how many SIGWINCH it got, for the log) for every line it reads.
+    // Resize mid-session: the running process reads the new size from its terminal and is told
+    // by SIGWINCH (gVisor does not send it on a size change; the agent does). It prints the size
+    // it sees and how many SIGWINCH it got for every line it reads.
     let code = "import os, signal, sys\nn = 0\ndef winch(*_):\n  global n\n  n += 1\nsignal.signal(signal.SIGWINCH, winch)\nfor line in sys.stdin:\n  c, r = os.get_terminal_size(1)\n  print(f'size {c}x{r} winch {n}', flush=True)\n  if line.strip() == 'done':\n    break\nprint('bye', flush=True)";
     let (tx, mut events) = c
         .exec_interactive(pb::ExecStart {
@@ -687,6 +688,12 @@ async fn interactive_stdin_and_signals() {
     tx.send(stdin(b"done\n")).await.unwrap();
     until_output(&mut events, &mut seen, "size 132x43").await;
     eprintln!("terminal output around the resize: {seen:?}");
+    let winch = seen
+        .split("size 132x43 winch ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u32>().ok());
+    assert!(winch.is_some_and(|n| n >= 1), "the process got no SIGWINCH for the resize: {seen:?}");
     let rest = collect(events).await.unwrap();
     seen.push_str(&String::from_utf8_lossy(&rest.stdout));
     assert_eq!(rest.exit_code, 0, "{seen}");
