@@ -28,7 +28,7 @@ pub async fn client() -> Client {
 }
 
 /// A namespace that exists for one test. Delete it with [`TestNamespace::cleanup`] at the end of
-/// the test; if the test panics first, `Drop` starts the deletion in the background.
+/// the test; if the test panics first, `Drop` deletes it.
 pub struct TestNamespace {
     pub name: String,
     client: Client,
@@ -65,11 +65,20 @@ impl Drop for TestNamespace {
         if self.cleaned {
             return;
         }
-        let (client, name) = (self.client.clone(), self.name.clone());
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
-            });
+        // A test that panicked: its runtime is shutting down and would drop a task spawned on it
+        // (and the client's connection with it), so the deletion runs to completion on a thread
+        // of its own, with a client of its own, before the panic goes on.
+        let name = self.name.clone();
+        let deleted = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let c = Client::try_default().await.ok()?;
+                Api::<Namespace>::all(c).delete(&name, &DeleteParams::background()).await.ok()
+            })
+        })
+        .join();
+        if !matches!(deleted, Ok(Some(_))) {
+            eprintln!("test namespace {} left behind: delete it by hand", self.name);
         }
     }
 }
