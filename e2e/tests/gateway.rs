@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use airlock_e2e::sandboxes::{in_process_gateway, token_for};
 use airlock_e2e::{GVISOR, SANDBOX_IMAGE, TestNamespace, client};
-use airlock_exec_gateway::bytes::Bytes;
-use airlock_exec_gateway::client::{AirlockClient, ExecOutput, collect, sandbox_ref};
-use airlock_exec_gateway::proto::v1 as pb;
-use airlock_exec_gateway::tonic::Code;
-use airlock_exec_gateway::prost_types;
+use airlock_api::bytes::Bytes;
+use airlock_api::client::{AirlockClient, ExecOutput, collect, sandbox_ref};
+use airlock_api::proto::v1 as pb;
+use airlock_api::tonic::Code;
+use airlock_api::prost_types;
 use kube::Client;
 use kube::api::Api;
 use sha2::{Digest, Sha256};

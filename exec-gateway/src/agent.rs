@@ -305,14 +305,7 @@ pub fn file_status(op: &str, path: &str, code: i32, stderr: &str) -> tonic::Stat
 }
 
 fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
+    airlock_crds::validation::text::truncate(s, max, "...")
 }
 
 /// A process started through `pods/exec` (or a stand-in in tests).

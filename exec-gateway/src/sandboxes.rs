@@ -13,7 +13,7 @@ use crate::auth::Access;
 use crate::convert;
 use crate::extend;
 use crate::k8s::KubeError;
-use crate::proto::v1 as pb;
+use airlock_api::proto::v1 as pb;
 use crate::server::{Ctx, FIELD_MANAGER};
 use crate::validate;
 

@@ -6,14 +6,16 @@
 //! moving API-level checks next to the API types) is issue 11 (layout).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tonic::Status;
 
 use crate::agent::ExecOptions;
-use crate::proto::v1 as pb;
+pub use airlock_crds::validation::cidr::is_cidr;
+pub use airlock_crds::validation::names::{is_dns_label, is_env_name, is_label_key, is_label_value};
+pub use airlock_crds::validation::quantity::is_quantity;
+use airlock_api::proto::v1 as pb;
 
 /// Longest path accepted (Linux PATH_MAX).
 pub const MAX_PATH: usize = 4096;
@@ -33,16 +35,6 @@ pub fn invalid(field: &str, msg: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {msg}"))
 }
 
-/// True for an RFC 1123 DNS label (namespaces, sandbox names: pod and NetworkPolicy names and
-/// label values must all accept it).
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
 
 const DNS_LABEL_HINT: &str = "must be a DNS label (lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters)";
 
@@ -102,13 +94,6 @@ pub fn mode(field: &str, m: u32) -> Result<Option<u32>, Status> {
     Ok((m != 0).then_some(m))
 }
 
-/// True for a POSIX-ish environment variable name.
-pub fn is_env_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
-        && s.len() <= 256
-}
 
 /// Longest environment value accepted (the Sandbox CRD's limit, so a create never fails later
 /// at admission with a message that does not name the field).
@@ -328,28 +313,6 @@ pub fn signal(field: &str, s: &pb::Signal) -> Result<u32, Status> {
     Ok(s.number as u32)
 }
 
-/// True for a Kubernetes quantity (`500m`, `2`, `1.5Gi`, `1e3`).
-pub fn is_quantity(s: &str) -> bool {
-    let s = s.strip_prefix(['+']).unwrap_or(s);
-    let digits_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(digits_end);
-    if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-        return false;
-    }
-    match suffix {
-        "" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti"
-        | "Pi" | "Ei" => true,
-        _ => {
-            let Some(exp) = suffix.strip_prefix(['e', 'E']) else {
-                return false;
-            };
-            let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
-            !exp.is_empty() && exp.len() <= 3 && exp.bytes().all(|b| b.is_ascii_digit())
-        }
-    }
-}
 
 fn quantity(field: &str, q: &str, example: &str) -> Result<Option<String>, Status> {
     if q.is_empty() {
@@ -372,53 +335,8 @@ fn quantity(field: &str, q: &str, example: &str) -> Result<Option<String>, Statu
     Ok(Some(q.to_string()))
 }
 
-/// Validates a CIDR such as `10.0.0.0/8` or `2001:db8::/32`.
-pub fn is_cidr(s: &str) -> bool {
-    let Some((ip, bits)) = s.split_once('/') else {
-        return false;
-    };
-    let Ok(ip) = ip.parse::<IpAddr>() else {
-        return false;
-    };
-    let Ok(bits) = bits.parse::<u8>() else {
-        return false;
-    };
-    if bits.to_string() != s.split_once('/').map(|x| x.1).unwrap_or_default() {
-        return false;
-    }
-    match ip {
-        IpAddr::V4(_) => bits <= 32,
-        IpAddr::V6(_) => bits <= 128,
-    }
-}
 
-/// True for a Kubernetes label key (optional DNS-subdomain prefix, name of at most 63).
-pub fn is_label_key(k: &str) -> bool {
-    let (prefix, name) = match k.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, k),
-    };
-    if let Some(p) = prefix
-        && (p.is_empty() || p.len() > 253 || !p.split('.').all(is_dns_label))
-    {
-        return false;
-    }
-    is_label_value(name) && !name.is_empty()
-}
 
-/// True for a Kubernetes label value (may be empty).
-pub fn is_label_value(v: &str) -> bool {
-    v.is_empty()
-        || (v.len() <= 63
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-            && v.as_bytes()
-                .first()
-                .is_some_and(|b| b.is_ascii_alphanumeric())
-            && v.as_bytes()
-                .last()
-                .is_some_and(|b| b.is_ascii_alphanumeric()))
-}
 
 /// A validated CreateSandbox request.
 #[derive(Debug, Clone)]
@@ -1176,44 +1094,6 @@ mod tests {
         assert_eq!(
             msg(net(allow("2001:db8::/32", 80, 7))),
             "network.allow[0].ports[0].protocol: unknown value 7"
-        );
-    }
-
-    #[test]
-    fn quantities_cidrs_labels() {
-        for q in [
-            "1", "500m", "2", "1.5", "512Mi", "1Gi", "1e3", "1E+2", "0.5", "+1",
-        ] {
-            assert!(is_quantity(q), "{q}");
-        }
-        for q in ["", "m", "1.2.3", "1XB", "Gi", "1 Gi", "1e", "-1", "1ee3"] {
-            assert!(!is_quantity(q), "{q}");
-        }
-        assert!(is_cidr("10.0.0.0/8") && is_cidr("0.0.0.0/0") && is_cidr("2001:db8::/32"));
-        assert!(
-            !is_cidr("10.0.0.0")
-                && !is_cidr("10.0.0.0/x")
-                && !is_cidr("::/129")
-                && !is_cidr("1.2.3.4/08")
-        );
-        assert!(
-            is_label_key("a")
-                && is_label_key("example.com/a.b_c")
-                && !is_label_key("/a")
-                && !is_label_key("a/")
-                && !is_label_key(&"a".repeat(64))
-        );
-        assert!(
-            is_label_value("")
-                && is_label_value("v1.2")
-                && !is_label_value("-a")
-                && !is_label_value("a b")
-        );
-        assert!(
-            is_dns_label("a-1") && !is_dns_label("") && !is_dns_label("a.b") && !is_dns_label("-a")
-        );
-        assert!(
-            is_env_name("_X1") && !is_env_name("") && !is_env_name("1X") && !is_env_name("A-B")
         );
     }
 }

@@ -27,10 +27,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use airlock_exec_gateway::agent::{self, ExecOptions, FileCommand};
-use airlock_exec_gateway::bytes::Bytes;
-use airlock_exec_gateway::prost_types;
-use airlock_exec_gateway::proto::v1 as pb;
-use airlock_exec_gateway::tonic::{Code, Status};
+use airlock_api::bytes::Bytes;
+use airlock_api::prost_types;
+use airlock_api::proto::v1 as pb;
+use airlock_api::tonic::{Code, Status};
 use airlock_exec_gateway::validate::{self, CreateSpec, ExecSpec};
 use prost::Message;
 
