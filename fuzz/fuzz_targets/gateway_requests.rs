@@ -9,7 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code, unused_imports)]
-#[path = "../../exec-gateway/tests/fuzz_requests.rs"]
+#[path = "../../exec-gateway/tests/fuzz_requests/main.rs"]
 mod checks;
 
 fuzz_target!(|data: &[u8]| {

@@ -9,7 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code, unused_imports)]
-#[path = "../../operator/tests/fuzz_build.rs"]
+#[path = "../../operator/tests/fuzz_build/main.rs"]
 mod checks;
 
 use checks::{Rng, Stats, check, random_config, structured_sandbox};
