@@ -1,5 +1,5 @@
 //! libFuzzer target: the gateway's request validation on protobuf bytes, and the agent's stdin
-//! frame parser, with the invariants of `exec-gateway/tests/fuzz_requests.rs` (compiled in here).
+//! frame parser, with the invariants of `exec-gateway/tests/fuzz_requests/` (compiled in here).
 //!
 //! Input: first byte picks the message (ExecRequest, RunCodeRequest, CreateSandboxRequest,
 //! UploadRequest, DownloadRequest, ListDirRequest, StatRequest, RemoveRequest, MakeDirRequest,
