@@ -139,13 +139,7 @@ impl pb::sandboxes_server::Sandboxes for SandboxesService {
             .authorize(&req, Access::new("create", &spec.namespace, None))
             .await?;
         let ns = spec.namespace.clone();
-        let mut sb = Sandbox::new(spec.name.as_deref().unwrap_or(""), spec.spec);
-        sb.metadata.name = spec.name.clone();
-        sb.metadata.generate_name = spec.generate_name.clone();
-        sb.metadata.namespace = Some(ns.clone());
-        if !spec.labels.is_empty() {
-            sb.metadata.labels = Some(spec.labels);
-        }
+        let sb = spec.sandbox();
         let api: Api<Sandbox> = Api::namespaced(self.ctx.client.clone(), &ns);
         let pp = PostParams {
             field_manager: Some(FIELD_MANAGER.to_string()),

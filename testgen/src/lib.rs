@@ -138,6 +138,9 @@ pub fn clip(mut s: String) -> String {
     s
 }
 
+/// Fewest cases a run makes before its time budget may stop it, and that the coverage checks need.
+pub const MIN_CASES: u64 = 2000;
+
 /// The driver's knobs: `FUZZ_SEED`, `FUZZ_ITERATIONS` (20,000), `FUZZ_SECONDS` (10) and
 /// `FUZZ_CASE` (replay one case).
 pub struct Knobs {
@@ -177,9 +180,25 @@ impl Knobs {
         }
     }
 
-    /// Whether the time budget is spent (never when replaying one case).
-    pub fn out_of_time(&self, start: Instant) -> bool {
-        self.only.is_none() && start.elapsed() > self.budget
+    /// Whether the time budget is spent after `done` cases (never when replaying one case, and
+    /// never before [`MIN_CASES`]: a slow machine runs longer rather than check less).
+    pub fn out_of_time(&self, start: Instant, done: u64) -> bool {
+        self.only.is_none() && done >= MIN_CASES && start.elapsed() > self.budget
+    }
+
+    /// Whether the coverage checks (both sides of every branch reached) apply to a run of `done`
+    /// cases: always, except when replaying one case. Panics when a run was cut below
+    /// [`MIN_CASES`] (`FUZZ_ITERATIONS` set lower), so they are never skipped silently.
+    pub fn check_coverage(&self, done: u64) -> bool {
+        if self.only.is_some() {
+            return false;
+        }
+        assert!(
+            done >= MIN_CASES,
+            "only {done} cases ran (FUZZ_ITERATIONS={}): the coverage checks need at least {MIN_CASES}",
+            self.iterations
+        );
+        true
     }
 }
 

@@ -18,6 +18,10 @@ pub enum QuantityError {
     Overflow(String),
 }
 
+/// Smallest memory a Sandbox may ask for, exclusive (the CRD's rule on `spec.resources.memory`:
+/// `quantity(self).isGreaterThan(quantity('4Mi'))`).
+pub const MIN_MEMORY: &str = "4Mi";
+
 /// An exact quantity in nano-units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Amount(i128);

@@ -37,6 +37,21 @@ pub struct CreateSpec {
     pub wait_ready: bool,
 }
 
+impl CreateSpec {
+    /// The Sandbox object the gateway creates for this request (also what the e2e CRD oracle
+    /// dry-runs against the API server).
+    pub fn sandbox(&self) -> airlock_crds::Sandbox {
+        let mut sb = airlock_crds::Sandbox::new(self.name.as_deref().unwrap_or(""), self.spec.clone());
+        sb.metadata.name = self.name.clone();
+        sb.metadata.generate_name = self.generate_name.clone();
+        sb.metadata.namespace = Some(self.namespace.clone());
+        if !self.labels.is_empty() {
+            sb.metadata.labels = Some(self.labels.clone());
+        }
+        sb
+    }
+}
+
 /// Validates a CreateSandbox request (`template` is refused with UNIMPLEMENTED).
 pub fn create_request(
     r: &pb::CreateSandboxRequest,
@@ -91,7 +106,7 @@ pub fn create_request(
     let q = |v: Option<String>| v.map(k8s_openapi::apimachinery::pkg::api::resource::Quantity);
     let resources = SandboxResources {
         cpu: q(quantity("resources.cpu", &res.cpu, "500m or 2")?),
-        memory: q(quantity("resources.memory", &res.memory, "512Mi")?),
+        memory: q(memory(&res.memory)?),
         ephemeral_storage: q(quantity(
             "resources.ephemeral_storage",
             &res.ephemeral_storage,
@@ -257,4 +272,20 @@ fn network(n: Option<&pb::Network>) -> Result<airlock_crds::Network, Status> {
         allow,
         dns: n.dns,
     })
+}
+
+/// Memory: a positive quantity above the CRD's minimum (`crds::validation::quantity::MIN_MEMORY`,
+/// the rule on `spec.resources.memory`), so the API server never refuses what passed here.
+fn memory(q: &str) -> Result<Option<String>, Status> {
+    use airlock_crds::validation::quantity::{MIN_MEMORY, parse};
+    let m = quantity("resources.memory", q, "512Mi")?;
+    if let (Some(m), Ok(min)) = (&m, parse(MIN_MEMORY))
+        && parse(m).is_ok_and(|a| a <= min)
+    {
+        return Err(invalid(
+            "resources.memory",
+            format!("must be a quantity above {MIN_MEMORY} such as 512Mi"),
+        ));
+    }
+    Ok(m)
 }

@@ -216,3 +216,28 @@ fn create_request_fields() {
         "network.allow[0].ports[0].protocol: unknown value 7"
     );
 }
+
+#[test]
+fn memory_at_or_below_the_crd_minimum_is_refused() {
+    // The CRD refuses memory <= 4Mi; the gateway used to accept "1" and "500m" (found by the e2e
+    // CRD oracle, e2e/tests/crd_oracle.rs).
+    let with_memory = |m: &str| {
+        let m = m.to_string();
+        create(move |r| {
+            r.resources = Some(pb::Resources {
+                memory: m,
+                ..Default::default()
+            })
+        })
+    };
+    for m in ["1", "500m", "4Mi", "4194304", "1Ki"] {
+        assert_eq!(
+            msg(with_memory(m)),
+            "resources.memory: must be a quantity above 4Mi such as 512Mi",
+            "{m}"
+        );
+    }
+    for m in ["4194305", "5Mi", "512Mi", "1Gi"] {
+        assert!(with_memory(m).is_ok(), "{m}");
+    }
+}
