@@ -94,7 +94,6 @@ impl AllowedRuntimeClasses {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

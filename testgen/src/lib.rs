@@ -24,6 +24,7 @@ impl Rng {
     pub fn set_hostility(&mut self, percent: u64) {
         self.1 = percent;
     }
+    #[allow(clippy::should_implement_trait)] // endless: Iterator would add nothing but `Some`
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -207,9 +208,12 @@ thread_local! {
     static PANIC_AT: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
+/// A panic hook.
+type Hook = Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send>;
+
 /// While alive, panics are not printed but their location is remembered for [`panic_message`]
 /// (they are caught and reported with their input); dropping it puts the previous hook back.
-pub struct PanicCapture(Option<Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Sync + Send>>);
+pub struct PanicCapture(Option<Hook>);
 
 impl PanicCapture {
     #[allow(clippy::new_without_default)]

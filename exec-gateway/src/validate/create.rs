@@ -23,9 +23,6 @@ fn quantity(field: &str, q: &str, example: &str) -> Result<Option<String>, Statu
     Ok(Some(q.to_string()))
 }
 
-
-
-
 /// A validated CreateSandbox request.
 #[derive(Debug, Clone)]
 pub struct CreateSpec {

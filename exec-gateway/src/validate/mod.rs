@@ -42,7 +42,6 @@ pub fn invalid(field: &str, msg: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {msg}"))
 }
 
-
 const DNS_LABEL_HINT: &str = "must be a DNS label (lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters)";
 
 /// A namespace, or the default one when empty.
@@ -100,7 +99,6 @@ pub fn mode(field: &str, m: u32) -> Result<Option<u32>, Status> {
     }
     Ok((m != 0).then_some(m))
 }
-
 
 /// Longest environment value accepted (the Sandbox CRD's limit, so a create never fails later
 /// at admission with a message that does not name the field).

@@ -8,7 +8,6 @@ pub(crate) const UNICODE_SPECIALS: &[char] = &[
     '\u{202e}', '\u{200b}', '\u{feff}', '\u{0}', '\u{7f}', '\u{85}', '\u{3000}',
 ];
 
-
 pub(crate) const NASTY: &[&str] = &[
     "",
     " ",
@@ -73,8 +72,6 @@ pub(crate) const NASTY: &[&str] = &[
     "a..b",
     ".a",
 ];
-
-
 
 pub(crate) fn string(rng: &mut Rng) -> String {
     match rng.below(16) {

@@ -66,7 +66,6 @@ pub fn case_rng(seed: u64, case: u64) -> Rng {
 // ---------------------------------------------------------------------------------------------
 // Driver.
 
-
 fn decode<M: Message + Default>(b: &[u8], stats: &mut Stats) -> Option<M> {
     match M::decode(b) {
         Ok(m) => Some(m),

@@ -369,6 +369,5 @@ fn resource(
     Ok(Quantity(q.0.trim().to_string()))
 }
 
-
 #[cfg(test)]
 mod tests;

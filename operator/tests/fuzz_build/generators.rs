@@ -5,7 +5,6 @@ use super::*;
 /// The troublemakers of [`unicode_string`].
 pub(crate) const UNICODE_SPECIALS: &[char] = &['\u{202e}', '\u{200b}', '\u{feff}', '\u{0}', '\u{7f}', '\u{10ffff}'];
 
-
 pub(crate) const NASTY: &[&str] = &[
     "",
     " ",
@@ -59,9 +58,6 @@ pub(crate) const NASTY: &[&str] = &[
     "LD_PRELOAD",
     "PATH",
 ];
-
-
-
 
 /// Any string: interesting constants, valid names, random ASCII, unicode, or huge.
 pub(crate) fn string(rng: &mut Rng) -> String {

@@ -71,7 +71,6 @@ pub(crate) use netpol::*;
 // ---------------------------------------------------------------------------------------------
 // Driver.
 
-
 fn describe(s: &Sandbox) -> String {
     clip(serde_json::to_string(s).unwrap_or_else(|e| format!("<unserializable: {e}>")))
 }
