@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod labels;
 mod quantity;
+pub mod validation;
 
 /// API group of every Airlock resource.
 pub const GROUP: &str = "airlock.dev";

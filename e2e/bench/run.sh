@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # `make bench`: Airlock's benchmark suite against the local cluster (after `make install`).
 #
-# Builds and runs e2e/src/bin/bench.rs, which writes bench/report.md and bench/report.json (machine,
+# Builds and runs e2e/src/bin/bench/, which writes bench/report.md and bench/report.json (machine,
 # versions, date; every figure a distribution p50/p90/p99/max/n; every comparison a ratio measured
 # in the same run). Knobs (environment): BENCH_RUNS (default 20) scales every run count;
 # BENCH_ONLY=operator,cold,ready,reap,exec,footprint runs a subset; BENCH_OUT (default bench)
-# is the report directory. See the header of e2e/src/bin/bench.rs for the rest.
+# is the report directory. See the header of e2e/src/bin/bench/main.rs for the rest.
 #
 # Traffic stays on this machine: the API server, the cluster's pods, and the in-process gateway on
 # 127.0.0.1. Every namespace the run creates is labelled airlock.dev/bench=true and deleted at the

@@ -15,7 +15,7 @@ RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
   cargo build -q -p airlock-agent --target x86_64-unknown-linux-gnu --profile agent >&2
 # airlock-boot: its own small workspace (no std, panic=abort); flags in agent/boot/.cargo.
 (cd agent/boot && cargo build -q --release --target-dir "$T/boot") >&2
-cargo build -q -p airlock-operator -p airlock-exec-gateway --bins >&2
+cargo build -q -p airlock-operator -p airlock-exec-gateway -p airlock-cli --bins >&2
 AGENT=$T/x86_64-unknown-linux-gnu/agent/airlock-agent
 BOOT=$T/boot/release/airlock-boot
 OPERATOR=$T/debug/airlock-operator

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use airlock_crds::{Phase, Sandbox};
-use airlock_exec_gateway::client::AirlockClient;
+use airlock_api::client::AirlockClient;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, LogParams};

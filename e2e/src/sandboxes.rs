@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use airlock_crds::Sandbox;
-use airlock_exec_gateway::client::AirlockClient;
-use airlock_exec_gateway::proto::v1 as pb;
-use airlock_exec_gateway::tonic::{Status, Streaming};
+use airlock_api::client::AirlockClient;
+use airlock_api::proto::v1 as pb;
+use airlock_api::tonic::{Status, Streaming};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
 use kube::{Client, ResourceExt};

@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use airlock_e2e::sandboxes::{self, token_for, token_with_audiences};
 use airlock_e2e::{GVISOR, RUNC, SANDBOX_AGENT_IMAGE, TestNamespace, client, exec, release, run_pod};
-use airlock_exec_gateway::client::{AirlockClient, ClientError, ClientTls};
-use airlock_exec_gateway::proto::v1 as pb;
+use airlock_api::client::{AirlockClient, ClientError, ClientTls};
+use airlock_api::proto::v1 as pb;
 use airlock_exec_gateway::tls::TlsFiles;
-use airlock_exec_gateway::tonic::Code;
+use airlock_api::tonic::Code;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
@@ -46,7 +46,7 @@ fn started_pod(events: &[pb::ExecEvent]) -> Option<String> {
 }
 
 /// Runs `line` through the gateway: the pod it started in, or the status it was refused with.
-async fn run(c: &AirlockClient, ns: &str, name: &str, line: &str) -> Result<String, airlock_exec_gateway::tonic::Status> {
+async fn run(c: &AirlockClient, ns: &str, name: &str, line: &str) -> Result<String, airlock_api::tonic::Status> {
     let mut s = c.exec(AirlockClient::shell(ns, name, line)).await?;
     let mut events = Vec::new();
     while let Some(ev) = s.message().await? {
@@ -112,7 +112,7 @@ async fn exec_refuses_a_pod_the_sandbox_does_not_own() {
         .patch_status("owner", &PatchParams::default(), &Patch::Merge(json!({"status": {"podName": "victim"}})))
         .await
         .expect("patching status.podName");
-    if let Err(e) = c.upload_bytes(&n, "owner", "/tmp/hijack-file", 0o644, airlock_exec_gateway::bytes::Bytes::from_static(b"x")).await {
+    if let Err(e) = c.upload_bytes(&n, "owner", "/tmp/hijack-file", 0o644, airlock_api::bytes::Bytes::from_static(b"x")).await {
         assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     }
     // The victim is untouched.

@@ -18,10 +18,10 @@ use airlock_e2e::gw::{self, Relay, bound_token, cli};
 use airlock_e2e::release::SYSTEM_NS;
 use airlock_e2e::sandboxes::token_for;
 use airlock_e2e::{SANDBOX_IMAGE, TestNamespace, client, wait_for};
-use airlock_exec_gateway::bytes::Bytes;
-use airlock_exec_gateway::client::AirlockClient;
-use airlock_exec_gateway::proto::v1 as pb;
-use airlock_exec_gateway::tonic::{Code, Status};
+use airlock_api::bytes::Bytes;
+use airlock_api::client::AirlockClient;
+use airlock_api::proto::v1 as pb;
+use airlock_api::tonic::{Code, Status};
 use kube::Client;
 use kube::api::Api;
 use sha2::{Digest, Sha256};
@@ -243,7 +243,7 @@ async fn run_code_node() {
     c.create_sandbox_ready(req, Duration::from_secs(180)).await.unwrap_or_else(|e| panic!("a sandbox of {NODE_IMAGE} (built by e2e/lib/images.sh): {e:?}"));
     let out = c
         .run_code(pb::RunCodeRequest {
-            sandbox: airlock_exec_gateway::client::sandbox_ref(n, "node"),
+            sandbox: airlock_api::client::sandbox_ref(n, "node"),
             language: pb::Language::Node as i32,
             code: "console.log(6 * 7, process.versions.node.split('.')[0] > 0); console.error('to stderr'); process.exitCode = 5".into(),
             ..Default::default()

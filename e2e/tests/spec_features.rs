@@ -16,9 +16,9 @@ use airlock_e2e::promises::{Gateway, http_get, kubectl, logs_containing, metric,
 use airlock_e2e::release::{OPERATOR_SELECTOR, SYSTEM_NS, operator_ready};
 use airlock_e2e::sandboxes::{count, create};
 use airlock_e2e::{GVISOR, TestNamespace, client, exec, wait_for};
-use airlock_exec_gateway::bytes::Bytes;
-use airlock_exec_gateway::client::AirlockClient;
-use airlock_exec_gateway::tonic::Code;
+use airlock_api::bytes::Bytes;
+use airlock_api::client::AirlockClient;
+use airlock_api::tonic::Code;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;

@@ -13,6 +13,12 @@ use kube::api::{Patch, PatchParams};
 use crate::server::FIELD_MANAGER;
 
 /// Decides whether an event for a key is due, at most once per `interval` per key.
+///
+/// Hand-made rather than a moka cache (the gateway's review caches are moka): the tests drive it
+/// with explicit instants (`should_fire(.., now)`, a clock that goes backwards included), which
+/// moka's own clock cannot do without sleeping; and a patch that fails must make the key due at
+/// once (`forget`), which with moka's TTL would race the background eviction. The map is bounded
+/// by pruning expired keys when it holds `max_keys`.
 #[derive(Debug)]
 pub struct Debouncer {
     interval: Duration,

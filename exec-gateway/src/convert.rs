@@ -4,7 +4,7 @@ use airlock_crds::{EgressMode, Phase, Protocol, Sandbox, condition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use crate::proto::v1 as pb;
+use airlock_api::proto::v1 as pb;
 
 pub fn timestamp(t: &Time) -> prost_types::Timestamp {
     let ts = t.0.as_second();

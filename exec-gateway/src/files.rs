@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::agent::{self, AgentError, FileCommand, RemoteProcess, StdinWriter};
 use crate::auth::Access;
-use crate::proto::v1 as pb;
+use airlock_api::proto::v1 as pb;
 use crate::server::Ctx;
 use crate::validate;
 

@@ -1,8 +1,8 @@
 //! Airlock's exec gateway: the gRPC front door to sandboxes.
 //!
-//! - [`proto`]: the generated messages, clients and servers of `proto/airlock/v1/sandbox.proto`.
-//! - [`client::AirlockClient`]: a small ergonomic client (used by the `airlock` CLI and the e2e
-//!   tests).
+//! The API (generated code of `proto/airlock/v1/sandbox.proto`) and the Rust client are in the crate
+//! `airlock-api` (`airlock_api::proto`, `airlock_api::client`), the `airlock` CLI in `airlock-cli`.
+//!
 //! - [`serve`]: runs the gRPC server (Sandboxes, Processes, Files, health, reflection) on a
 //!   listener until a shutdown future resolves.
 //!
@@ -14,7 +14,6 @@
 pub mod activity;
 pub mod agent;
 pub mod auth;
-pub mod client;
 pub mod config;
 mod convert;
 pub mod extend;
@@ -32,19 +31,3 @@ pub mod validate;
 
 pub use config::Config;
 pub use server::{ServeError, serve};
-
-/// Generated protobuf code (package `airlock.v1`).
-pub mod proto {
-    /// Package `airlock.v1`.
-    pub mod v1 {
-        #![allow(clippy::all, missing_docs)]
-        tonic::include_proto!("airlock.v1");
-
-        /// Encoded `FileDescriptorSet` of the API, served by the reflection service.
-        pub const FILE_DESCRIPTOR_SET: &[u8] =
-            tonic::include_file_descriptor_set!("airlock_descriptor");
-    }
-}
-
-/// Re-exported so users of the client need not depend on the same versions themselves.
-pub use {bytes, prost_types, tonic};

@@ -30,7 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::agent::{self, AgentError, KILL_GRACE, RemoteProcess, StdinWriter};
 use crate::auth::Access;
-use crate::proto::v1 as pb;
+use airlock_api::proto::v1 as pb;
 use crate::server::Ctx;
 use crate::validate::{self, ExecSpec};
 

@@ -4,7 +4,7 @@
 use airlock_crds::{MAX_ID, SandboxSecurityContext};
 use tonic::Status;
 
-use crate::proto::v1 as pb;
+use airlock_api::proto::v1 as pb;
 use crate::validate::invalid;
 
 /// The sandbox's `spec.securityContext` for this request: `None` when it asks for no user.

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 
+use airlock_crds::validation::names::is_dns_subdomain;
 use tonic::Status;
 
 /// Errors of parsing `--allowed-runtime-classes`.
@@ -91,10 +92,6 @@ impl AllowedRuntimeClasses {
             AllowedRuntimeClasses::Any => "*".into(),
         }
     }
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(crate::validate::is_dns_label)
 }
 
 #[cfg(test)]

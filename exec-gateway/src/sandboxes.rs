@@ -13,7 +13,7 @@ use crate::auth::Access;
 use crate::convert;
 use crate::extend;
 use crate::k8s::KubeError;
-use crate::proto::v1 as pb;
+use airlock_api::proto::v1 as pb;
 use crate::server::{Ctx, FIELD_MANAGER};
 use crate::validate;
 
@@ -139,13 +139,7 @@ impl pb::sandboxes_server::Sandboxes for SandboxesService {
             .authorize(&req, Access::new("create", &spec.namespace, None))
             .await?;
         let ns = spec.namespace.clone();
-        let mut sb = Sandbox::new(spec.name.as_deref().unwrap_or(""), spec.spec);
-        sb.metadata.name = spec.name.clone();
-        sb.metadata.generate_name = spec.generate_name.clone();
-        sb.metadata.namespace = Some(ns.clone());
-        if !spec.labels.is_empty() {
-            sb.metadata.labels = Some(spec.labels);
-        }
+        let sb = spec.sandbox();
         let api: Api<Sandbox> = Api::namespaced(self.ctx.client.clone(), &ns);
         let pp = PostParams {
             field_manager: Some(FIELD_MANAGER.to_string()),

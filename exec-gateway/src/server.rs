@@ -12,7 +12,7 @@ use crate::agent::{KubeExec, PodExec};
 use crate::auth::{Access, AuthLayer, AuthMode, Authenticator, Principal};
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsLayer};
-use crate::proto::v1 as pb;
+use airlock_api::proto::v1 as pb;
 
 /// Field manager of every write the gateway makes.
 pub const FIELD_MANAGER: &str = "airlock-exec-gateway";

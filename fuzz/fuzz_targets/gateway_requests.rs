@@ -1,5 +1,5 @@
 //! libFuzzer target: the gateway's request validation on protobuf bytes, and the agent's stdin
-//! frame parser, with the invariants of `exec-gateway/tests/fuzz_requests.rs` (compiled in here).
+//! frame parser, with the invariants of `exec-gateway/tests/fuzz_requests/` (compiled in here).
 //!
 //! Input: first byte picks the message (ExecRequest, RunCodeRequest, CreateSandboxRequest,
 //! UploadRequest, DownloadRequest, ListDirRequest, StatRequest, RemoveRequest, MakeDirRequest,
@@ -9,7 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code, unused_imports)]
-#[path = "../../exec-gateway/tests/fuzz_requests.rs"]
+#[path = "../../exec-gateway/tests/fuzz_requests/main.rs"]
 mod checks;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,5 +1,5 @@
 //! libFuzzer target: Sandbox -> validate -> Plan -> Pod + NetworkPolicy, with the invariants of
-//! `operator/tests/fuzz_build.rs` (whose generators and checks are compiled in here).
+//! `operator/tests/fuzz_build/` (whose generators and checks are compiled in here).
 //!
 //! Input: first byte picks the mode and the configuration; then either
 //! - JSON text deserialized into `airlock_crds::Sandbox` (mode even), or
@@ -9,7 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code, unused_imports)]
-#[path = "../../operator/tests/fuzz_build.rs"]
+#[path = "../../operator/tests/fuzz_build/main.rs"]
 mod checks;
 
 use checks::{Rng, Stats, check, random_config, structured_sandbox};

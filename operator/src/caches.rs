@@ -25,6 +25,11 @@ use tracing::{debug, warn};
 use crate::build::agent::bundle_selector;
 
 /// When something was last done, per namespace.
+///
+/// Not a moka cache (the gateway's review caches are; the one-off `TtlCache` of the gateway became
+/// moka earlier): the interval is chosen when asking (`due(ns, every)`), not when inserting, the
+/// watches in [`invalidate`] drop entries by a set of present namespaces (`keep_only`), and a
+/// namespace count is small and bounded by the cluster, so nothing needs evicting.
 #[derive(Default)]
 pub(crate) struct Stamps(Mutex<HashMap<String, Instant>>);
 

@@ -3,17 +3,19 @@
 //! time-to-live or idle timeout runs out. See [`reconcile`] for the pipeline and
 //! `docs/DESIGN-NOTES.md` for the pod's shape.
 
+/// Quantity and CIDR parsing live with the API types (`airlock_crds::validation`), shared with the
+/// gateway.
+pub use airlock_crds::validation::{cidr, quantity};
+
 pub mod build;
 pub mod bundle;
 pub mod caches;
-pub mod cidr;
 pub mod config;
 pub mod controller;
 pub mod events;
 pub mod http;
 pub mod leader;
 pub mod metrics;
-pub mod quantity;
 pub mod reconcile;
 pub mod telemetry;
 

@@ -322,14 +322,7 @@ fn sanitize_reason(reason: &str) -> String {
 }
 
 fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+    airlock_crds::validation::text::truncate(s, max, "…")
 }
 
 /// How the sandbox's pod is doing.

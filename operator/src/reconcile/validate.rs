@@ -17,6 +17,7 @@ use super::status::reason;
 use crate::cidr::Cidr;
 use crate::config::{Config, Resource};
 use crate::quantity;
+use airlock_crds::validation::names::is_dns_label;
 
 /// IPv4-mapped IPv6 addresses (`::ffff:0:0/96`): IPv4 traffic in IPv6 form.
 const IPV4_MAPPED: Cidr = Cidr {
@@ -366,16 +367,6 @@ fn resource(
         });
     }
     Ok(Quantity(q.0.trim().to_string()))
-}
-
-/// RFC 1123 label: what a hostname and a label value both accept.
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 #[cfg(test)]

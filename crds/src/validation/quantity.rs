@@ -18,6 +18,10 @@ pub enum QuantityError {
     Overflow(String),
 }
 
+/// Smallest memory a Sandbox may ask for, exclusive (the CRD's rule on `spec.resources.memory`:
+/// `quantity(self).isGreaterThan(quantity('4Mi'))`).
+pub const MIN_MEMORY: &str = "4Mi";
+
 /// An exact quantity in nano-units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Amount(i128);
@@ -113,6 +117,31 @@ pub fn parse(input: &str) -> Result<Amount, QuantityError> {
         value = value / scale + i128::from(value % scale != 0);
     }
     Ok(Amount(if negative { -value } else { value }))
+}
+
+/// True for the syntax of a Kubernetes quantity (`500m`, `2`, `1.5Gi`, `1e3`; no sign but `+`,
+/// an exponent of at most three digits): what the gateway accepts before the CRD's
+/// `isQuantity` sees it.
+pub fn is_quantity(s: &str) -> bool {
+    let s = s.strip_prefix(['+']).unwrap_or(s);
+    let digits_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(digits_end);
+    if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+        return false;
+    }
+    match suffix {
+        "" | "n" | "u" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti"
+        | "Pi" | "Ei" => true,
+        _ => {
+            let Some(exp) = suffix.strip_prefix(['e', 'E']) else {
+                return false;
+            };
+            let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
+            !exp.is_empty() && exp.len() <= 3 && exp.bytes().all(|b| b.is_ascii_digit())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,18 +1,23 @@
 //! `airlock`: command-line client of the Airlock exec gateway.
 //!
-//! Over 600 lines (barely): one clap command per subcommand and its output; moving the CLI into a
-//! crate of its own, split by subcommand, is issue 11 (layout).
+//! The commands and their dispatch here; streaming exec in `exec.rs`, printing in `output.rs`.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use airlock_exec_gateway::client::{AirlockClient, ClientTls, sandbox_ref};
-use airlock_exec_gateway::proto::v1 as pb;
+use airlock_api::client::{AirlockClient, ClientTls};
+use airlock_api::proto::v1 as pb;
+use airlock_api::tonic;
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use tokio::io::AsyncReadExt;
+
+mod exec;
+mod output;
+
+use exec::exec_command;
+use output::{phase, print_sandbox, ts};
 
 /// Run commands in disposable, isolated Airlock sandboxes.
 #[derive(Debug, Parser)]
@@ -209,7 +214,7 @@ async fn main() -> ExitCode {
     }
 }
 
-fn status_err(s: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_err(s: tonic::Status) -> anyhow::Error {
     anyhow!("{:?}: {}", s.code(), s.message())
 }
 
@@ -428,160 +433,10 @@ fn create_request(ns: &str, name: &str, o: &SandboxOpts) -> pb::CreateSandboxReq
     }
 }
 
-fn phase(p: i32) -> &'static str {
-    match pb::Phase::try_from(p) {
-        Ok(pb::Phase::Pending) => "Pending",
-        Ok(pb::Phase::Starting) => "Starting",
-        Ok(pb::Phase::Ready) => "Ready",
-        Ok(pb::Phase::Expired) => "Expired",
-        Ok(pb::Phase::Failed) => "Failed",
-        _ => "-",
-    }
-}
-
-fn ts(t: Option<&prost_types::Timestamp>) -> String {
-    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
-        .map(|d| d.to_rfc3339())
-        .unwrap_or_else(|| "-".into())
-}
-
-fn print_sandbox(sb: &pb::Sandbox) {
-    println!("name:      {}/{}", sb.namespace, sb.name);
-    println!("image:     {}", sb.image);
-    println!(
-        "phase:     {}{}",
-        phase(sb.phase),
-        if sb.message.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", sb.message)
-        }
-    );
-    println!("runtime:   {}", sb.runtime_class_name);
-    println!("node:      {}", sb.node_name);
-    println!("created:   {}", ts(sb.created_at.as_ref()));
-    println!("expires:   {}", ts(sb.expires_at.as_ref()));
-    println!("ttl ends:  {}", ts(sb.ttl_expires_at.as_ref()));
-    println!("activity:  {}", ts(sb.last_activity_at.as_ref()));
-    for c in &sb.conditions {
-        println!(
-            "condition: {}={} {} {}",
-            c.r#type, c.status, c.reason, c.message
-        );
-    }
-}
-
-fn exec_request(ns: &str, sandbox: &str, o: &ExecOpts) -> pb::ExecRequest {
-    let command = if o.command.len() == 1 && o.command[0].contains(' ') {
-        pb::exec_request::Command::Shell(o.command[0].clone())
-    } else {
-        pb::exec_request::Command::Argv(pb::Argv {
-            args: o.command.clone(),
-        })
-    };
-    let timeout = (o.timeout > 0.0).then(|| {
-        let d = Duration::from_secs_f64(o.timeout.min(1e9));
-        prost_types::Duration {
-            seconds: d.as_secs() as i64,
-            nanos: d.subsec_nanos() as i32,
-        }
-    });
-    pb::ExecRequest {
-        sandbox: sandbox_ref(ns, sandbox),
-        command: Some(command),
-        env: o.env.iter().cloned().collect(),
-        cwd: o.cwd.clone(),
-        timeout,
-        stdin: None,
-    }
-}
-
-/// Runs a command, streaming its output to this terminal; returns its exit code.
-async fn exec_command(
-    client: &AirlockClient,
-    ns: &str,
-    sandbox: &str,
-    o: &ExecOpts,
-) -> anyhow::Result<ExitCode> {
-    use pb::exec_event::Event;
-    let req = exec_request(ns, sandbox, o);
-    let mut events = if o.interactive {
-        let (tx, events) = client
-            .exec_interactive(pb::ExecStart {
-                request: Some(req),
-                tty: false,
-                size: None,
-            })
-            .await
-            .map_err(status_err)?;
-        tokio::spawn(async move {
-            let mut stdin = tokio::io::stdin();
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match stdin.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let m = pb::ExecInput {
-                            input: Some(pb::exec_input::Input::Stdin(
-                                bytes::Bytes::copy_from_slice(&buf[..n]),
-                            )),
-                        };
-                        if tx.send(m).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-            let _ = tx
-                .send(pb::ExecInput {
-                    input: Some(pb::exec_input::Input::CloseStdin(pb::CloseStdin {})),
-                })
-                .await;
-            // Keep the request stream open: the gateway reads a half-close as "close stdin"
-            // too, so nothing more is needed; just hold the sender until the call ends.
-            tx.closed().await;
-        });
-        events
-    } else {
-        client.exec(req).await.map_err(status_err)?
-    };
-    let mut stdout = std::io::stdout();
-    let mut stderr = std::io::stderr();
-    loop {
-        let msg = tokio::select! {
-            m = events.message() => m.map_err(status_err)?,
-            _ = tokio::signal::ctrl_c() => {
-                // Dropping the stream cancels the call: the gateway kills the command.
-                eprintln!("airlock: interrupted");
-                return Ok(ExitCode::from(130));
-            }
-        };
-        let Some(ev) = msg else {
-            bail!("the gateway ended the stream without an exit status")
-        };
-        match ev.event {
-            Some(Event::Stdout(b)) => {
-                stdout.write_all(&b)?;
-                stdout.flush()?;
-            }
-            Some(Event::Stderr(b)) => {
-                stderr.write_all(&b)?;
-                stderr.flush()?;
-            }
-            Some(Event::Exited(e)) => {
-                if e.timed_out {
-                    eprintln!("airlock: command timed out");
-                }
-                return Ok(ExitCode::from(e.exit_code.clamp(0, 255) as u8));
-            }
-            Some(Event::Started(_)) | None => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exec::exec_request;
 
     #[test]
     fn remote_paths() {

@@ -1,4 +1,4 @@
-//! Compiles `proto/airlock/v1/*.proto` (client and server code) and writes the file descriptor set
+//! Compiles `proto/airlock/v1/*.proto` (client code and server traits) and writes the file descriptor set
 //! the reflection service serves.
 
 use std::path::PathBuf;

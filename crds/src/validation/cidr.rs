@@ -105,6 +105,27 @@ pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
     Ok((addr, prefix))
 }
 
+/// True for `ADDRESS/PREFIX` as the CRD's `isCIDR` rule accepts it: host bits may be set, the
+/// prefix is written without leading zeros. (NetworkPolicy ipBlocks need [`parse_cidr`].)
+pub fn is_cidr(s: &str) -> bool {
+    let Some((ip, bits)) = s.split_once('/') else {
+        return false;
+    };
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        return false;
+    };
+    let Ok(bits) = bits.parse::<u8>() else {
+        return false;
+    };
+    if bits.to_string() != s.split_once('/').map(|x| x.1).unwrap_or_default() {
+        return false;
+    }
+    match ip {
+        IpAddr::V4(_) => bits <= 32,
+        IpAddr::V6(_) => bits <= 128,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

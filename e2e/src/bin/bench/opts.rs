@@ -1,0 +1,112 @@
+//! Options: run counts and knobs from the environment (`BENCH_*`).
+
+use super::*;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Opts {
+    pub(crate) runs: usize,
+    pub(crate) ready_runs: usize,
+    pub(crate) decomp_runs: usize,
+    pub(crate) runc_runs: usize,
+    pub(crate) single_creates: usize,
+    pub(crate) bursts: Vec<usize>,
+    pub(crate) cold_runs: usize,
+    pub(crate) reap_runs: usize,
+    pub(crate) reap_ttl_seconds: i64,
+    pub(crate) exec_runs: usize,
+    pub(crate) ttfb_runs: usize,
+    pub(crate) stream_runs: usize,
+    pub(crate) stream_mib: usize,
+    pub(crate) concurrency: usize,
+    pub(crate) concurrency_low: usize,
+    pub(crate) concurrency_cap_seconds: u64,
+    pub(crate) gvisor_concurrency: Vec<usize>,
+    pub(crate) footprint_sandboxes: usize,
+    pub(crate) footprint_stream_mib: usize,
+    pub(crate) ready_cpu: String,
+    pub(crate) ready_memory: String,
+    pub(crate) exec_cpu: String,
+    pub(crate) reap_cpu: String,
+    pub(crate) exec_memory: String,
+    pub(crate) replay: bool,
+    pub(crate) restart: bool,
+    pub(crate) only: Option<Vec<String>>,
+    pub(crate) out: PathBuf,
+}
+
+pub(crate) fn env_usize(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+pub(crate) fn env_str(key: &str, default: &str) -> String {
+    std::env::var(key)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+impl Opts {
+    pub(crate) fn from_env() -> Opts {
+        let runs = env_usize("BENCH_RUNS", 20).max(1);
+        let bursts = std::env::var("BENCH_BURSTS")
+            .ok()
+            .map(|v| {
+                v.split(',')
+                    .filter_map(|s| s.trim().parse().ok())
+                    .filter(|n| *n > 0)
+                    .collect()
+            })
+            .unwrap_or_else(|| vec![50, 200]);
+        let only = std::env::var("BENCH_ONLY")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+        Opts {
+            runs,
+            ready_runs: env_usize("BENCH_READY_RUNS", runs),
+            decomp_runs: env_usize("BENCH_DECOMP_RUNS", (runs / 4).max(3)),
+            runc_runs: env_usize("BENCH_RUNC_RUNS", (runs / 2).max(3)),
+            single_creates: env_usize("BENCH_SINGLE_CREATES", runs),
+            bursts,
+            cold_runs: env_usize("BENCH_COLD_RUNS", (runs / 6).clamp(1, 3)),
+            reap_runs: env_usize("BENCH_REAP_RUNS", (runs / 2).max(3)),
+            reap_ttl_seconds: env_usize("BENCH_REAP_TTL", 8) as i64,
+            exec_runs: env_usize("BENCH_EXEC_RUNS", runs * 5 / 2),
+            ttfb_runs: env_usize("BENCH_TTFB_RUNS", runs),
+            stream_runs: env_usize("BENCH_STREAM_RUNS", (runs / 4).max(3)),
+            stream_mib: env_usize("BENCH_STREAM_MIB", 50),
+            concurrency: env_usize("BENCH_CONCURRENCY", 100),
+            concurrency_low: env_usize("BENCH_CONCURRENCY_LOW", 20),
+            concurrency_cap_seconds: env_usize("BENCH_CONCURRENCY_CAP", 45) as u64,
+            gvisor_concurrency: std::env::var("BENCH_GVISOR_CONCURRENCY")
+                .ok()
+                .map(|v| {
+                    v.split(',')
+                        .filter_map(|s| s.trim().parse().ok())
+                        .filter(|n| *n > 0)
+                        .collect()
+                })
+                .unwrap_or_else(|| vec![5, 20]),
+            footprint_sandboxes: env_usize("BENCH_FOOTPRINT_SANDBOXES", 1000),
+            footprint_stream_mib: env_usize("BENCH_FOOTPRINT_STREAM_MIB", 1),
+            ready_cpu: env_str("BENCH_CPU", "500m"),
+            ready_memory: env_str("BENCH_MEMORY", "256Mi"),
+            exec_cpu: env_str("BENCH_EXEC_CPU", "500m"),
+            reap_cpu: env_str("BENCH_REAP_CPU", "250m"),
+            exec_memory: env_str("BENCH_EXEC_MEMORY", "256Mi"),
+            replay: env_str("BENCH_REPLAY", "1") != "0",
+            restart: env_str("BENCH_RESTART", "1") != "0",
+            only,
+            out: PathBuf::from(env_str("BENCH_OUT", "bench")),
+        }
+    }
+
+    pub(crate) fn enabled(&self, phase: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|p| p == phase))
+    }
+}
