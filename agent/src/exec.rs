@@ -186,13 +186,16 @@ pub fn set_winsize(fd: RawFd, cols: u16, rows: u16) {
 }
 
 /// A resize during the session: sets the size and tells the terminal's foreground process group
-/// (SIGWINCH). Linux sends SIGWINCH itself when the size changes; gVisor does not, and full-screen
-/// programs there would never redraw. A second SIGWINCH on Linux only makes them read the size again.
-pub fn resize_and_notify(fd: RawFd, cols: u16, rows: u16) {
+/// (SIGWINCH), or `group` (the command's own process group) where the pty master cannot say which
+/// group that is (gVisor). Linux sends SIGWINCH itself when the size changes; gVisor does not, and
+/// full-screen programs there would never redraw. A second SIGWINCH on Linux only makes them read
+/// the size again.
+pub fn resize_and_notify(fd: RawFd, cols: u16, rows: u16, group: libc::pid_t) {
     set_winsize(fd, cols, rows);
     let pgrp = unsafe { libc::tcgetpgrp(fd) };
-    if pgrp > 1 {
-        unsafe { libc::kill(-pgrp, libc::SIGWINCH) };
+    let target = if pgrp > 1 { pgrp } else { group };
+    if target > 1 {
+        unsafe { libc::kill(-target, libc::SIGWINCH) };
     }
 }
 
@@ -398,7 +401,7 @@ impl Supervisor {
                 }
                 Event::Resize { cols, rows } => {
                     if let Some(m) = &self.master {
-                        resize_and_notify(m.as_raw_fd(), cols, rows);
+                        resize_and_notify(m.as_raw_fd(), cols, rows, self.pid);
                     }
                 }
             }

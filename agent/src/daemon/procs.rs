@@ -182,7 +182,7 @@ impl Proc {
     pub fn resize(&self, cols: u16, rows: u16) -> bool {
         match &self.master {
             Some(m) => {
-                resize_and_notify(m.as_raw_fd(), cols, rows);
+                resize_and_notify(m.as_raw_fd(), cols, rows, self.pid as libc::pid_t);
                 true
             }
             None => false,
