@@ -71,7 +71,7 @@ uninstall:
 
 e2e: install
 	@echo "==> cluster tests (real kube-apiserver, kubelet, containerd, gVisor)"
-	cargo test -p airlock-e2e -- --test-threads=4
+	cargo test -p airlock-e2e --no-fail-fast -- --test-threads=4
 
 ## readme-examples: the README's marked examples, run as pasted (kubectl, grpcurl, the airlock CLI)
 readme-examples: install

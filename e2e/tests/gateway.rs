@@ -1013,14 +1013,24 @@ async fn a_non_root_sandbox_runs_under_pod_security_restricted() {
         .patch(ns, &PatchParams::default(), &Patch::Merge(&label))
         .await
         .unwrap();
-    // Control: the namespace refuses a pod that may run as root.
+    // Control: the namespace refuses a pod that may run as root. Pod Security admission reads
+    // namespace labels from its informer, so the new label takes effect a moment later: wait for
+    // the refusal (server-side dry runs, nothing created), bounded.
     let root_pod: k8s_openapi::api::core::v1::Pod =
         serde_json::from_value(airlock_e2e::sleeper("root", GVISOR, serde_json::json!({})))
             .unwrap();
-    let refused = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(kube.clone(), ns)
-        .create(&PostParams::default(), &root_pod)
-        .await
-        .expect_err("Pod Security restricted refuses a pod without runAsNonRoot");
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(kube.clone(), ns);
+    let dry = PostParams { dry_run: true, ..Default::default() };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let refused = loop {
+        match pods.create(&dry, &root_pod).await {
+            Err(e) => break e,
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "Pod Security restricted never refused a pod without runAsNonRoot");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
     assert!(refused.to_string().contains("restricted"), "{refused}");
 
     // uid 0 is refused by the gateway, naming the field.
