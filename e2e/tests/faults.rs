@@ -134,7 +134,7 @@ async fn leader_kill(c: Client, n: String) {
     // Findings are collected so the whole picture is printed, then the test fails on any.
     let mut findings = Vec::new();
 
-    // A new leader term: once the dead leader's Lease has expired (one lease duration, 15 s,
+    // A new leader term: once the dead leader's Lease has expired (one lease duration, 30 s,
     // without renewal) a new process takes it: another identity, leaseTransitions up.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut holders: Vec<(Option<String>, i32)> = Vec::new();

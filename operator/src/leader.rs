@@ -30,19 +30,21 @@ use tracing::{info, warn};
 /// Name of the Lease.
 pub const LEASE_NAME: &str = "airlock-operator";
 /// How long a lease is valid without renewal.
-pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+pub const LEASE_DURATION: Duration = Duration::from_secs(30);
 /// How often the leader renews (and retries a failed renewal), and how often a standby tries to
 /// acquire: client-go's retry period. With [`RENEW_DEADLINE`] it rides out an API-server outage
-/// of about 8 s wherever it falls between renewals (a 5 s period lost the lease to a 6 s
-/// restart that began just after a renewal).
+/// of about 18 s wherever it falls between renewals (client-go's 10 s deadline lost the lease to
+/// a local API-server restart: 5 s down, then seconds of errors while it warmed up).
 pub const RENEW_PERIOD: Duration = Duration::from_secs(2);
 /// Longest one renewal attempt may take: a request sent on a connection the API server dropped
 /// without closing (a restart) never answers; the next attempt opens a new one.
 pub const RENEW_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Wait before trying again after a failed renewal (a successful one waits [`RENEW_PERIOD`]).
 pub const RENEW_RETRY: Duration = Duration::from_millis(500);
-/// A leader that could not renew for this long stops leading.
-pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+/// A leader that could not renew for this long stops leading (twice client-go's 10 s, and the
+/// lease twice its 15 s: a failover takes up to 30 s, a restart of the API server does not cost
+/// the single replica its lease).
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(20);
 /// How long a leader that lost the Lease lets running reconciles finish before dropping them:
 /// well inside the margin between [`RENEW_DEADLINE`] and [`LEASE_DURATION`].
 pub const STEP_DOWN_GRACE: Duration = Duration::from_secs(2);
@@ -517,7 +519,7 @@ mod tests {
             decide(Some(&renewed), "a", seen.1, t20),
             Decision::Follow { holder: "b".into() }
         );
-        // Without renewals it expires 15 s after the last change.
+        // Without renewals it expires one lease duration after the last change.
         assert_eq!(
             decide(Some(&renewed), "a", seen.1, t10 + LEASE_DURATION),
             Decision::TakeOver
