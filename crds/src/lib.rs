@@ -7,7 +7,6 @@
 //! enums) and CEL rules (`x-kubernetes-validations`) with messages that name the field. The operator
 //! re-checks what depends on its own configuration (for example the configured maximum TTL).
 
-use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -230,16 +229,6 @@ pub struct SandboxEnvVar {
     #[serde(default)]
     #[schemars(length(max = 32768))]
     pub value: String,
-}
-
-impl From<&SandboxEnvVar> for EnvVar {
-    fn from(v: &SandboxEnvVar) -> Self {
-        EnvVar {
-            name: v.name.clone(),
-            value: Some(v.value.clone()),
-            value_from: None,
-        }
-    }
 }
 
 /// Resources of a sandbox. Each value is used as both request and limit (Guaranteed QoS), so a

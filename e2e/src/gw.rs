@@ -181,12 +181,12 @@ pub async fn allowed(c: &Client, ns: &str, sa: &str, verb: &str, resource: &str,
 }
 
 /// The `airlock` CLI next to the test binaries (`target/debug/airlock`, built by `make install`
-/// or `cargo build -p airlock-exec-gateway --bin airlock`); panics saying so when it is missing.
+/// or `cargo build -p airlock-cli`); panics saying so when it is missing.
 pub fn cli_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/debug/deps/<test> -> target/debug/airlock
     let bin = exe.parent().and_then(|d| d.parent()).map(|d| d.join("airlock")).expect("target directory");
-    assert!(bin.is_file(), "{} missing: build the CLI first (`cargo build -p airlock-exec-gateway --bin airlock`; `make install` does)", bin.display());
+    assert!(bin.is_file(), "{} missing: build the CLI first (`cargo build -p airlock-cli`; `make install` does)", bin.display());
     bin
 }
 

@@ -65,21 +65,25 @@ impl Drop for TestNamespace {
         if self.cleaned {
             return;
         }
-        // A test that panicked: its runtime is shutting down and would drop a task spawned on it
-        // (and the client's connection with it), so the deletion runs to completion on a thread
-        // of its own, with a client of its own, before the panic goes on.
-        let name = self.name.clone();
-        let deleted = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-            rt.block_on(async {
-                let c = Client::try_default().await.ok()?;
-                Api::<Namespace>::all(c).delete(&name, &DeleteParams::background()).await.ok()
-            })
+        delete_namespace_now(&self.name);
+    }
+}
+
+/// Deletes a namespace from a `Drop` (a test that panicked): its runtime is shutting down and
+/// would drop a task spawned on it (and the client's connection with it), so the deletion runs to
+/// completion on a thread of its own, with a client of its own, before the panic goes on.
+pub fn delete_namespace_now(name: &str) {
+    let owned = name.to_string();
+    let deleted = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        rt.block_on(async {
+            let c = Client::try_default().await.ok()?;
+            Api::<Namespace>::all(c).delete(&owned, &DeleteParams::background()).await.ok()
         })
-        .join();
-        if !matches!(deleted, Ok(Some(_))) {
-            eprintln!("test namespace {} left behind: delete it by hand", self.name);
-        }
+    })
+    .join();
+    if !matches!(deleted, Ok(Some(_))) {
+        eprintln!("test namespace {name} left behind: delete it by hand");
     }
 }
 

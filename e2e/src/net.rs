@@ -23,6 +23,10 @@ pub const NODE_IP: &str = "10.200.0.1";
 /// Machine-local test addresses on `lo` outside every cluster CIDR (e2e/cluster `TEST_IPS`):
 /// private addresses that are not the cluster's, where tests start their own listeners.
 pub const TEST_IPS: [&str; 2] = ["10.201.0.1", "10.201.0.2"];
+/// A machine-local test address on `lo` that is neither private nor the cluster's (TEST-NET-1,
+/// e2e/cluster `TEST_IPS`): where `egress: Internet` is shown to reach something, without any
+/// traffic leaving the machine.
+pub const PUBLIC_TEST_IP: &str = "192.0.2.1";
 /// The CNI bridge the pods' default route points at (e2e/cluster `BRIDGE`).
 pub const BRIDGE: &str = "airlock0";
 
@@ -262,11 +266,6 @@ impl Drop for FixedNamespace {
         if self.cleaned {
             return;
         }
-        let (client, name) = (self.client.clone(), self.name.clone());
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
-            });
-        }
+        crate::delete_namespace_now(&self.name);
     }
 }

@@ -159,7 +159,7 @@ case "${1:-all}" in
     check "no CNI network namespace left" none sh -c "ip netns list | grep '^cni-'"
     check "bridge airlock0 removed" none sh -c "ip link show airlock0 2>/dev/null"
     check "node address removed from lo" none sh -c "ip addr show dev lo | grep 10.200.0.1"
-    check "test addresses removed from lo" none sh -c "ip addr show dev lo | grep -E '10\.201\.0\.[12]/'"
+    check "test addresses removed from lo" none sh -c "ip addr show dev lo | grep -E '10\.201\.0\.[12]/|192\.0\.2\.1/'"
     for t in filter nat mangle raw; do
       check "no KUBE-/AIRLOCK-/CNI- chain or rule in iptables table $t" absent "$IPT_OURS" iptables -t "$t" -S
     done

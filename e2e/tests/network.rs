@@ -4,14 +4,14 @@
 //!
 //! Every listener is one the test starts: pods in its namespace, a Service in front of one, TCP and
 //! UDP listeners on the node (its address, its bridge address, e2e/cluster's private test
-//! addresses). Every "cannot reach" has a control: in the same probe round, a pod no
+//! addresses and its public one, 192.0.2.1, all on the node's `lo`). Every "cannot reach" has a control: in the same probe round, a pod no
 //! NetworkPolicy selects reaches the same listener. The policy is taken as enforced when a round
 //! gives every expected answer [`HOLD_ROUNDS`] times in a row (`airlock_e2e::net::settle`).
 
 use std::time::Duration;
 
 use airlock_crds::Sandbox;
-use airlock_e2e::net::{self, Case, FixedNamespace, HOLD_ROUNDS, NODE_IP, TEST_IPS, conn, tcp, udp};
+use airlock_e2e::net::{self, Case, FixedNamespace, HOLD_ROUNDS, NODE_IP, PUBLIC_TEST_IP, TEST_IPS, conn, tcp, udp};
 use airlock_e2e::release::{OPERATOR_DEPLOYMENT, SYSTEM_NS};
 use airlock_e2e::{RUNC, TCP_LISTENER, TestNamespace, client, run_pod, sandboxes, sleeper, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -54,7 +54,7 @@ fn reached(targets: &[String]) -> Vec<(String, bool)> {
 }
 
 #[tokio::test]
-async fn internet_egress_reaches_no_cluster_or_private_address_and_nothing_reaches_a_sandbox() {
+async fn internet_egress_reaches_a_public_address_but_no_cluster_or_private_one_and_nothing_reaches_a_sandbox() {
     let started = std::time::Instant::now();
     let c = client().await;
     let ns = TestNamespace::new(&c, "net-inet").await;
@@ -65,6 +65,8 @@ async fn internet_egress_reaches_no_cluster_or_private_address_and_nothing_reach
     let node_port = net::host_tcp(NODE_IP, 0).await;
     let bridge_port = net::host_tcp(&bridge, 0).await;
     let private_port = net::host_tcp(TEST_IPS[0], 0).await;
+    // And a public address (TEST-NET-1, on the node's `lo`): what `Internet` is for must work.
+    let public_port = net::host_tcp(PUBLIC_TEST_IP, 0).await;
     // A pod and a Service in front of it; the unfenced control pod; the sandbox, itself a listener.
     let port = PORT.to_string();
     let svc: Service = serde_json::from_value(json!({
@@ -92,9 +94,12 @@ async fn internet_egress_reaches_no_cluster_or_private_address_and_nothing_reach
         conn("10.96.0.1", 443),
         conn(NODE_IP, 6443),
     ];
+    let public = [tcp(PUBLIC_TEST_IP, public_port)];
     let cases = [
         Case { label: "control, no policy", pod: "control", container: None, expect: reached(&internal) },
+        Case { label: "control, public address", pod: "control", container: None, expect: reached(&public) },
         Case { label: "egress Internet", pod: "inet", container: Some("sandbox"), expect: blocked(&internal) },
+        Case { label: "egress Internet, public address", pod: "inet", container: Some("sandbox"), expect: reached(&public) },
         // Ingress: the pod that reaches the unfenced listener pod above (the same listener script)
         // does not reach the sandbox's listener, which answers inside the sandbox.
         Case { label: "ingress from an unfenced pod", pod: "control", container: None, expect: blocked(&[tcp(&inet_ip, PORT)]) },

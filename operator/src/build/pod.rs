@@ -141,8 +141,9 @@ pub fn pod(sandbox: &Sandbox, plan: &Plan, config: &Config) -> Result<Pod, Build
             spec.env
                 .iter()
                 .map(|v| EnvVar {
+                    name: v.name.clone(),
                     value: Some(literal(&v.value)),
-                    ..EnvVar::from(v)
+                    value_from: None,
                 })
                 .collect()
         }),

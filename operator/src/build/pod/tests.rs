@@ -407,7 +407,7 @@ fn pod_serializes_to_the_api_shape() {
 /// The kubelet expands `$(NAME)` and turns `$$` into `$` in a container's command and env values
 /// (k8s.io/kubernetes third_party/forked/golang/expansion): the pod carries every `$` of the
 /// spec doubled, which the kubelet turns back into exactly the spec's words (checked against a
-/// model of the kubelet's expansion in operator/tests/fuzz_build.rs).
+/// model of the kubelet's expansion in operator/tests/fuzz_build/kubelet.rs).
 #[test]
 fn command_args_and_env_values_reach_the_process_literally() {
     let p = build(
