@@ -80,6 +80,9 @@ pub async fn collect(mut s: Streaming<pb::ExecEvent>) -> Result<ExecOutput, Stat
                 out.exit_code = e.exit_code;
                 out.signal = e.signal;
                 out.timed_out = e.timed_out;
+                // Read on to the end of the call (its status): dropping the stream right after
+                // the exit event would cancel a call that succeeded, as the server sees it.
+                while s.message().await?.is_some() {}
                 return Ok(out);
             }
             Some(Event::Started(_)) | None => {}
