@@ -179,13 +179,18 @@ pub fn read_signals(fd: RawFd) -> io::Result<Vec<c_int>> {
     }
 }
 
-/// Called in the forked child before exec: unblock every signal.
+/// Called in the forked child before exec: unblock every signal, and give the signals a shell
+/// started in the background ignores (SIGINT, SIGQUIT; inherited through every exec) their default
+/// action again, so a command's SIGINT works however the agent itself was started.
 /// Only async-signal-safe calls.
 pub fn child_reset_sigmask() {
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        for sig in [libc::SIGINT, libc::SIGQUIT] {
+            libc::signal(sig, libc::SIG_DFL);
+        }
     }
 }
 
