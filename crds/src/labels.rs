@@ -21,3 +21,19 @@ pub const AGENT_PATH: &str = "/.airlock/airlock-agent";
 pub fn pod_name(sandbox: &str) -> String {
     sandbox.to_string()
 }
+
+/// Label (value `true`) on the pods allowed to reach a sandbox's agent port: the exec gateway's
+/// and the operator's, in the release namespace. Every sandbox's NetworkPolicy admits exactly
+/// these pods, on exactly [`AGENT_PORT_NAME`].
+pub const AGENT_CLIENT: &str = "airlock.dev/agent-client";
+/// Name of the sandbox container's port where the agent serves the gateway (`--listen`). A pod
+/// without it (created before the direct path, or with it switched off) is reached through
+/// `pods/exec`.
+pub const AGENT_PORT_NAME: &str = "airlock-agent";
+/// The agent's token variable (read and scrubbed by the agent before anything starts).
+pub const AGENT_TOKEN_ENV: &str = "AIRLOCK_AGENT_TOKEN";
+
+/// Name of the Secret holding a sandbox's agent token.
+pub fn agent_token_secret(sandbox: &str) -> String {
+    format!("airlock-agent-token-{sandbox}")
+}

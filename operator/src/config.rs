@@ -90,6 +90,25 @@ pub struct Cli {
     )]
     pub agent_image: String,
 
+    /// File with the key (at least 32 bytes) every sandbox's agent token derives from
+    /// (HMAC-SHA256 of the sandbox's UID; the exec gateway reads the same key). With it, each
+    /// sandbox's agent also serves the gateway directly on --agent-port (the direct path): the
+    /// token reaches the agent through a per-sandbox Secret, and the sandbox's NetworkPolicy
+    /// admits that port only from pods labelled `airlock.dev/agent-client=true` in
+    /// --agent-client-namespace. Unset: commands reach sandboxes through `pods/exec` only.
+    #[arg(long, env = "AIRLOCK_AGENT_KEY_FILE", value_name = "PATH")]
+    pub agent_key_file: Option<PathBuf>,
+
+    /// TCP port of the agent in every sandbox pod (with --agent-key-file).
+    #[arg(long, env = "AIRLOCK_AGENT_PORT", default_value_t = 7070,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub agent_port: u16,
+
+    /// Namespace of the pods that may reach the agent port (the gateway's and the operator's);
+    /// default: $POD_NAMESPACE.
+    #[arg(long, env = "AIRLOCK_AGENT_CLIENT_NAMESPACE", value_name = "NAMESPACE")]
+    pub agent_client_namespace: Option<String>,
+
     /// Non-root user (`UID` or `UID:GID`, the gid defaulting to the uid) of sandboxes that do not
     /// set spec.securityContext: their pods then run with runAsNonRoot, as Pod Security
     /// `restricted` requires. Unset: such sandboxes run as their image's user.
@@ -328,6 +347,8 @@ pub struct Cli {
 /// Why the configuration is unusable. Every message names the flag.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("--agent-key-file: {0}")]
+    AgentKey(#[from] airlock_crds::agent_token::KeyError),
     #[error("--{flag}: {source}")]
     Quantity {
         flag: &'static str,
@@ -430,6 +451,26 @@ pub struct DnsConfig {
     pub cidrs: Vec<Cidr>,
 }
 
+/// The direct path to the agents (`--agent-key-file`).
+#[derive(Clone, PartialEq)]
+pub struct DirectAgent {
+    /// The key the per-sandbox tokens derive from.
+    pub key: Arc<Vec<u8>>,
+    pub port: u16,
+    /// Namespace of the pods the NetworkPolicies admit to the agent port.
+    pub client_namespace: String,
+}
+
+impl std::fmt::Debug for DirectAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectAgent")
+            .field("key", &format_args!("<{} bytes>", self.key.len()))
+            .field("port", &self.port)
+            .field("client_namespace", &self.client_namespace)
+            .finish()
+    }
+}
+
 /// Checked configuration the reconciler and the builders work from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -454,6 +495,8 @@ pub struct Config {
     pub egress_deny: Vec<Cidr>,
     /// The cluster DNS a sandbox with `spec.network.dns` may query.
     pub dns: DnsConfig,
+    /// `None`: no agent port, commands go through `pods/exec`.
+    pub direct: Option<DirectAgent>,
 }
 
 /// Parses `UID[:GID]`: a uid of 1..=2147483647 (never root) and a gid of 0..=2147483647.
@@ -574,6 +617,26 @@ impl Cli {
                 flag: "dns-namespace",
             });
         }
+        let direct = match &self.agent_key_file {
+            None => None,
+            Some(path) => {
+                let key = airlock_crds::agent_token::read_key(path)?;
+                let client_namespace = self
+                    .agent_client_namespace
+                    .clone()
+                    .or_else(|| self.leader_election_namespace.clone())
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+                    .ok_or(ConfigError::Empty {
+                        flag: "agent-client-namespace",
+                    })?;
+                Some(DirectAgent {
+                    key: Arc::new(key),
+                    port: self.agent_port,
+                    client_namespace,
+                })
+            }
+        };
         let mut allowed_runtime_classes = vec![self.default_runtime_class.trim().to_string()];
         for rc in &self.allowed_runtime_classes {
             let rc = rc.trim();
@@ -614,6 +677,7 @@ impl Cli {
             allowed_runtime_classes,
             egress_deny,
             dns,
+            direct,
         })
     }
 }
@@ -688,6 +752,19 @@ impl Config {
         )
         .config()
         .expect("valid flags")
+    }
+
+    /// The defaults with the direct path on: a fixed test key, port 7070, agent clients in
+    /// `airlock-system`.
+    pub fn with_direct() -> Config {
+        Config {
+            direct: Some(DirectAgent {
+                key: Arc::new(vec![7; 32]),
+                port: 7070,
+                client_namespace: "airlock-system".into(),
+            }),
+            ..Config::defaults()
+        }
     }
 
     /// The defaults with the agent in a ConfigMap bundle of two small fake programs.

@@ -1,6 +1,6 @@
 //! Pure functions from a (validated) Sandbox to the objects the operator applies: the pod, the
-//! NetworkPolicy, the per-namespace ResourceQuota and agent ConfigMap, and the cluster's
-//! PriorityClass.
+//! NetworkPolicy, the agent token Secret, the per-namespace ResourceQuota and agent ConfigMap, and
+//! the cluster's PriorityClass.
 //!
 //! Nothing here talks to the API server; every function is deterministic, so the tests can check
 //! the objects field by field.
@@ -15,10 +15,12 @@ pub mod agent;
 pub mod netpol;
 pub mod pod;
 pub mod quota;
+pub mod token;
 
 pub use netpol::network_policy;
 pub use pod::pod;
 pub use quota::{priority_class, resource_quota};
+pub use token::token_secret;
 
 /// PriorityClass of every sandbox pod, also the scope of the per-namespace ResourceQuota.
 pub const PRIORITY_CLASS: &str = "airlock-sandbox";

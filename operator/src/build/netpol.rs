@@ -1,11 +1,14 @@
 //! Sandbox -> NetworkPolicy. Every sandbox gets its own policy selecting only its pod: ingress is
-//! always denied (no ingress rules), egress is what `spec.network` asks for and nothing else.
+//! denied except, with the direct path, the agent port from the gateway's and operator's pods
+//! (label `airlock.dev/agent-client=true` in their namespace); egress is what `spec.network` asks
+//! for and nothing else.
 
 use std::collections::BTreeMap;
 
 use airlock_crds::{EgressMode, Sandbox, labels};
 use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort,
     NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -14,7 +17,7 @@ use kube::ResourceExt;
 
 use super::{BuildError, child_meta};
 use crate::cidr::Cidr;
-use crate::config::{Config, DnsConfig};
+use crate::config::{Config, DirectAgent, DnsConfig};
 
 /// IPv4 ranges `egress: Internet` never reaches: private (RFC 1918), link-local (cloud metadata
 /// endpoints live at 169.254.169.254), CGNAT and loopback.
@@ -75,10 +78,35 @@ pub fn network_policy(sandbox: &Sandbox, config: &Config) -> Result<NetworkPolic
             // list as absent, so applying `[]` would change the object (and bump its generation,
             // and trigger a reconcile) on every apply. Absent rules with both policy types listed
             // mean: nothing allowed.
-            ingress: None,
+            ingress: config.direct.as_ref().map(|d| vec![agent_rule(d)]),
             egress: (!egress.is_empty()).then_some(egress),
         }),
     })
+}
+
+/// The agent port, from the agent clients only: pods labelled `airlock.dev/agent-client=true` in
+/// the release namespace (a namespace and pod selector in one peer: both must match).
+fn agent_rule(direct: &DirectAgent) -> NetworkPolicyIngressRule {
+    NetworkPolicyIngressRule {
+        from: Some(vec![NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "kubernetes.io/metadata.name".to_string(),
+                    direct.client_namespace.clone(),
+                )])),
+                match_expressions: None,
+            }),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    labels::AGENT_CLIENT.to_string(),
+                    "true".to_string(),
+                )])),
+                match_expressions: None,
+            }),
+            ip_block: None,
+        }]),
+        ports: Some(vec![port(direct.port.into(), "TCP")]),
+    }
 }
 
 /// Everything on the internet, IPv4 and IPv6, except internal ranges, the cluster's own CIDRs and
@@ -199,6 +227,33 @@ mod tests {
             .egress
             .as_deref()
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn ingress_is_denied_and_with_the_direct_path_only_the_agent_port_from_agent_clients() {
+        let np = build(MINIMAL);
+        let spec = np.spec.as_ref().unwrap();
+        assert_eq!(spec.ingress, None, "no ingress rule: nothing may connect");
+        assert!(spec.policy_types.as_ref().unwrap().contains(&"Ingress".to_string()));
+
+        let np = network_policy(&sandbox(MINIMAL), &Config::with_direct()).unwrap();
+        let ingress = np.spec.as_ref().unwrap().ingress.as_ref().unwrap();
+        assert_eq!(ingress.len(), 1);
+        let from = ingress[0].from.as_ref().unwrap();
+        assert_eq!(from.len(), 1, "one peer: namespace AND pod selector");
+        let peer = &from[0];
+        assert_eq!(peer.ip_block, None);
+        assert_eq!(
+            peer.namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap(),
+            &BTreeMap::from([("kubernetes.io/metadata.name".to_string(), "airlock-system".to_string())])
+        );
+        assert_eq!(
+            peer.pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap(),
+            &BTreeMap::from([("airlock.dev/agent-client".to_string(), "true".to_string())])
+        );
+        let ports = ingress[0].ports.as_ref().unwrap();
+        assert_eq!(ports, &vec![port(7070, "TCP")]);
+        assert_no_empty_lists(&serde_json::to_value(&np).unwrap(), "");
     }
 
     /// Server-side apply must not send empty lists (see `network_policy`).

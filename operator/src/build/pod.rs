@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use airlock_crds::{AgentSource, Sandbox, labels};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, Pod,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, Pod, SecretKeySelector,
     PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume,
     VolumeMount,
 };
@@ -131,21 +132,46 @@ pub fn pod(sandbox: &Sandbox, plan: &Plan, config: &Config) -> Result<Pod, Build
     });
 
     let mut argv = prefix;
-    argv.extend(command(sandbox));
+    let port = config.direct.as_ref().map(|d| d.port);
+    argv.extend(command(sandbox, port));
+    let mut env: Vec<EnvVar> = spec
+        .env
+        .iter()
+        .map(|v| EnvVar {
+            name: v.name.clone(),
+            value: Some(literal(&v.value)),
+            value_from: None,
+        })
+        .collect();
+    if port.is_some() {
+        // Last, so it wins over a spec variable of the same name (the kubelet keeps the last).
+        // The agent reads it and scrubs it from its environment before anything starts.
+        env.push(EnvVar {
+            name: labels::AGENT_TOKEN_ENV.into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: labels::agent_token_secret(&name),
+                    key: super::token::TOKEN_KEY.into(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+        });
+    }
     let main = Container {
         name: labels::MAIN_CONTAINER.into(),
         image: Some(spec.image.clone()),
         image_pull_policy: Some(plan.image_pull_policy.as_str().into()),
         command: Some(argv),
-        env: (!spec.env.is_empty()).then(|| {
-            spec.env
-                .iter()
-                .map(|v| EnvVar {
-                    name: v.name.clone(),
-                    value: Some(literal(&v.value)),
-                    value_from: None,
-                })
-                .collect()
+        env: (!env.is_empty()).then_some(env),
+        ports: port.map(|p| {
+            vec![ContainerPort {
+                name: Some(labels::AGENT_PORT_NAME.into()),
+                container_port: p.into(),
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            }]
         }),
         working_dir: spec.working_dir.clone(),
         volume_mounts: (!main_mounts.is_empty()).then_some(main_mounts),
@@ -179,14 +205,20 @@ pub fn pod(sandbox: &Sandbox, plan: &Plan, config: &Config) -> Result<Pod, Build
     })
 }
 
-/// `["/.airlock/airlock-agent", "init", "--", command..., args...]`; nothing after `--` when the
+/// `["/.airlock/airlock-agent", "init", ["--listen", "0.0.0.0:PORT",] "--", command..., args...]`
+/// (`--listen` with the direct path: the agent also serves the gateway there); nothing after `--` when the
 /// sandbox has no command (the agent then idles as PID 1 until SIGTERM). With the ConfigMap
 /// delivery the container's command is `[boot, agent.z]` followed by this: airlock-boot unpacks the
 /// agent to `/.airlock/airlock-agent` and execs exactly this argv. The spec's words are
 /// [`literal`]: the process gets them exactly as written.
-pub fn command(sandbox: &Sandbox) -> Vec<String> {
+pub fn command(sandbox: &Sandbox, agent_port: Option<u16>) -> Vec<String> {
     let spec = &sandbox.spec;
-    let mut argv = vec![labels::AGENT_PATH.to_string(), "init".into(), "--".into()];
+    let mut argv = vec![labels::AGENT_PATH.to_string(), "init".into()];
+    if let Some(p) = agent_port {
+        argv.push("--listen".into());
+        argv.push(format!("0.0.0.0:{p}"));
+    }
+    argv.push("--".into());
     if !spec.command.is_empty() {
         argv.extend(spec.command.iter().map(|a| literal(a)));
         argv.extend(spec.args.iter().map(|a| literal(a)));

@@ -8,7 +8,7 @@
 //! them alone.
 
 use airlock_crds::{Sandbox, SandboxStatus};
-use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
+use k8s_openapi::api::core::v1::{Pod, ResourceQuota, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
@@ -170,6 +170,25 @@ pub async fn network_policy(
     .await
     .map_err(|source| ApplyError::Apply {
         kind: "NetworkPolicy",
+        namespace,
+        name,
+        source,
+    })
+}
+
+/// Applies the sandbox's agent token Secret (direct path).
+pub async fn token_secret(client: &Client, secret: &Secret) -> Result<(), ApplyError> {
+    let (namespace, name) = meta_of(secret);
+    let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(secret),
+    )
+    .await
+    .map(drop)
+    .map_err(|source| ApplyError::Apply {
+        kind: "Secret",
         namespace,
         name,
         source,

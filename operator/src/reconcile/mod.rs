@@ -223,6 +223,10 @@ pub async fn reconcile_at(
     // 4. build
     let network_policy = build::network_policy(sandbox, &ctx.config)?;
     let pod = build::pod(sandbox, &plan, &ctx.config)?;
+    let token_secret = match &ctx.config.direct {
+        Some(d) => Some(build::token_secret(sandbox, d)?),
+        None => None,
+    };
 
     // 5. apply
     // Fail closed: no new sandbox pod in a namespace whose quota cannot be applied (a running
@@ -255,6 +259,10 @@ pub async fn reconcile_at(
         Found::Rejected(message, retry)
     } else {
         agent::ensure(ctx, sandbox, &pod).await?;
+        if let Some(secret) = &token_secret {
+            // Before the pod: the kubelet needs it to start the container.
+            apply::token_secret(&ctx.client, secret).await?;
+        }
         match apply::pod(&ctx.client, &pod).await {
             Ok(created) => {
                 ctx.rejections.reset(&sandbox_key(sandbox));

@@ -433,3 +433,46 @@ spec:
     assert_eq!(env[0].value.as_deref(), Some("one"));
     assert_eq!(env[1].value.as_deref(), Some("$$(FIRST) $$$$ $$HOME $$"));
 }
+
+#[test]
+fn with_the_direct_path_the_agent_listens_and_reads_its_token_from_the_sandboxs_secret() {
+    let config = Config {
+        allowed_runtime_classes: vec!["kata".into(), "gvisor".into()],
+        ..Config::with_direct()
+    };
+    let s = sandbox(FULL);
+    let plan = validate(&s, &config).unwrap();
+    let p = pod(&s, &plan, &config).unwrap();
+    let c = main(&p);
+    let argv = c.command.as_ref().unwrap();
+    assert_eq!(
+        argv[..5],
+        ["/.airlock/airlock-agent", "init", "--listen", "0.0.0.0:7070", "--"]
+    );
+    let ports = c.ports.as_ref().expect("the agent port is declared");
+    assert_eq!(ports.len(), 1);
+    assert_eq!(
+        (ports[0].name.as_deref(), ports[0].container_port, ports[0].protocol.as_deref()),
+        (Some("airlock-agent"), 7070, Some("TCP"))
+    );
+    let env = c.env.as_ref().unwrap();
+    let token = env.last().expect("the token variable comes last");
+    assert_eq!(token.name, "AIRLOCK_AGENT_TOKEN");
+    assert_eq!(token.value, None, "never the token itself in the pod spec");
+    let r = token.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+    assert_eq!(
+        (r.name.as_str(), r.key.as_str(), r.optional),
+        ("airlock-agent-token-sbx-full", "token", Some(false))
+    );
+    // The spec's own variables are still there, before it.
+    assert!(env.len() > 1 && env[..env.len() - 1].iter().all(|v| v.value.is_some()));
+}
+
+#[test]
+fn without_the_direct_path_no_port_and_no_token() {
+    let p = build(FULL);
+    let c = main(&p);
+    assert_eq!(c.ports, None);
+    assert!(!c.command.as_ref().unwrap().iter().any(|a| a == "--listen"));
+    assert!(c.env.iter().flatten().all(|v| v.name != "AIRLOCK_AGENT_TOKEN"));
+}
