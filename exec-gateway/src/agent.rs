@@ -5,7 +5,9 @@
 //! payload. EOF on the agent's stdin means "the client is gone": the agent kills the process group
 //! of a running `exec` (CLOSE or not), and `put` without CLOSE discards its temporary file.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -212,9 +214,13 @@ pub enum AgentError {
     #[error("pod {namespace}/{pod} not found")]
     PodNotFound { namespace: String, pod: String },
     #[error(
-        "lost the connection to pod {pod} while the command ran (its exec stream through the Kubernetes API server closed without an exit status): the exit status and any output not yet delivered are lost, and whether the command finished is unknown"
+        "lost the connection to pod {pod} while the command ran (it closed without an exit status): the exit status and any output not yet delivered are lost, and whether the command finished is unknown"
     )]
     NoStatus { pod: String },
+    #[error("pod {namespace}/{pod} has no agent port (created without the direct path), and --agent-transport=direct")]
+    NoAgentPort { namespace: String, pod: String },
+    #[error("{message}")]
+    Unreachable { message: String },
     #[error("the agent in pod {pod} could not run: {message}")]
     Failed { pod: String, message: String },
     #[error("reading the agent's output in pod {pod}: {source}")]
@@ -239,9 +245,10 @@ impl From<AgentError> for tonic::Status {
                 }
                 _ => tonic::Status::unavailable(e.to_string()),
             },
-            AgentError::NoStatus { .. } | AgentError::Io { .. } => {
-                tonic::Status::unavailable(e.to_string())
-            }
+            AgentError::NoStatus { .. }
+            | AgentError::Io { .. }
+            | AgentError::NoAgentPort { .. }
+            | AgentError::Unreachable { .. } => tonic::Status::unavailable(e.to_string()),
             AgentError::Failed { .. } | AgentError::TooMuchOutput { .. } => {
                 tonic::Status::internal(e.to_string())
             }
@@ -319,14 +326,136 @@ pub struct RemoteProcess {
     pub guard: Box<dyn Send + Sync>,
 }
 
-/// Starts agent commands in a pod. Implemented by [`KubeExec`]; tests use a local stand-in.
+/// What to run in a sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Launch {
+    /// A command; its stdin carries the `exec` frames.
+    Exec(ExecOptions),
+    /// A file command of the agent; its stdin carries that command's frames.
+    File(FileCommand),
+}
+
+impl Launch {
+    /// The agent command line that runs it over `pods/exec`.
+    pub fn command(&self, agent: &str) -> Vec<String> {
+        match self {
+            Launch::Exec(o) => exec_command(agent, o),
+            Launch::File(f) => f.command(agent),
+        }
+    }
+}
+
+/// The pod a call goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodTarget {
+    pub namespace: String,
+    pub pod: String,
+    /// The Sandbox's UID (its agent token derives from it).
+    pub sandbox_uid: String,
+    /// Where the pod's agent serves the direct path (pod IP and the `airlock-agent` container
+    /// port); `None`: the pod has no agent port.
+    pub agent: Option<SocketAddr>,
+}
+
+impl PodTarget {
+    /// A target reached through `pods/exec` only.
+    pub fn pods_exec(namespace: &str, pod: &str) -> Self {
+        PodTarget {
+            namespace: namespace.into(),
+            pod: pod.into(),
+            sandbox_uid: String::new(),
+            agent: None,
+        }
+    }
+
+    /// The target of a Sandbox's pod (checked to be the Sandbox's own).
+    pub fn of(sandbox_uid: &str, pod: &Pod) -> Self {
+        let agent = (|| {
+            let ip: std::net::IpAddr = pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
+            let c = pod.spec.as_ref()?.containers.iter().find(|c| c.name == airlock_crds::labels::MAIN_CONTAINER)?;
+            let port = c.ports.iter().flatten().find(|p| p.name.as_deref() == Some(airlock_crds::labels::AGENT_PORT_NAME))?;
+            Some(SocketAddr::new(ip, u16::try_from(port.container_port).ok()?))
+        })();
+        PodTarget {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            pod: pod.metadata.name.clone().unwrap_or_default(),
+            sandbox_uid: sandbox_uid.into(),
+            agent,
+        }
+    }
+}
+
+/// Starts agent commands in a pod. Implemented by [`KubeExec`] and [`Routed`]; tests use a local
+/// stand-in.
 pub trait PodExec: Send + Sync + 'static {
     fn start(
         &self,
-        namespace: &str,
-        pod: &str,
-        command: Vec<String>,
+        target: &PodTarget,
+        launch: &Launch,
     ) -> BoxFuture<'static, Result<RemoteProcess, AgentError>>;
+}
+
+/// How the gateway reaches agents (`--agent-transport`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// The direct path where the pod's agent serves it; `pods/exec` for pods without an agent
+    /// port, and when the agent cannot be reached (nothing was started then).
+    Auto,
+    /// The direct path only: UNAVAILABLE when the agent cannot be reached.
+    Direct,
+    /// `pods/exec` only.
+    PodsExec,
+}
+
+/// The gateway's [`PodExec`]: the direct path ([`direct::DirectExec`]) per [`Transport`], with
+/// `fallback` (normally [`KubeExec`]) for the rest.
+pub struct Routed {
+    pub direct: Option<Arc<direct::DirectExec>>,
+    pub transport: Transport,
+    pub fallback: Arc<dyn PodExec>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl PodExec for Routed {
+    fn start(
+        &self,
+        target: &PodTarget,
+        launch: &Launch,
+    ) -> BoxFuture<'static, Result<RemoteProcess, AgentError>> {
+        let direct = match (self.transport, &self.direct, target.agent) {
+            (Transport::PodsExec, _, _) | (_, None, _) => None,
+            (Transport::Auto, Some(_), None) => None,
+            (Transport::Direct, Some(_), None) => {
+                let e = AgentError::NoAgentPort {
+                    namespace: target.namespace.clone(),
+                    pod: target.pod.clone(),
+                };
+                return Box::pin(async move { Err(e) });
+            }
+            (_, Some(d), Some(addr)) => Some((d.clone(), addr)),
+        };
+        let Some((d, addr)) = direct else {
+            self.metrics.agent_transport("pods_exec");
+            return self.fallback.start(target, launch);
+        };
+        let (fallback, transport, metrics) = (self.fallback.clone(), self.transport, self.metrics.clone());
+        let (target, launch) = (target.clone(), launch.clone());
+        Box::pin(async move {
+            match d.start(&target, addr, &launch).await {
+                Ok(p) => {
+                    metrics.agent_transport("direct");
+                    Ok(p)
+                }
+                Err(direct::DirectError::Agent(e)) => Err(e),
+                Err(e @ direct::DirectError::Unreachable { .. }) if transport == Transport::Auto => {
+                    tracing::warn!(namespace = %target.namespace, pod = %target.pod, error = %e, "direct path unavailable, using pods/exec");
+                    metrics.agent_transport("pods_exec_fallback");
+                    fallback.start(&target, &launch).await
+                }
+                Err(e) => Err(AgentError::Unreachable { message: e.to_string() }),
+            }
+        })
+    }
 }
 
 /// Buffer of each pipe between the websocket and the gateway: bounded, so a slow reader stalls the
@@ -337,17 +466,19 @@ const PIPE_BUF: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct KubeExec {
     pub client: kube::Client,
+    /// Path of the agent in the container.
+    pub agent_path: String,
 }
 
 impl PodExec for KubeExec {
     fn start(
         &self,
-        namespace: &str,
-        pod: &str,
-        command: Vec<String>,
+        target: &PodTarget,
+        launch: &Launch,
     ) -> BoxFuture<'static, Result<RemoteProcess, AgentError>> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let (namespace, pod) = (namespace.to_string(), pod.to_string());
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &target.namespace);
+        let (namespace, pod) = (target.namespace.clone(), target.pod.clone());
+        let command = launch.command(&self.agent_path);
         Box::pin(async move {
             let mut ap = AttachParams::default()
                 .container(airlock_crds::labels::MAIN_CONTAINER)
@@ -536,6 +667,8 @@ impl Drop for StdinWriter {
 /// How long the gateway waits for a command to end after it sent SIGKILL (or closed stdin)
 /// before it gives up on the connection.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+pub mod direct;
 
 #[cfg(test)]
 mod tests;

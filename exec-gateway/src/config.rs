@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agent::PodExec;
+use crate::agent::{PodExec, Transport};
 use crate::auth::{AuthMode, ReviewLimits};
 use crate::listener::ServerLimits;
 use crate::metrics::Metrics;
@@ -34,8 +34,13 @@ pub struct Config {
     /// The operator's maximum time-to-live in seconds (its `--max-ttl`); ExtendSandbox refuses
     /// to go past it.
     pub max_ttl_seconds: i64,
-    /// Overrides how agent commands are started (tests); `None`: `pods/exec`.
+    /// Overrides how agent commands are started when not directly (tests); `None`: `pods/exec`.
     pub pod_exec: Option<Arc<dyn PodExec>>,
+    /// The key agent tokens derive from (the operator's `--agent-key-file`); `None`: no direct
+    /// path.
+    pub agent_key: Option<Arc<Vec<u8>>>,
+    /// Direct path, `pods/exec`, or the direct path with `pods/exec` as the fallback.
+    pub agent_transport: Transport,
     /// RuntimeClasses a CreateSandbox may name (default: only the operator's default).
     pub allowed_runtime_classes: AllowedRuntimeClasses,
     /// Bounds and caches of TokenReview / SubjectAccessReview, and the token audiences.
@@ -62,6 +67,8 @@ impl Config {
             default_wait_ready: Duration::from_secs(300),
             max_ttl_seconds: DEFAULT_MAX_TTL_SECONDS,
             pod_exec: None,
+            agent_key: None,
+            agent_transport: Transport::Auto,
             allowed_runtime_classes: AllowedRuntimeClasses::default(),
             review: ReviewLimits::default(),
             limits: ServerLimits::default(),

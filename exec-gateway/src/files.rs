@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::agent::{self, AgentError, FileCommand, RemoteProcess, StdinWriter};
+use crate::agent::{self, AgentError, FileCommand, Launch, RemoteProcess, StdinWriter};
 use crate::auth::Access;
 use airlock_api::proto::v1 as pb;
 use crate::server::Ctx;
@@ -189,10 +189,11 @@ impl FilesService {
         cmd: &FileCommand,
     ) -> Result<(RemoteProcess, String, String, String), Status> {
         let ctx = &self.ctx;
-        let (_sb, pod) = crate::k8s::ready_sandbox(&ctx.client, &ns, &name).await?;
+        let (_sb, target) = crate::k8s::ready_sandbox(&ctx.client, &ns, &name).await?;
         ctx.activity.touch(&ns, &name);
         tracing::info!(namespace = %ns, sandbox = %name, op = cmd.name(), path = cmd.path(), "file operation");
-        let proc = ctx.exec.start(&ns, &pod, cmd.command(&ctx.agent_path)).await.map_err(|e| {
+        let pod = target.pod.clone();
+        let proc = ctx.exec.start(&target, &Launch::File(cmd.clone())).await.map_err(|e| {
             tracing::warn!(namespace = %ns, sandbox = %name, op = cmd.name(), error = %e, "starting the agent failed");
             Status::from(e)
         })?;

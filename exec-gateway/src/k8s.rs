@@ -88,7 +88,7 @@ pub async fn get_sandbox(
         .map_err(|e| KubeError::api("reading", namespace, name, e))
 }
 
-/// A Sandbox that accepts commands, with the name of its pod.
+/// A Sandbox that accepts commands, with its pod as a [`PodTarget`](crate::agent::PodTarget).
 ///
 /// The pod named by `status.podName` is only trusted when the Sandbox controls it (its
 /// controller ownerReference has the Sandbox's UID) and it is in the Sandbox's namespace: a
@@ -98,7 +98,7 @@ pub async fn ready_sandbox(
     client: &kube::Client,
     namespace: &str,
     name: &str,
-) -> Result<(Sandbox, String), tonic::Status> {
+) -> Result<(Sandbox, crate::agent::PodTarget), tonic::Status> {
     let sb = get_sandbox(client, namespace, name).await?;
     check_ready(&sb, namespace, name)?;
     let pod_name = sb
@@ -134,7 +134,8 @@ pub async fn ready_sandbox(
         );
         return Err(e);
     }
-    Ok((sb, pod_name))
+    let target = crate::agent::PodTarget::of(sb.metadata.uid.as_deref().unwrap_or(""), &pod);
+    Ok((sb, target))
 }
 
 /// FAILED_PRECONDITION unless `pod` is in the Sandbox's namespace and its controller

@@ -57,6 +57,16 @@ struct Args {
     /// Path of the agent inside sandbox containers.
     #[arg(long, env = "AIRLOCK_AGENT_PATH", default_value = airlock_crds::labels::AGENT_PATH)]
     agent_path: String,
+    /// File with the key the sandboxes' agent tokens derive from (the operator's
+    /// --agent-key-file): with it, commands and files go straight to the agent in the pod (the
+    /// direct path) where the pod has an agent port.
+    #[arg(long, env = "AIRLOCK_AGENT_KEY_FILE")]
+    agent_key_file: Option<PathBuf>,
+    /// `auto`: the direct path, and `pods/exec` for pods without an agent port or when the agent
+    /// cannot be reached (nothing started yet); `direct`: never `pods/exec`; `pods-exec`: never
+    /// the direct path.
+    #[arg(long, env = "AIRLOCK_AGENT_TRANSPORT", value_enum, default_value = "auto")]
+    agent_transport: airlock_exec_gateway::agent::Transport,
     /// Seconds in-flight calls may continue after SIGTERM before they are cut off.
     #[arg(long, env = "AIRLOCK_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
     shutdown_grace_seconds: u64,
@@ -173,6 +183,12 @@ async fn main() -> anyhow::Result<()> {
     let mut config = Config::new(auth);
     config.default_namespace = args.default_namespace.clone();
     config.agent_path = args.agent_path.clone();
+    config.agent_transport = args.agent_transport;
+    if let Some(path) = &args.agent_key_file {
+        config.agent_key = Some(Arc::new(airlock_crds::agent_token::read_key(path)?));
+    } else if args.agent_transport == airlock_exec_gateway::agent::Transport::Direct {
+        anyhow::bail!("--agent-transport direct needs --agent-key-file");
+    }
     config.metrics = metrics.clone();
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_seconds);
     config.max_ttl_seconds = args.max_ttl;

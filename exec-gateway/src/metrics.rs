@@ -43,6 +43,11 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    pub transport: &'static str,
+}
+
 type HistogramFamily = Family<MethodLabel, Histogram, fn() -> Histogram>;
 
 /// The gateway's metrics.
@@ -53,6 +58,7 @@ pub struct Metrics {
     pub active: Family<MethodLabel, Gauge>,
     pub bytes: Family<StreamLabel, Counter>,
     pub execs: Family<ResultLabel, Counter>,
+    pub transports: Family<TransportLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -87,6 +93,12 @@ impl Metrics {
         registry.register("active_streams", "gRPC calls in flight", active.clone());
         registry.register("bytes", "Payload bytes moved, by stream", bytes.clone());
         registry.register("exec", "Commands run, by outcome", execs.clone());
+        let transports = Family::<TransportLabel, Counter>::default();
+        registry.register(
+            "agent_calls",
+            "Calls started in an agent, by transport (direct, pods_exec, pods_exec_fallback)",
+            transports.clone(),
+        );
         Metrics {
             registry,
             rpcs,
@@ -94,7 +106,13 @@ impl Metrics {
             active,
             bytes,
             execs,
+            transports,
         }
+    }
+
+    /// Counts a call started in an agent over `transport`.
+    pub fn agent_transport(&self, transport: &'static str) {
+        self.transports.get_or_create(&TransportLabel { transport }).inc();
     }
 
     /// Counts payload bytes of a stream (`stdout`, `stderr`, `stdin`, `upload`, `download`).

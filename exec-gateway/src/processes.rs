@@ -437,8 +437,9 @@ impl ProcessesService {
         input: Option<Streaming<pb::ExecInput>>,
     ) -> Result<Response<EventStream>, Status> {
         let ctx = self.ctx.clone();
-        let (_sb, pod) =
+        let (_sb, target) =
             crate::k8s::ready_sandbox(&ctx.client, &spec.namespace, &spec.name).await?;
+        let pod = target.pod.clone();
         ctx.activity.touch(&spec.namespace, &spec.name);
         let mut options = spec.options.clone();
         options.tty = tty;
@@ -446,7 +447,6 @@ impl ProcessesService {
         options.timeout_ms = spec
             .timeout
             .map(|t| (t + AGENT_TIMEOUT_SLACK).as_millis() as u64);
-        let command = agent::exec_command(&ctx.agent_path, &options);
         tracing::info!(
             namespace = %spec.namespace,
             sandbox = %spec.name,
@@ -457,7 +457,7 @@ impl ProcessesService {
             timeout_ms = spec.timeout.map(|t| t.as_millis() as u64),
             "starting command"
         );
-        let proc = ctx.exec.start(&spec.namespace, &pod, command).await.map_err(|e| {
+        let proc = ctx.exec.start(&target, &agent::Launch::Exec(options.clone())).await.map_err(|e| {
             tracing::warn!(namespace = %spec.namespace, sandbox = %spec.name, error = %e, "starting the agent failed");
             Status::from(e)
         })?;

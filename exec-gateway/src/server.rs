@@ -8,7 +8,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::ActivityRecorder;
-use crate::agent::{KubeExec, PodExec};
+use crate::agent::direct::DirectExec;
+use crate::agent::{KubeExec, PodExec, Routed};
 use crate::auth::{Access, AuthLayer, AuthMode, Authenticator, Principal};
 use crate::config::Config;
 use crate::metrics::{Metrics, MetricsLayer};
@@ -39,7 +40,6 @@ pub(crate) struct Ctx {
     pub client: kube::Client,
     pub auth: Arc<Authenticator>,
     pub default_namespace: String,
-    pub agent_path: String,
     pub metrics: Arc<Metrics>,
     pub allowed_runtime_classes: crate::runtime_classes::AllowedRuntimeClasses,
     pub activity: ActivityRecorder,
@@ -105,17 +105,25 @@ pub async fn serve(
         client.clone(),
         config.review.clone(),
     ));
-    let exec: Arc<dyn PodExec> = config.pod_exec.unwrap_or_else(|| {
+    let fallback: Arc<dyn PodExec> = config.pod_exec.unwrap_or_else(|| {
         Arc::new(KubeExec {
             client: client.clone(),
+            agent_path: config.agent_path.clone(),
         })
+    });
+    let exec: Arc<dyn PodExec> = Arc::new(Routed {
+        direct: config
+            .agent_key
+            .map(|k| Arc::new(DirectExec::new(k, config.agent_path.clone()))),
+        transport: config.agent_transport,
+        fallback,
+        metrics: config.metrics.clone(),
     });
     let hard_stop = CancellationToken::new();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         auth: auth.clone(),
         default_namespace: config.default_namespace,
-        agent_path: config.agent_path,
         metrics: config.metrics.clone(),
         allowed_runtime_classes: config.allowed_runtime_classes.clone(),
         activity: ActivityRecorder::new(client.clone(), config.activity_interval),

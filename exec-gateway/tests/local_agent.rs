@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use airlock_exec_gateway::agent::{AgentError, PodExec, RemoteProcess};
+use airlock_exec_gateway::agent::{AgentError, Launch, PodExec, PodTarget, RemoteProcess};
 use airlock_exec_gateway::auth::{AuthMode, StaticTokens};
 use airlock_api::client::{AirlockClient, collect};
 use airlock_api::proto::v1 as pb;
@@ -49,7 +49,7 @@ fn agent_bin() -> PathBuf {
 }
 
 /// Runs agent commands as local processes.
-struct LocalExec;
+struct LocalExec(String);
 
 /// Pods LocalExec was asked to run something in.
 static STARTED_IN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
@@ -57,11 +57,11 @@ static STARTED_IN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::ne
 impl PodExec for LocalExec {
     fn start(
         &self,
-        _ns: &str,
-        pod: &str,
-        command: Vec<String>,
+        target: &PodTarget,
+        launch: &Launch,
     ) -> BoxFuture<'static, Result<RemoteProcess, AgentError>> {
-        let pod = pod.to_string();
+        let pod = target.pod.clone();
+        let command = launch.command(&self.0);
         STARTED_IN.lock().unwrap().push(pod.clone());
         Box::pin(async move {
             let mut child = tokio::process::Command::new(&command[0])
@@ -176,7 +176,7 @@ impl Gateway {
             .with_client(fake_kube())
             .with_default_namespace("default");
         config.agent_path = agent_bin().display().to_string();
-        config.pod_exec = Some(Arc::new(LocalExec));
+        config.pod_exec = Some(Arc::new(LocalExec(agent_bin().display().to_string())));
         config.shutdown_grace = grace;
         let metrics = config.metrics.clone();
         let (stop, rx) = oneshot::channel::<()>();
@@ -1011,7 +1011,7 @@ async fn tls_serves_and_clients_verify() {
     let port = listener.local_addr().unwrap().port();
     let mut config = Config::new(AuthMode::None).with_client(fake_kube());
     config.agent_path = agent_bin().display().to_string();
-    config.pod_exec = Some(Arc::new(LocalExec));
+    config.pod_exec = Some(Arc::new(LocalExec(agent_bin().display().to_string())));
     config.tls = Some(airlock_exec_gateway::tls::TlsFiles::new(
         dir.join("tls.crt"),
         dir.join("tls.key"),

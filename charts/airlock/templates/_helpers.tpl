@@ -158,3 +158,8 @@ Checks of combinations the schema cannot express.
 {{- fail "gateway.grpcPort and gateway.metrics.port must differ" }}
 {{- end }}
 {{- end }}
+
+{{/* Secret holding the key the agent tokens derive from (agentDirect). */}}
+{{- define "airlock.agentKeySecret" -}}
+{{- default (printf "%s-agent-key" (include "airlock.fullname" .)) .Values.agentDirect.existingSecret -}}
+{{- end }}

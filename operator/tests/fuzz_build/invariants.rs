@@ -130,7 +130,7 @@ pub(crate) fn check_plan(s: &Sandbox, plan: &Plan, config: &Config) -> Result<()
         "ttl is not (the spec's or the default) + the extension, clamped to the maximum",
     )?;
     ensure(
-        (asked > config.max_ttl_seconds) == !plan.adjustments.is_empty(),
+        (asked > config.max_ttl_seconds) != plan.adjustments.is_empty(),
         "a clamped ttl without a PolicyAdjusted adjustment (or the reverse)",
     )?;
     ensure(

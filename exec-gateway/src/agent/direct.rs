@@ -1,0 +1,353 @@
+//! The direct path: the gateway talks to the agent's TCP service in the pod
+//! (`airlock-agent init --listen`, docs/DESIGN-NOTES.md "Agent TCP service") instead of going
+//! through the API server, the kubelet and CRI exec.
+//!
+//! A call is one connection: HELLO with the sandbox's token (`HMAC-SHA256(key, sandbox UID)`),
+//! then START with `attach` and `kill_on_disconnect`, then the agent streams STDOUT/STDERR and
+//! EXIT. The gateway's side is the same [`RemoteProcess`] as over `pods/exec`:
+//! - a command ([`Launch::Exec`]) is started natively by the agent's process table; what the
+//!   gateway writes to its stdin are already the `exec` frames (DATA, CLOSE, SIGNAL, RESIZE),
+//!   which the agent takes on a streaming connection as they are, so they are passed through
+//!   whole (a partial frame left by an abandoned write is dropped);
+//! - a file command ([`Launch::File`]) runs `airlock-agent get/put/...` as the process, and the
+//!   bytes the gateway writes to its stdin (the file command's own frames) travel in DATA frames.
+//!
+//! Closing stdin means what it means over `pods/exec`: for a command, the caller is gone (the
+//! agent gets SIGNAL 9 for the process group, and its shim ends the rest of the tree); for a file
+//! command, end of input (CLOSE). Dropping the [`RemoteProcess`] closes the connection, and the
+//! agent kills the whole tree (`kill_on_disconnect`).
+//!
+//! Nothing has started until the agent answered START, so an unreachable agent or a refused
+//! HELLO is [`DirectError::Unreachable`], after which the caller may use `pods/exec` instead.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_agent_protocol::{
+    self as proto, ErrorCode, ErrorMsg, Exit, FrameReader, Hello, Start, Started, a2c, c2a,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::sync::CancellationToken;
+
+use super::{AgentError, Launch, PodTarget, RemoteProcess, signal_frame};
+
+/// Bytes between the agent connection and the gateway's readers and writers, per pipe: bounded,
+/// so a slow caller stalls the agent (which stops reading the process's output) instead of
+/// growing memory.
+const PIPE_BUF: usize = 64 * 1024;
+
+/// Failures of the direct path.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectError {
+    /// Nothing was started: the caller may fall back to `pods/exec`.
+    #[error("agent of pod {namespace}/{pod} at {addr} not reachable: {why}")]
+    Unreachable {
+        namespace: String,
+        pod: String,
+        addr: SocketAddr,
+        why: String,
+    },
+    /// After START was sent: the process may be running, so no fallback.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+}
+
+/// Reaches agents directly with tokens derived from `key`.
+pub struct DirectExec {
+    key: Arc<Vec<u8>>,
+    agent_path: String,
+    /// How long connecting and the HELLO answer may take.
+    pub connect_timeout: Duration,
+}
+
+impl DirectExec {
+    pub fn new(key: Arc<Vec<u8>>, agent_path: String) -> Self {
+        DirectExec {
+            key,
+            agent_path,
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+
+    /// Starts `launch` in the pod's agent at `addr`.
+    pub async fn start(
+        &self,
+        target: &PodTarget,
+        addr: SocketAddr,
+        launch: &Launch,
+    ) -> Result<RemoteProcess, DirectError> {
+        let unreachable = |why: String| DirectError::Unreachable {
+            namespace: target.namespace.clone(),
+            pod: target.pod.clone(),
+            addr,
+            why,
+        };
+        let failed = |message: String| {
+            DirectError::Agent(AgentError::Failed {
+                pod: target.pod.clone(),
+                message,
+            })
+        };
+        let token = airlock_crds::agent_token::derive(&self.key, &target.sandbox_uid);
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| unreachable(format!("no connection within {:?}", self.connect_timeout)))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (rd, mut wr) = stream.into_split();
+        let mut rd = Frames::new(rd);
+        let hello = Hello {
+            token: token.into_bytes(),
+            version: proto::VERSION,
+        };
+        wr.write_all(&proto::frame(c2a::HELLO, &hello.encode()))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        match tokio::time::timeout(self.connect_timeout, rd.next()).await {
+            Err(_) => return Err(unreachable("no answer to HELLO".into())),
+            Ok(Err(e)) => return Err(unreachable(e)),
+            Ok(Ok(None)) => return Err(unreachable("closed before answering HELLO".into())),
+            Ok(Ok(Some((a2c::OK, _)))) => {}
+            Ok(Ok(Some((a2c::ERROR, p)))) => {
+                return Err(unreachable(match ErrorMsg::decode(&p) {
+                    Ok(e) => format!("HELLO refused: {e}"),
+                    Err(e) => format!("HELLO refused: {e}"),
+                }));
+            }
+            Ok(Ok(Some((t, _)))) => {
+                return Err(unreachable(format!("answer 0x{t:02x} to HELLO")));
+            }
+        }
+
+        let passthrough = matches!(launch, Launch::Exec(_));
+        let start = start_message(launch, &self.agent_path);
+        wr.write_all(&proto::frame(c2a::START, &start.encode()))
+            .await
+            .map_err(|e| failed(format!("sending START: {e}")))?;
+        let started = match rd.next().await.map_err(&failed)? {
+            Some((a2c::STARTED, p)) => Started::decode(&p).map_err(|e| failed(e.to_string()))?,
+            Some((a2c::ERROR, p)) => {
+                let e = ErrorMsg::decode(&p).map_err(|e| failed(e.to_string()))?;
+                return spawn_failure(&e).ok_or_else(|| failed(e.to_string()));
+            }
+            Some((t, _)) => return Err(failed(format!("answer 0x{t:02x} to START"))),
+            None => return Err(failed("the agent closed the connection after START".into())),
+        };
+        tracing::debug!(namespace = %target.namespace, pod = %target.pod, pid = started.pid, "started through the agent's direct path");
+
+        let (stdout_r, stdout_w) = tokio::io::simplex(PIPE_BUF);
+        let (stderr_r, stderr_w) = tokio::io::simplex(PIPE_BUF);
+        let (stdin_r, stdin_w) = tokio::io::simplex(PIPE_BUF);
+        let (status_tx, status_rx) = tokio::sync::oneshot::channel();
+        let closed = CancellationToken::new();
+        let exited = CancellationToken::new();
+        let pod = target.pod.clone();
+        tokio::spawn(read_output(rd, stdout_w, stderr_w, status_tx, exited.clone(), pod.clone()));
+        tokio::spawn(write_input(stdin_r, wr, passthrough, closed.clone(), exited));
+        let status = Box::pin(async move {
+            match status_rx.await {
+                Ok(r) => r,
+                Err(_) => Err(AgentError::NoStatus { pod }),
+            }
+        });
+        Ok(RemoteProcess {
+            stdin: Box::pin(stdin_w),
+            stdout: Box::pin(stdout_r),
+            stderr: Box::pin(stderr_r),
+            status,
+            guard: Box::new(closed.drop_guard()),
+        })
+    }
+}
+
+/// START for `launch`: always attached and killed with the connection.
+fn start_message(launch: &Launch, agent_path: &str) -> Start {
+    let bytes = |v: &[String]| v.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let mut s = match launch {
+        Launch::Exec(o) => Start {
+            argv: bytes(&o.argv),
+            env: o.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()).collect(),
+            cwd: o.cwd.as_ref().map(|c| c.as_bytes().to_vec()),
+            tty: o.tty,
+            size: if o.tty { o.size } else { None },
+            timeout_ms: o.timeout_ms,
+            ..Start::default()
+        },
+        Launch::File(f) => Start {
+            argv: bytes(&f.command(agent_path)),
+            ..Start::default()
+        },
+    };
+    s.attach = true;
+    s.kill_on_disconnect = true;
+    s
+}
+
+/// A START the agent refused because the program could not be run is, as over `pods/exec`, a
+/// process that wrote `airlock-agent: <why>` to stderr and exited 127 (not found) or 126.
+fn spawn_failure(e: &ErrorMsg) -> Option<RemoteProcess> {
+    let code = match e.code {
+        ErrorCode::NotFound => 127,
+        ErrorCode::FailedPrecondition => 126,
+        _ => return None,
+    };
+    let stderr = format!("airlock-agent: {}\n", e.message).into_bytes();
+    Some(RemoteProcess {
+        stdin: Box::pin(tokio::io::sink()),
+        stdout: Box::pin(tokio::io::empty()),
+        stderr: Box::pin(std::io::Cursor::new(stderr)),
+        status: Box::pin(async move { Ok(code) }),
+        guard: Box::new(()),
+    })
+}
+
+/// Output frames into the two pipes; EXIT (after the last output byte) resolves the status and
+/// ends the pipes. A caller that stopped reading a pipe does not stop the rest.
+async fn read_output(
+    mut rd: Frames,
+    mut stdout: tokio::io::WriteHalf<tokio::io::SimplexStream>,
+    mut stderr: tokio::io::WriteHalf<tokio::io::SimplexStream>,
+    status: tokio::sync::oneshot::Sender<Result<i32, AgentError>>,
+    exited: CancellationToken,
+    pod: String,
+) {
+    let failed = |message: String| AgentError::Failed {
+        pod: pod.clone(),
+        message,
+    };
+    let (mut out_at, mut err_at) = (0u64, 0u64);
+    let (mut out_open, mut err_open) = (true, true);
+    let result = loop {
+        let (typ, p) = match rd.next().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break Err(AgentError::NoStatus { pod: pod.clone() }),
+            Err(e) => break Err(failed(e)),
+        };
+        match typ {
+            a2c::STDOUT | a2c::STDERR => {
+                let Ok((offset, data)) = proto::parse_output(&p) else {
+                    break Err(failed("malformed output frame".into()));
+                };
+                let (at, open, pipe) = if typ == a2c::STDOUT {
+                    (&mut out_at, &mut out_open, &mut stdout)
+                } else {
+                    (&mut err_at, &mut err_open, &mut stderr)
+                };
+                if offset != *at {
+                    break Err(failed(format!("output at offset {offset}, expected {at}")));
+                }
+                *at += data.len() as u64;
+                if *open && pipe.write_all(data).await.is_err() {
+                    *open = false;
+                }
+            }
+            a2c::EXIT => match Exit::decode(&p) {
+                Ok(e) => break Ok(e.code),
+                Err(e) => break Err(failed(e.to_string())),
+            },
+            a2c::ERROR => {
+                break Err(failed(match ErrorMsg::decode(&p) {
+                    Ok(e) => e.to_string(),
+                    Err(e) => e.to_string(),
+                }));
+            }
+            // Answers to the frames the gateway sends on the stream (none expected).
+            _ => {}
+        }
+    };
+    exited.cancel();
+    let _ = stdout.shutdown().await;
+    let _ = stderr.shutdown().await;
+    drop((stdout, stderr));
+    let _ = status.send(result);
+}
+
+/// What the gateway writes to the process's stdin, to the connection (see the module notes);
+/// the connection stays open until the process's guard is dropped.
+async fn write_input(
+    mut stdin: tokio::io::ReadHalf<tokio::io::SimplexStream>,
+    mut wr: OwnedWriteHalf,
+    passthrough: bool,
+    closed: CancellationToken,
+    exited: CancellationToken,
+) {
+    let mut buf = vec![0u8; PIPE_BUF];
+    let mut frames = FrameReader::new();
+    let forward = async {
+        loop {
+            let n = match stdin.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let out = if passthrough {
+                frames.push(&buf[..n]);
+                let mut whole = Vec::new();
+                while let Ok(Some((t, p))) = frames.next_frame() {
+                    proto::put_frame(&mut whole, t, &p);
+                }
+                whole
+            } else {
+                proto::frame(c2a::DATA, &buf[..n])
+            };
+            if !out.is_empty() && wr.write_all(&out).await.is_err() {
+                return false;
+            }
+        }
+        // End of input.
+        let last = if passthrough {
+            signal_frame(9).to_vec()
+        } else {
+            proto::frame(c2a::CLOSE, &[])
+        };
+        if passthrough && exited.is_cancelled() {
+            return true;
+        }
+        wr.write_all(&last).await.is_ok()
+    };
+    tokio::select! {
+        _ = closed.cancelled() => return,
+        _ = forward => {}
+    }
+    // Keep the connection until the caller lets go of the process.
+    closed.cancelled().await;
+}
+
+/// Frames from the agent.
+struct Frames {
+    rd: BufReader<OwnedReadHalf>,
+}
+
+impl Frames {
+    fn new(rd: OwnedReadHalf) -> Self {
+        Frames {
+            rd: BufReader::with_capacity(PIPE_BUF, rd),
+        }
+    }
+
+    /// The next frame; `None` at a clean end of the connection.
+    async fn next(&mut self) -> Result<Option<(u8, Vec<u8>)>, String> {
+        let mut head = [0u8; 5];
+        match self.rd.read_exact(&mut head[..1]).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(format!("reading from the agent: {e}")),
+        }
+        self.rd
+            .read_exact(&mut head[1..])
+            .await
+            .map_err(|e| format!("reading from the agent: {e}"))?;
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        if len > proto::MAX_FRAME {
+            return Err(format!("frame of {len} bytes from the agent is over the limit"));
+        }
+        let mut p = vec![0u8; len];
+        self.rd
+            .read_exact(&mut p)
+            .await
+            .map_err(|e| format!("reading from the agent: {e}"))?;
+        Ok(Some((head[0], p)))
+    }
+}
