@@ -191,3 +191,28 @@ pub async fn in_cluster_gateway(c: &Client) -> (String, Pod) {
         .unwrap_or(50051);
     (format!("http://{ip}:{port}"), pod)
 }
+
+/// Secret of the release's agent token key (chart `agentDirect`).
+pub const AGENT_KEY_SECRET: &str = "airlock-agent-key";
+
+/// The release's agent token key, as the installed operator and gateway read it (`None` when the
+/// release has no direct path).
+pub async fn agent_key(c: &Client) -> Option<Vec<u8>> {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(c.clone(), SYSTEM_NS);
+    let s = secrets.get_opt(AGENT_KEY_SECRET).await.expect("reading the agent key Secret")?;
+    let key = s.data?.remove("key")?.0;
+    Some(key.trim_ascii().to_vec())
+}
+
+/// How the in-process gateways of the tests reach agents: `AIRLOCK_E2E_AGENT_TRANSPORT`
+/// (`direct`, the default: a broken direct path fails the tests instead of falling back;
+/// `pods-exec`: the same tests over `pods/exec`; `auto`).
+pub fn agent_transport() -> airlock_exec_gateway::agent::Transport {
+    use airlock_exec_gateway::agent::Transport;
+    match std::env::var("AIRLOCK_E2E_AGENT_TRANSPORT").as_deref() {
+        Ok("pods-exec") => Transport::PodsExec,
+        Ok("auto") => Transport::Auto,
+        Ok("direct") | Err(_) => Transport::Direct,
+        Ok(other) => panic!("AIRLOCK_E2E_AGENT_TRANSPORT={other:?}: direct, pods-exec or auto"),
+    }
+}

@@ -236,7 +236,8 @@ pub async fn count(ac: &AirlockClient, ns: &str, name: &str, argv: &[&str]) -> u
 
 /// The exec gateway served in this process on a loopback port, configured as the chart
 /// configures it on the local cluster (`kubernetes` auth against `kube`, tokens minted for
-/// [`crate::GATEWAY_AUDIENCE`], gvisor allowed, `ns` as the default namespace), then changed by
+/// [`crate::GATEWAY_AUDIENCE`], gvisor allowed, `ns` as the default namespace, agents reached as
+/// [`crate::release::agent_transport`] says), then changed by
 /// `tweak`. Returns the port and a sender whose drop (or send) stops the gateway.
 pub async fn in_process_gateway(
     kube: &Client,
@@ -252,6 +253,10 @@ pub async fn in_process_gateway(
     config.shutdown_grace = Duration::from_secs(2);
     config.review.audiences = vec![crate::GATEWAY_AUDIENCE.to_string()];
     config.allowed_runtime_classes = AllowedRuntimeClasses::only([crate::GVISOR]);
+    // The direct path with the release's key, as the installed gateway (see
+    // `release::agent_transport`); the tests run on the node, which the NetworkPolicies admit.
+    config.agent_transport = crate::release::agent_transport();
+    config.agent_key = crate::release::agent_key(kube).await.map(std::sync::Arc::new);
     tweak(&mut config);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {

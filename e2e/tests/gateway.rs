@@ -1072,7 +1072,7 @@ async fn a_non_root_sandbox_runs_under_pod_security_restricted() {
         ))
         .await
         .unwrap();
-    assert_eq!(text(&out).0, "/.airlock/airlock-agent init -- \n1000\n");
+    assert_eq!(text(&out).0, "/.airlock/airlock-agent init --listen 0.0.0.0:7070 -- \n1000\n");
 
     // Files in and out.
     let data = Bytes::from(
