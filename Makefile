@@ -72,6 +72,8 @@ uninstall:
 e2e: install
 	@echo "==> cluster tests (real kube-apiserver, kubelet, containerd, gVisor)"
 	cargo test -p airlock-e2e --no-fail-fast -- --test-threads=4
+	@echo "==> the gateway's cluster tests again over pods/exec (the direct path's fallback)"
+	AIRLOCK_E2E_AGENT_TRANSPORT=pods-exec cargo test -p airlock-e2e --test gateway -- --test-threads=4
 
 ## readme-examples: the README's marked examples, run as pasted (kubectl, grpcurl, the airlock CLI)
 readme-examples: install

@@ -1,0 +1,137 @@
+//! The direct path from the gateway to the agent in a sandbox pod (chart `agentDirect`), on the
+//! real cluster:
+//! - who reaches an agent: its port answers the node (where the gateway's in-process copies of
+//!   these tests run, and what kube-router admits as node traffic) but no pod of the sandbox's
+//!   namespace, labelled as an agent client or not, and no other sandbox; and each sandbox's token
+//!   opens that sandbox's agent only;
+//! - calls really take it (the gateway's `agent_calls{transport="direct"}` counts them, and
+//!   `--agent-transport=direct` cannot fall back), and a timeout there ends the whole process
+//!   tree, a `setsid` child included.
+//!
+//! The other gateway tests (gateway.rs, gateway_hardening.rs, ...) run on the direct path too;
+//! `make e2e` runs gateway.rs again with `AIRLOCK_E2E_AGENT_TRANSPORT=pods-exec`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use airlock_agent_protocol::{Client as AgentClient, ClientError, ErrorCode};
+use airlock_api::client::AirlockClient;
+use airlock_crds::Sandbox;
+use airlock_e2e::net::{Case, conn, settle};
+use airlock_e2e::sandboxes::{self, count, in_process_gateway, token_for};
+use airlock_e2e::{RUNC, TestNamespace, client, release, run_pod, sleeper, wait_for};
+use kube::Client;
+use kube::api::Api;
+use serde_json::json;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+const AGENT_PORT: u16 = 7070;
+
+/// Creates a Sandbox with room for Python and returns it once Ready.
+async fn ready(c: &Client, ns: &str, name: &str) -> Sandbox {
+    sandboxes::create(c, ns, name, json!({"resources": {"cpu": "50m", "memory": "128Mi"}}))
+        .await
+        .unwrap_or_else(|e| panic!("creating {ns}/{name}: {e}"));
+    let api: Api<Sandbox> = Api::namespaced(c.clone(), ns);
+    wait_for(&api, name, READY_TIMEOUT, "Ready", |s| s.is_some_and(Sandbox::is_ready)).await.expect("sandbox")
+}
+
+fn agent_addr(s: &Sandbox) -> SocketAddr {
+    let ip = s.status.as_ref().and_then(|st| st.pod_ip.clone()).expect("status.podIP");
+    SocketAddr::new(ip.parse().expect("pod IP"), AGENT_PORT)
+}
+
+/// HELLO from the node with `token`: Ok, or the agent's refusal.
+async fn hello(addr: SocketAddr, token: String) -> Result<(), ClientError> {
+    tokio::task::spawn_blocking(move || AgentClient::connect(addr, token.as_bytes()).map(drop)).await.expect("hello")
+}
+
+fn unauthenticated(r: Result<(), ClientError>) -> bool {
+    matches!(r, Err(ClientError::Agent(e)) if e.code == ErrorCode::Unauthenticated)
+}
+
+#[tokio::test]
+async fn only_agent_clients_reach_an_agent_and_each_token_opens_only_its_own_agent() {
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "direct-fence").await;
+    let n = ns.name.as_str();
+    let key = release::agent_key(&c).await.expect("the release has the direct path (agentDirect.enabled)");
+    // Two sandboxes, a plain pod of the namespace and one that carries the agent-client label (but
+    // is not in the release namespace).
+    let (a, b, _, _) = tokio::join!(
+        ready(&c, n, "a"),
+        ready(&c, n, "b"),
+        run_pod(&c, n, sleeper("plain", RUNC, json!({"app": "plain"}))),
+        run_pod(&c, n, sleeper("impostor", RUNC, json!({"airlock.dev/agent-client": "true"}))),
+    );
+    let (addr_a, addr_b) = (agent_addr(&a), agent_addr(&b));
+    let uid = |s: &Sandbox| s.metadata.uid.clone().expect("uid");
+    let token_a = airlock_crds::agent_token::derive(&key, &uid(&a));
+    let token_b = airlock_crds::agent_token::derive(&key, &uid(&b));
+
+    // Control: the agent listens and takes its own token (from the node, as the gateway's tests do).
+    hello(addr_a, token_a.clone()).await.expect("a's token opens a's agent");
+    hello(addr_b, token_b.clone()).await.expect("b's token opens b's agent");
+    // Per-sandbox credentials: b's token, the key itself, or a guess open nothing of a.
+    assert!(unauthenticated(hello(addr_a, token_b.clone()).await), "b's token must not open a's agent");
+    assert!(unauthenticated(hello(addr_a, String::from_utf8_lossy(&key).into_owned()).await), "the key is not a token");
+    assert!(unauthenticated(hello(addr_a, "0".repeat(64)).await), "a guessed token");
+
+    // Nothing in the namespace connects to a's agent port: not a plain pod, not a pod labelled as an
+    // agent client outside the release namespace, not another sandbox.
+    let target = vec![(conn(&addr_a.ip().to_string(), AGENT_PORT), false)];
+    let cases = [
+        Case { label: "plain pod, same namespace", pod: "plain", container: None, expect: target.clone() },
+        Case { label: "agent-client label, wrong namespace", pod: "impostor", container: None, expect: target.clone() },
+        Case { label: "another sandbox", pod: "b", container: Some("sandbox"), expect: target.clone() },
+    ];
+    settle(&c, n, &cases, Duration::from_secs(90)).await;
+    // And the agent still answers the node after those rounds (the listener was up all along).
+    hello(addr_a, token_a).await.expect("a's agent still answers");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn calls_take_the_direct_path_and_a_timeout_there_ends_the_whole_tree() {
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "direct-exec").await;
+    let n = ns.name.as_str();
+    ready(&c, n, "box").await;
+    let metrics = Arc::new(Mutex::new(None));
+    let m = metrics.clone();
+    let (port, _stop) = in_process_gateway(&c, n, move |cfg| {
+        // Never pods/exec: a call that cannot go direct fails.
+        cfg.agent_transport = airlock_exec_gateway::agent::Transport::Direct;
+        *m.lock().unwrap() = Some(cfg.metrics.clone());
+    })
+    .await;
+    let metrics = metrics.lock().unwrap().take().unwrap();
+    let token = token_for(&c, n, "tester").await;
+    let gw = AirlockClient::connect(&format!("http://127.0.0.1:{port}"), Some(token)).await.expect("gateway");
+    let direct = || metrics.encode().lines().find(|l| l.starts_with("airlock_gateway_agent_calls_total{transport=\"direct\"}")).map(str::to_string);
+
+    let out = gw.exec_collect(AirlockClient::shell(n, "box", "echo out; echo err >&2; exit 3")).await.expect("exec");
+    assert_eq!((out.stdout.as_slice(), out.stderr.as_slice(), out.exit_code), (&b"out\n"[..], &b"err\n"[..], 3));
+    assert_eq!(direct().as_deref(), Some("airlock_gateway_agent_calls_total{transport=\"direct\"} 1"), "{}", metrics.encode());
+
+    // A command that leaves a setsid()'d child behind, past its timeout: both sleeps started (they
+    // say so), the call ends as timed out, and neither sleep is left.
+    let line = "setsid sleep 731.5 & echo child-started; sleep 732.5 & echo main-started; wait";
+    let mut req = AirlockClient::shell(n, "box", line);
+    req.timeout = Some(prost_types::Duration { seconds: 3, nanos: 0 });
+    let out = gw.exec_collect(req).await.expect("exec with a timeout");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("child-started") && stdout.contains("main-started"), "{out:?}");
+    assert!(out.timed_out, "{out:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = count(&gw, n, "box", &["sleep", "731.5"]).await + count(&gw, n, "box", &["sleep", "732.5"]).await;
+        if left == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{left} sleeps of the timed-out tree still run");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    ns.cleanup().await;
+}
