@@ -23,11 +23,21 @@ other_kinds() { sed -n 's/^kind: //p' "$1" | grep -vx CustomResourceDefinition |
 check "default: exactly one CRD, sandboxes.airlock.dev" sh -c "[ \"\$(grep -c '^kind: CustomResourceDefinition\$' '$out/default.yaml')\" = 1 ] && grep -q '^  name: sandboxes.airlock.dev\$' '$out/default.yaml'"
 check "default: the CRD is kept on uninstall (helm.sh/resource-policy: keep)" grep -q '^    helm.sh/resource-policy: keep$' "$out/default.yaml"
 render --set crds.keep=false > "$out/nokeep.yaml"
-check "crds.keep=false: the CRD without the keep policy" sh -c "grep -q '^kind: CustomResourceDefinition\$' '$out/nokeep.yaml' && ! grep -q 'helm.sh/resource-policy' '$out/nokeep.yaml'"
+# The CRD's own document (the agent key Secret keeps its keep policy whatever crds.keep says).
+crd_doc() { awk 'BEGIN { RS = "\n---" } /\nkind: CustomResourceDefinition\n/' "$1"; }
+export -f crd_doc
+check "crds.keep=false: the CRD without the keep policy" bash -c "grep -q '^kind: CustomResourceDefinition\$' '$out/nokeep.yaml' && crd_doc '$out/default.yaml' | grep -q 'helm.sh/resource-policy' && ! crd_doc '$out/nokeep.yaml' | grep -q 'helm.sh/resource-policy'"
 render --set crds.enabled=false > "$out/nocrd.yaml"
 check "crds.enabled=false: no CRD rendered" sh -c "! grep -q '^kind: CustomResourceDefinition\$' '$out/nocrd.yaml' && ! grep -q 'sandboxes.airlock.dev\$' '$out/nocrd.yaml'"
 other_kinds "$out/default.yaml" > "$out/default.kinds"; other_kinds "$out/nocrd.yaml" > "$out/nocrd.kinds"
 check "crds.enabled=false: everything else still rendered (Deployments, RBAC, policies...)" sh -c "grep -qx Deployment '$out/default.kinds' && cmp -s '$out/default.kinds' '$out/nocrd.kinds'"
+
+check "agentDirect (default): the key Secret, read by the operator and the gateway" sh -c "grep -q '^  name: t-airlock-agent-key\$' '$out/default.yaml' && grep -q -- '--agent-key-file=/etc/airlock/agent-key/key' '$out/default.yaml'"
+check "agentDirect (default): operator and gateway pods are agent clients, the operator writes token Secrets" sh -c "[ \"\$(grep -c 'airlock.dev/agent-client: \"true\"' '$out/default.yaml')\" = 2 ] && grep -q 'resources: \[\"secrets\"\]' '$out/default.yaml' && grep -q -- '- --agent-port=7070' '$out/default.yaml'"
+render --set agentDirect.enabled=false > "$out/nodirect.yaml"
+check "agentDirect.enabled=false: no key, no label, no secrets rule, the gateway uses pods/exec" sh -c "! grep -q 'agent-key' '$out/nodirect.yaml' && ! grep -q 'agent-client' '$out/nodirect.yaml' && ! grep -q '\"secrets\"' '$out/nodirect.yaml' && grep -q -- '- --agent-transport=pods-exec' '$out/nodirect.yaml'"
+render --set agentDirect.existingSecret=mine > "$out/ownkey.yaml"
+check "agentDirect.existingSecret: that Secret mounted, none created" sh -c "grep -q 'secretName: mine' '$out/ownkey.yaml' && ! grep -q 'name: t-airlock-agent-key' '$out/ownkey.yaml'"
 
 render -f "$ROOT/e2e/values-local.yaml" > "$out/local.yaml"
 check "local values: the default RuntimeClass is gvisor" grep -q -- '- --allowed-runtime-classes=gvisor$' "$out/local.yaml"

@@ -324,6 +324,8 @@ pub struct RemoteProcess {
     pub status: BoxFuture<'static, Result<i32, AgentError>>,
     /// Keeps the connection alive; dropping it tears the connection down.
     pub guard: Box<dyn Send + Sync>,
+    /// The process's pid in the sandbox; 0 when not known (over `pods/exec`).
+    pub pid: u32,
 }
 
 /// What to run in a sandbox.
@@ -538,6 +540,7 @@ impl PodExec for KubeExec {
                 stderr: Box::pin(UntilEnded::new(stderr, ended)),
                 status,
                 guard: Box::new(std::sync::Mutex::new(attached)),
+                pid: 0,
             })
         })
     }

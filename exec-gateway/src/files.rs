@@ -144,6 +144,7 @@ async fn collect(
         stderr,
         status,
         guard,
+        ..
     } = proc;
     // Stdin stays open (and untouched) until the command ended: closing it early would tell the
     // agent that the client is gone.
@@ -278,6 +279,7 @@ impl pb::files_server::Files for FilesService {
             stderr,
             mut status,
             guard,
+            ..
         } = proc;
         let writer = StdinWriter::spawn(stdin);
         let mut input = req.into_inner();
@@ -421,6 +423,7 @@ impl pb::files_server::Files for FilesService {
             stderr,
             mut status,
             guard,
+            ..
         } = proc;
         let (tx, rx) =
             mpsc::channel::<Result<pb::DownloadResponse, Status>>(crate::processes::EVENT_BUFFER);

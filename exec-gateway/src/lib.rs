@@ -6,14 +6,16 @@
 //! - [`serve`]: runs the gRPC server (Sandboxes, Processes, Files, health, reflection) on a
 //!   listener until a shutdown future resolves.
 //!
-//! The server talks to Kubernetes only: Sandbox objects through the API server, commands and
-//! files through `pods/exec` running the Airlock agent (`/.airlock/airlock-agent`) inside the
-//! sandbox's `sandbox` container, with the agent's stdin framing described in
-//! `docs/DESIGN-NOTES.md` and implemented in [`agent`].
+//! The server talks to Kubernetes (Sandbox objects through the API server) and to the Airlock agent
+//! in each sandbox pod: directly over the agent's TCP port where the pod has one ([`agent::direct`];
+//! also the only way to background processes, [`background`]), else through `pods/exec` running
+//! `/.airlock/airlock-agent` in the sandbox's `sandbox` container, with the stdin framing described
+//! in `docs/DESIGN-NOTES.md` and implemented in [`agent`].
 
 pub mod activity;
 pub mod agent;
 pub mod auth;
+mod background;
 pub mod config;
 mod convert;
 pub mod extend;

@@ -134,6 +134,7 @@ impl Run {
             stderr,
             mut status,
             guard,
+            ..
         } = proc;
         let writer = StdinWriter::spawn(stdin);
         let metrics = self.ctx.metrics.clone();
@@ -428,6 +429,12 @@ async fn read_input(
 }
 
 impl ProcessesService {
+    fn background(&self) -> crate::background::Background {
+        crate::background::Background {
+            ctx: self.ctx.clone(),
+        }
+    }
+
     /// Checks everything, starts the agent and returns the event stream.
     async fn start(
         &self,
@@ -473,7 +480,7 @@ impl ProcessesService {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         // Cannot fail: the channel is new and has room.
         let _ = tx.try_send(Ok(event(pb::exec_event::Event::Started(pb::Started {
-            pid: 0,
+            pid: i32::try_from(proc.pid).unwrap_or(0),
             pod_name: pod.clone(),
         }))));
         let run = Run {
@@ -495,6 +502,49 @@ impl pb::processes_server::Processes for ProcessesService {
     type ExecStream = EventStream;
     type ExecInteractiveStream = EventStream;
     type RunCodeStream = EventStream;
+    type ConnectProcessStream = crate::background::ProcessStream;
+
+    async fn start_process(
+        &self,
+        req: Request<pb::StartProcessRequest>,
+    ) -> Result<Response<pb::ProcessInfo>, Status> {
+        self.background().start(req).await
+    }
+
+    async fn connect_process(
+        &self,
+        req: Request<pb::ConnectProcessRequest>,
+    ) -> Result<Response<Self::ConnectProcessStream>, Status> {
+        self.background().connect(req).await
+    }
+
+    async fn list_processes(
+        &self,
+        req: Request<pb::ListProcessesRequest>,
+    ) -> Result<Response<pb::ListProcessesResponse>, Status> {
+        self.background().list(req).await
+    }
+
+    async fn send_input(
+        &self,
+        req: Request<pb::SendInputRequest>,
+    ) -> Result<Response<pb::SendInputResponse>, Status> {
+        self.background().send_input(req).await
+    }
+
+    async fn signal_process(
+        &self,
+        req: Request<pb::SignalProcessRequest>,
+    ) -> Result<Response<pb::SignalProcessResponse>, Status> {
+        self.background().signal(req).await
+    }
+
+    async fn kill_process(
+        &self,
+        req: Request<pb::KillProcessRequest>,
+    ) -> Result<Response<pb::KillProcessResponse>, Status> {
+        self.background().kill(req).await
+    }
 
     async fn exec(&self, req: Request<pb::ExecRequest>) -> Result<Response<EventStream>, Status> {
         let spec = validate::exec_request(req.get_ref(), &self.ctx.default_namespace)?;

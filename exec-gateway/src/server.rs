@@ -44,6 +44,8 @@ pub(crate) struct Ctx {
     pub allowed_runtime_classes: crate::runtime_classes::AllowedRuntimeClasses,
     pub activity: ActivityRecorder,
     pub exec: Arc<dyn PodExec>,
+    /// The direct path to agents (`None` without the agent key): background processes use it.
+    pub direct: Option<Arc<DirectExec>>,
     pub default_wait_ready: Duration,
     /// The operator's maximum time-to-live (`--max-ttl`): the limit of ExtendSandbox.
     pub max_ttl_seconds: i64,
@@ -111,10 +113,11 @@ pub async fn serve(
             agent_path: config.agent_path.clone(),
         })
     });
+    let direct = config
+        .agent_key
+        .map(|k| Arc::new(DirectExec::new(k, config.agent_path.clone())));
     let exec: Arc<dyn PodExec> = Arc::new(Routed {
-        direct: config
-            .agent_key
-            .map(|k| Arc::new(DirectExec::new(k, config.agent_path.clone()))),
+        direct: direct.clone(),
         transport: config.agent_transport,
         fallback,
         metrics: config.metrics.clone(),
@@ -128,6 +131,7 @@ pub async fn serve(
         allowed_runtime_classes: config.allowed_runtime_classes.clone(),
         activity: ActivityRecorder::new(client.clone(), config.activity_interval),
         exec,
+        direct,
         default_wait_ready: config.default_wait_ready,
         max_ttl_seconds: config.max_ttl_seconds,
         hard_stop: hard_stop.clone(),

@@ -75,6 +75,7 @@ impl PodExec for LocalExec {
                     pod: pod.clone(),
                     message: e.to_string(),
                 })?;
+            let pid = child.id().unwrap_or(0);
             let stdin = child.stdin.take().unwrap();
             let stdout = child.stdout.take().unwrap();
             let stderr = child.stderr.take().unwrap();
@@ -92,6 +93,7 @@ impl PodExec for LocalExec {
                 stderr: Box::pin(stderr),
                 status,
                 guard: Box::new(()),
+                pid,
             })
         })
     }

@@ -72,24 +72,14 @@ impl DirectExec {
         }
     }
 
-    /// Starts `launch` in the pod's agent at `addr`.
-    pub async fn start(
-        &self,
-        target: &PodTarget,
-        addr: SocketAddr,
-        launch: &Launch,
-    ) -> Result<RemoteProcess, DirectError> {
+    /// An authenticated connection to the pod's agent at `addr` (HELLO answered OK): ready for
+    /// one request.
+    pub async fn open(&self, target: &PodTarget, addr: SocketAddr) -> Result<AgentConn, DirectError> {
         let unreachable = |why: String| DirectError::Unreachable {
             namespace: target.namespace.clone(),
             pod: target.pod.clone(),
             addr,
             why,
-        };
-        let failed = |message: String| {
-            DirectError::Agent(AgentError::Failed {
-                pod: target.pod.clone(),
-                message,
-            })
         };
         let token = airlock_crds::agent_token::derive(&self.key, &target.sandbox_uid);
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
@@ -107,20 +97,32 @@ impl DirectExec {
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         match tokio::time::timeout(self.connect_timeout, rd.next()).await {
-            Err(_) => return Err(unreachable("no answer to HELLO".into())),
-            Ok(Err(e)) => return Err(unreachable(e)),
-            Ok(Ok(None)) => return Err(unreachable("closed before answering HELLO".into())),
-            Ok(Ok(Some((a2c::OK, _)))) => {}
-            Ok(Ok(Some((a2c::ERROR, p)))) => {
-                return Err(unreachable(match ErrorMsg::decode(&p) {
-                    Ok(e) => format!("HELLO refused: {e}"),
-                    Err(e) => format!("HELLO refused: {e}"),
-                }));
-            }
-            Ok(Ok(Some((t, _)))) => {
-                return Err(unreachable(format!("answer 0x{t:02x} to HELLO")));
-            }
+            Err(_) => Err(unreachable("no answer to HELLO".into())),
+            Ok(Err(e)) => Err(unreachable(e)),
+            Ok(Ok(None)) => Err(unreachable("closed before answering HELLO".into())),
+            Ok(Ok(Some((a2c::OK, _)))) => Ok(AgentConn { rd, wr }),
+            Ok(Ok(Some((a2c::ERROR, p)))) => Err(unreachable(match ErrorMsg::decode(&p) {
+                Ok(e) => format!("HELLO refused: {e}"),
+                Err(e) => format!("HELLO refused: {e}"),
+            })),
+            Ok(Ok(Some((t, _)))) => Err(unreachable(format!("answer 0x{t:02x} to HELLO"))),
         }
+    }
+
+    /// Starts `launch` in the pod's agent at `addr`.
+    pub async fn start(
+        &self,
+        target: &PodTarget,
+        addr: SocketAddr,
+        launch: &Launch,
+    ) -> Result<RemoteProcess, DirectError> {
+        let failed = |message: String| {
+            DirectError::Agent(AgentError::Failed {
+                pod: target.pod.clone(),
+                message,
+            })
+        };
+        let AgentConn { mut rd, mut wr } = self.open(target, addr).await?;
 
         let passthrough = matches!(launch, Launch::Exec(_));
         let start = start_message(launch, &self.agent_path);
@@ -159,6 +161,7 @@ impl DirectExec {
             stderr: Box::pin(stderr_r),
             status,
             guard: Box::new(closed.drop_guard()),
+            pid: started.pid,
         })
     }
 }
@@ -201,6 +204,7 @@ fn spawn_failure(e: &ErrorMsg) -> Option<RemoteProcess> {
         stderr: Box::pin(std::io::Cursor::new(stderr)),
         status: Box::pin(async move { Ok(code) }),
         guard: Box::new(()),
+        pid: 0,
     })
 }
 
@@ -313,6 +317,28 @@ async fn write_input(
     }
     // Keep the connection until the caller lets go of the process.
     closed.cancelled().await;
+}
+
+/// An authenticated connection to an agent, for one request (docs/DESIGN-NOTES.md "Agent TCP
+/// service").
+pub struct AgentConn {
+    rd: Frames,
+    wr: OwnedWriteHalf,
+}
+
+impl AgentConn {
+    /// Sends one frame.
+    pub async fn send(&mut self, typ: u8, payload: &[u8]) -> Result<(), String> {
+        self.wr
+            .write_all(&proto::frame(typ, payload))
+            .await
+            .map_err(|e| format!("writing to the agent: {e}"))
+    }
+
+    /// The next frame; `None` when the agent closed the connection.
+    pub async fn next(&mut self) -> Result<Option<(u8, Vec<u8>)>, String> {
+        self.rd.next().await
+    }
 }
 
 /// Frames from the agent.
