@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use airlock_agent_protocol::{Client as AgentClient, ClientError, ErrorCode};
 use airlock_api::client::AirlockClient;
+use airlock_api::proto::v1 as pb;
+use airlock_api::tonic;
 use airlock_crds::Sandbox;
 use airlock_e2e::net::{Case, conn, settle};
 use airlock_e2e::sandboxes::{self, count, in_process_gateway, token_for};
@@ -133,5 +135,157 @@ async fn calls_take_the_direct_path_and_a_timeout_there_ends_the_whole_tree() {
         assert!(tokio::time::Instant::now() < deadline, "{left} sleeps of the timed-out tree still run");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    ns.cleanup().await;
+}
+
+/// A gateway in this process (direct path only) and a client of it; dropping the pair stops it.
+async fn gateway(c: &Client, ns: &str, token: &str) -> (AirlockClient, tokio::sync::oneshot::Sender<()>) {
+    let (port, stop) = in_process_gateway(c, ns, |cfg| cfg.agent_transport = airlock_exec_gateway::agent::Transport::Direct).await;
+    let ac = AirlockClient::connect(&format!("http://127.0.0.1:{port}"), Some(token.to_string())).await.expect("gateway");
+    (ac, stop)
+}
+
+fn by_tag(t: &str) -> Option<pb::ProcessSelector> {
+    Some(pb::ProcessSelector { selector: Some(pb::process_selector::Selector::Tag(t.into())) })
+}
+
+/// Everything ConnectProcess streams: stdout, stderr (each checked to be contiguous from the
+/// asked offsets), and the last event.
+async fn read_all(ac: &AirlockClient, req: pb::ConnectProcessRequest) -> Result<(Vec<u8>, Vec<u8>, pb::process_event::Event), tonic::Status> {
+    use pb::process_event::Event;
+    let (mut out_at, mut err_at) = (req.stdout_offset, req.stderr_offset);
+    let mut s = ac.processes().connect_process(req).await?.into_inner();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    while let Some(e) = s.message().await? {
+        match e.event.expect("event") {
+            Event::Stdout(c) => {
+                assert_eq!(c.offset, out_at, "stdout chunks are contiguous");
+                out_at += c.data.len() as u64;
+                out.extend_from_slice(&c.data);
+            }
+            Event::Stderr(c) => {
+                assert_eq!(c.offset, err_at, "stderr chunks are contiguous");
+                err_at += c.data.len() as u64;
+                err.extend_from_slice(&c.data);
+            }
+            last => return Ok((out, err, last)),
+        }
+    }
+    panic!("ConnectProcess ended without exited or caught_up")
+}
+
+#[tokio::test]
+async fn a_background_process_outlives_its_caller_and_its_gateway_and_is_read_again_from_offset_zero() {
+    use pb::process_event::Event;
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "direct-bg").await;
+    let n = ns.name.as_str();
+    ready(&c, n, "box").await;
+    let token = token_for(&c, n, "tester").await;
+    let sandbox = airlock_api::client::sandbox_ref(n, "box");
+
+    // Started through one gateway, which then goes away entirely.
+    let (first, stop) = gateway(&c, n, &token).await;
+    let line = "while read l; do echo got:$l; echo err:$l >&2; done; echo bye";
+    let started = first
+        .processes()
+        .start_process(pb::StartProcessRequest {
+            sandbox: sandbox.clone(),
+            command: Some(pb::start_process_request::Command::Shell(line.into())),
+            tag: "echoer".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("StartProcess")
+        .into_inner();
+    assert!(started.pid > 0 && started.running && started.tag == "echoer", "{started:?}");
+    let input = |data: &str, close: bool| pb::SendInputRequest { sandbox: sandbox.clone(), process: by_tag("echoer"), data: data.as_bytes().to_vec().into(), close };
+    first.processes().send_input(input("one\n", false)).await.expect("SendInput");
+    // The same tag again while it runs.
+    let again = first
+        .processes()
+        .start_process(pb::StartProcessRequest { sandbox: sandbox.clone(), command: Some(pb::start_process_request::Command::Shell("true".into())), tag: "echoer".into(), ..Default::default() })
+        .await
+        .expect_err("a running tag");
+    assert_eq!(again.code(), tonic::Code::AlreadyExists, "{again:?}");
+    drop(first);
+    drop(stop);
+
+    // Another gateway, another client: the process is there, same pid, still running.
+    let (second, _stop2) = gateway(&c, n, &token).await;
+    let list = second.processes().list_processes(pb::ListProcessesRequest { sandbox: sandbox.clone() }).await.expect("ListProcesses").into_inner();
+    let p = list.processes.iter().find(|p| p.tag == "echoer").unwrap_or_else(|| panic!("{list:?}"));
+    assert_eq!((p.pid, p.running), (started.pid, true), "{p:?}");
+    second.processes().send_input(input("two\n", true)).await.expect("SendInput and close");
+    // Everything from offset 0, without a gap, to its exit.
+    let connect = |follow| pb::ConnectProcessRequest { sandbox: sandbox.clone(), process: by_tag("echoer"), stdout_offset: 0, stderr_offset: 0, follow };
+    let (out, err, last) = read_all(&second, connect(true)).await.expect("ConnectProcess");
+    assert_eq!(String::from_utf8_lossy(&out), "got:one\ngot:two\nbye\n");
+    assert_eq!(String::from_utf8_lossy(&err), "err:one\nerr:two\n");
+    assert!(matches!(last, Event::Exited(ref e) if e.exit_code == 0), "{last:?}");
+    // Read again after its end, from an offset, without follow.
+    let (out, _, last) = read_all(&second, pb::ConnectProcessRequest { stdout_offset: 8, ..connect(false) }).await.expect("ConnectProcess from 8");
+    assert_eq!(String::from_utf8_lossy(&out), "got:two\nbye\n");
+    assert!(matches!(last, Event::Exited(_) | Event::CaughtUp(_)), "{last:?}");
+
+    // A process whose buffer dropped output: OUT_OF_RANGE says how much, and where it starts.
+    second
+        .processes()
+        .start_process(pb::StartProcessRequest {
+            sandbox: sandbox.clone(),
+            command: Some(pb::start_process_request::Command::Shell("head -c 20000 /dev/zero | tr '\\0' x; echo; sleep 600".into())),
+            tag: "chatty".into(),
+            buffer_bytes: 4096,
+            ..Default::default()
+        })
+        .await
+        .expect("StartProcess chatty");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let dropped = loop {
+        match read_all(&second, pb::ConnectProcessRequest { process: by_tag("chatty"), ..connect(false) }).await {
+            Err(e) => break e,
+            Ok(_) => {
+                assert!(tokio::time::Instant::now() < deadline, "the 4 KiB buffer never dropped the first of 20001 bytes");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(dropped.code(), tonic::Code::OutOfRange, "{dropped:?}");
+    assert!(dropped.message().contains("bytes dropped"), "{dropped:?}");
+
+    // KillProcess ends the whole tree, a setsid() child included.
+    second
+        .processes()
+        .start_process(pb::StartProcessRequest {
+            sandbox: sandbox.clone(),
+            command: Some(pb::start_process_request::Command::Shell("setsid sleep 741.5 & echo up; exec sleep 742.5".into())),
+            tag: "tree".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("StartProcess tree");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while count(&second, n, "box", &["sleep", "741.5"]).await + count(&second, n, "box", &["sleep", "742.5"]).await != 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the tree never started");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for t in ["tree", "chatty"] {
+        second.processes().kill_process(pb::KillProcessRequest { sandbox: sandbox.clone(), process: by_tag(t) }).await.expect("KillProcess");
+    }
+    let (_, _, last) = read_all(&second, pb::ConnectProcessRequest { process: by_tag("tree"), ..connect(true) }).await.expect("ConnectProcess tree");
+    assert!(matches!(last, Event::Exited(ref e) if e.signal == 9), "{last:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while count(&second, n, "box", &["sleep", "741.5"]).await + count(&second, n, "box", &["sleep", "742.5"]).await != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the killed tree still runs");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Bad requests name the field; unknown processes are NOT_FOUND.
+    let e = second.processes().kill_process(pb::KillProcessRequest { sandbox: sandbox.clone(), process: None }).await.expect_err("no process");
+    assert!(e.code() == tonic::Code::InvalidArgument && e.message().contains("process"), "{e:?}");
+    let e = second.processes().kill_process(pb::KillProcessRequest { sandbox: sandbox.clone(), process: by_tag("no such") }).await.expect_err("bad tag");
+    assert!(e.code() == tonic::Code::InvalidArgument && e.message().contains("process.tag"), "{e:?}");
+    let e = second.processes().kill_process(pb::KillProcessRequest { sandbox: sandbox.clone(), process: by_tag("nobody") }).await.expect_err("unknown");
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
     ns.cleanup().await;
 }

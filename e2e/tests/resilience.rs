@@ -23,6 +23,7 @@ use airlock_e2e::sandboxes::{self, count, drain, manifest, merge, raw, ready_san
 use airlock_e2e::{TestNamespace, client, wait_for};
 use airlock_exec_gateway::auth::AuthMode;
 use airlock_api::client::AirlockClient;
+use airlock_api::proto::v1 as pb;
 use airlock_exec_gateway::metrics::Metrics;
 use airlock_api::tonic::Code;
 use airlock_exec_gateway::{Config, serve};
@@ -280,6 +281,15 @@ async fn installed_gateway_restart_same_client_reconnects() {
     let o = ac.exec_collect(AirlockClient::argv(n, "keeper", ["sh", "-c", "echo before > /tmp/state; cat /tmp/state"])).await.unwrap();
     assert_eq!((String::from_utf8_lossy(&o.stdout).as_ref(), o.exit_code), ("before\n", 0));
     assert_eq!(relay.last_target().map(|a| a.ip().to_string()), Some(old_ip.clone()), "first calls went to the installed gateway's pod");
+    // A background process (direct path), which must outlive the gateway pod.
+    let sandbox = airlock_api::client::sandbox_ref(n, "keeper");
+    let ticker = "i=0; while [ $i -lt 1200 ]; do echo tick$i; i=$((i+1)); sleep 0.25; done";
+    let bg = ac
+        .processes()
+        .start_process(pb::StartProcessRequest { sandbox: sandbox.clone(), command: Some(pb::start_process_request::Command::Shell(ticker.into())), tag: "ticker".into(), ..Default::default() })
+        .await
+        .expect("StartProcess through the installed gateway")
+        .into_inner();
     // A command in flight while the gateway pod goes away.
     let s = started(&ac, n, "keeper", "echo up; exec sleep 301.25").await;
     assert_eq!(count(&ac, n, "keeper", &["sleep", "301.25"]).await, 1);
@@ -316,6 +326,29 @@ async fn installed_gateway_restart_same_client_reconnects() {
         assert!(tokio::time::Instant::now() < deadline, "command of the deleted gateway pod still runs");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The background process ran on through the restart: same pid, still running, and its output
+    // is read from offset 0 through the new pod, without a gap, past what it wrote before.
+    let list = ac.processes().list_processes(pb::ListProcessesRequest { sandbox: sandbox.clone() }).await.expect("ListProcesses").into_inner();
+    let p = list.processes.iter().find(|p| p.tag == "ticker").unwrap_or_else(|| panic!("the background process is gone: {list:?}"));
+    assert_eq!((p.pid, p.running), (bg.pid, true), "{p:?}");
+    let connect = pb::ConnectProcessRequest { sandbox: sandbox.clone(), process: Some(pb::ProcessSelector { selector: Some(pb::process_selector::Selector::Tag("ticker".into())) }), ..Default::default() };
+    let mut events = ac.processes().connect_process(connect.clone()).await.expect("ConnectProcess").into_inner();
+    let mut out = Vec::new();
+    while let Some(e) = events.message().await.expect("ConnectProcess stream") {
+        match e.event {
+            Some(pb::process_event::Event::Stdout(c)) => {
+                assert_eq!(c.offset, out.len() as u64, "contiguous from 0");
+                out.extend_from_slice(&c.data);
+            }
+            Some(pb::process_event::Event::CaughtUp(_)) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    let ticks: Vec<&str> = text.lines().collect();
+    assert!(ticks.len() > 8, "it kept ticking through the restart: {ticks:?}");
+    assert!(ticks.iter().enumerate().all(|(i, t)| *t == format!("tick{i}")), "no tick lost: {ticks:?}");
+    ac.processes().kill_process(pb::KillProcessRequest { sandbox: sandbox.clone(), process: connect.process.clone() }).await.expect("KillProcess");
     // The Deployment is as it was.
     let after = deployments.get(gw_name).await.expect("gateway Deployment");
     assert_eq!(after.metadata.generation, before.metadata.generation, "the gateway Deployment was changed");
