@@ -100,8 +100,19 @@ pub struct Client {
 impl Client {
     /// Connects and sends HELLO with `token`; waits for OK.
     pub fn connect(addr: SocketAddr, token: &[u8]) -> Result<Client, ClientError> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+        Client::connect_within(addr, token, Duration::from_secs(10))
+    }
+
+    /// [`Client::connect`], with `timeout` for connecting and for each read and write after it.
+    pub fn connect_within(
+        addr: SocketAddr,
+        token: &[u8],
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
         let mut c = Client {
             stream,
             reader: FrameReader::new(),

@@ -37,6 +37,17 @@ pub fn read_key(path: &std::path::Path) -> Result<Vec<u8>, KeyError> {
     Ok(key)
 }
 
+/// Where a sandbox pod's agent serves the direct path: the pod's IP and its `sandbox` container's
+/// port named [`crate::labels::AGENT_PORT_NAME`]. `None` for a pod without that port (created
+/// without the direct path) or without an IP yet.
+pub fn agent_addr(pod: &k8s_openapi::api::core::v1::Pod) -> Option<std::net::SocketAddr> {
+    use crate::labels::{AGENT_PORT_NAME, MAIN_CONTAINER};
+    let ip: std::net::IpAddr = pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
+    let c = pod.spec.as_ref()?.containers.iter().find(|c| c.name == MAIN_CONTAINER)?;
+    let port = c.ports.iter().flatten().find(|p| p.name.as_deref() == Some(AGENT_PORT_NAME))?;
+    Some(std::net::SocketAddr::new(ip, u16::try_from(port.container_port).ok()?))
+}
+
 /// The token of the sandbox with this UID: 64 lowercase hex digits.
 pub fn derive(key: &[u8], sandbox_uid: &str) -> String {
     let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), sandbox_uid.as_bytes());

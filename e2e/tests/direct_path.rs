@@ -289,3 +289,35 @@ async fn a_background_process_outlives_its_caller_and_its_gateway_and_is_read_ag
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
     ns.cleanup().await;
 }
+
+/// Idle means nothing runs: a 60 s command printing every 5 s, in a sandbox whose idle timeout is
+/// 20 s, finishes (the operator asks the agent before reaping, and the agent reports the running
+/// command); the sandbox is reaped about 20 s after the command ended, not before.
+#[tokio::test]
+async fn a_command_longer_than_the_idle_timeout_finishes_and_the_sandbox_goes_idle_timeout_after_it_ends() {
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "direct-idle").await;
+    let n = ns.name.as_str();
+    sandboxes::create(&c, n, "idler", json!({"resources": {"cpu": "50m", "memory": "128Mi"}, "lifetime": {"idleTimeoutSeconds": 20}}))
+        .await
+        .expect("create idler");
+    let api: Api<Sandbox> = Api::namespaced(c.clone(), n);
+    wait_for(&api, "idler", READY_TIMEOUT, "Ready", |s| s.is_some_and(Sandbox::is_ready)).await;
+    let token = token_for(&c, n, "tester").await;
+    let (gw, _stop) = gateway(&c, n, &token).await;
+    let line = "i=0; while [ $i -lt 12 ]; do echo tick$i; i=$((i+1)); sleep 5; done";
+    let out = gw.exec_collect(AirlockClient::shell(n, "idler", line)).await.expect("the 60 s command");
+    let ended = std::time::Instant::now();
+    let ticks = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert_eq!((ticks, out.exit_code), (12, 0), "the command ran to its end: {out:?}");
+    assert!(api.get_opt("idler").await.expect("get").is_some_and(|s| s.metadata.deletion_timestamp.is_none()), "reaped while the command ran");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while api.get_opt("idler").await.expect("get").is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the sandbox was never reaped after the command ended");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let after = ended.elapsed();
+    eprintln!("reaped {after:?} after the command ended (idle timeout 20 s)");
+    assert!(after >= Duration::from_secs(15), "reaped {after:?} after the command ended: before its idle timeout");
+    ns.cleanup().await;
+}

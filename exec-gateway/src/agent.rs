@@ -372,12 +372,7 @@ impl PodTarget {
 
     /// The target of a Sandbox's pod (checked to be the Sandbox's own).
     pub fn of(sandbox_uid: &str, pod: &Pod) -> Self {
-        let agent = (|| {
-            let ip: std::net::IpAddr = pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
-            let c = pod.spec.as_ref()?.containers.iter().find(|c| c.name == airlock_crds::labels::MAIN_CONTAINER)?;
-            let port = c.ports.iter().flatten().find(|p| p.name.as_deref() == Some(airlock_crds::labels::AGENT_PORT_NAME))?;
-            Some(SocketAddr::new(ip, u16::try_from(port.container_port).ok()?))
-        })();
+        let agent = airlock_crds::agent_token::agent_addr(pod);
         PodTarget {
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             pod: pod.metadata.name.clone().unwrap_or_default(),

@@ -47,6 +47,7 @@ use crate::build;
 use crate::controller::Context;
 use crate::events;
 
+pub mod activity;
 pub mod agent;
 pub mod agent_verify;
 pub mod apply;
@@ -159,16 +160,38 @@ pub async fn reconcile_at(
     // 2. lifetime
     let ttl = validate::ttl(sandbox, &ctx.config);
     let ttl_seconds = ttl.applied;
-    let last_activity = lifetime::last_activity(sandbox).unwrap_or_else(|error| {
+    let annotated = lifetime::last_activity(sandbox).unwrap_or_else(|error| {
         warn!(%error, "ignoring the last-activity annotation");
         None
     });
-    let deadlines = lifetime::deadlines(
+    // The latest activity known: the gateway's annotation, or what an earlier reconcile learnt
+    // (from the agent) and wrote to the status.
+    let mut last_activity = annotated.max(prev.last_activity_time.as_ref().map(|t| t.0));
+    let mut deadlines = lifetime::deadlines(
         sandbox,
         ttl_seconds,
         prev.ready_time.as_ref().map(|t| t.0),
         last_activity,
     )?;
+    // Idle by the timestamps: ask the agent whether anything runs before believing it.
+    if deadlines.ended(now) == Some(lifetime::EndReason::IdleTimeout) && already_expired(&prev).is_none() {
+        if let Some(seen) = agent_activity(ctx, sandbox, &observed, now).await {
+            let at = match seen {
+                activity::Seen::Active => now,
+                activity::Seen::IdleSince(t) => t,
+            };
+            let at = lifetime::whole_seconds(at);
+            if last_activity.is_none_or(|l| at > l) {
+                last_activity = Some(at);
+                deadlines = lifetime::deadlines(
+                    sandbox,
+                    ttl_seconds,
+                    prev.ready_time.as_ref().map(|t| t.0),
+                    last_activity,
+                )?;
+            }
+        }
+    }
     let status_ctx = |runtime_class, adjustments| status::Context {
         sandbox,
         now,
@@ -345,6 +368,30 @@ enum Found {
 }
 
 /// Key of a sandbox in per-sandbox memory: its uid (a re-created Sandbox starts afresh).
+/// What the sandbox's agent says about activity (direct path only; `None` when the pod has no
+/// agent port or the agent does not answer: then the timestamps decide, as before).
+async fn agent_activity(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    observed: &read::Observed,
+    now: Timestamp,
+) -> Option<activity::Seen> {
+    let direct = ctx.config.direct.as_ref()?;
+    let pod = observed.own_pod(sandbox)?;
+    let addr = airlock_crds::agent_token::agent_addr(pod)?;
+    let uid = sandbox.metadata.uid.as_deref()?;
+    match activity::ask(direct, uid, addr, now).await {
+        Ok(seen) => {
+            info!(?seen, "idle by the timestamps; the agent says");
+            Some(seen)
+        }
+        Err(error) => {
+            warn!(%error, %addr, "could not ask the sandbox's agent about activity");
+            None
+        }
+    }
+}
+
 fn sandbox_key(sandbox: &Sandbox) -> String {
     sandbox.uid().unwrap_or_else(|| {
         format!(
