@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod exec;
 mod output;
+mod procs;
 
 use exec::exec_command;
 use output::{phase, print_sandbox, ts};
@@ -173,6 +174,34 @@ enum Command {
     },
     /// Extend a sandbox's time-to-live by SECONDS.
     Extend { sandbox: String, seconds: i64 },
+    /// Start a command in the background (it outlives this call); prints its pid.
+    Start {
+        /// Sandbox name.
+        sandbox: String,
+        /// Name for the process, unique in the sandbox (use it instead of the pid).
+        #[arg(long, default_value = "")]
+        tag: String,
+        #[command(flatten)]
+        exec: ExecOpts,
+    },
+    /// List a sandbox's background processes.
+    Ps { sandbox: String },
+    /// Print a background process's output (PROCESS: pid or tag).
+    Logs {
+        sandbox: String,
+        process: String,
+        /// Keep printing until it exits, then exit with its code.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Kill a background process and everything it started (PROCESS: pid or tag).
+    Kill {
+        sandbox: String,
+        process: String,
+        /// Send this signal to its process group instead (for example 15).
+        #[arg(short, long)]
+        signal: Option<i32>,
+    },
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -250,6 +279,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             result
         }
         Command::Exec { sandbox, exec } => exec_command(&client, &ns, &sandbox, &exec).await,
+        Command::Start { sandbox, tag, exec } => procs::start(&client, &ns, &sandbox, &tag, &exec).await,
+        Command::Ps { sandbox } => procs::ps(&client, &ns, &sandbox).await,
+        Command::Logs { sandbox, process, follow } => procs::logs(&client, &ns, &sandbox, &process, follow).await,
+        Command::Kill { sandbox, process, signal } => procs::kill(&client, &ns, &sandbox, &process, signal).await,
         Command::Cp {
             src,
             dst,

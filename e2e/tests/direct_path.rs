@@ -321,3 +321,33 @@ async fn a_command_longer_than_the_idle_timeout_finishes_and_the_sandbox_goes_id
     assert!(after >= Duration::from_secs(15), "reaped {after:?} after the command ended: before its idle timeout");
     ns.cleanup().await;
 }
+
+/// 200 commands at once into one sandbox through one gateway, all on the direct path: every one
+/// runs and reports its own output and exit code (over `pods/exec` the same load gave errors).
+#[tokio::test]
+async fn two_hundred_concurrent_execs_into_one_sandbox_all_succeed() {
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "direct-200").await;
+    let n = ns.name.as_str();
+    sandboxes::create(&c, n, "busy", json!({"resources": {"cpu": "500m", "memory": "512Mi"}})).await.expect("create busy");
+    let api: Api<Sandbox> = Api::namespaced(c.clone(), n);
+    wait_for(&api, "busy", READY_TIMEOUT, "Ready", |s| s.is_some_and(Sandbox::is_ready)).await;
+    let token = token_for(&c, n, "tester").await;
+    let (gw, _stop) = gateway(&c, n, &token).await;
+    let started = std::time::Instant::now();
+    let calls = (0..200).map(|i| {
+        let gw = gw.clone();
+        async move { (i, gw.exec_collect(AirlockClient::argv(n, "busy", ["sh", "-c", &format!("echo {i}; exit {}", i % 7)])).await) }
+    });
+    let results = futures::future::join_all(calls).await;
+    let mut errors = Vec::new();
+    for (i, r) in results {
+        match r {
+            Ok(o) if o.stdout == format!("{i}\n").into_bytes() && o.exit_code == i % 7 => {}
+            other => errors.push(format!("{i}: {other:?}")),
+        }
+    }
+    eprintln!("200 concurrent execs in {:?}, {} errors", started.elapsed(), errors.len());
+    assert!(errors.is_empty(), "{} of 200 failed: {:?}", errors.len(), &errors[..errors.len().min(5)]);
+    ns.cleanup().await;
+}
