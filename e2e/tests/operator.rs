@@ -154,7 +154,14 @@ async fn sandbox_becomes_ready_with_a_hardened_pod_and_its_network_policy() {
     let nspec = np.spec.as_ref().unwrap();
     assert_eq!(nspec.pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["airlock.dev/sandbox"], "hardened");
     assert_eq!(nspec.policy_types.as_deref(), Some(&["Ingress".to_string(), "Egress".to_string()][..]));
-    assert!(nspec.ingress.as_ref().is_none_or(|i| i.is_empty()), "no ingress rule");
+    // One ingress rule: the agent port, from the release's agent clients only (direct path).
+    let ingress = nspec.ingress.as_deref().unwrap_or_default();
+    assert_eq!(ingress.len(), 1, "only the agent port: {ingress:?}");
+    let from = ingress[0].from.as_deref().unwrap_or_default();
+    assert_eq!(from.len(), 1, "{ingress:?}");
+    assert_eq!(from[0].pod_selector.as_ref().and_then(|p| p.match_labels.as_ref()).map(|l| l["airlock.dev/agent-client"].as_str()), Some("true"));
+    assert_eq!(from[0].namespace_selector.as_ref().and_then(|p| p.match_labels.as_ref()).map(|l| l["kubernetes.io/metadata.name"].as_str()), Some("airlock-system"));
+    assert_eq!(ingress[0].ports.as_deref().unwrap_or_default().iter().map(|p| p.port.clone()).collect::<Vec<_>>(), vec![Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(7070))]);
     let egress = nspec.egress.as_deref().unwrap_or_default();
     assert_eq!(egress.len(), 1, "only the DNS rule: {egress:?}");
     let ports: Vec<_> = egress[0].ports.iter().flatten().map(|p| p.protocol.clone().unwrap_or_default()).collect();

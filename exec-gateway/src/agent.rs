@@ -81,6 +81,10 @@ pub struct ExecOptions {
     /// Initial terminal size (cols, rows), with `tty`: set before the command starts.
     pub size: Option<(u16, u16)>,
     pub argv: Vec<String>,
+    /// The same command for the direct path with its program text on fd 3 (RunCode: `python3
+    /// /dev/fd/3`): no argv size limit (one argument may hold at most 128 KiB) and nothing of
+    /// the code in a command line. `None`: `argv` everywhere.
+    pub fd3: Option<(Vec<String>, Vec<u8>)>,
 }
 
 /// The full command line of `airlock-agent exec`.

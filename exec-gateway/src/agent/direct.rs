@@ -171,7 +171,8 @@ fn start_message(launch: &Launch, agent_path: &str) -> Start {
     let bytes = |v: &[String]| v.iter().map(|s| s.as_bytes().to_vec()).collect();
     let mut s = match launch {
         Launch::Exec(o) => Start {
-            argv: bytes(&o.argv),
+            argv: bytes(o.fd3.as_ref().map_or(&o.argv, |(argv, _)| argv)),
+            fd3: o.fd3.as_ref().map(|(_, code)| code.clone()).unwrap_or_default(),
             env: o.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()).collect(),
             cwd: o.cwd.as_ref().map(|c| c.as_bytes().to_vec()),
             tty: o.tty,

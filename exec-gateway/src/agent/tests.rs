@@ -70,6 +70,7 @@ fn exec_command_line() {
         tty: true,
         size: None,
         argv: vec!["python3".into(), "-c".into(), "print(1)".into()],
+        fd3: None,
     };
     assert_eq!(
         exec_command("/.airlock/airlock-agent", &o),

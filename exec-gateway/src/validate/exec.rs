@@ -70,6 +70,7 @@ fn common(
             tty: false,
             size: None,
             argv,
+            fd3: None,
         },
         timeout,
         stdin: stdin.cloned(),
@@ -128,7 +129,7 @@ pub fn run_code_request(r: &pb::RunCodeRequest, default_ns: &str) -> Result<Exec
     }
     let argv = code_argv(language, &r.code)
         .ok_or_else(|| invalid("language", "must be PYTHON, NODE or SHELL"))?;
-    common(
+    let mut spec = common(
         r.sandbox.as_ref(),
         &r.env,
         &r.cwd,
@@ -136,7 +137,20 @@ pub fn run_code_request(r: &pb::RunCodeRequest, default_ns: &str) -> Result<Exec
         r.stdin.as_ref(),
         argv,
         default_ns,
-    )
+    )?;
+    spec.options.fd3 = code_from_fd3(language).map(|argv| (argv, r.code.as_bytes().to_vec()));
+    Ok(spec)
+}
+
+/// The command line that runs a program read from fd 3 (the direct path), for the interpreters
+/// that open a script by its path as given (Node resolves `/dev/fd/3` to the memfd's name and
+/// cannot, so it keeps `-e`).
+pub fn code_from_fd3(language: pb::Language) -> Option<Vec<String>> {
+    match language {
+        pb::Language::Python => Some(vec!["python3".into(), "/dev/fd/3".into()]),
+        pb::Language::Shell => Some(vec!["/bin/sh".into(), "/dev/fd/3".into()]),
+        pb::Language::Node | pb::Language::Unspecified => None,
+    }
 }
 
 /// A validated terminal size.

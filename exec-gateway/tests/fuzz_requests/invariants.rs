@@ -154,9 +154,20 @@ pub(crate) fn check_exec_spec(
             format!("timeout {t:?}")
         })?;
     }
-    // The command line the gateway runs parses back to the same options.
+    // The direct path's fd 3 form (RunCode) runs an interpreter on the same program text.
+    if let Some((argv, code)) = &o.fd3 {
+        ensure(argv.len() == 2 && argv[1] == "/dev/fd/3" && argv[0] == o.argv[0], || {
+            format!("fd 3 command {argv:?} for {:?}", o.argv)
+        })?;
+        ensure(o.argv.last().is_some_and(|c| c.as_bytes() == code.as_slice()), || {
+            "fd 3 holds other text than the command line's program".into()
+        })?;
+    }
+    // The command line the gateway runs (over pods/exec, where fd 3 has no part) parses back to
+    // the same options.
     let mut with_backstop = o.clone();
     with_backstop.timeout_ms = s.timeout.map(|t| t.as_millis() as u64 + 5000);
+    with_backstop.fd3 = None;
     let line = agent::exec_command("/.airlock/airlock-agent", &with_backstop);
     let back = parse_exec_command(&line)?;
     ensure(back == with_backstop, || {
