@@ -184,7 +184,7 @@ async fn no_credentials_and_no_api_server() {
     }))
     .unwrap();
     Api::<Service>::namespaced(c.clone(), n).create(&PostParams::default(), &svc).await.expect("service");
-    ready(&c, n, "creds", json!({})).await;
+    let sb = ready(&c, n, "creds", json!({})).await;
 
     // (python3-minimal: no json module; plain lines.)
     let code = "import os\nfor p in ['/var/run/secrets/kubernetes.io','/var/run/secrets','/run/secrets/kubernetes.io']:\n  print('exists', p, os.path.exists(p))\nfor k,v in os.environ.items():\n  print('env', k, v)";
@@ -204,7 +204,27 @@ async fn no_credentials_and_no_api_server() {
         .collect();
     assert!(env.contains_key("PATH"), "env parsed: {env:?}");
     assert!(env.keys().all(|k| !k.starts_with("LEAKY_")), "service links are off: {env:?}");
-    assert!(env.keys().all(|k| !k.to_ascii_lowercase().contains("token")), "no token in env: {env:?}");
+    // No Kubernetes token. The agent's token is in the container's environment, which
+    // Kubernetes gives every `pods/exec` process (the agent's own children do not get it), and
+    // it opens nothing from here: the agent closes connections from its own pod unanswered. The
+    // control: the same token opens the agent from the node.
+    assert!(env.keys().all(|k| k == "AIRLOCK_AGENT_TOKEN" || !k.to_ascii_lowercase().contains("token")), "no token in env: {env:?}");
+    if let Some(token) = env.get("AIRLOCK_AGENT_TOKEN") {
+        let ip = sb.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("pod IP");
+        let hello = "import os,socket,struct,sys\ntok=os.environ['AIRLOCK_AGENT_TOKEN'].encode()\n\
+            f=bytes([1])+struct.pack('>I',len(tok))+tok+bytes([2])+struct.pack('>I',4)+struct.pack('>I',1)\n\
+            hello=bytes([0x10])+struct.pack('>I',len(f))+f\n\
+            for h in sys.argv[1:]:\n  s=socket.socket(); s.settimeout(3)\n  try:\n    s.connect((h,7070)); s.sendall(hello); d=s.recv(16)\n    print(h,'ANSWERED' if d else 'CLOSED')\n  except OSError as e: print(h,'CLOSED',e)\n";
+        let from_inside = run(&c, n, "creds", &["python3", "-c", hello, "127.0.0.1", &ip]).await;
+        assert_eq!(from_inside.exit_code, 0, "{from_inside:?}");
+        assert_eq!(from_inside.stdout.lines().filter(|l| l.contains(" CLOSED")).count(), 2, "the agent answered its own sandbox: {from_inside:?}");
+        let addr: std::net::SocketAddr = format!("{ip}:7070").parse().unwrap();
+        let t = token.clone();
+        tokio::task::spawn_blocking(move || airlock_agent_protocol::Client::connect(addr, t.as_bytes()).map(drop))
+            .await
+            .unwrap()
+            .expect("control: the same token opens the agent from the node");
+    }
     // The truth: the kubelet injects the API server's address whatever enableServiceLinks says.
     let host = env.get("KUBERNETES_SERVICE_HOST").map(String::as_str);
     let port = env.get("KUBERNETES_SERVICE_PORT").map(String::as_str);

@@ -114,10 +114,14 @@ pub fn run(o: Opts) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // Listening on a loopback address (tests, a sidecar) serves local clients; otherwise a
+    // connection from this pod itself is refused (see `accept`).
+    let local_clients = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let mut d = Daemon {
         token,
         exe,
         sfd,
+        local_clients,
         listener,
         child,
         conns: Vec::new(),
@@ -139,6 +143,8 @@ struct Daemon {
     token: Vec<u8>,
     exe: PathBuf,
     sfd: OwnedFd,
+    /// Whether connections from this pod's own addresses are served.
+    local_clients: bool,
     listener: TcpListener,
     child: Option<pid_t>,
     conns: Vec<Conn>,
@@ -329,7 +335,17 @@ impl Daemon {
     fn accept(&mut self) {
         while self.conns.len() < MAX_CONNS {
             match self.listener.accept() {
-                Ok((sock, _)) => {
+                Ok((sock, peer)) => {
+                    // The agent serves the gateway, never the sandbox's own code: a connection
+                    // from this pod (loopback, or the pod's own address, which the NetworkPolicy
+                    // cannot fence) is closed unanswered, so a process in the sandbox that
+                    // learnt the token (a `pods/exec` process gets the container's environment)
+                    // can do nothing with it.
+                    let from_here = peer.ip().is_loopback()
+                        || sock.local_addr().is_ok_and(|l| l.ip() == peer.ip());
+                    if from_here && !self.local_clients {
+                        continue;
+                    }
                     if sock.set_nonblocking(true).is_err() {
                         continue;
                     }

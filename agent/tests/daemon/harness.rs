@@ -36,9 +36,14 @@ pub fn daemon() -> Daemon {
 
 /// The same, with `init` arguments after the listen address (e.g. `--`, a main command).
 pub fn daemon_with(more: &[&str]) -> Daemon {
+    daemon_on("127.0.0.1:0", more)
+}
+
+/// The agent listening on `listen`.
+pub fn daemon_on(listen: &str, more: &[&str]) -> Daemon {
     let token = format!("test-token-{}", unique()).into_bytes();
     let mut child = Command::new(bin())
-        .args(["init", "--listen", "127.0.0.1:0"])
+        .args(["init", "--listen", listen])
         .args(more)
         .env(
             "AIRLOCK_AGENT_TOKEN",

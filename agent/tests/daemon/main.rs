@@ -61,6 +61,27 @@ fn wrong_or_missing_token_is_refused() {
     assert!(sleeps(&m).is_empty());
 }
 
+/// Listening on every address (as in a pod), the agent serves no connection from the machine
+/// it runs on (loopback, or one of its own addresses): the sandbox's own code cannot use a token
+/// it learnt. Listening on loopback (as these tests do), it serves them (the control).
+#[test]
+fn connections_from_the_sandbox_itself_are_refused_unless_it_listens_on_loopback() {
+    let pod = daemon_on("0.0.0.0:0", &[]);
+    let port = pod.addr.port();
+    for from in ["127.0.0.1", "127.0.0.2"] {
+        let addr: std::net::SocketAddr = format!("{from}:{port}").parse().unwrap();
+        match Client::connect(addr, &pod.token) {
+            Ok(_) => panic!("a connection to {addr} from the machine itself was served"),
+            Err(e) => assert!(
+                matches!(e, ClientError::Closed | ClientError::Io(_)),
+                "closed unanswered, got {e}"
+            ),
+        }
+    }
+    let local = daemon();
+    Client::connect(local.addr, &local.token).expect("loopback listener serves loopback");
+}
+
 fn raw_client(s: TcpStream) -> RawClient {
     s.set_read_timeout(Some(T)).unwrap();
     RawClient {
