@@ -66,6 +66,9 @@ pub fn run(o: ExecOpts) -> i32 {
 
     let mut cmd = Command::new(&o.argv[0]);
     cmd.args(&o.argv[1..]);
+    // `exec` runs through `pods/exec`, whose processes get the container's environment, the
+    // daemon's token included: the command does not.
+    cmd.env_remove(crate::daemon::auth::TOKEN_ENV);
     for (k, v) in &o.env {
         cmd.env(k, v);
     }

@@ -18,7 +18,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -318,4 +318,33 @@ async fn a_planted_agent_config_map_is_replaced_before_the_sandbox_starts() {
     }
     ns.cleanup().await;
     ref_ns.cleanup().await;
+}
+
+/// With the direct path the operator writes each sandbox's token Secret, for which RBAC must give
+/// it `create` and `patch` on Secrets everywhere (create cannot be limited by name); the chart's
+/// ValidatingAdmissionPolicy `<release>-operator-secrets` lets it write token Secrets only.
+#[tokio::test]
+async fn the_operator_may_write_agent_token_secrets_and_no_other() {
+    use k8s_openapi::api::core::v1::Secret;
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "bundle-secrets").await;
+    let secret = |name: &str| serde_json::from_value::<Secret>(json!({"metadata": {"name": name}, "stringData": {"k": "v"}})).unwrap();
+    let admin: Api<Secret> = Api::namespaced(c.clone(), &ns.name);
+    admin.create(&PostParams::default(), &secret("app-credentials")).await.expect("an application's Secret");
+    let op: Api<Secret> = Api::namespaced(client_as("system:serviceaccount:airlock-system:airlock-operator").await, &ns.name);
+    // Control: what it needs works.
+    op.create(&PostParams::default(), &secret("airlock-agent-token-x")).await.expect("the operator writes a token Secret");
+    // Anything else is refused, naming the rule: creating, and changing an existing Secret.
+    for (what, r) in [
+        ("create", op.create(&PostParams::default(), &secret("registry-credentials")).await.map(drop)),
+        ("patch", op.patch("app-credentials", &PatchParams::default(), &Patch::Merge(json!({"stringData": {"k": "stolen"}}))).await.map(drop)),
+    ] {
+        match r {
+            Err(kube::Error::Api(e)) => assert!(e.message.contains("airlock-agent-token-"), "{what}: {e:?}"),
+            other => panic!("{what} of another Secret as the operator: {other:?}"),
+        }
+    }
+    let kept = admin.get("app-credentials").await.expect("still there");
+    assert_eq!(kept.data.unwrap()["k"].0, b"v", "unchanged");
+    ns.cleanup().await;
 }

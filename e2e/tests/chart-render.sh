@@ -34,8 +34,9 @@ check "crds.enabled=false: everything else still rendered (Deployments, RBAC, po
 
 check "agentDirect (default): the key Secret, read by the operator and the gateway" sh -c "grep -q '^  name: t-airlock-agent-key\$' '$out/default.yaml' && grep -q -- '--agent-key-file=/etc/airlock/agent-key/key' '$out/default.yaml'"
 check "agentDirect (default): operator and gateway pods are agent clients, the operator writes token Secrets" sh -c "[ \"\$(grep -c 'airlock.dev/agent-client: \"true\"' '$out/default.yaml')\" = 2 ] && grep -q 'resources: \[\"secrets\"\]' '$out/default.yaml' && grep -q -- '- --agent-port=7070' '$out/default.yaml'"
+check "agentDirect (default): a policy confines the operator's Secret writes to airlock-agent-token-*" sh -c "grep -q '^  name: t-airlock-operator-secrets\$' '$out/default.yaml' && grep -q \"startsWith('airlock-agent-token-')\" '$out/default.yaml'"
 render --set agentDirect.enabled=false > "$out/nodirect.yaml"
-check "agentDirect.enabled=false: no key, no label, no secrets rule, the gateway uses pods/exec" sh -c "! grep -q 'agent-key' '$out/nodirect.yaml' && ! grep -q 'agent-client' '$out/nodirect.yaml' && ! grep -q '\"secrets\"' '$out/nodirect.yaml' && grep -q -- '- --agent-transport=pods-exec' '$out/nodirect.yaml'"
+check "agentDirect.enabled=false: no key, no label, no secrets rule, the gateway uses pods/exec" sh -c "! grep -q 'agent-key' '$out/nodirect.yaml' && ! grep -q 'operator-secrets' '$out/nodirect.yaml' && ! grep -q 'agent-client' '$out/nodirect.yaml' && ! grep -q '\"secrets\"' '$out/nodirect.yaml' && grep -q -- '- --agent-transport=pods-exec' '$out/nodirect.yaml'"
 render --set agentDirect.existingSecret=mine > "$out/ownkey.yaml"
 check "agentDirect.existingSecret: that Secret mounted, none created" sh -c "grep -q 'secretName: mine' '$out/ownkey.yaml' && ! grep -q 'name: t-airlock-agent-key' '$out/ownkey.yaml'"
 

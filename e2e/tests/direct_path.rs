@@ -119,12 +119,13 @@ async fn calls_take_the_direct_path_and_a_timeout_there_ends_the_whole_tree() {
 
     // RunCode: a Python program of 300 KiB (over Linux's 128 KiB limit for one argument, so
     // `python3 -c` could not take it) runs, read from fd 3.
-    let code = format!("x = '{}'\nprint(len(x))\n", "a".repeat(300 * 1024));
+    // It runs as under `python3 -c` (argv[0] `-c`, the working directory first on sys.path).
+    let code = format!("x = '{}'\nimport sys\nprint(len(x), sys.argv[0], repr(sys.path[0]))\n", "a".repeat(300 * 1024));
     let out = gw
         .run_code(pb::RunCodeRequest { sandbox: airlock_api::client::sandbox_ref(n, "box"), language: pb::Language::Python as i32, code, ..Default::default() })
         .await
         .expect("RunCode of 300 KiB");
-    assert_eq!((String::from_utf8_lossy(&out.stdout).as_ref(), out.exit_code), ("307200\n", 0), "{out:?}");
+    assert_eq!((String::from_utf8_lossy(&out.stdout).as_ref(), out.exit_code), ("307200 -c ''\n", 0), "{out:?}");
 
     // A command that leaves a setsid()'d child behind, past its timeout: both sleeps started (they
     // say so), the call ends as timed out, and neither sleep is left.

@@ -41,7 +41,10 @@ async fn a_stalled_reader_does_not_make_the_gateway_buffer() {
     // The gateway in this process (authentication off: this test is about memory, not auth).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
-    let config = Config::new(AuthMode::None).with_client(kube.clone()).with_default_namespace(&ns.name);
+    let mut config = Config::new(AuthMode::None).with_client(kube.clone()).with_default_namespace(&ns.name);
+    // The agents as the installed gateway reaches them (see `release::agent_transport`).
+    config.agent_transport = airlock_e2e::release::agent_transport();
+    config.agent_key = airlock_e2e::release::agent_key(&kube).await.map(std::sync::Arc::new);
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let _ = serve(config, listener, async move {

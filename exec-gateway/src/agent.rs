@@ -442,7 +442,11 @@ impl PodExec for Routed {
         let (fallback, transport, metrics) = (self.fallback.clone(), self.transport, self.metrics.clone());
         let (target, launch) = (target.clone(), launch.clone());
         Box::pin(async move {
-            match d.start(&target, addr, &launch).await {
+            let patience = match transport {
+                Transport::Direct => direct::DIRECT_PATIENCE,
+                _ => direct::AUTO_PATIENCE,
+            };
+            match d.start(&target, addr, &launch, patience).await {
                 Ok(p) => {
                     metrics.agent_transport("direct");
                     Ok(p)

@@ -26,6 +26,8 @@ use crate::validate;
 pub const MAX_TAG: usize = 128;
 /// Largest output buffer a caller may ask for, per stream.
 pub const MAX_BUFFER: u64 = 64 << 20;
+/// Most stdin bytes per SendInput (what the agent holds unwritten per process).
+pub const MAX_INPUT: usize = 1 << 20;
 /// Events of one ConnectProcess queued for a slow caller (then the agent waits).
 const EVENT_BUFFER: usize = 16;
 /// How long a request other than a following ConnectProcess may take in the agent.
@@ -117,7 +119,10 @@ pub(crate) struct Background {
 impl Background {
     /// Authorizes (`create sandboxes/exec`, as Exec), finds the Ready sandbox's agent and opens an
     /// authenticated connection to it.
-    async fn open<T>(&self, req: &Request<T>, sandbox: Option<&pb::SandboxRef>) -> Result<(String, String, AgentConn), Status> {
+    /// `touch`: the call counts as the sandbox's activity (not for reading: polling ListProcesses
+    /// or following a process's output must not keep a sandbox alive by itself; the agent counts
+    /// a following ConnectProcess as activity while it streams).
+    async fn open<T>(&self, req: &Request<T>, sandbox: Option<&pb::SandboxRef>, touch: bool) -> Result<(String, String, AgentConn), Status> {
         let ctx = &self.ctx;
         let (ns, name) = validate::sandbox_ref("sandbox", sandbox, &ctx.default_namespace)?;
         ctx.authorize(req, Access::new("create", &ns, Some(&name)).subresource("exec")).await?;
@@ -132,8 +137,10 @@ impl Background {
                 "sandbox {ns}/{name}: its pod has no agent port (created without the direct path): background processes need it (Exec works)"
             ))
         })?;
-        ctx.activity.touch(&ns, &name);
-        let conn = direct.open(&target, addr).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        if touch {
+            ctx.activity.touch(&ns, &name);
+        }
+        let conn = direct.open(&target, addr, crate::agent::direct::DIRECT_PATIENCE).await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok((ns, name, conn))
     }
 
@@ -178,7 +185,7 @@ impl Background {
         if r.buffer_bytes > MAX_BUFFER {
             return Err(validate::invalid("buffer_bytes", format!("at most {MAX_BUFFER} (64 MiB), got {}", r.buffer_bytes)));
         }
-        let (ns, name, mut conn) = self.open(&req, r.sandbox.as_ref()).await?;
+        let (ns, name, mut conn) = self.open(&req, r.sandbox.as_ref(), true).await?;
         let o = &spec.options;
         let start = Start {
             argv: o.argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
@@ -217,7 +224,7 @@ impl Background {
         let r = req.get_ref();
         let target = target("process", r.process.as_ref())?;
         let attach = Attach { target, out_offset: r.stdout_offset, err_offset: r.stderr_offset, follow: r.follow };
-        let (ns, name, mut conn) = self.open(&req, r.sandbox.as_ref()).await?;
+        let (ns, name, mut conn) = self.open(&req, r.sandbox.as_ref(), false).await?;
         conn.send(c2a::ATTACH, &attach.encode()).await.map_err(|e| lost(&ns, &name, e))?;
         // The first frame: an error (no such process, offset dropped) fails the call itself.
         let first = conn.next().await.map_err(|e| lost(&ns, &name, e))?;
@@ -294,7 +301,7 @@ impl Background {
     }
 
     pub async fn list(&self, req: Request<pb::ListProcessesRequest>) -> Result<Response<pb::ListProcessesResponse>, Status> {
-        let (ns, name, mut conn) = self.open(&req, req.get_ref().sandbox.as_ref()).await?;
+        let (ns, name, mut conn) = self.open(&req, req.get_ref().sandbox.as_ref(), false).await?;
         let (typ, p) = Self::call(&ns, &name, &mut conn, c2a::LIST, &[]).await?;
         if typ != a2c::PROCS {
             return Err(lost(&ns, &name, format!("answer 0x{typ:02x} to LIST")));
@@ -306,18 +313,18 @@ impl Background {
     pub async fn send_input(&self, req: Request<pb::SendInputRequest>) -> Result<Response<pb::SendInputResponse>, Status> {
         let r = req.get_ref();
         let t = target("process", r.process.as_ref())?;
-        if r.data.len() > proto::MAX_FRAME - 1024 {
-            return Err(validate::invalid("data", format!("at most {} bytes per call", proto::MAX_FRAME - 1024)));
+        if r.data.len() > MAX_INPUT {
+            return Err(validate::invalid("data", format!("at most {MAX_INPUT} bytes (1 MiB) per call, got {}", r.data.len())));
         }
         if r.data.is_empty() && !r.close {
             return Err(validate::invalid("data", "empty, and close not set: nothing to do"));
         }
         if !r.data.is_empty() {
-            let (ns, name, mut conn) = self.open(&req, r.sandbox.as_ref()).await?;
+            let (ns, name, mut conn) = self.open(&req, r.sandbox.as_ref(), true).await?;
             Self::call(&ns, &name, &mut conn, c2a::STDIN, &Control::Stdin(t.clone(), r.data.to_vec()).encode()).await?;
         }
         if r.close {
-            let (ns, name, mut conn) = self.open(&req, r.sandbox.as_ref()).await?;
+            let (ns, name, mut conn) = self.open(&req, r.sandbox.as_ref(), true).await?;
             Self::call(&ns, &name, &mut conn, c2a::CLOSE_STDIN, &t.encode()).await?;
         }
         Ok(Response::new(pb::SendInputResponse {}))
@@ -335,7 +342,7 @@ impl Background {
                 (c2a::RESIZE_PROC, Control::Resize(t, cols, rows).encode())
             }
         };
-        let (ns, name, mut conn) = self.open(&req, r.sandbox.as_ref()).await?;
+        let (ns, name, mut conn) = self.open(&req, r.sandbox.as_ref(), true).await?;
         Self::call(&ns, &name, &mut conn, typ, &payload).await?;
         Ok(Response::new(pb::SignalProcessResponse {}))
     }
@@ -343,7 +350,7 @@ impl Background {
     pub async fn kill(&self, req: Request<pb::KillProcessRequest>) -> Result<Response<pb::KillProcessResponse>, Status> {
         let r = req.get_ref();
         let t = target("process", r.process.as_ref())?;
-        let (ns, name, mut conn) = self.open(&req, r.sandbox.as_ref()).await?;
+        let (ns, name, mut conn) = self.open(&req, r.sandbox.as_ref(), true).await?;
         Self::call(&ns, &name, &mut conn, c2a::KILL, &t.encode()).await?;
         tracing::info!(namespace = %ns, sandbox = %name, process = %t, "background process killed");
         Ok(Response::new(pb::KillProcessResponse {}))

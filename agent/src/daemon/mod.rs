@@ -8,7 +8,7 @@
 //! shared, so nothing is locked, and the daemon cannot race the reaper. Each process runs under
 //! its own shim (`shim.rs`), which owns the process tree and reports the exit.
 
-mod auth;
+pub mod auth;
 mod conn;
 mod events;
 mod procs;
@@ -131,6 +131,25 @@ pub fn run(o: Opts) -> i32 {
         buf: vec![0; READ_CHUNK],
     };
     d.run()
+}
+
+/// TCP keepalive on a client connection: a gateway that vanished without a FIN (its pod or node
+/// lost) is noticed within about a minute of silence (30 s, then 3 probes 10 s apart), so its
+/// `kill_on_disconnect` processes end and the connection stops counting as activity.
+fn keepalive(fd: RawFd) {
+    let set = |level: c_int, opt: c_int, v: c_int| unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&v as *const c_int).cast(),
+            std::mem::size_of::<c_int>() as libc::socklen_t,
+        )
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 30);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
 }
 
 pub fn now_ms() -> u64 {
@@ -350,6 +369,7 @@ impl Daemon {
                         continue;
                     }
                     let _ = sock.set_nodelay(true);
+                    keepalive(sock.as_raw_fd());
                     let key = self.key();
                     self.conns
                         .push(Conn::new(key, sock, Instant::now() + HELLO_TIMEOUT));

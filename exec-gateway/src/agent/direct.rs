@@ -39,6 +39,25 @@ use super::{AgentError, Launch, PodTarget, RemoteProcess, signal_frame};
 /// growing memory.
 const PIPE_BUF: usize = 64 * 1024;
 
+/// How long the agent may take to answer HELLO.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest single connection attempt.
+const CONNECT_ATTEMPT: Duration = Duration::from_secs(1);
+/// Pause between connection attempts.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// How long a call that must go direct (`--agent-transport direct`, background processes) keeps
+/// trying to connect.
+pub const DIRECT_PATIENCE: Duration = Duration::from_secs(30);
+/// How long `--agent-transport auto` tries before it takes `pods/exec` instead.
+pub const AUTO_PATIENCE: Duration = Duration::from_secs(1);
+
+/// TCP keepalive of agent connections: first probe after this long without traffic...
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// ...then one every this long...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// ...and the connection is dead after this many unanswered.
+const KEEPALIVE_RETRIES: u32 = 3;
+
 /// Failures of the direct path.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectError {
@@ -59,22 +78,22 @@ pub enum DirectError {
 pub struct DirectExec {
     key: Arc<Vec<u8>>,
     agent_path: String,
-    /// How long connecting and the HELLO answer may take.
-    pub connect_timeout: Duration,
 }
 
 impl DirectExec {
     pub fn new(key: Arc<Vec<u8>>, agent_path: String) -> Self {
-        DirectExec {
-            key,
-            agent_path,
-            connect_timeout: Duration::from_secs(3),
-        }
+        DirectExec { key, agent_path }
     }
 
     /// An authenticated connection to the pod's agent at `addr` (HELLO answered OK): ready for
-    /// one request.
-    pub async fn open(&self, target: &PodTarget, addr: SocketAddr) -> Result<AgentConn, DirectError> {
+    /// one request. Connecting is tried again for up to `patience`: a pod that just became Ready
+    /// may not be admitted by its NetworkPolicy yet (the CNI programs it a moment later).
+    pub async fn open(
+        &self,
+        target: &PodTarget,
+        addr: SocketAddr,
+        patience: Duration,
+    ) -> Result<AgentConn, DirectError> {
         let unreachable = |why: String| DirectError::Unreachable {
             namespace: target.namespace.clone(),
             pod: target.pod.clone(),
@@ -82,11 +101,28 @@ impl DirectExec {
             why,
         };
         let token = airlock_crds::agent_token::derive(&self.key, &target.sandbox_uid);
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| unreachable(format!("no connection within {:?}", self.connect_timeout)))?
-            .map_err(|e| unreachable(e.to_string()))?;
+        let until = tokio::time::Instant::now() + patience;
+        let stream = loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = left.min(CONNECT_ATTEMPT).max(Duration::from_millis(100));
+            let why = match tokio::time::timeout(attempt, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => break s,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no connection within {attempt:?}"),
+            };
+            if tokio::time::Instant::now() + RETRY_PAUSE >= until {
+                return Err(unreachable(format!("{why} (tried for {patience:?})")));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        };
         let _ = stream.set_nodelay(true);
+        // A node or pod that vanishes without a FIN must not leave a call waiting forever: the
+        // connection is given up after about a minute without answers to keepalive probes.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_RETRIES);
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         let (rd, mut wr) = stream.into_split();
         let mut rd = Frames::new(rd);
         let hello = Hello {
@@ -96,7 +132,7 @@ impl DirectExec {
         wr.write_all(&proto::frame(c2a::HELLO, &hello.encode()))
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        match tokio::time::timeout(self.connect_timeout, rd.next()).await {
+        match tokio::time::timeout(HELLO_TIMEOUT, rd.next()).await {
             Err(_) => Err(unreachable("no answer to HELLO".into())),
             Ok(Err(e)) => Err(unreachable(e)),
             Ok(Ok(None)) => Err(unreachable("closed before answering HELLO".into())),
@@ -115,6 +151,7 @@ impl DirectExec {
         target: &PodTarget,
         addr: SocketAddr,
         launch: &Launch,
+        patience: Duration,
     ) -> Result<RemoteProcess, DirectError> {
         let failed = |message: String| {
             DirectError::Agent(AgentError::Failed {
@@ -122,7 +159,7 @@ impl DirectExec {
                 message,
             })
         };
-        let AgentConn { mut rd, mut wr } = self.open(target, addr).await?;
+        let AgentConn { mut rd, mut wr } = self.open(target, addr, patience).await?;
 
         let passthrough = matches!(launch, Launch::Exec(_));
         let start = start_message(launch, &self.agent_path);
@@ -140,14 +177,17 @@ impl DirectExec {
         };
         tracing::debug!(namespace = %target.namespace, pod = %target.pod, pid = started.pid, "started through the agent's direct path");
 
-        let (stdout_r, stdout_w) = tokio::io::simplex(PIPE_BUF);
-        let (stderr_r, stderr_w) = tokio::io::simplex(PIPE_BUF);
-        let (stdin_r, stdin_w) = tokio::io::simplex(PIPE_BUF);
+        // Duplex pipes (one end each way): dropping an end closes the pipe for the other, so a
+        // caller that lets go of stdin is end of input, and one that drops stdout stops nothing
+        // else. (`tokio::io::simplex` halves do not close on drop.)
+        let (stdout_r, stdout_w) = tokio::io::duplex(PIPE_BUF);
+        let (stderr_r, stderr_w) = tokio::io::duplex(PIPE_BUF);
+        let (stdin_r, stdin_w) = tokio::io::duplex(PIPE_BUF);
         let (status_tx, status_rx) = tokio::sync::oneshot::channel();
         let closed = CancellationToken::new();
         let exited = CancellationToken::new();
         let pod = target.pod.clone();
-        tokio::spawn(read_output(rd, stdout_w, stderr_w, status_tx, exited.clone(), pod.clone()));
+        tokio::spawn(read_output(rd, stdout_w, stderr_w, status_tx, exited.clone(), closed.clone(), pod.clone()));
         tokio::spawn(write_input(stdin_r, wr, passthrough, closed.clone(), exited));
         let status = Box::pin(async move {
             match status_rx.await {
@@ -212,9 +252,26 @@ fn spawn_failure(e: &ErrorMsg) -> Option<RemoteProcess> {
 /// Output frames into the two pipes; EXIT (after the last output byte) resolves the status and
 /// ends the pipes. A caller that stopped reading a pipe does not stop the rest.
 async fn read_output(
+    rd: Frames,
+    stdout: tokio::io::DuplexStream,
+    stderr: tokio::io::DuplexStream,
+    status: tokio::sync::oneshot::Sender<Result<i32, AgentError>>,
+    exited: CancellationToken,
+    closed: CancellationToken,
+    pod: String,
+) {
+    // Once the caller lets go of the process, the connection goes entirely (this read half
+    // with it), whatever the agent was sending.
+    tokio::select! {
+        _ = closed.cancelled() => {}
+        _ = relay_output(rd, stdout, stderr, status, exited, pod) => {}
+    }
+}
+
+async fn relay_output(
     mut rd: Frames,
-    mut stdout: tokio::io::WriteHalf<tokio::io::SimplexStream>,
-    mut stderr: tokio::io::WriteHalf<tokio::io::SimplexStream>,
+    mut stdout: tokio::io::DuplexStream,
+    mut stderr: tokio::io::DuplexStream,
     status: tokio::sync::oneshot::Sender<Result<i32, AgentError>>,
     exited: CancellationToken,
     pod: String,
@@ -273,7 +330,7 @@ async fn read_output(
 /// What the gateway writes to the process's stdin, to the connection (see the module notes);
 /// the connection stays open until the process's guard is dropped.
 async fn write_input(
-    mut stdin: tokio::io::ReadHalf<tokio::io::SimplexStream>,
+    mut stdin: tokio::io::DuplexStream,
     mut wr: OwnedWriteHalf,
     passthrough: bool,
     closed: CancellationToken,

@@ -142,16 +142,20 @@ pub fn run_code_request(r: &pb::RunCodeRequest, default_ns: &str) -> Result<Exec
     Ok(spec)
 }
 
-/// The command line that runs a program read from fd 3 (the direct path), for the interpreters
-/// that open a script by its path as given (Node resolves `/dev/fd/3` to the memfd's name and
-/// cannot, so it keeps `-e`).
+/// The command line that runs a program read from fd 3 (the direct path), where the program
+/// behaves exactly as under `-c`: Python compiles fd 3's text as `<string>` in `__main__`, so
+/// `sys.argv[0]` stays `-c` and `sys.path[0]` the working directory. Shell and Node keep `-c`/`-e`
+/// (a script path would change `$0`; Node resolves `/dev/fd/3` to the memfd's name).
 pub fn code_from_fd3(language: pb::Language) -> Option<Vec<String>> {
     match language {
-        pb::Language::Python => Some(vec!["python3".into(), "/dev/fd/3".into()]),
-        pb::Language::Shell => Some(vec!["/bin/sh".into(), "/dev/fd/3".into()]),
-        pb::Language::Node | pb::Language::Unspecified => None,
+        pb::Language::Python => Some(vec!["python3".into(), "-c".into(), PYTHON_FD3.into()]),
+        pb::Language::Shell | pb::Language::Node | pb::Language::Unspecified => None,
     }
 }
+
+/// Python's `-c` program that runs the program text on fd 3 (and closes it).
+pub const PYTHON_FD3: &str =
+    "exec(compile(open(3, encoding='utf-8', closefd=True).read(), '<string>', 'exec'))";
 
 /// A validated terminal size.
 pub fn resize(field: &str, r: &pb::Resize) -> Result<(u16, u16), Status> {

@@ -22,7 +22,9 @@ mod create;
 mod exec;
 
 pub use create::{CreateSpec, create_request};
-pub use exec::{ExecSpec, code_argv, exec_request, resize, run_code_request, signal};
+pub use exec::{
+    ExecSpec, PYTHON_FD3, code_argv, code_from_fd3, exec_request, resize, run_code_request, signal,
+};
 
 /// Longest path accepted (Linux PATH_MAX).
 pub const MAX_PATH: usize = 4096;

@@ -156,7 +156,7 @@ pub(crate) fn check_exec_spec(
     }
     // The direct path's fd 3 form (RunCode) runs an interpreter on the same program text.
     if let Some((argv, code)) = &o.fd3 {
-        ensure(argv.len() == 2 && argv[1] == "/dev/fd/3" && argv[0] == o.argv[0], || {
+        ensure(argv == &["python3", "-c", validate::PYTHON_FD3] && o.argv[0] == "python3", || {
             format!("fd 3 command {argv:?} for {:?}", o.argv)
         })?;
         ensure(o.argv.last().is_some_and(|c| c.as_bytes() == code.as_slice()), || {
