@@ -90,6 +90,23 @@ impl Conn {
         self.wpos < self.wbuf.len()
     }
 
+    /// Whether the attached process has output this connection has not queued yet ([`pump`]
+    /// stops at a full write buffer). Such a connection must be polled for POLLOUT even once its
+    /// buffer is flushed: otherwise, with the process's ring full for this reader (its pipe no
+    /// longer polled) and the buffer empty, nothing would wake the loop to pump again, and the
+    /// process would block on its pipe forever.
+    ///
+    /// [`pump`]: Conn::pump
+    pub fn behind(&self, procs: &[Proc]) -> bool {
+        let CState::Attached { proc, out, err, output: true, .. } = self.state else {
+            return false;
+        };
+        procs
+            .iter()
+            .find(|p| p.key == proc)
+            .is_some_and(|p| out < p.out.end() || err < p.err.end())
+    }
+
     /// Whether to read from the socket now: not after EOF, and not while the attached process
     /// has a full stdin queue (backpressure to the client).
     pub fn wants_read(&self, procs: &[Proc]) -> bool {

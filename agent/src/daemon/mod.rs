@@ -254,7 +254,7 @@ impl Daemon {
             if c.wants_read(&self.procs) {
                 ev |= libc::POLLIN;
             }
-            if c.pending_write() {
+            if c.pending_write() || c.behind(&self.procs) {
                 ev |= libc::POLLOUT;
             }
             // Nothing wanted: not polled at all (a hung-up peer would report POLLHUP forever).
