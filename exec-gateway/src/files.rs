@@ -1,5 +1,5 @@
-//! The Files service: the agent's `put`, `get`, `ls`, `stat`, `rm` and `mkdir` subcommands run
-//! through `pods/exec`. Agent exit codes map to gRPC codes (see [`agent::file_status`]).
+//! The Files service: the agent's `put`, `get`, `ls`, `stat`, `rm` and `mkdir` subcommands, run
+//! as a process of the agent (direct path) or through `pods/exec`. Agent exit codes map to gRPC codes (see [`agent::file_status`]).
 //! At the ~600-line mark: six RPCs that share one exec-and-map path; it moves to the agent's
 //! direct channel with issue 15, and is split by RPC then.
 

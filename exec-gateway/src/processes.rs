@@ -1,8 +1,10 @@
-//! The Processes service: commands in a sandbox, streamed.
+//! The Processes service: commands in a sandbox, streamed. (Just over 600 lines: the background
+//! process RPCs delegate to `background.rs`; what stays is the streamed command.)
 //!
-//! One call = one `pods/exec` of `airlock-agent exec ... -- ARGV` in the sandbox's `sandbox`
-//! container, with stdin always attached: the agent's stdin carries the control frames (DATA,
-//! CLOSE, SIGNAL, RESIZE). Output flows through bounded buffers only (the websocket pipes, then a
+//! One call = one process started by the agent: directly over its TCP port (the direct path), or
+//! one `pods/exec` of `airlock-agent exec ... -- ARGV` in the sandbox's `sandbox` container, with
+//! stdin always attached: either way stdin carries the control frames (DATA, CLOSE, SIGNAL,
+//! RESIZE). Output flows through bounded buffers only (the websocket pipes, then a
 //! channel of [`EVENT_BUFFER`] messages to tonic), so a slow client slows the command down
 //! instead of growing the gateway's memory.
 //!

@@ -1,4 +1,5 @@
 //! One client connection of the daemon, and the requests it can make.
+//! (Just over 600 lines: one connection's state machine, kept in one piece.)
 //!
 //! A connection: HELLO (token) -> OK, then one request. START without attach, STDIN, CLOSE_STDIN,
 //! SIGNAL_PROC, RESIZE_PROC, KILL, FORGET, LIST and ACTIVITY get one answer; START with attach,

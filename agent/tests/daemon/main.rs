@@ -1,4 +1,5 @@
 //! `airlock-agent init --listen`: the TCP service, on loopback, with real processes.
+//! (Just over 600 lines: one scenario per test; the whole-tree tests are in tree.rs.)
 
 #[path = "../common/mod.rs"]
 mod common;
