@@ -87,6 +87,14 @@ impl Conn {
         self.state = CState::Closing;
     }
 
+    /// The process this connection streams, if it is attached to one.
+    pub fn attached_to(&self) -> Option<u64> {
+        match self.state {
+            CState::Attached { proc, .. } => Some(proc),
+            _ => None,
+        }
+    }
+
     pub fn pending_write(&self) -> bool {
         self.wpos < self.wbuf.len()
     }

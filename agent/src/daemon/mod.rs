@@ -39,6 +39,9 @@ const MAX_EXITED: usize = 128;
 /// Default and largest output buffer per stream.
 const DEFAULT_BUFFER: u64 = 1 << 20;
 const MAX_BUFFER: u64 = 64 << 20;
+/// How long the agent, once its main command has ended, still delivers output and EXIT of
+/// processes that ended before it goes.
+const LAST_WORDS: Duration = Duration::from_secs(1);
 /// Bytes accepted from a connection before its HELLO is complete.
 const MAX_HELLO: usize = 4096;
 /// A connection must authenticate within this long.
@@ -189,7 +192,15 @@ enum Who {
 
 impl Daemon {
     fn run(&mut self) -> i32 {
+        // Set when the main command has ended: (the agent's exit code, until when it may still
+        // deliver what its clients are owed).
+        let mut ending: Option<(i32, Instant)> = None;
         loop {
+            if let Some((code, until)) = ending
+                && (Instant::now() >= until || !self.owes_answers())
+            {
+                return code;
+            }
             let (mut fds, who) = self.interest();
             let timeout = self.next_deadline().map_or(-1, |d| {
                 d.saturating_duration_since(Instant::now())
@@ -197,6 +208,7 @@ impl Daemon {
                     .min(i32::MAX as u128) as c_int
                     + 1
             });
+            let timeout = if ending.is_some() { timeout.clamp(0, 50) } else { timeout };
             if let Err(e) = sys::poll(&mut fds, timeout) {
                 msg(&format!("poll: {}", sys::err_text(&e)));
                 return 1;
@@ -208,8 +220,13 @@ impl Daemon {
                 }
                 match who[i] {
                     Who::Signals => {
-                        if let Some(code) = self.signals() {
-                            return code;
+                        // The main command ended: the sandbox ends. A call whose process had
+                        // ended just before (the one that told the main command to stop, say)
+                        // still gets its output and EXIT, for at most LAST_WORDS.
+                        if let Some(code) = self.signals()
+                            && ending.is_none()
+                        {
+                            ending = Some((code, Instant::now() + LAST_WORDS));
                         }
                     }
                     Who::Listener => self.accept(),
@@ -321,6 +338,14 @@ impl Daemon {
 
     /// Reaps (the shims, orphans, the main command) and forwards signals to the main command.
     /// Some(code) when the agent is to exit.
+    /// Whether a client may still be owed something: unsent bytes, or a stream whose process
+    /// may have ended just now (its shim's report can come after the main command's SIGCHLD).
+    fn owes_answers(&self) -> bool {
+        self.conns
+            .iter()
+            .any(|c| c.pending_write() || c.attached_to().is_some())
+    }
+
     fn signals(&mut self) -> Option<i32> {
         let sigs = match sys::read_signals(self.sfd.as_raw_fd()) {
             Ok(s) => s,
