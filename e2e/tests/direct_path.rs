@@ -32,7 +32,14 @@ const AGENT_PORT: u16 = 7070;
 
 /// Creates a Sandbox with room for Python and returns it once Ready.
 async fn ready(c: &Client, ns: &str, name: &str) -> Sandbox {
-    sandboxes::create(c, ns, name, json!({"resources": {"cpu": "50m", "memory": "128Mi"}}))
+    ready_with(c, ns, name, json!({})).await
+}
+
+/// The same, with `spec` merged over it.
+async fn ready_with(c: &Client, ns: &str, name: &str, spec: serde_json::Value) -> Sandbox {
+    let mut room = json!({"resources": {"cpu": "50m", "memory": "128Mi"}});
+    sandboxes::merge(&mut room, spec);
+    sandboxes::create(c, ns, name, room)
         .await
         .unwrap_or_else(|e| panic!("creating {ns}/{name}: {e}"));
     let api: Api<Sandbox> = Api::namespaced(c.clone(), ns);
@@ -308,11 +315,8 @@ async fn a_command_longer_than_the_idle_timeout_finishes_and_the_sandbox_goes_id
     let c = client().await;
     let ns = TestNamespace::new(&c, "direct-idle").await;
     let n = ns.name.as_str();
-    sandboxes::create(&c, n, "idler", json!({"resources": {"cpu": "50m", "memory": "128Mi"}, "lifetime": {"idleTimeoutSeconds": 20}}))
-        .await
-        .expect("create idler");
+    ready_with(&c, n, "idler", json!({"lifetime": {"idleTimeoutSeconds": 20}})).await;
     let api: Api<Sandbox> = Api::namespaced(c.clone(), n);
-    wait_for(&api, "idler", READY_TIMEOUT, "Ready", |s| s.is_some_and(Sandbox::is_ready)).await;
     let token = token_for(&c, n, "tester").await;
     let (gw, _stop) = gateway(&c, n, &token).await;
     let line = "i=0; while [ $i -lt 12 ]; do echo tick$i; i=$((i+1)); sleep 5; done";
@@ -339,9 +343,7 @@ async fn two_hundred_concurrent_execs_into_one_sandbox_all_succeed() {
     let c = client().await;
     let ns = TestNamespace::new(&c, "direct-200").await;
     let n = ns.name.as_str();
-    sandboxes::create(&c, n, "busy", json!({"resources": {"cpu": "500m", "memory": "512Mi"}})).await.expect("create busy");
-    let api: Api<Sandbox> = Api::namespaced(c.clone(), n);
-    wait_for(&api, "busy", READY_TIMEOUT, "Ready", |s| s.is_some_and(Sandbox::is_ready)).await;
+    ready_with(&c, n, "busy", json!({"resources": {"cpu": "500m", "memory": "512Mi"}})).await;
     let token = token_for(&c, n, "tester").await;
     let (gw, _stop) = gateway(&c, n, &token).await;
     let started = std::time::Instant::now();
