@@ -11,7 +11,7 @@ HELM := $(AIRLOCK_CACHE)/helm/$(HELM_VERSION)/bin/helm
 export KUBECONFIG := /var/lib/airlock-cluster/pki/admin.kubeconfig
 export PATH := $(BIN):$(AIRLOCK_CACHE)/grpcurl/$(GRPCURL_VERSION)/bin:$(HOME)/.cargo/bin:$(PATH)
 NS := airlock-system
-CHART_CRD := charts/airlock/files/sandbox-crd.yaml
+CRD_FILES := sandbox sandboxtemplate sandboxpool
 
 .PHONY: help demo test unit lint crds cluster-up cluster-down install uninstall e2e readme-examples helm-lifecycle cluster-lifecycle bench tools
 
@@ -28,8 +28,8 @@ tools:
 
 ## crds: regenerate the CRD YAML from the Rust types (and the chart's copy)
 crds:
-	cargo run -q -p airlock-crds --bin crdgen > crds/sandbox.yaml
-	cp crds/sandbox.yaml $(CHART_CRD)
+	cargo build -q -p airlock-crds --bin crdgen
+	for c in $(CRD_FILES); do cargo run -q -p airlock-crds --bin crdgen $$c.yaml > crds/$$c.yaml && cp crds/$$c.yaml charts/airlock/files/$$c-crd.yaml || exit 1; done
 
 unit: tools
 	@echo "==> unit tests (operator build steps, mock-API reconciles, gateway, agent, CRD drift)"
@@ -37,7 +37,7 @@ unit: tools
 
 lint: tools
 	@echo "==> chart: CRD copy in sync, helm lint, schema"
-	@cmp -s crds/sandbox.yaml $(CHART_CRD) || { echo "$(CHART_CRD) differs from crds/sandbox.yaml: run 'make crds'"; exit 1; }
+	@for c in $(CRD_FILES); do cmp -s crds/$$c.yaml charts/airlock/files/$$c-crd.yaml || { echo "charts/airlock/files/$$c-crd.yaml differs from crds/$$c.yaml: run 'make crds'"; exit 1; }; done
 	$(HELM) lint --strict charts/airlock
 	$(HELM) lint --strict charts/airlock -f e2e/values-local.yaml
 	HELM=$(HELM) e2e/tests/chart-render.sh
@@ -53,7 +53,7 @@ install: cluster-up
 	@TAG=$$(e2e/lib/images.sh | sed -n 's/^TAG=//p'); \
 	echo "==> helm upgrade --install airlock (images $$TAG)"; \
 	kubectl create namespace $(NS) --dry-run=client -o yaml | kubectl apply -f - >/dev/null; \
-	for r in crd/sandboxes.airlock.dev priorityclass/airlock-sandbox; do \
+	for r in crd/sandboxes.airlock.dev crd/sandboxtemplates.airlock.dev crd/sandboxpools.airlock.dev priorityclass/airlock-sandbox; do \
 	  kubectl get $$r >/dev/null 2>&1 || continue; \
 	  kubectl label --overwrite $$r app.kubernetes.io/managed-by=Helm >/dev/null; \
 	  kubectl annotate --overwrite $$r meta.helm.sh/release-name=airlock meta.helm.sh/release-namespace=$(NS) >/dev/null; \

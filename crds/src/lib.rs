@@ -14,8 +14,13 @@ use serde::{Deserialize, Serialize};
 
 pub mod agent_token;
 pub mod labels;
+pub mod pool;
 mod quantity;
+pub mod template;
 pub mod validation;
+
+pub use pool::{SandboxPool, SandboxPoolSpec, SandboxPoolStatus};
+pub use template::{SandboxTemplate, SandboxTemplateSpec, TemplateLifetime};
 
 /// API group of every Airlock resource.
 pub const GROUP: &str = "airlock.dev";
@@ -41,11 +46,25 @@ pub const MAX_TTL_SECONDS: i64 = 7 * 24 * 3600;
     status = "SandboxStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Runtime","type":"string","jsonPath":".status.runtimeClassName"}"#,
+    printcolumn = r#"{"name":"Template","type":"string","jsonPath":".spec.templateRef.name","priority":1}"#,
+    printcolumn = r#"{"name":"Start","type":"string","description":"Warm: a pool's pod was claimed; Cold: a pod was created","jsonPath":".status.startMode","priority":1}"#,
     printcolumn = r#"{"name":"Pod","type":"string","jsonPath":".status.podName","priority":1}"#,
     printcolumn = r#"{"name":"Node","type":"string","jsonPath":".status.nodeName","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Expires","type":"string","description":"When the sandbox ends (RFC 3339)","jsonPath":".status.expiresAt"}"#
 )]
+#[x_kube(validation = Rule::new("has(self.image) != has(self.templateRef)").message("spec must set exactly one of spec.image and spec.templateRef"))]
+#[x_kube(validation = Rule::new("has(self.image) == has(oldSelf.image)").message("spec.image is immutable: it cannot be added or removed after creation"))]
+#[x_kube(validation = Rule::new("has(self.templateRef) == has(oldSelf.templateRef)").message("spec.templateRef is immutable: it cannot be added or removed after creation"))]
+#[x_kube(validation = Rule::new("!has(self.templateRef) || !has(self.imagePullPolicy)").message("spec.imagePullPolicy cannot be set with spec.templateRef: the SandboxTemplate sets it"))]
+#[x_kube(validation = Rule::new("!has(self.templateRef) || !has(self.command)").message("spec.command cannot be set with spec.templateRef: the SandboxTemplate sets it"))]
+#[x_kube(validation = Rule::new("!has(self.templateRef) || !has(self.args)").message("spec.args cannot be set with spec.templateRef: the SandboxTemplate sets it"))]
+#[x_kube(validation = Rule::new("!has(self.templateRef) || !has(self.workingDir)").message("spec.workingDir cannot be set with spec.templateRef: the SandboxTemplate sets it"))]
+#[x_kube(validation = Rule::new("!has(self.templateRef) || !has(self.runtimeClassName)").message("spec.runtimeClassName cannot be set with spec.templateRef: the SandboxTemplate sets it"))]
+#[x_kube(validation = Rule::new("!has(self.templateRef) || !has(self.resources) || (!has(self.resources.cpu) && !has(self.resources.memory) && !has(self.resources.ephemeralStorage))").message("spec.resources cannot be set with spec.templateRef: the SandboxTemplate sets it"))]
+#[x_kube(validation = Rule::new("!has(self.templateRef) || !has(self.readOnlyRootFilesystem) || !self.readOnlyRootFilesystem").message("spec.readOnlyRootFilesystem cannot be set with spec.templateRef: the SandboxTemplate sets it"))]
+#[x_kube(validation = Rule::new("!has(self.templateRef) || !has(self.agent)").message("spec.agent cannot be set with spec.templateRef: the SandboxTemplate sets it"))]
+#[x_kube(validation = Rule::new("!has(self.templateRef) || !has(self.securityContext)").message("spec.securityContext cannot be set with spec.templateRef: the SandboxTemplate sets it"))]
 #[x_kube(validation = Rule::new("has(self.imagePullPolicy) == has(oldSelf.imagePullPolicy)").message("spec.imagePullPolicy is immutable: it cannot be added or removed after creation"))]
 #[x_kube(validation = Rule::new("has(self.command) == has(oldSelf.command)").message("spec.command is immutable: it cannot be added or removed after creation"))]
 #[x_kube(validation = Rule::new("has(self.args) == has(oldSelf.args)").message("spec.args is immutable: it cannot be added or removed after creation"))]
@@ -58,10 +77,23 @@ pub const MAX_TTL_SECONDS: i64 = 7 * 24 * 3600;
 #[serde(rename_all = "camelCase")]
 pub struct SandboxSpec {
     /// Container image the sandbox runs, for example `python:3.12-slim`. Any image works, even one
-    /// without a shell: Airlock injects its own init process. Immutable.
+    /// without a shell: Airlock injects its own init process. Exactly one of `image` and
+    /// `templateRef`. Immutable.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1, max = 512))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.image is immutable"))]
     pub image: String,
+
+    /// The SandboxTemplate (same namespace) this sandbox is made from, instead of `image`: the
+    /// template gives the image, command, resources and the rest of the pod, and the defaults of
+    /// `lifetime` and `network`. When the template has a SandboxPool with a Ready pod, the sandbox
+    /// claims it and is Ready in milliseconds (`status.startMode: Warm`); otherwise a pod is
+    /// started for it (`Cold`). What the sandbox itself may still set: `env` (added for every
+    /// command run in it), `lifetime`, `network` (replaces the template's when set), its labels
+    /// and annotations. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.templateRef is immutable"))]
+    pub template_ref: Option<TemplateRef>,
 
     /// When the kubelet pulls the image: `IfNotPresent` (default), `Always` or `Never`. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,7 +115,9 @@ pub struct SandboxSpec {
     pub args: Vec<String>,
 
     /// Environment variables of the sandbox (literal values only: a sandbox cannot read Secrets or
-    /// ConfigMaps through its spec). Immutable.
+    /// ConfigMaps through its spec). With `templateRef`: added to the template's for every command
+    /// run in the sandbox (a warm pod's main process started before the claim and keeps the
+    /// template's). Immutable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 128))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.env is immutable"))]
@@ -145,6 +179,17 @@ pub struct SandboxSpec {
     pub security_context: Option<SandboxSecurityContext>,
 }
 
+/// The SandboxTemplate a Sandbox or SandboxPool is made from.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub struct TemplateRef {
+    /// Name of a SandboxTemplate in the same namespace.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+}
+
 /// Largest uid or gid a sandbox may run as.
 pub const MAX_ID: i64 = 2147483647;
 
@@ -174,7 +219,7 @@ impl SandboxSecurityContext {
 /// `null` among the values (and the API server's error for a wrong value then says `supported
 /// values: "Inject", "Image", "null"`). The field stays optional (it is not required); a `null`
 /// sent for it is pruned by the API server like any null of a non-nullable field.
-fn optional_enum(schema: &mut schemars::Schema) {
+pub(crate) fn optional_enum(schema: &mut schemars::Schema) {
     if let Some(values) = schema.get_mut("enum").and_then(|v| v.as_array_mut()) {
         values.retain(|v| !v.is_null());
     }
@@ -434,6 +479,49 @@ pub struct SandboxStatus {
     /// Last exec or file activity seen through the gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity_time: Option<Time>,
+    /// How the pod started: `Warm` (a SandboxPool's pod, claimed for this sandbox) or `Cold` (a
+    /// pod created for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_mode: Option<StartMode>,
+    /// The SandboxTemplate this sandbox was made from, as it was when its pod started (later
+    /// changes to the template apply to new sandboxes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<AppliedTemplate>,
+}
+
+/// How a sandbox's pod started.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum StartMode {
+    /// A Ready pod of a SandboxPool was claimed.
+    Warm,
+    /// A pod was created for the sandbox.
+    Cold,
+}
+
+impl StartMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartMode::Warm => "Warm",
+            StartMode::Cold => "Cold",
+        }
+    }
+}
+
+/// The template a sandbox started from and the defaults it took from it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedTemplate {
+    /// Name of the SandboxTemplate.
+    pub name: String,
+    /// Its `metadata.generation` when the pod started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// The template's lifetime defaults then.
+    #[serde(default)]
+    pub lifetime: template::TemplateLifetime,
+    /// The template's network then.
+    #[serde(default)]
+    pub network: Network,
 }
 
 /// Lifecycle phase of a Sandbox.
@@ -536,11 +624,26 @@ impl Sandbox {
     }
 }
 
-/// The CRD as YAML, exactly as committed in `crds/`.
-pub fn crd_yaml() -> String {
+/// The CRDs, by file name in `crds/` (`sandbox.yaml`, `sandboxtemplate.yaml`, `sandboxpool.yaml`).
+pub const CRD_FILES: [&str; 3] = ["sandbox.yaml", "sandboxtemplate.yaml", "sandboxpool.yaml"];
+
+/// The CRD committed as `crds/<file>`, exactly as generated (`None` for another name).
+pub fn crd_yaml_of(file: &str) -> Option<String> {
     use kube::CustomResourceExt;
-    let mut out =
-        String::from("# Generated by `cargo run -p airlock-crds --bin crdgen`. Do not edit.\n");
-    out.push_str(&serde_yaml::to_string(&Sandbox::crd()).expect("CRD serializes to YAML"));
-    out
+    let crd = match file {
+        "sandbox.yaml" => Sandbox::crd(),
+        "sandboxtemplate.yaml" => SandboxTemplate::crd(),
+        "sandboxpool.yaml" => SandboxPool::crd(),
+        _ => return None,
+    };
+    let mut out = format!(
+        "# Generated by `cargo run -p airlock-crds --bin crdgen {file}`. Do not edit.\n"
+    );
+    out.push_str(&serde_yaml::to_string(&crd).expect("CRD serializes to YAML"));
+    Some(out)
+}
+
+/// The Sandbox CRD as YAML, exactly as committed in `crds/sandbox.yaml`.
+pub fn crd_yaml() -> String {
+    crd_yaml_of("sandbox.yaml").expect("known file")
 }
