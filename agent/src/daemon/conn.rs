@@ -473,6 +473,18 @@ impl Daemon {
                 self.conns[c].send(a2c::PROCS, &ProcInfo::encode_list(&list));
                 self.conns[c].state = CState::Closing;
             }
+            c2a::CLAIM => {
+                let h = Hello::decode(p).map_err(bad)?;
+                if h.token.len() < 32 {
+                    return Err(ErrorMsg::new(
+                        ErrorCode::InvalidArgument,
+                        "token: a claim's token has at least 32 bytes",
+                    ));
+                }
+                self.token = h.token;
+                self.conns[c].send(a2c::OK, b"");
+                self.conns[c].state = CState::Closing;
+            }
             c2a::ACTIVITY => {
                 let a = Activity {
                     processes: self.procs.iter().filter(|p| p.running()).count() as u32,

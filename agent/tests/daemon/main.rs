@@ -619,3 +619,22 @@ fn as_init_it_still_ends_with_its_main_command_or_sigterm() {
     let st = wait_timeout(&mut a.child, T).expect("SIGTERM did not end the agent");
     assert_eq!(code(st), 143);
 }
+
+#[test]
+fn a_claim_replaces_the_token_and_the_old_one_opens_nothing_any_more() {
+    use airlock_agent_protocol::{Hello, VERSION};
+    let a = daemon();
+    let new = b"claimed-token-0123456789abcdef0123456789abcdef".to_vec();
+    // Too short: refused, the old token still works.
+    let short = Hello { token: b"short".to_vec(), version: VERSION }.encode();
+    assert!(matches!(a.try_call(c2a::CLAIM, &short), Err(ClientError::Agent(e)) if e.message.contains("at least 32 bytes")));
+    let claim = Hello { token: new.clone(), version: VERSION }.encode();
+    // An open connection (authenticated before the claim) is not cut.
+    let mut open = a.client();
+    assert!(matches!(a.try_call(c2a::CLAIM, &claim), Ok(Reply::Ok)));
+    let old = Client::connect(a.addr, &a.token);
+    assert!(matches!(old, Err(ClientError::Agent(ref e)) if e.message.contains("token")), "the start token is dead");
+    let mut c = Client::connect(a.addr, &new).expect("the claim's token opens the agent");
+    assert!(matches!(c.call(c2a::LIST, b""), Ok(Reply::Procs(_))));
+    assert!(matches!(open.call(c2a::LIST, b""), Ok(Reply::Procs(_))));
+}
