@@ -37,3 +37,27 @@ pub const AGENT_TOKEN_ENV: &str = "AIRLOCK_AGENT_TOKEN";
 pub fn agent_token_secret(sandbox: &str) -> String {
     format!("airlock-agent-token-{sandbox}")
 }
+
+/// Label on a SandboxPool's unclaimed pods: the pool's name. Claiming a pod removes it (and adds
+/// [`SANDBOX_NAME`]), so the pool's selector counts unclaimed pods only.
+pub const POOL: &str = "airlock.dev/pool";
+/// Label on every pod a SandboxPool created, claimed or not: the pool's name. The pool's
+/// deny-all NetworkPolicy selects it, so a pod is fenced at every instant of its claim.
+pub const POOL_ORIGIN: &str = "airlock.dev/pool-origin";
+/// Label on pool pods and templated sandboxes' pods: the SandboxTemplate's name.
+pub const TEMPLATE: &str = "airlock.dev/template";
+/// Annotation on a pool pod: `<template uid>/<template generation>` it was made from.
+pub const TEMPLATE_REVISION: &str = "airlock.dev/template-revision";
+
+/// The agent token subject of a pool's pod: its token is derived from this instead of a
+/// Sandbox's UID until it is claimed (then the agent takes the Sandbox's token). Pod names are
+/// unique in a namespace while the pod exists, and a claimed pod no longer accepts this token.
+pub fn pool_pod_subject(namespace: &str, pod: &str) -> String {
+    format!("pool-pod:{namespace}/{pod}")
+}
+
+/// Name of a pool's NetworkPolicy. Sandbox names are DNS labels (no dot), so it cannot be a
+/// Sandbox's policy name.
+pub fn pool_policy(pool: &str) -> String {
+    format!("airlock-pool.{pool}")
+}

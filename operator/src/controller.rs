@@ -41,6 +41,8 @@ pub struct Context {
     pub(crate) verified_bundles: crate::reconcile::agent_verify::Verified,
     /// Back-off of sandboxes whose pod the API server refused.
     pub(crate) rejections: Backoff,
+    /// Warm pods and templates (cached by the pool controller) and the claims in flight.
+    pub pools: crate::pool::Pools,
 }
 
 impl Context {
@@ -55,6 +57,7 @@ impl Context {
             bundles: Stamps::default(),
             verified_bundles: Default::default(),
             rejections: Backoff::default(),
+            pools: Default::default(),
         }
     }
 
@@ -162,5 +165,46 @@ pub async fn run(
     tokio::select! {
         _ = controller => {}
         _ = invalidation => {}
+    }
+}
+
+/// Runs the Sandbox controller and the SandboxPool controller ([`crate::pool`]) until `shutdown`
+/// resolves. The Sandbox controller starts once the warm-pod cache has its first list, so a
+/// Sandbox that claimed a pod before an operator restart finds it.
+pub async fn run_all(
+    ctx: Arc<Context>,
+    store: SandboxStore,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let stop = || {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let pools = crate::pool::run(ctx.clone(), stop());
+    let sandboxes = {
+        let ctx = ctx.clone();
+        let stop = stop();
+        async move {
+            for _ in 0..600 {
+                if let Some(warm) = ctx.pools.warm() {
+                    let _ = tokio::time::timeout(Duration::from_secs(30), warm.wait_until_ready()).await;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            run(ctx, store, stop).await
+        }
+    };
+    let signal = async move {
+        shutdown.await;
+        let _ = tx.send(true);
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = async { tokio::join!(pools, sandboxes) } => {}
+        _ = signal => {}
     }
 }

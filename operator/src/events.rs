@@ -9,6 +9,8 @@ use kube::runtime::events::{Event, EventType, Recorder};
 /// Event reasons.
 pub mod reason {
     pub const CREATED: &str = "Created";
+    /// A pool's Ready pod was claimed for the Sandbox (a warm start).
+    pub const CLAIMED: &str = "Claimed";
     pub const READY: &str = "Ready";
     pub const EXPIRED: &str = "Expired";
     pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";

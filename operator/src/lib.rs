@@ -16,6 +16,7 @@ pub mod events;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod pool;
 pub mod reconcile;
 pub mod telemetry;
 

@@ -116,7 +116,7 @@ async fn main() -> ExitCode {
     let code = if !cli.leader_election {
         http_state.leader.store(true, Ordering::Relaxed);
         ensure_priority_class(&ctx).await;
-        controller::run(ctx, store, flag(shutdown_rx.clone())).await;
+        controller::run_all(ctx, store, flag(shutdown_rx.clone())).await;
         ExitCode::SUCCESS
     } else {
         let namespace = cli
@@ -148,7 +148,7 @@ async fn main() -> ExitCode {
         // grace, so this replica stops acting before a standby may take over.
         let (step_down_tx, step_down_rx) = watch::channel(false);
         let (shutdown, step_down) = (flag(shutdown_rx.clone()), flag(step_down_rx));
-        let work = controller::run(ctx, store, async move {
+        let work = controller::run_all(ctx, store, async move {
             tokio::select! {
                 _ = shutdown => {}
                 _ = step_down => {}

@@ -86,7 +86,7 @@ pub fn network_policy(sandbox: &Sandbox, config: &Config) -> Result<NetworkPolic
 
 /// The agent port, from the agent clients only: pods labelled `airlock.dev/agent-client=true` in
 /// the release namespace (a namespace and pod selector in one peer: both must match).
-fn agent_rule(direct: &DirectAgent) -> NetworkPolicyIngressRule {
+pub(crate) fn agent_rule(direct: &DirectAgent) -> NetworkPolicyIngressRule {
     NetworkPolicyIngressRule {
         from: Some(vec![NetworkPolicyPeer {
             namespace_selector: Some(LabelSelector {

@@ -10,9 +10,9 @@
 use std::time::Duration;
 
 use airlock_crds::Sandbox;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use super::agent_verify;
@@ -28,6 +28,12 @@ pub const BUNDLE_REFRESH: Duration = Duration::from_secs(60);
 /// one: the init-container delivery, or an image that brings its agent), and that it holds the
 /// operator's bundle ([`agent_verify`]: one found there is read in full and replaced if it differs).
 pub async fn ensure(ctx: &Context, sandbox: &Sandbox, pod: &Pod) -> Result<(), ApplyError> {
+    ensure_for(ctx, &sandbox.object_ref(&()), pod).await
+}
+
+/// [`ensure`] for a pod of any owner (a SandboxPool's); events about the ConfigMap are about
+/// `regarding`.
+pub async fn ensure_for(ctx: &Context, regarding: &ObjectReference, pod: &Pod) -> Result<(), ApplyError> {
     let Agent::ConfigMap(bundle) = &ctx.config.agent else {
         return Ok(());
     };
@@ -43,7 +49,7 @@ pub async fn ensure(ctx: &Context, sandbox: &Sandbox, pod: &Pod) -> Result<(), A
     let failed = ApplyError::config_map(namespace, &bundle.name);
     match api.get_metadata_opt(&bundle.name).await.map_err(&failed)? {
         Some(meta) => {
-            agent_verify::existing(ctx, sandbox, bundle, namespace, meta.uid().as_deref()).await?
+            agent_verify::existing(ctx, regarding, bundle, namespace, meta.uid().as_deref()).await?
         }
         None => {
             let pp = PostParams {
@@ -57,7 +63,7 @@ pub async fn ensure(ctx: &Context, sandbox: &Sandbox, pod: &Pod) -> Result<(), A
                 }
                 // Someone was first: another replica, an earlier reconcile, or not the operator.
                 Err(kube::Error::Api(s)) if s.code == 409 => {
-                    agent_verify::existing(ctx, sandbox, bundle, namespace, None).await?
+                    agent_verify::existing(ctx, regarding, bundle, namespace, None).await?
                 }
                 Err(e) => return Err(failed(e)),
             }

@@ -16,11 +16,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use airlock_crds::Sandbox;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::runtime::events::EventType;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
@@ -104,7 +103,7 @@ pub fn compare(cm: &ConfigMap, bundle: &AgentBundle) -> Result<(), Mismatch> {
 /// Fails (so no pod is created) when it cannot tell or cannot replace it.
 pub async fn existing(
     ctx: &Context,
-    sandbox: &Sandbox,
+    regarding: &ObjectReference,
     bundle: &AgentBundle,
     namespace: &str,
     uid: Option<&str>,
@@ -125,7 +124,7 @@ pub async fn existing(
             ctx.verified_bundles.mark(namespace, cm.uid());
             Ok(())
         }
-        Err(mismatch) => replace(ctx, sandbox, &api, bundle, &cm, mismatch).await,
+        Err(mismatch) => replace(ctx, regarding, &api, bundle, &cm, mismatch).await,
     }
 }
 
@@ -144,7 +143,7 @@ async fn create(
 /// Deletes the impostor `cm` (only that object: uid precondition) and creates the operator's.
 async fn replace(
     ctx: &Context,
-    sandbox: &Sandbox,
+    regarding: &ObjectReference,
     api: &Api<ConfigMap>,
     bundle: &AgentBundle,
     cm: &ConfigMap,
@@ -201,7 +200,7 @@ async fn replace(
     );
     events::publish(
         &ctx.recorder,
-        &sandbox.object_ref(&()),
+        regarding,
         EventType::Warning,
         events::reason::AGENT_BUNDLE_REPLACED,
         "VerifyAgentBundle",

@@ -115,32 +115,36 @@ pub async fn pod(client: &Client, pod: &Pod) -> Result<Pod, ApplyError> {
         .await
     {
         Ok(p) => Ok(p),
-        Err(e) => match api_status(&e) {
-            Some((403, msg)) if msg.contains("exceeded quota") => Err(ApplyError::QuotaExceeded {
-                namespace,
-                name,
-                message: msg.to_string(),
-            }),
-            // A quota created moments ago has no usage yet; admission refuses until the quota
-            // controller has computed it (usually within a second).
-            Some((403, msg)) if msg.contains("status unknown for quota") => {
-                Err(ApplyError::QuotaNotReady {
-                    namespace,
-                    name,
-                    message: msg.to_string(),
-                })
-            }
-            Some((400 | 403 | 422, msg)) if is_rejection(msg) => Err(ApplyError::Rejected {
-                namespace,
-                name,
-                message: msg.to_string(),
-            }),
-            _ => Err(ApplyError::Apply {
-                kind: "Pod",
-                namespace,
-                name,
-                source: e,
-            }),
+        Err(e) => Err(classify_pod_error(namespace, name, e)),
+    }
+}
+
+/// A failed pod create or apply as an [`ApplyError`]: a refusal by a ResourceQuota, a quota not
+/// computed yet, a refusal of the pod itself (admission, validation), or another failure.
+pub fn classify_pod_error(namespace: String, name: String, e: kube::Error) -> ApplyError {
+    match api_status(&e) {
+        Some((403, msg)) if msg.contains("exceeded quota") => ApplyError::QuotaExceeded {
+            namespace,
+            name,
+            message: msg.to_string(),
+        },
+        // A quota created moments ago has no usage yet; admission refuses until the quota
+        // controller has computed it (usually within a second).
+        Some((403, msg)) if msg.contains("status unknown for quota") => ApplyError::QuotaNotReady {
+            namespace,
+            name,
+            message: msg.to_string(),
+        },
+        Some((400 | 403 | 422, msg)) if is_rejection(msg) => ApplyError::Rejected {
+            namespace,
+            name,
+            message: msg.to_string(),
+        },
+        _ => ApplyError::Apply {
+            kind: "Pod",
+            namespace,
+            name,
+            source: e,
         },
     }
 }

@@ -55,6 +55,7 @@ pub mod lifetime;
 pub mod read;
 pub mod status;
 pub mod validate;
+pub mod warm;
 
 #[cfg(test)]
 mod tests;
@@ -81,6 +82,8 @@ pub enum Error {
     Build(#[from] build::BuildError),
     #[error(transparent)]
     Apply(#[from] apply::ApplyError),
+    #[error(transparent)]
+    Warm(#[from] warm::WarmError),
 }
 
 impl Error {
@@ -104,6 +107,8 @@ impl Error {
             Error::Apply(apply::ApplyError::Status { .. }) => "status",
             Error::Apply(apply::ApplyError::Delete { .. }) => "delete",
             Error::Apply(_) => "apply",
+            Error::Warm(warm::WarmError::Template { .. }) => "template",
+            Error::Warm(warm::WarmError::Claim(_)) => "claim",
         }
     }
 }
@@ -154,8 +159,19 @@ pub async fn reconcile_at(
     }
 
     // 1. read
-    let observed = read::observe(&ctx.client, sandbox).await?;
+    let observed = read::observe(&ctx.client, sandbox, &warm::pod_names(ctx, sandbox)).await?;
     let prev = sandbox.status.clone().unwrap_or_default();
+
+    // (a Sandbox made from a template: the template applied; see `warm`)
+    let has_pod = observed.own_pod(sandbox).is_some();
+    let resolved = warm::resolve(ctx, sandbox, has_pod).await?;
+    let (sandbox, template) = match &resolved {
+        warm::Resolved::Plain => (sandbox, None),
+        warm::Resolved::Templated { sandbox, template } => (&**sandbox, template.as_deref()),
+        warm::Resolved::Missing(message) => {
+            return template_missing(ctx, sandbox, &prev, message, now).await;
+        }
+    };
 
     // 2. lifetime
     let ttl = validate::ttl(sandbox, &ctx.config);
@@ -199,6 +215,8 @@ pub async fn reconcile_at(
         last_activity,
         runtime_class,
         adjustments,
+        start_mode: None,
+        template: None,
     };
     if let Some(why) = deadlines.ended(now).or_else(|| already_expired(&prev)) {
         return expire(sandbox, ctx, &observed, why, status_ctx(None, &[])).await;
@@ -263,8 +281,14 @@ pub async fn reconcile_at(
         }
     };
     apply::network_policy(&ctx.client, &network_policy).await?;
+    let claimed = match (observed.own_pod(sandbox), template) {
+        (None, Some(t)) => warm::claim(ctx, sandbox, t).await?,
+        _ => None,
+    };
     let found = if let Some(pod) = observed.own_pod(sandbox) {
-        Found::Pod(Box::new(pod.clone()), false)
+        Found::Pod(Box::new(pod.clone()), Made::Observed)
+    } else if let Some(pod) = claimed {
+        Found::Pod(Box::new(pod), Made::Claimed)
     } else if let Some(other) = observed.foreign_pod(sandbox) {
         Found::Waiting(
             reason::POD_NAME_TAKEN,
@@ -289,7 +313,7 @@ pub async fn reconcile_at(
         match apply::pod(&ctx.client, &pod).await {
             Ok(created) => {
                 ctx.rejections.reset(&sandbox_key(sandbox));
-                Found::Pod(Box::new(created), true)
+                Found::Pod(Box::new(created), Made::Created)
             }
             Err(apply::ApplyError::Rejected { message, .. }) => {
                 let retry = ctx.rejections.next(&sandbox_key(sandbox), now, &message);
@@ -317,6 +341,13 @@ pub async fn reconcile_at(
     };
 
     // 6. status
+    let (start_mode, applied) = match &found {
+        Found::Pod(pod, _) => (
+            warm::start_mode(ctx, sandbox, pod).await?,
+            warm::applied(sandbox, template),
+        ),
+        _ => (None, None),
+    };
     let rejected;
     let outcome = match &found {
         Found::Pod(pod, _) => Outcome::Running(pod),
@@ -332,7 +363,11 @@ pub async fn reconcile_at(
         }
     };
     let next = status::next(
-        &status_ctx(Some(&plan.runtime_class), &plan.adjustments),
+        &status::Context {
+            start_mode,
+            template: applied.as_ref(),
+            ..status_ctx(Some(&plan.runtime_class), &plan.adjustments)
+        },
         outcome,
     );
     write_status(ctx, sandbox, &next).await?;
@@ -356,10 +391,21 @@ pub async fn reconcile_at(
     Ok(Action::requeue(requeue))
 }
 
+/// How step 5 came by the sandbox's pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Made {
+    /// It was there.
+    Observed,
+    /// This reconcile created it.
+    Created,
+    /// This reconcile claimed it from a pool.
+    Claimed,
+}
+
 /// What step 5 found or made.
 enum Found {
-    /// The sandbox's pod; `true` when this reconcile created it.
-    Pod(Box<Pod>, bool),
+    /// The sandbox's pod, and how this reconcile came by it.
+    Pod(Box<Pod>, Made),
     /// No pod: the `Ready` reason, message, and when to look again.
     Waiting(&'static str, String, Duration),
     /// The API server refused the pod (admission, validation): its message, and when to try
@@ -367,7 +413,67 @@ enum Found {
     Rejected(String, Duration),
 }
 
-/// Key of a sandbox in per-sandbox memory: its uid (a re-created Sandbox starts afresh).
+/// A Sandbox whose template does not exist (and that has no pod): phase Failed, reason
+/// `TemplateNotFound`, the message naming the field; looked at again shortly (the template may
+/// be applied right after the Sandbox, as GitOps tools do).
+async fn template_missing(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    prev: &SandboxStatus,
+    message: &str,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let ttl = validate::ttl(sandbox, &ctx.config);
+    let deadlines = lifetime::deadlines(sandbox, ttl.applied, None, None)?;
+    if let Some(why) = deadlines.ended(now) {
+        let observed = read::Observed::default();
+        let sctx = status::Context {
+            sandbox,
+            now,
+            ttl_seconds: ttl.applied,
+            last_activity: None,
+            runtime_class: None,
+            adjustments: &[],
+            start_mode: None,
+            template: None,
+        };
+        return expire(sandbox, ctx, &observed, why, sctx).await;
+    }
+    let next = status::next(
+        &status::Context {
+            sandbox,
+            now,
+            ttl_seconds: ttl.applied,
+            last_activity: None,
+            runtime_class: None,
+            adjustments: &[],
+            start_mode: None,
+            template: None,
+        },
+        Outcome::Failed {
+            reason: reason::TEMPLATE_NOT_FOUND,
+            message,
+        },
+    );
+    write_status(ctx, sandbox, &next).await?;
+    if ready_reason(prev) != Some(reason::TEMPLATE_NOT_FOUND) {
+        warn!(detail = %message, "sandbox's template not found");
+        publish(
+            ctx,
+            sandbox,
+            EventType::Warning,
+            reason::TEMPLATE_NOT_FOUND,
+            "Validate",
+            message.to_string(),
+        )
+        .await;
+    }
+    Ok(Action::requeue(TEMPLATE_RETRY.min(deadlines.remaining(now))))
+}
+
+/// How soon a Sandbox whose template is missing looks again.
+pub const TEMPLATE_RETRY: Duration = Duration::from_secs(5);
+
 /// What the sandbox's agent says about activity (direct path only; `None` when the pod has no
 /// agent port or the agent does not answer: then the timestamps decide, as before).
 async fn agent_activity(
@@ -392,6 +498,7 @@ async fn agent_activity(
     }
 }
 
+/// Key of a sandbox in per-sandbox memory: its uid (a re-created Sandbox starts afresh).
 fn sandbox_key(sandbox: &Sandbox) -> String {
     sandbox.uid().unwrap_or_else(|| {
         format!(
@@ -520,18 +627,41 @@ async fn transition_events(
     runtime_class: &str,
 ) {
     let ns = sandbox.namespace().unwrap_or_default();
-    if let Found::Pod(pod, true) = found {
+    let template = sandbox.spec.template_ref.as_ref().map(|t| t.name.as_str());
+    if let Found::Pod(pod, Made::Created) = found {
         info!(pod = %pod.name_any(), runtime_class, "created pod");
-        let note = format!(
+        let mut note = format!(
             "created pod {ns}/{} (runtime class {runtime_class})",
             pod.name_any()
         );
+        if let Some(t) = template {
+            note.push_str(&format!(
+                "; cold start: no pool of SandboxTemplate {t} had a Ready pod to claim"
+            ));
+        }
         publish(
             ctx,
             sandbox,
             EventType::Normal,
             events::reason::CREATED,
             "CreatePod",
+            note,
+        )
+        .await;
+    }
+    if let Found::Pod(pod, Made::Claimed) = found {
+        let pool = pod.labels().get(airlock_crds::labels::POOL_ORIGIN).cloned().unwrap_or_default();
+        let note = format!(
+            "claimed warm pod {ns}/{} from SandboxPool {pool} (SandboxTemplate {})",
+            pod.name_any(),
+            template.unwrap_or_default()
+        );
+        publish(
+            ctx,
+            sandbox,
+            EventType::Normal,
+            events::reason::CLAIMED,
+            "ClaimPod",
             note,
         )
         .await;

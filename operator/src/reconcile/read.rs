@@ -47,15 +47,33 @@ pub fn is_owned_by(pod: &Pod, sandbox: &Sandbox) -> bool {
         .any(|o| o.controller == Some(true) && o.uid == uid)
 }
 
-/// Reads the sandbox's pod.
-pub async fn observe(client: &Client, sandbox: &Sandbox) -> Result<Observed, ReadError> {
+/// Reads the sandbox's pod: the first of `other_names` (a claimed pool pod keeps the pool's name)
+/// that is the sandbox's, else the pod named after the sandbox.
+pub async fn observe(
+    client: &Client,
+    sandbox: &Sandbox,
+    other_names: &[String],
+) -> Result<Observed, ReadError> {
     let namespace = sandbox.namespace().unwrap_or_default();
-    let name = labels::pod_name(&sandbox.name_any());
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let pod = pods.get_opt(&name).await.map_err(|source| ReadError::Pod {
-        namespace,
-        name,
-        source,
-    })?;
+    let get = |name: String| {
+        let pods = pods.clone();
+        let namespace = namespace.clone();
+        async move {
+            pods.get_opt(&name).await.map_err(|source| ReadError::Pod {
+                namespace,
+                name,
+                source,
+            })
+        }
+    };
+    for name in other_names {
+        if let Some(pod) = get(name.clone()).await?
+            && is_owned_by(&pod, sandbox)
+        {
+            return Ok(Observed { pod: Some(pod) });
+        }
+    }
+    let pod = get(labels::pod_name(&sandbox.name_any())).await?;
     Ok(Observed { pod })
 }

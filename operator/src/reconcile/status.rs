@@ -35,6 +35,7 @@ pub mod reason {
     pub const RUNTIME_CLASS_NOT_ALLOWED: &str = "RuntimeClassNotAllowed";
     pub const EGRESS_DENIED: &str = "EgressDenied";
     pub const POD_REJECTED: &str = "PodRejected";
+    pub const TEMPLATE_NOT_FOUND: &str = "TemplateNotFound";
     pub const EXPIRED: &str = "Expired";
     pub const NOT_EXPIRED: &str = "NotExpired";
     /// `PolicyAdjusted=False`: the sandbox runs as its spec says.
@@ -70,6 +71,10 @@ pub struct Context<'a> {
     pub adjustments: &'a [Adjustment],
     /// The RuntimeClass the sandbox runs (or would run) under.
     pub runtime_class: Option<&'a str>,
+    /// How its pod started (sandboxes made from a template), once known.
+    pub start_mode: Option<airlock_crds::StartMode>,
+    /// The template it started from, once its pod exists.
+    pub template: Option<&'a airlock_crds::AppliedTemplate>,
 }
 
 /// How a pod looks from the sandbox's point of view.
@@ -97,6 +102,8 @@ pub fn next(ctx: &Context<'_>, outcome: Outcome<'_>) -> SandboxStatus {
         start_time: prev.start_time.clone(),
         ready_time: prev.ready_time.clone(),
         last_activity_time: ctx.last_activity.map(Time),
+        start_mode: ctx.start_mode.or(prev.start_mode),
+        template: ctx.template.cloned().or(prev.template.clone()),
         ..SandboxStatus::default()
     };
 
@@ -550,6 +557,8 @@ mod tests {
             last_activity: None,
             adjustments: &[],
             runtime_class: Some("kata"),
+            start_mode: None,
+            template: None,
         }
     }
 

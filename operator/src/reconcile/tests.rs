@@ -734,11 +734,11 @@ async fn the_operators_agent_config_map_is_read_once_and_then_trusted_by_uid() {
     assert_eq!(event_reasons(&api), ["Created"]);
     assert_eq!(ctx.metrics.agent_bundles_replaced.get(), 0);
     // The same ConfigMap (same uid) is not read again; another one of the same name is.
-    super::agent_verify::existing(&ctx, &s, &bundle, "team-a", Some("cm-own"))
+    super::agent_verify::existing(&ctx, &kube::Resource::object_ref(&s, &()), &bundle, "team-a", Some("cm-own"))
         .await
         .unwrap();
     assert_eq!(config_map_calls(&api).len(), 2);
-    super::agent_verify::existing(&ctx, &s, &bundle, "team-a", Some("cm-new"))
+    super::agent_verify::existing(&ctx, &kube::Resource::object_ref(&s, &()), &bundle, "team-a", Some("cm-new"))
         .await
         .unwrap();
     assert_eq!(config_map_calls(&api)[2], format!("GET {cm}"));

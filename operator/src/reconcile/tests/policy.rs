@@ -144,6 +144,8 @@ fn built(s: &Sandbox, outcome: Outcome<'_>) -> SandboxStatus {
             last_activity: None,
             runtime_class: Some("kata"),
             adjustments: &[],
+            start_mode: None,
+            template: None,
         },
         outcome,
     )
