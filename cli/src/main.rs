@@ -58,9 +58,13 @@ struct Cli {
 
 #[derive(Debug, Args)]
 struct SandboxOpts {
-    /// Container image.
-    #[arg(long)]
-    image: String,
+    /// Container image (or --template).
+    #[arg(long, required_unless_present = "template", conflicts_with = "template")]
+    image: Option<String>,
+    /// SandboxTemplate to make the sandbox from (claims a warm pod of its SandboxPool when one is
+    /// Ready); the template sets image, resources, runtime class and user.
+    #[arg(long, conflicts_with_all = ["cpu", "memory", "runtime_class", "agent_in_image", "user"])]
+    template: Option<String>,
     /// Time-to-live in seconds (0: the operator's default).
     #[arg(long, default_value_t = 0)]
     ttl: i64,
@@ -397,7 +401,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "{:<40} {:<10} {:<40} {}",
                     sb.name,
                     phase(sb.phase),
-                    sb.image,
+                    output::source(&sb),
                     ts(sb.expires_at.as_ref())
                 );
             }
@@ -443,8 +447,11 @@ fn create_request(ns: &str, name: &str, o: &SandboxOpts) -> pb::CreateSandboxReq
     pb::CreateSandboxRequest {
         namespace: ns.into(),
         name: name.into(),
-        source: Some(pb::create_sandbox_request::Source::Image(o.image.clone())),
-        resources: Some(pb::Resources {
+        source: Some(match &o.template {
+            Some(t) => pb::create_sandbox_request::Source::Template(t.clone()),
+            None => pb::create_sandbox_request::Source::Image(o.image.clone().unwrap_or_default()),
+        }),
+        resources: o.template.is_none().then(|| pb::Resources {
             cpu: o.cpu.clone(),
             memory: o.memory.clone(),
             ephemeral_storage: String::new(),

@@ -22,7 +22,10 @@ pub(crate) fn ts(t: Option<&prost_types::Timestamp>) -> String {
 
 pub(crate) fn print_sandbox(sb: &pb::Sandbox) {
     println!("name:      {}/{}", sb.namespace, sb.name);
-    println!("image:     {}", sb.image);
+    println!("image:     {}", source(sb));
+    if !sb.start_mode.is_empty() {
+        println!("start:     {}", sb.start_mode);
+    }
     println!(
         "phase:     {}{}",
         phase(sb.phase),
@@ -43,5 +46,14 @@ pub(crate) fn print_sandbox(sb: &pb::Sandbox) {
             "condition: {}={} {} {}",
             c.r#type, c.status, c.reason, c.message
         );
+    }
+}
+
+/// What a sandbox is made from: its image, or `template <name>`.
+pub fn source(sb: &pb::Sandbox) -> String {
+    if sb.template.is_empty() {
+        sb.image.clone()
+    } else {
+        format!("template {}", sb.template)
     }
 }

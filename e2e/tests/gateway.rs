@@ -899,11 +899,15 @@ async fn malformed_requests_name_the_field() {
         .create_sandbox(pb::CreateSandboxRequest {
             namespace: ns.into(),
             source: Some(pb::create_sandbox_request::Source::Template("t".into())),
+            runtime_class_name: "gvisor".into(),
             ..Default::default()
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "runtime_class_name: cannot be set with template: the SandboxTemplate sets it")
+    );
     let err = c.extend_sandbox(ns, "x", -5).await.unwrap_err();
     assert_eq!(
         (err.code(), err.message()),

@@ -364,6 +364,10 @@ pub struct PodTarget {
     /// Where the pod's agent serves the direct path (pod IP and the `airlock-agent` container
     /// port); `None`: the pod has no agent port.
     pub agent: Option<SocketAddr>,
+    /// Environment every command in the sandbox gets before its own: a Sandbox made from a
+    /// template has its own `env` here (its pod may be a pool's, started before the Sandbox
+    /// existed, so the pod's environment cannot hold it).
+    pub env: Vec<(String, String)>,
 }
 
 impl PodTarget {
@@ -374,6 +378,7 @@ impl PodTarget {
             pod: pod.into(),
             sandbox_uid: String::new(),
             agent: None,
+            env: Vec::new(),
         }
     }
 
@@ -385,7 +390,29 @@ impl PodTarget {
             pod: pod.metadata.name.clone().unwrap_or_default(),
             sandbox_uid: sandbox_uid.into(),
             agent,
+            env: Vec::new(),
         }
+    }
+
+    /// [`Launch`] with the sandbox's [`PodTarget::env`] put before the command's own (which
+    /// wins for a name in both).
+    pub fn with_env(&self, launch: &Launch) -> Launch {
+        match launch {
+            Launch::Exec(o) if !self.env.is_empty() => {
+                let mut o = o.clone();
+                o.env = self.merged_env(&o.env);
+                Launch::Exec(o)
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// The sandbox's environment followed by a command's `own` (a name in both: `own`'s).
+    pub fn merged_env(&self, own: &[(String, String)]) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        env.retain(|(k, _)| !own.iter().any(|(k2, _)| k2 == k));
+        env.extend(own.iter().cloned());
+        env
     }
 }
 
@@ -426,6 +453,7 @@ impl PodExec for Routed {
         target: &PodTarget,
         launch: &Launch,
     ) -> BoxFuture<'static, Result<RemoteProcess, AgentError>> {
+        let launch = &target.with_env(launch);
         let direct = match (self.transport, &self.direct, target.agent) {
             (Transport::PodsExec, _, _) | (_, None, _) => None,
             (Transport::Auto, Some(_), None) => None,

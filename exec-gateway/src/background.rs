@@ -123,6 +123,11 @@ impl Background {
     /// or following a process's output must not keep a sandbox alive by itself; the agent counts
     /// a following ConnectProcess as activity while it streams).
     async fn open<T>(&self, req: &Request<T>, sandbox: Option<&pb::SandboxRef>, touch: bool) -> Result<(String, String, AgentConn), Status> {
+        self.open_target(req, sandbox, touch).await.map(|(ns, name, conn, _)| (ns, name, conn))
+    }
+
+    /// [`Self::open`], also giving the sandbox's pod target.
+    async fn open_target<T>(&self, req: &Request<T>, sandbox: Option<&pb::SandboxRef>, touch: bool) -> Result<(String, String, AgentConn, crate::agent::PodTarget), Status> {
         let ctx = &self.ctx;
         let (ns, name) = validate::sandbox_ref("sandbox", sandbox, &ctx.default_namespace)?;
         ctx.authorize(req, Access::new("create", &ns, Some(&name)).subresource("exec")).await?;
@@ -141,7 +146,7 @@ impl Background {
             ctx.activity.touch(&ns, &name);
         }
         let conn = direct.open(&target, addr, crate::agent::direct::DIRECT_PATIENCE).await.map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok((ns, name, conn))
+        Ok((ns, name, conn, target))
     }
 
     /// One request and its one answer (ERROR becomes the matching status).
@@ -185,11 +190,12 @@ impl Background {
         if r.buffer_bytes > MAX_BUFFER {
             return Err(validate::invalid("buffer_bytes", format!("at most {MAX_BUFFER} (64 MiB), got {}", r.buffer_bytes)));
         }
-        let (ns, name, mut conn) = self.open(&req, r.sandbox.as_ref(), true).await?;
+        let (ns, name, mut conn, target) = self.open_target(&req, r.sandbox.as_ref(), true).await?;
         let o = &spec.options;
+        let env = target.merged_env(&o.env);
         let start = Start {
             argv: o.argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
-            env: o.env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()).collect(),
+            env: env.iter().map(|(k, v)| format!("{k}={v}").into_bytes()).collect(),
             cwd: o.cwd.as_ref().map(|c| c.as_bytes().to_vec()),
             tty: r.tty,
             size,

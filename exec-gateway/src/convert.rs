@@ -47,6 +47,8 @@ pub fn sandbox(s: &Sandbox) -> pb::Sandbox {
         name: s.name_any(),
         uid: s.uid().unwrap_or_default(),
         image: spec.image.clone(),
+        template: spec.template_ref.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
+        start_mode: status.start_mode.map(|m| m.as_str().to_string()).unwrap_or_default(),
         phase: phase(status.phase) as i32,
         ready,
         conditions: status

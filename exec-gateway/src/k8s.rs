@@ -134,7 +134,10 @@ pub async fn ready_sandbox(
         );
         return Err(e);
     }
-    let target = crate::agent::PodTarget::of(sb.metadata.uid.as_deref().unwrap_or(""), &pod);
+    let mut target = crate::agent::PodTarget::of(sb.metadata.uid.as_deref().unwrap_or(""), &pod);
+    if sb.spec.template_ref.is_some() {
+        target.env = sb.spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
+    }
     Ok((sb, target))
 }
 

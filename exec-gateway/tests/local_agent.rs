@@ -922,11 +922,15 @@ async fn validation_readiness_and_static_auth() {
     let e = admin
         .create_sandbox(pb::CreateSandboxRequest {
             source: Some(pb::create_sandbox_request::Source::Template("t".into())),
+            working_dir: "/w".into(),
             ..Default::default()
         })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::InvalidArgument, "working_dir: cannot be set with template: the SandboxTemplate sets it")
+    );
     let e = admin
         .create_sandbox(pb::CreateSandboxRequest {
             ttl_seconds: -5,

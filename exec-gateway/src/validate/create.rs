@@ -49,7 +49,7 @@ impl CreateSpec {
     }
 }
 
-/// Validates a CreateSandbox request (`template` is refused with UNIMPLEMENTED).
+/// Validates a CreateSandbox request.
 pub fn create_request(
     r: &pb::CreateSandboxRequest,
     default_ns: &str,
@@ -81,24 +81,47 @@ pub fn create_request(
         }
         (true, true) => (None, Some("sandbox-".to_string())),
     };
-    let image = match &r.source {
-        None => return Err(invalid("image", "must not be empty")),
-        Some(pb::create_sandbox_request::Source::Template(_)) => {
-            return Err(Status::unimplemented(
-                "template: sandbox templates are not implemented yet; set image",
-            ));
+    let (image, template_ref) = match &r.source {
+        None => return Err(invalid("image", "set image or template")),
+        Some(pb::create_sandbox_request::Source::Template(t)) => {
+            if t.is_empty() || t.len() > 253 || !t.split('.').all(is_dns_label) {
+                return Err(invalid(
+                    "template",
+                    "must name a SandboxTemplate (a DNS subdomain name)",
+                ));
+            }
+            // What the template decides cannot be given beside it.
+            for (field, set) in [
+                ("resources", r.resources.is_some()),
+                ("runtime_class_name", !r.runtime_class_name.is_empty()),
+                ("working_dir", !r.working_dir.is_empty()),
+                ("read_only_root_filesystem", r.read_only_root_filesystem),
+                ("agent_in_image", r.agent_in_image),
+                ("run_as_user", r.run_as_user.is_some()),
+                ("run_as_group", r.run_as_group.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        field,
+                        "cannot be set with template: the SandboxTemplate sets it",
+                    ));
+                }
+            }
+            (String::new(), Some(TemplateRef { name: t.clone() }))
         }
-        Some(pb::create_sandbox_request::Source::Image(i)) => i,
+        Some(pb::create_sandbox_request::Source::Image(i)) => {
+            if i.trim().is_empty() {
+                return Err(invalid("image", "must not be empty"));
+            }
+            if i.len() > 512 || i.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    "image",
+                    "must be an image reference without spaces, at most 512 characters",
+                ));
+            }
+            (i.clone(), None)
+        }
     };
-    if image.trim().is_empty() {
-        return Err(invalid("image", "must not be empty"));
-    }
-    if image.len() > 512 || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid(
-            "image",
-            "must be an image reference without spaces, at most 512 characters",
-        ));
-    }
     let res = r.resources.clone().unwrap_or_default();
     let q = |v: Option<String>| v.map(k8s_openapi::apimachinery::pkg::api::resource::Quantity);
     let resources = SandboxResources {
@@ -174,7 +197,8 @@ pub fn create_request(
         name,
         generate_name,
         spec: SandboxSpec {
-            image: image.clone(),
+            image,
+            template_ref,
             resources,
             lifetime,
             network,

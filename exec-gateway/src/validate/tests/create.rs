@@ -64,13 +64,44 @@ fn create_request_fields() {
     assert_eq!(full.spec.runtime_class_name.as_deref(), Some("gvisor"));
     assert_eq!(full.labels.len(), 2);
 
-    let unimpl =
-        create(|r| r.source = Some(pb::create_sandbox_request::Source::Template("t".into())))
-            .unwrap_err();
-    assert_eq!(unimpl.code(), Code::Unimplemented);
-    assert!(unimpl.message().starts_with("template:"));
+    let templated = |f: fn(&mut pb::CreateSandboxRequest)| {
+        create(|r| {
+            r.source = Some(pb::create_sandbox_request::Source::Template("py".into()));
+            r.resources = None;
+            r.runtime_class_name.clear();
+            r.working_dir.clear();
+            r.read_only_root_filesystem = false;
+            f(r);
+        })
+    };
+    let t = templated(|_| {}).unwrap();
+    assert_eq!(t.spec.template_ref.as_ref().map(|t| t.name.as_str()), Some("py"));
+    assert_eq!(t.spec.image, "");
+    let with_env = templated(|r| {
+        r.env.insert("MODE".into(), "claim".into());
+        r.ttl_seconds = 60;
+    })
+    .unwrap();
+    assert_eq!(with_env.spec.env[0].name, "MODE", "env is late-bound: it stays");
+    assert_eq!(with_env.spec.lifetime.ttl_seconds, Some(60));
+    for (f, field) in [
+        ((|r| r.runtime_class_name = "gvisor".into()) as fn(&mut pb::CreateSandboxRequest), "runtime_class_name"),
+        (|r| r.resources = Some(Default::default()), "resources"),
+        (|r| r.working_dir = "/w".into(), "working_dir"),
+        (|r| r.agent_in_image = true, "agent_in_image"),
+        (|r| r.run_as_user = Some(1000), "run_as_user"),
+    ] {
+        assert_eq!(
+            msg(templated(f)),
+            format!("{field}: cannot be set with template: the SandboxTemplate sets it")
+        );
+    }
+    assert_eq!(
+        msg(templated(|r| r.source = Some(pb::create_sandbox_request::Source::Template("Not_A_Name".into())))),
+        "template: must name a SandboxTemplate (a DNS subdomain name)"
+    );
 
-    assert_eq!(msg(create(|r| r.source = None)), "image: must not be empty");
+    assert_eq!(msg(create(|r| r.source = None)), "image: set image or template");
     assert_eq!(
         msg(create(
             |r| r.source = Some(pb::create_sandbox_request::Source::Image(" ".into()))
