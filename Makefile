@@ -52,7 +52,9 @@ cluster-down:
 install: cluster-up
 	@TAG=$$(e2e/lib/images.sh | sed -n 's/^TAG=//p'); \
 	echo "==> helm upgrade --install airlock (images $$TAG)"; \
-	kubectl create namespace $(NS) --dry-run=client -o yaml | kubectl apply -f - >/dev/null; \
+	for n in $(NS) airlock-demo; do kubectl create namespace $$n --dry-run=client -o yaml | kubectl apply -f - >/dev/null; done; \
+	for c in $(CRD_FILES); do kubectl apply --server-side --force-conflicts --field-manager=helm -f crds/$$c.yaml >/dev/null || exit 1; done; \
+	kubectl wait --for=condition=Established --timeout=60s crd/sandboxtemplates.airlock.dev crd/sandboxpools.airlock.dev >/dev/null; \
 	for r in crd/sandboxes.airlock.dev crd/sandboxtemplates.airlock.dev crd/sandboxpools.airlock.dev priorityclass/airlock-sandbox; do \
 	  kubectl get $$r >/dev/null 2>&1 || continue; \
 	  kubectl label --overwrite $$r app.kubernetes.io/managed-by=Helm >/dev/null; \

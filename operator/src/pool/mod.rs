@@ -192,8 +192,14 @@ async fn reconcile_pool(pool: Arc<SandboxPool>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::requeue(TEMPLATE_RETRY));
     };
 
-    // 2. policy
+    // 2. policy (and the namespace's quota: pool pods count against it like any sandbox pod)
     apply::network_policy(&ctx.client, &build::network_policy(&pool, &ctx.config)?).await?;
+    if let Err(error) = crate::reconcile::ensure_quota(&ctx, &namespace).await {
+        warn!(%error, "cannot apply the namespace's ResourceQuota; not creating pool pods");
+        let msg = format!("the namespace's ResourceQuota cannot be applied: {error}");
+        write_status(&ctx, &pool, counts(&[], &[], 0, pool.spec.replicas), Some(&template), ("QuotaUnavailable", msg)).await?;
+        return Ok(Action::requeue(REFUSED_RETRY));
+    }
 
     // 3. pods
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);

@@ -738,7 +738,7 @@ async fn transition_events(
 }
 
 /// Applies the namespace's ResourceQuota, at most every few minutes per namespace.
-async fn ensure_quota(ctx: &Context, namespace: &str) -> Result<(), Error> {
+pub(crate) async fn ensure_quota(ctx: &Context, namespace: &str) -> Result<(), Error> {
     let Some(quota) = &ctx.config.quota else {
         return Ok(());
     };
