@@ -18,14 +18,15 @@ check "default: tokens must be minted for audience airlock" grep -q -- '- --toke
 check "default: only the default RuntimeClass" grep -q -- '- --allowed-runtime-classes=kata$' "$out/default.yaml"
 check "default: connection and stream limits" grep -q -- '- --max-concurrent-streams=256$' "$out/default.yaml"
 
-# other_kinds FILE: the kinds of the rendered documents but the CRD, sorted.
-other_kinds() { sed -n 's/^kind: //p' "$1" | grep -vx CustomResourceDefinition | sort; }
-check "default: exactly one CRD, sandboxes.airlock.dev" sh -c "[ \"\$(grep -c '^kind: CustomResourceDefinition\$' '$out/default.yaml')\" = 1 ] && grep -q '^  name: sandboxes.airlock.dev\$' '$out/default.yaml'"
-check "default: the CRD is kept on uninstall (helm.sh/resource-policy: keep)" grep -q '^    helm.sh/resource-policy: keep$' "$out/default.yaml"
-render --set crds.keep=false > "$out/nokeep.yaml"
-# The CRD's own document (the agent key Secret keeps its keep policy whatever crds.keep says).
+# The CRDs' own documents (the agent key Secret keeps its keep policy whatever crds.keep says).
 crd_doc() { awk 'BEGIN { RS = "\n---" } /\nkind: CustomResourceDefinition\n/' "$1"; }
 export -f crd_doc
+# other_kinds FILE: the kinds of the rendered documents but the CRD, sorted.
+other_kinds() { sed -n 's/^kind: //p' "$1" | grep -vx CustomResourceDefinition | sort; }
+check "default: exactly three CRDs: sandboxes, sandboxtemplates, sandboxpools" sh -c "[ \"\$(grep -c '^kind: CustomResourceDefinition\$' '$out/default.yaml')\" = 3 ] && grep -q '^  name: sandboxes.airlock.dev\$' '$out/default.yaml' && grep -q '^  name: sandboxtemplates.airlock.dev\$' '$out/default.yaml' && grep -q '^  name: sandboxpools.airlock.dev\$' '$out/default.yaml'"
+check "default: the CRDs are kept on uninstall (helm.sh/resource-policy: keep)" bash -c "[ \"\$(crd_doc '$out/default.yaml' | grep -c '^    helm.sh/resource-policy: keep\$')\" = 3 ]"
+check "default: no SandboxTemplate or SandboxPool" sh -c "! grep -Eq '^kind: Sandbox(Template|Pool)\$' '$out/default.yaml'"
+render --set crds.keep=false > "$out/nokeep.yaml"
 check "crds.keep=false: the CRD without the keep policy" bash -c "grep -q '^kind: CustomResourceDefinition\$' '$out/nokeep.yaml' && crd_doc '$out/default.yaml' | grep -q 'helm.sh/resource-policy' && ! crd_doc '$out/nokeep.yaml' | grep -q 'helm.sh/resource-policy'"
 render --set crds.enabled=false > "$out/nocrd.yaml"
 check "crds.enabled=false: no CRD rendered" sh -c "! grep -q '^kind: CustomResourceDefinition\$' '$out/nocrd.yaml' && ! grep -q 'sandboxes.airlock.dev\$' '$out/nocrd.yaml'"
@@ -42,6 +43,17 @@ check "agentDirect.existingSecret: that Secret mounted, none created" sh -c "gre
 
 render -f "$ROOT/e2e/values-local.yaml" > "$out/local.yaml"
 check "local values: the default RuntimeClass is gvisor" grep -q -- '- --allowed-runtime-classes=gvisor$' "$out/local.yaml"
+check "local values: the demo's SandboxTemplate and SandboxPool (2 replicas) in airlock-demo" python3 -c "
+import yaml
+docs = [d for d in yaml.safe_load_all(open('$out/local.yaml')) if d]
+t = [d for d in docs if d['kind'] == 'SandboxTemplate']
+p = [d for d in docs if d['kind'] == 'SandboxPool']
+assert len(t) == 1 and len(p) == 1, (t, p)
+assert t[0]['metadata'] ['namespace'] == 'airlock-demo' and t[0]['spec']['image']
+assert p[0]['spec'] == {'templateRef': {'name': t[0]['metadata']['name']}, 'replicas': 2}, p
+"
+check "the operator may read templates and pools, and write pool status" sh -c "grep -q 'resources: \[\"sandboxtemplates\", \"sandboxpools\"\]' '$out/default.yaml' && grep -q 'sandboxpools/status' '$out/default.yaml'"
+check "agentDirect: the secrets policy covers DELETE too" sh -c "grep -q 'operations: \[\"CREATE\", \"UPDATE\", \"DELETE\"\]' '$out/default.yaml'"
 render --set 'runtimeClass.allowed={runc,kata}' > "$out/allowed.yaml"
 check "runtimeClass.allowed joins the default, without duplicates" grep -q -- '- --allowed-runtime-classes=kata,runc$' "$out/allowed.yaml"
 render --set 'gateway.auth.tokenAudiences=null' > "$out/noaud.yaml"
