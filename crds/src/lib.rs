@@ -65,6 +65,7 @@ pub const MAX_TTL_SECONDS: i64 = 7 * 24 * 3600;
 #[x_kube(validation = Rule::new("!has(self.templateRef) || !has(self.readOnlyRootFilesystem) || !self.readOnlyRootFilesystem").message("spec.readOnlyRootFilesystem cannot be set with spec.templateRef: the SandboxTemplate sets it"))]
 #[x_kube(validation = Rule::new("!has(self.templateRef) || !has(self.agent)").message("spec.agent cannot be set with spec.templateRef: the SandboxTemplate sets it"))]
 #[x_kube(validation = Rule::new("!has(self.templateRef) || !has(self.securityContext)").message("spec.securityContext cannot be set with spec.templateRef: the SandboxTemplate sets it"))]
+#[x_kube(validation = Rule::new("has(self.files) == has(oldSelf.files)").message("spec.files is immutable: it cannot be added or removed after creation"))]
 #[x_kube(validation = Rule::new("has(self.imagePullPolicy) == has(oldSelf.imagePullPolicy)").message("spec.imagePullPolicy is immutable: it cannot be added or removed after creation"))]
 #[x_kube(validation = Rule::new("has(self.command) == has(oldSelf.command)").message("spec.command is immutable: it cannot be added or removed after creation"))]
 #[x_kube(validation = Rule::new("has(self.args) == has(oldSelf.args)").message("spec.args is immutable: it cannot be added or removed after creation"))]
@@ -171,12 +172,39 @@ pub struct SandboxSpec {
     #[schemars(transform = optional_enum)]
     pub agent: Option<AgentSource>,
 
+    /// Files the operator writes into the sandbox before it reports Ready (through its agent;
+    /// needs the direct agent path), for example a task's input or a config file. Also for a
+    /// Sandbox made from a template: a claimed warm pod gets them before it is Ready. At most 16,
+    /// each at most 64 KiB of text. Immutable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.files is immutable"))]
+    pub files: Vec<SandboxFile>,
+
     /// The user the sandbox runs as. Set: the pod runs with `runAsNonRoot: true` and this uid and
     /// gid (as Pod Security `restricted` requires). Unset: the operator's default user if it has
     /// one, else the image's own user (often root; fine for `baseline`). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.securityContext is immutable"))]
     pub security_context: Option<SandboxSecurityContext>,
+}
+
+/// A file written into the sandbox before it is Ready.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct SandboxFile {
+    /// Absolute path; missing parent directories are created.
+    #[schemars(length(min = 2, max = 4096))]
+    #[x_kube(validation = Rule::new("self.startsWith('/') && !self.endsWith('/')").message("spec.files[].path must be an absolute path to a file"))]
+    pub path: String,
+    /// The file's content (text).
+    #[serde(default)]
+    #[schemars(length(max = 65536))]
+    pub content: String,
+    /// Permission bits, for example 420 (0644, the default) or 384 (0600); YAML may write them
+    /// in octal as 0o644.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 4095))]
+    pub mode: Option<i32>,
 }
 
 /// The SandboxTemplate a Sandbox or SandboxPool is made from.
@@ -483,6 +511,9 @@ pub struct SandboxStatus {
     /// pod created for it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_mode: Option<StartMode>,
+    /// When the operator wrote `spec.files` into the sandbox (before it reported Ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_written_time: Option<Time>,
     /// The SandboxTemplate this sandbox was made from, as it was when its pod started (later
     /// changes to the template apply to new sandboxes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -173,6 +173,7 @@ impl SandboxTemplateSpec {
             read_only_root_filesystem: self.read_only_root_filesystem,
             agent: self.agent,
             security_context: self.security_context,
+            files: claim.files.clone(),
         }
     }
 

@@ -105,7 +105,10 @@ async fn a_pool_fills_claims_are_warm_with_their_own_env_and_token_and_the_pool_
     let gw = AirlockClient::connect(&format!("http://127.0.0.1:{port}"), Some(token_for(&c, n, "tester").await)).await.expect("gateway");
     let env = [("BOTH".to_string(), "claim".to_string()), ("OWN".to_string(), "c".to_string())];
     let (a, b, grpc) = tokio::join!(
-        claim(&c, n, "a", "py", json!({"env": [{"name": "BOTH", "value": "claim-a"}, {"name": "OWN", "value": "a"}]})),
+        claim(&c, n, "a", "py", json!({
+            "env": [{"name": "BOTH", "value": "claim-a"}, {"name": "OWN", "value": "a"}],
+            "files": [{"path": "/work/task/input.txt", "content": "claimed input\n", "mode": 0o600}],
+        })),
         claim(&c, n, "b", "py", json!({})),
         gw.create_sandbox(pb::CreateSandboxRequest {
             namespace: n.into(),
@@ -141,6 +144,10 @@ async fn a_pool_fills_claims_are_warm_with_their_own_env_and_token_and_the_pool_
     assert_eq!(out(gw.exec_collect(printenv("a")).await.expect("exec a")), "template/claim-a/a");
     assert_eq!(out(gw.exec_collect(printenv("b")).await.expect("exec b")), "template/template/");
     assert_eq!(out(gw.exec_collect(printenv("g")).await.expect("exec g")), "template/claim/c");
+    // Its files were there when it became Ready (written after the claim, parents created).
+    let cat = AirlockClient::argv(n, "a", ["sh", "-c", "cat /work/task/input.txt; stat -c %a /work/task/input.txt"]);
+    assert_eq!(out(gw.exec_collect(cat).await.expect("cat")), "claimed input\n600");
+    assert!(a.status.as_ref().unwrap().files_written_time.is_some(), "{:?}", a.status);
     let mut own = AirlockClient::argv(n, "a", ["sh", "-c", "echo $OWN"]);
     own.env.insert("OWN".into(), "request".into());
     assert_eq!(out(gw.exec_collect(own).await.expect("exec a with env")), "request", "a request's env wins");
@@ -333,6 +340,8 @@ async fn bad_template_references_are_refused_or_reported_naming_the_field() {
     assert!(refused(r).contains("spec must set exactly one of spec.image and spec.templateRef"));
     let cmd = create_claim(&c, n, "cmd", "py", json!({"command": ["sleep", "1"]})).await;
     assert!(refused(cmd).contains("spec.command cannot be set with spec.templateRef: the SandboxTemplate sets it"));
+    let rel = create_claim(&c, n, "rel", "py", json!({"files": [{"path": "relative.txt", "content": "x"}]})).await;
+    assert!(refused(rel).contains("spec.files[].path must be an absolute path to a file"));
     let rc = create_claim(&c, n, "rc", "py", json!({"resources": {"cpu": "1"}})).await;
     assert!(refused(rc).contains("spec.resources cannot be set with spec.templateRef"));
     // A pool whose name is too long for its pods' host names, and a negative size.
@@ -351,7 +360,7 @@ async fn bad_template_references_are_refused_or_reported_naming_the_field() {
 
     // A template that does not exist: the Sandbox is Failed, the reason names the field; the
     // pool says the same. Once the template is created, the Sandbox starts (cold: no pool pod).
-    create_claim(&c, n, "later", "py", json!({})).await.expect("accepted");
+    create_claim(&c, n, "later", "py", json!({"files": [{"path": "/tmp/x/hello", "content": "cold"}]})).await.expect("accepted");
     pool(&c, n, "py", 0).await;
     let api: Api<Sandbox> = Api::namespaced(c.clone(), n);
     let failed = wait_for(&api, "later", Duration::from_secs(60), "TemplateNotFound", |s| {
@@ -371,6 +380,9 @@ async fn bad_template_references_are_refused_or_reported_naming_the_field() {
     let s = wait_for(&api, "later", READY, "Ready", |s| s.is_some_and(Sandbox::is_ready)).await.expect("Ready");
     assert_eq!(start_mode(&s), Some(StartMode::Cold));
     assert_eq!(pod_name(&s), "later", "a cold start's pod is named after its Sandbox");
+    assert!(s.status.as_ref().unwrap().files_written_time.is_some(), "files written before Ready: {:?}", s.status);
+    let read = airlock_e2e::net::exec_in(&c, n, "later", Some("sandbox"), &["cat", "/tmp/x/hello"]).await;
+    assert_eq!(read.stdout, "cold");
     ns.cleanup().await;
 }
 

@@ -51,6 +51,7 @@ pub mod activity;
 pub mod agent;
 pub mod agent_verify;
 pub mod apply;
+pub mod files;
 pub mod lifetime;
 pub mod read;
 pub mod status;
@@ -84,6 +85,8 @@ pub enum Error {
     Apply(#[from] apply::ApplyError),
     #[error(transparent)]
     Warm(#[from] warm::WarmError),
+    #[error(transparent)]
+    Files(#[from] files::FilesError),
 }
 
 impl Error {
@@ -109,6 +112,7 @@ impl Error {
             Error::Apply(_) => "apply",
             Error::Warm(warm::WarmError::Template { .. }) => "template",
             Error::Warm(warm::WarmError::Claim(_)) => "claim",
+            Error::Files(_) => "files",
         }
     }
 }
@@ -217,6 +221,7 @@ pub async fn reconcile_at(
         adjustments,
         start_mode: None,
         template: None,
+        files_written: None,
     };
     if let Some(why) = deadlines.ended(now).or_else(|| already_expired(&prev)) {
         return expire(sandbox, ctx, &observed, why, status_ctx(None, &[])).await;
@@ -348,8 +353,31 @@ pub async fn reconcile_at(
         ),
         _ => (None, None),
     };
+    // spec.files, once the pod is Ready and before the status says so.
+    let mut files_written = None;
+    let mut files_refused = None;
+    if let Found::Pod(pod, _) = &found
+        && !sandbox.spec.files.is_empty()
+        && prev.files_written_time.is_none()
+        && status::pod_view(pod).ready
+    {
+        match files::write(ctx.config.direct.as_ref(), sandbox, pod).await {
+            Ok(()) => {
+                info!(files = sandbox.spec.files.len(), "wrote spec.files into the sandbox");
+                files_written = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+            }
+            Err(e @ (files::FilesError::Refused { .. } | files::FilesError::NoDirectPath)) => {
+                files_refused = Some(e.to_string());
+            }
+            Err(e) => return Err(Error::Files(e)),
+        }
+    }
     let rejected;
     let outcome = match &found {
+        Found::Pod(_, _) if files_refused.is_some() => Outcome::Failed {
+            reason: reason::FILES_NOT_WRITTEN,
+            message: files_refused.as_deref().unwrap_or_default(),
+        },
         Found::Pod(pod, _) => Outcome::Running(pod),
         Found::Waiting(reason, message, _) => Outcome::Pending { reason, message },
         Found::Rejected(message, _) => {
@@ -366,6 +394,7 @@ pub async fn reconcile_at(
         &status::Context {
             start_mode,
             template: applied.as_ref(),
+            files_written: files_written.as_ref(),
             ..status_ctx(Some(&plan.runtime_class), &plan.adjustments)
         },
         outcome,
@@ -436,6 +465,7 @@ async fn template_missing(
             adjustments: &[],
             start_mode: None,
             template: None,
+            files_written: None,
         };
         return expire(sandbox, ctx, &observed, why, sctx).await;
     }
@@ -449,6 +479,7 @@ async fn template_missing(
             adjustments: &[],
             start_mode: None,
             template: None,
+            files_written: None,
         },
         Outcome::Failed {
             reason: reason::TEMPLATE_NOT_FOUND,

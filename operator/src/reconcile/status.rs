@@ -36,6 +36,8 @@ pub mod reason {
     pub const EGRESS_DENIED: &str = "EgressDenied";
     pub const POD_REJECTED: &str = "PodRejected";
     pub const TEMPLATE_NOT_FOUND: &str = "TemplateNotFound";
+    /// The sandbox refused a file of `spec.files` (or there is no direct path to write them).
+    pub const FILES_NOT_WRITTEN: &str = "FilesNotWritten";
     pub const EXPIRED: &str = "Expired";
     pub const NOT_EXPIRED: &str = "NotExpired";
     /// `PolicyAdjusted=False`: the sandbox runs as its spec says.
@@ -75,6 +77,8 @@ pub struct Context<'a> {
     pub start_mode: Option<airlock_crds::StartMode>,
     /// The template it started from, once its pod exists.
     pub template: Option<&'a airlock_crds::AppliedTemplate>,
+    /// When `spec.files` were written, if this reconcile wrote them.
+    pub files_written: Option<&'a Time>,
 }
 
 /// How a pod looks from the sandbox's point of view.
@@ -104,6 +108,7 @@ pub fn next(ctx: &Context<'_>, outcome: Outcome<'_>) -> SandboxStatus {
         last_activity_time: ctx.last_activity.map(Time),
         start_mode: ctx.start_mode.or(prev.start_mode),
         template: ctx.template.cloned().or(prev.template.clone()),
+        files_written_time: ctx.files_written.cloned().or(prev.files_written_time.clone()),
         ..SandboxStatus::default()
     };
 
@@ -559,6 +564,7 @@ mod tests {
             runtime_class: Some("kata"),
             start_mode: None,
             template: None,
+            files_written: None,
         }
     }
 

@@ -14,6 +14,9 @@
 //! - exec through the gateway against the Kubernetes `pods/exec` websocket straight from here
 //!   (what `kubectl exec` does) into the same pod: round trip of `true`, time to first output
 //!   byte, stdout throughput, concurrent execs and streams;
+//! - warm pools (SandboxTemplate + SandboxPool): create -> Ready of a warm claim one at a time
+//!   and 20 at once, beside a cold templated Sandbox and a bare Pod; create -> first exec output
+//!   through the gateway; claims of a drained pool (cold fallback); refill of a pool from 0 to 10;
 //! - footprint: resident memory of the operator and the gateway, idle, with 1,000 Sandboxes and
 //!   under 100 concurrent streams.
 //!
@@ -34,12 +37,12 @@
 //! default of 50 pods per namespace does not cut the bursts short.
 //!
 //! Configuration (environment): `BENCH_RUNS` (20) scales every run count; `BENCH_ONLY`
-//! (comma-separated phases: operator, cold, ready, reap, exec, footprint; `execprobe` is a
+//! (comma-separated phases: operator, cold, ready, reap, exec, warm, footprint; `execprobe` is a
 //! diagnostic of concurrent pods/exec calls, only run when named); `BENCH_OUT` (`bench`); and the
 //! specific knobs read in [`Opts::from_env`] (`BENCH_CONCURRENCY`, `BENCH_CONCURRENCY_CAP`, ...).
 //!
 //! One module per benchmark (`operator_latency`, `ready`, `reap`, `exec`, `exec_concurrency`,
-//! `footprint`), the shared helpers beside them (`opts`, `stats`, `watch`, `procs`, `drivers`,
+//! `warm`, `footprint`), the shared helpers beside them (`opts`, `stats`, `watch`, `procs`, `drivers`,
 //! `machine`) and the report writer (`report`). This file: the bench's state, its namespaces and
 //! objects, and the run.
 
@@ -82,6 +85,7 @@ mod ready;
 mod reap;
 mod exec;
 mod exec_concurrency;
+mod warm;
 mod drivers;
 mod footprint;
 mod machine;
@@ -339,12 +343,13 @@ async fn run(b: &Bench) -> Result<()> {
     }
     b.footprint("idle", b.sample_now("idle").await);
     let ns = b.namespace("main", true).await?;
-    let phases: [(&str, &str); 6] = [
+    let phases: [(&str, &str); 7] = [
         ("operator", "operator latency"),
         ("cold", "cold namespace"),
         ("ready", "time to Ready"),
         ("reap", "reap latency"),
         ("exec", "exec"),
+        ("warm", "warm pools"),
         ("footprint", "footprint with many Sandboxes"),
     ];
     // Diagnostics, only when asked for by name in BENCH_ONLY.
@@ -370,6 +375,7 @@ async fn run(b: &Bench) -> Result<()> {
             "ready" => b.phase_ready(&ns).await,
             "reap" => b.phase_reap(&ns).await,
             "exec" => b.phase_exec(&ns).await,
+            "warm" => b.phase_warm().await,
             "footprint" => b.phase_footprint().await,
             "execprobe" => b.exec_probe(&ns).await,
             _ => Ok(()),

@@ -146,6 +146,7 @@ fn built(s: &Sandbox, outcome: Outcome<'_>) -> SandboxStatus {
             adjustments: &[],
             start_mode: None,
             template: None,
+            files_written: None,
         },
         outcome,
     )
