@@ -200,8 +200,8 @@ pub struct SandboxFile {
     #[serde(default)]
     #[schemars(length(max = 65536))]
     pub content: String,
-    /// Permission bits, for example 420 (0644, the default) or 384 (0600); YAML may write them
-    /// in octal as 0o644.
+    /// Permission bits as a decimal number, for example 420 (octal 0644, the default) or 384
+    /// (0600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 4095))]
     pub mode: Option<i32>,

@@ -115,6 +115,7 @@ async fn a_pool_fills_claims_are_warm_with_their_own_env_and_token_and_the_pool_
             name: "g".into(),
             source: Some(pb::create_sandbox_request::Source::Template("py".into())),
             env: env.into_iter().collect(),
+            files: vec![pb::InitialFile { path: "/tmp/g.txt".into(), content: "from grpc".into(), mode: None }],
             wait_ready: true,
             ..Default::default()
         }),
@@ -148,6 +149,8 @@ async fn a_pool_fills_claims_are_warm_with_their_own_env_and_token_and_the_pool_
     let cat = AirlockClient::argv(n, "a", ["sh", "-c", "cat /work/task/input.txt; stat -c %a /work/task/input.txt"]);
     assert_eq!(out(gw.exec_collect(cat).await.expect("cat")), "claimed input\n600");
     assert!(a.status.as_ref().unwrap().files_written_time.is_some(), "{:?}", a.status);
+    let cat_g = AirlockClient::argv(n, "g", ["cat", "/tmp/g.txt"]);
+    assert_eq!(out(gw.exec_collect(cat_g).await.expect("cat g")), "from grpc");
     let mut own = AirlockClient::argv(n, "a", ["sh", "-c", "echo $OWN"]);
     own.env.insert("OWN".into(), "request".into());
     assert_eq!(out(gw.exec_collect(own).await.expect("exec a with env")), "request", "a request's env wins");

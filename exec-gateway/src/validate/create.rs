@@ -192,6 +192,27 @@ pub fn create_request(
     } else {
         Some(path("working_dir", &r.working_dir)?)
     };
+    if r.files.len() > 16 {
+        return Err(invalid("files", format!("at most 16 files, got {}", r.files.len())));
+    }
+    let mut files = Vec::with_capacity(r.files.len());
+    for (i, f) in r.files.iter().enumerate() {
+        let p = path(&format!("files[{i}].path"), &f.path)?;
+        if p.ends_with('/') || p.len() < 2 {
+            return Err(invalid(&format!("files[{i}].path"), "must name a file, not a directory"));
+        }
+        if f.content.len() > 65536 {
+            return Err(invalid(&format!("files[{i}].content"), format!("at most 65536 bytes, got {}", f.content.len())));
+        }
+        let mode = match f.mode {
+            Some(m) if m > 0o7777 => {
+                return Err(invalid(&format!("files[{i}].mode"), format!("at most 0o7777 (4095), got {m}")));
+            }
+            Some(m) => Some(m as i32),
+            None => None,
+        };
+        files.push(SandboxFile { path: p, content: f.content.clone(), mode });
+    }
     Ok(CreateSpec {
         namespace,
         name,
@@ -207,6 +228,7 @@ pub fn create_request(
             working_dir,
             read_only_root_filesystem: r.read_only_root_filesystem,
             agent: r.agent_in_image.then_some(airlock_crds::AgentSource::Image),
+            files,
             ..Default::default()
         },
         labels,

@@ -56,8 +56,14 @@ fn claim_marks(p: &Pod) -> Vec<String> {
 }
 
 fn count_modes(starts: &[Start]) -> Value {
-    let warm = starts.iter().filter(|s| s.mode == Some(StartMode::Warm)).count();
-    let cold = starts.iter().filter(|s| s.mode == Some(StartMode::Cold)).count();
+    let warm = starts
+        .iter()
+        .filter(|s| s.mode == Some(StartMode::Warm))
+        .count();
+    let cold = starts
+        .iter()
+        .filter(|s| s.mode == Some(StartMode::Cold))
+        .count();
     json!({"warm": warm, "cold": cold, "unknown": starts.len() - warm - cold})
 }
 
@@ -107,7 +113,8 @@ impl Bench {
         for t in [POOLED, UNPOOLED] {
             self.create_template(ns, t, &cpu, &mem).await?;
         }
-        self.create_pool(ns, POOLED, POOLED, o.warm_pool as i32).await?;
+        self.create_pool(ns, POOLED, POOLED, o.warm_pool as i32)
+            .await?;
         let t = Instant::now();
         self.pool_quiet(ns, POOLED, o.warm_pool, Duration::from_secs(300))
             .await?;
@@ -128,6 +135,7 @@ impl Bench {
 
         // 1. One at a time, the pool back at its size before each; rounds alternate between a
         //    warm claim, a cold templated Sandbox and a bare Pod.
+        let part: Result<()> = async {
         for r in 0..o.warm_runs.max(o.warm_cold_runs) {
             if r < o.warm_runs {
                 self.pool_quiet(ns, POOLED, o.warm_pool, TIMEOUT).await?;
@@ -162,6 +170,12 @@ impl Bench {
                     Err(e) => self.warm_error(&mut errs, "bare", e),
                 }
             }
+        }
+        Ok(())
+        }
+        .await;
+        if let Err(e) = part {
+            self.warm_error(&mut errs, "seq", e);
         }
         self.progress(&format!(
             "warm: {} sequential claims, {} cold templated Sandboxes, {} bare Pods",
@@ -205,12 +219,16 @@ impl Bench {
         .await;
         let _ = stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-        let exec_runs = exec_res?;
+        let exec_runs = exec_res.unwrap_or_else(|e| {
+            self.warm_error(&mut errs, "create+exec", e);
+            Vec::new()
+        });
         self.progress(&format!("warm: {} create+exec runs", exec_runs.len()));
 
         // 3. N at once against a pool of N Ready pods.
         let c = o.warm_concurrency;
         let mut makespans = Vec::new();
+        let part: Result<()> = async {
         if o.warm_concurrent_rounds > 0 {
             self.scale_pool(ns, POOLED, c as i32).await?;
             for round in 0..o.warm_concurrent_rounds {
@@ -271,27 +289,40 @@ impl Bench {
                 conc.extend(round_starts);
             }
         }
+        Ok(())
+        }
+        .await;
+        if let Err(e) = part {
+            self.warm_error(&mut errs, "concurrent", e);
+        }
 
         // 4. Drained: the pool scaled to 0, claims fall back to cold starts.
-        self.scale_pool(ns, POOLED, 0).await?;
-        self.pool_quiet(ns, POOLED, 0, TIMEOUT).await?;
-        for r in 0..o.warm_drained_runs {
-            tokio::time::sleep(SETTLE).await;
-            match self.claim_one(ns, &format!("w-drain-{r:02}"), POOLED).await {
-                Ok(s) => {
-                    if s.mode != Some(StartMode::Cold) {
-                        anomalies.push(format!(
-                            "drained-pool claim {} started {} (pod {})",
-                            s.name,
-                            s.mode_str(),
-                            s.pod
-                        ));
+        let part: Result<()> = async {
+            self.scale_pool(ns, POOLED, 0).await?;
+            self.pool_quiet(ns, POOLED, 0, TIMEOUT).await?;
+            for r in 0..o.warm_drained_runs {
+                tokio::time::sleep(SETTLE).await;
+                match self.claim_one(ns, &format!("w-drain-{r:02}"), POOLED).await {
+                    Ok(s) => {
+                        if s.mode != Some(StartMode::Cold) {
+                            anomalies.push(format!(
+                                "drained-pool claim {} started {} (pod {})",
+                                s.name,
+                                s.mode_str(),
+                                s.pod
+                            ));
+                        }
+                        self.delete_claims(ns, std::slice::from_ref(&s)).await;
+                        drained.push(s);
                     }
-                    self.delete_claims(ns, std::slice::from_ref(&s)).await;
-                    drained.push(s);
+                    Err(e) => self.warm_error(&mut errs, "drained", e),
                 }
-                Err(e) => self.warm_error(&mut errs, "drained", e),
             }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = part {
+            self.warm_error(&mut errs, "drained", e);
         }
         self.progress(&format!(
             "warm: {} concurrent claims, {} drained-pool claims",
@@ -313,7 +344,9 @@ impl Bench {
         );
         let mut m_last = Metric::new(
             &format!("warm.refill{n}.last_pod_ready"),
-            &format!("pool scaled 0 -> {n}: patch sent -> {n}th pool pod Ready (pod watch)"),
+            &format!(
+                "pool scaled 0 -> {n}: patch sent -> last of the {n} pool pods Ready (pod watch)"
+            ),
             "ms",
         );
         for r in 0..o.warm_refill_runs {
@@ -404,7 +437,10 @@ impl Bench {
             if cold_n > 0 {
                 m.errors += cold_n;
                 let sep = if m.note.is_empty() { "" } else { "; " };
-                m.note = format!("{}{sep}{cold_n} went Cold, counted as errors (see notes)", m.note);
+                m.note = format!(
+                    "{}{sep}{cold_n} went Cold, counted as errors (see notes)",
+                    m.note
+                );
             }
         }
 
@@ -441,7 +477,11 @@ impl Bench {
                     *x_modes
                         .entry(format!(
                             "{}: {}",
-                            if *warm { "pooled template" } else { "template without a pool" },
+                            if *warm {
+                                "pooled template"
+                            } else {
+                                "template without a pool"
+                            },
                             if x.mode.is_empty() { "-" } else { &x.mode }
                         ))
                         .or_default() += 1;
@@ -483,7 +523,11 @@ impl Bench {
         let ratios = [
             ratio("warm claim / cold templated Sandbox", &m_seq, &m_cold),
             ratio("warm claim / bare Pod, gVisor", &m_seq, &m_bare),
-            ratio("cold templated Sandbox / bare Pod, gVisor", &m_cold, &m_bare),
+            ratio(
+                "cold templated Sandbox / bare Pod, gVisor",
+                &m_cold,
+                &m_bare,
+            ),
             ratio(
                 &format!("{c} concurrent warm claims / one at a time"),
                 &m_conc,
@@ -494,11 +538,7 @@ impl Bench {
                 &m_drained,
                 &m_cold,
             ),
-            ratio(
-                "create + first exec output: warm / cold",
-                &x_first,
-                &x_cold,
-            ),
+            ratio("create + first exec output: warm / cold", &x_first, &x_cold),
             ratio(
                 "create + first exec output, warm / warm claim create -> Ready",
                 &x_first,
@@ -538,7 +578,9 @@ impl Bench {
                 p50(&m_seq).map(|x| x < 17.0),
             ),
         ];
-        let mut goals_md = String::from("| goal (not an assertion) | target | measured | met |\n|---|---|---:|---|\n");
+        let mut goals_md = String::from(
+            "| goal (not an assertion) | target | measured | met |\n|---|---|---:|---|\n",
+        );
         for (what, target, measured, met) in &goals {
             let m = fmt_opt(*measured, "ms");
             goals_md.push_str(&format!(
@@ -552,8 +594,10 @@ impl Bench {
             self.target(what, target, m, *met);
         }
 
-        let start_metrics: Vec<&Metric> = vec![&m_seq, &m_seq_op, &m_conc, &m_cold, &m_bare, &m_drained];
-        let exec_metrics: Vec<&Metric> = vec![&x_first, &x_created, &x_seen, &x_ttfb, &x_again, &x_cold];
+        let start_metrics: Vec<&Metric> =
+            vec![&m_seq, &m_seq_op, &m_conc, &m_cold, &m_bare, &m_drained];
+        let exec_metrics: Vec<&Metric> =
+            vec![&x_first, &x_created, &x_seen, &x_ttfb, &x_again, &x_cold];
         let refill_metrics: Vec<&Metric> = vec![&m_refill, &m_first, &m_last];
         let mut all: Vec<&Metric> = Vec::new();
         all.extend(start_metrics.iter().copied());
@@ -575,7 +619,10 @@ impl Bench {
             ("returned", "create call returned"),
             ("sbx.created", "Sandbox seen (watch ADDED)"),
             ("sbx.status", "first status written by the operator"),
-            ("claimed", "pool pod seen carrying the Sandbox's label (adopted)"),
+            (
+                "claimed",
+                "pool pod seen carrying the Sandbox's label (adopted)",
+            ),
             ("pod.created", "Pod seen (cold start)"),
             ("pod.scheduled", "Pod bound to the node"),
             ("pod.running", "main container running"),
@@ -627,7 +674,9 @@ impl Bench {
         let slowest: Vec<Value> = slow
             .iter()
             .take(3)
-            .map(|s| json!({"name": s.name, "pod": s.pod, "total_ms": s.total, "marks_ms": s.marks}))
+            .map(
+                |s| json!({"name": s.name, "pod": s.pod, "total_ms": s.total, "marks_ms": s.marks}),
+            )
             .collect();
         {
             let mut r = self.report.lock().unwrap();
@@ -697,7 +746,12 @@ impl Bench {
         Ok(())
     }
 
-    fn warm_error(&self, errs: &mut BTreeMap<&'static str, usize>, what: &'static str, e: anyhow::Error) {
+    fn warm_error(
+        &self,
+        errs: &mut BTreeMap<&'static str, usize>,
+        what: &'static str,
+        e: anyhow::Error,
+    ) {
         let n = errs.entry(what).or_default();
         *n += 1;
         if *n <= 3 {
@@ -764,9 +818,15 @@ impl Bench {
             let list = pods.list(&lp).await?.items;
             let ready = list
                 .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none() && airlock_e2e::release::is_ready(p))
+                .filter(|p| {
+                    p.metadata.deletion_timestamp.is_none() && airlock_e2e::release::is_ready(p)
+                })
                 .count();
-            if st.ready_replicas as usize == n && st.replicas as usize == n && ready == n && list.len() == n {
+            if st.ready_replicas as usize == n
+                && st.replicas as usize == n
+                && ready == n
+                && list.len() == n
+            {
                 return Ok(());
             }
             if t.elapsed() > timeout {
@@ -802,7 +862,13 @@ impl Bench {
     }
 
     /// Waits for the Sandbox's Ready; its start mode, pod and milestones.
-    async fn finish_start(&self, ns: &str, name: &str, t0: Instant, t_ret: Instant) -> Result<Start> {
+    async fn finish_start(
+        &self,
+        ns: &str,
+        name: &str,
+        t0: Instant,
+        t_ret: Instant,
+    ) -> Result<Start> {
         let ready = self
             .rec
             .wait(&key("sbx", ns, name), "ready", TIMEOUT)
@@ -821,7 +887,10 @@ impl Bench {
             marks.insert(format!("sbx.{k}"), ms_between(t0, x));
         }
         if mode == Some(StartMode::Warm) {
-            if let Some(x) = self.rec.get(&key("claim", ns, &pod), &format!("claimed:{name}")) {
+            if let Some(x) = self
+                .rec
+                .get(&key("claim", ns, &pod), &format!("claimed:{name}"))
+            {
                 marks.insert("claimed".into(), ms_between(t0, x));
             }
         } else {
@@ -947,14 +1016,22 @@ impl Bench {
     }
 
     /// CreateSandbox{template, wait_ready} then Exec `echo hi`, timed from the create call.
-    async fn create_exec(&self, gw: &AirlockClient, ns: &str, name: &str, template: &str) -> Result<ExecStart> {
+    async fn create_exec(
+        &self,
+        gw: &AirlockClient,
+        ns: &str,
+        name: &str,
+        template: &str,
+    ) -> Result<ExecStart> {
         let t0 = Instant::now();
         let sb = gw
             .create_sandbox_ready(
                 pb::CreateSandboxRequest {
                     namespace: ns.into(),
                     name: name.into(),
-                    source: Some(pb::create_sandbox_request::Source::Template(template.into())),
+                    source: Some(pb::create_sandbox_request::Source::Template(
+                        template.into(),
+                    )),
                     ..Default::default()
                 },
                 TIMEOUT,
@@ -982,7 +1059,11 @@ impl Bench {
             seen,
             again,
             mode: sb.start_mode.clone(),
-            pod: if sb.pod_name.is_empty() { labels::pod_name(name) } else { sb.pod_name },
+            pod: if sb.pod_name.is_empty() {
+                labels::pod_name(name)
+            } else {
+                sb.pod_name
+            },
         })
     }
 
@@ -994,7 +1075,11 @@ impl Bench {
         let t = Instant::now();
         loop {
             let p = pools.get(name).await?;
-            if p.status.as_ref().and_then(|s| s.observed_generation).is_some_and(|g| Some(g) == p.metadata.generation) {
+            if p.status
+                .as_ref()
+                .and_then(|s| s.observed_generation)
+                .is_some_and(|g| Some(g) == p.metadata.generation)
+            {
                 break;
             }
             if t.elapsed() > Duration::from_secs(60) {
@@ -1007,10 +1092,17 @@ impl Bench {
         self.scale_pool(ns, name, n as i32).await?;
         let r = self
             .rec
-            .wait(&key("pool", ns, name), &format!("ready:{n}"), Duration::from_secs(600))
+            .wait(
+                &key("pool", ns, name),
+                &format!("ready:{n}"),
+                Duration::from_secs(600),
+            )
             .await;
         let lp = ListParams::default().labels(&format!("{}={name}", labels::POOL));
-        let pods = Api::<Pod>::namespaced(self.kube.clone(), ns).list(&lp).await?.items;
+        let pods = Api::<Pod>::namespaced(self.kube.clone(), ns)
+            .list(&lp)
+            .await?
+            .items;
         let readies: Vec<f64> = pods
             .iter()
             .filter_map(|p| self.rec.get(&key("pod", ns, &p.name_any()), "ready"))
@@ -1020,7 +1112,11 @@ impl Bench {
         for p in &pods {
             if let Err(e) = self
                 .rec
-                .wait(&key("pod", ns, &p.name_any()), "gone", Duration::from_secs(180))
+                .wait(
+                    &key("pod", ns, &p.name_any()),
+                    "gone",
+                    Duration::from_secs(180),
+                )
                 .await
             {
                 self.note(format!("warm refill: {e}"));

@@ -272,3 +272,25 @@ fn memory_at_or_below_the_crd_minimum_is_refused() {
         assert!(with_memory(m).is_ok(), "{m}");
     }
 }
+
+#[test]
+fn initial_files_are_checked_field_by_field() {
+    let file = |path: &str, content: &str, mode: Option<u32>| pb::InitialFile { path: path.into(), content: content.into(), mode };
+    let ok = create(|r| r.files = vec![file("/w/in.txt", "x", Some(0o600))]).unwrap();
+    assert_eq!(
+        ok.spec.files,
+        [airlock_crds::SandboxFile { path: "/w/in.txt".into(), content: "x".into(), mode: Some(0o600) }]
+    );
+    let big = "a".repeat(65537);
+    for (f, message) in [
+        (file("rel", "", None), "files[0].path: must be absolute"),
+        (file("/dir/", "", None), "files[0].path: must name a file, not a directory"),
+        (file("/a", &big, None), "files[0].content: at most 65536 bytes, got 65537"),
+        (file("/a", "", Some(0o10000)), "files[0].mode: at most 0o7777 (4095), got 4096"),
+    ] {
+        let e = create(|r| r.files = vec![f]).unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::InvalidArgument, message));
+    }
+    let e = create(|r| r.files = (0..17).map(|i| file(&format!("/f{i}"), "", None)).collect()).unwrap_err();
+    assert_eq!(e.message(), "files: at most 16 files, got 17");
+}
