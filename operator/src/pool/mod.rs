@@ -26,6 +26,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -54,7 +55,7 @@ const RESYNC: Duration = Duration::from_secs(300);
 pub struct Pools {
     pub claims: claim::Claims,
     warm: OnceLock<Store<Pod>>,
-    templates: OnceLock<Store<SandboxTemplate>>,
+    templates: OnceLock<Store<DeserializeGuard<SandboxTemplate>>>,
 }
 
 impl Pools {
@@ -71,12 +72,13 @@ impl Pools {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Arc<SandboxTemplate>>, kube::Error> {
-        if let Some(t) = self
+        if let Some(Ok(t)) = self
             .templates
             .get()
             .and_then(|s| s.get(&ObjectRef::new(name).within(namespace)))
+            .map(|g| g.0.clone())
         {
-            return Ok(Some(t));
+            return Ok(Some(Arc::new(t)));
         }
         let api: Api<SandboxTemplate> = Api::namespaced(client.clone(), namespace);
         Ok(api.get_opt(name).await?.map(Arc::new))
@@ -104,7 +106,9 @@ pub enum PoolError {
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let ns = ctx.config.watch_namespace.clone();
-    let api = |c: &Client| -> (Api<SandboxPool>, Api<SandboxTemplate>, Api<Pod>) {
+    // Pools and templates through DeserializeGuard: one object that does not deserialize (written
+    // before a schema change) cannot stall the others.
+    let api = |c: &Client| -> (Api<DeserializeGuard<SandboxPool>>, Api<DeserializeGuard<SandboxTemplate>>, Api<Pod>) {
         match &ns {
             Some(n) => (Api::namespaced(c.clone(), n), Api::namespaced(c.clone(), n), Api::namespaced(c.clone(), n)),
             None => (Api::all(c.clone()), Api::all(c.clone()), Api::all(c.clone())),
@@ -128,12 +132,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 
     let controller = Controller::new(pools, watcher::Config::default());
     let pool_store = controller.store();
-    let by_template = move |t: SandboxTemplate| {
+    let by_template = move |t: DeserializeGuard<SandboxTemplate>| {
         let ns = t.namespace();
         pool_store
             .state()
             .into_iter()
-            .filter(|p| p.namespace() == ns && p.spec.template_ref.name == t.name_any())
+            .filter(|p| {
+                p.namespace() == ns
+                    && p.0.as_ref().is_ok_and(|p| p.spec.template_ref.name == t.name_any())
+            })
             .map(|p| ObjectRef::from_obj(&*p))
             .collect::<Vec<_>>()
     };
@@ -161,16 +168,24 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     }
 }
 
-fn error_policy(pool: Arc<SandboxPool>, error: &PoolError, ctx: Arc<Context>) -> Action {
+fn error_policy(pool: Arc<DeserializeGuard<SandboxPool>>, error: &PoolError, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_error("pool");
     warn!(namespace = %pool.namespace().unwrap_or_default(), pool = %pool.name_any(), %error, "pool reconcile failed; retrying");
     Action::requeue(Duration::from_secs(10))
 }
 
-async fn reconcile(pool: Arc<SandboxPool>, ctx: Arc<Context>) -> Result<Action, PoolError> {
+async fn reconcile(guard: Arc<DeserializeGuard<SandboxPool>>, ctx: Arc<Context>) -> Result<Action, PoolError> {
     use tracing::Instrument;
-    let span = tracing::info_span!("pool", namespace = %pool.namespace().unwrap_or_default(), pool = %pool.name_any());
-    reconcile_pool(pool, ctx).instrument(span).await
+    let span = tracing::info_span!("pool", namespace = %guard.namespace().unwrap_or_default(), pool = %guard.name_any());
+    match &guard.0 {
+        Ok(pool) => reconcile_pool(Arc::new(pool.clone()), ctx).instrument(span).await,
+        Err(invalid) => {
+            let _enter = span.enter();
+            ctx.metrics.reconcile_error("malformed");
+            warn!(error = %invalid.error, "cannot read SandboxPool; ignoring it until it changes");
+            Ok(Action::await_change())
+        }
+    }
 }
 
 async fn reconcile_pool(pool: Arc<SandboxPool>, ctx: Arc<Context>) -> Result<Action, PoolError> {
