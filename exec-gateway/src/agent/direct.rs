@@ -39,7 +39,7 @@ use super::{AgentError, Launch, PodTarget, RemoteProcess, signal_frame};
 /// growing memory.
 const PIPE_BUF: usize = 64 * 1024;
 
-/// How long the agent may take to answer HELLO.
+/// How long the agent may take to answer HELLO at least (longer within the call's patience).
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest single connection attempt.
 const CONNECT_ATTEMPT: Duration = Duration::from_secs(1);
@@ -132,8 +132,11 @@ impl DirectExec {
         wr.write_all(&proto::frame(c2a::HELLO, &hello.encode()))
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        match tokio::time::timeout(HELLO_TIMEOUT, rd.next()).await {
-            Err(_) => Err(unreachable("no answer to HELLO".into())),
+        // A busy agent (hundreds of connections at once, a sandbox with little CPU) may answer
+        // late: it is alive, so the call waits for it as long as its patience lasts.
+        let hello_wait = HELLO_TIMEOUT.max(until.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(hello_wait, rd.next()).await {
+            Err(_) => Err(unreachable(format!("no answer to HELLO within {hello_wait:?}"))),
             Ok(Err(e)) => Err(unreachable(e)),
             Ok(Ok(None)) => Err(unreachable("closed before answering HELLO".into())),
             Ok(Ok(Some((a2c::OK, _)))) => Ok(AgentConn { rd, wr }),
