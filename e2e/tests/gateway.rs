@@ -878,7 +878,7 @@ async fn malformed_requests_name_the_field() {
         .unwrap_err();
     assert_eq!(
         (err.code(), err.message()),
-        (Code::InvalidArgument, "image: must not be empty")
+        (Code::InvalidArgument, "image: set image or template")
     );
     let mut req = sandbox_request(ns, "x", "100m", "128Mi");
     req.ttl_seconds = -1;
