@@ -405,10 +405,17 @@ async fn kubectl_get_wait_and_explain_sandboxes() {
     assert_eq!((rows[2][0].as_str(), rows[2][1].as_str()), ("stuck", phase), "{}", got.stdout);
 
     let wide = kubectl(&["get", "sbx", "good", "-n", n, "-o", "wide"]).await;
-    let rows = table(&wide.stdout);
-    assert_eq!(rows[0], ["NAME", "PHASE", "RUNTIME", "POD", "NODE", "AGE", "EXPIRES"], "{}", wide.stdout);
+    // Cells by the header's columns (TEMPLATE and START are empty for a Sandbox made from an image).
+    let mut lines = wide.stdout.lines();
+    let header = lines.next().unwrap_or_default();
+    let row = lines.next().unwrap_or_default();
+    let names: Vec<&str> = header.split_whitespace().collect();
+    assert_eq!(names, ["NAME", "PHASE", "RUNTIME", "TEMPLATE", "START", "POD", "NODE", "AGE", "EXPIRES"], "{}", wide.stdout);
+    let starts: Vec<usize> = names.iter().map(|h| header.find(h).expect("column")).collect();
+    let cell = |i: usize| row.get(starts[i]..starts.get(i + 1).copied().unwrap_or(row.len()).min(row.len())).unwrap_or("").trim().to_string();
     let node = good.status.as_ref().and_then(|st| st.node_name.clone()).expect("nodeName");
-    assert_eq!(rows[1][..5], ["good", "Ready", GVISOR, "good", node.as_str()], "{}", wide.stdout);
+    let cells: Vec<String> = (0..7).map(cell).collect();
+    assert_eq!(cells, ["good", "Ready", GVISOR, "", "", "good", node.as_str()], "{}", wide.stdout);
     let category = kubectl(&["get", "airlock", "-n", n, "-o", "name"]).await;
     assert_eq!(category.stdout.lines().collect::<Vec<_>>(), ["sandbox.airlock.dev/good", "sandbox.airlock.dev/stuck"], "category airlock: {category:?}");
 

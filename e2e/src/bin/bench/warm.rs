@@ -55,6 +55,22 @@ fn claim_marks(p: &Pod) -> Vec<String> {
     }
 }
 
+/// The operator's pods: name and restart count.
+async fn operator_pods(kube: &Client) -> Vec<(String, i32)> {
+    let lp = ListParams::default().labels(airlock_e2e::release::OPERATOR_SELECTOR);
+    match Api::<Pod>::namespaced(kube.clone(), SYSTEM_NS)
+        .list(&lp)
+        .await
+    {
+        Ok(l) => l
+            .items
+            .iter()
+            .map(|p| (p.name_any(), airlock_e2e::release::restarts(p)))
+            .collect(),
+        Err(e) => vec![(format!("listing the operator's pods failed: {e}"), -1)],
+    }
+}
+
 fn count_modes(starts: &[Start]) -> Value {
     let warm = starts
         .iter()
@@ -82,6 +98,10 @@ fn fmt_opt(x: Option<f64>, unit: &str) -> String {
 impl Bench {
     pub(crate) async fn phase_warm(&self) -> Result<()> {
         let o = self.opts.clone();
+        // Tests that restart or scale the operator, or restart the API server, take this lock:
+        // held for the phase, they wait instead of landing in the middle of the figures.
+        let _lock = airlock_e2e::release::ClusterLock::acquire("bench warm").await;
+        let operator_before = operator_pods(&self.kube).await;
         let ns = self.namespace("warm", true).await?;
         let ns = ns.as_str();
         // Pools' status and claimed pool pods, into the recorder.
@@ -685,6 +705,12 @@ impl Bench {
                 json!({"milestones": Value::Object(bjson), "start_modes": modes, "slowest_warm_claims": slowest, "anomalies": anomalies}),
             );
         }
+        let operator_after = operator_pods(&self.kube).await;
+        if operator_after != operator_before {
+            anomalies.push(format!(
+                "the operator's pods changed during the phase (figures around that moment are disturbed): {operator_before:?} -> {operator_after:?}"
+            ));
+        }
         for a in &anomalies {
             self.note(format!("warm pools: {a}"));
         }
@@ -724,7 +750,8 @@ impl Bench {
                  to 0, claims naming its template. Create + exec: the gateway in-process (auth none, direct path to the agent) \
                  with `CreateSandbox{{template, wait_ready: true}}`, then `Exec echo hi` on the same client, timed to the first \
                  stdout byte; then the same exec once more (the steady state of an exec, for comparison). Refill: a new pool of the template created at 0 replicas, then `spec.replicas` patched to {n}; \
-                 its status as seen by a watch. A first claim and a first create+exec (not measured) warm the caches.\n\n\
+                 its status as seen by a watch. The phase holds the cluster lock (`/tmp/airlock-cluster.lock`), so tests that \
+                 restart or scale the operator wait for it. A first claim and a first create+exec (not measured) warm the caches.\n\n\
                  {goals_md}\n\
                  Create -> Ready:\n\n{}\nCreate -> first exec output (what an agent feels):\n\n{}\nRefill:\n\n{}\n{}\n\
                  Start modes (`status.startMode`): {}; {}; {}; {}; create+exec: {}.\n\n\
