@@ -467,6 +467,17 @@ pub(crate) fn create_request(rng: &mut Rng) -> pb::CreateSandboxRequest {
         run_as_group: rng
             .bool()
             .then(|| rng.pick_or(&[1000, 0, -1, 2147483648], |r| r as i64)),
+        files: if rng.hostile() {
+            (0..rng.below(3))
+                .map(|_| pb::InitialFile {
+                    path: if rng.bool() { format!("/tmp/{}", dns_label(rng)) } else { string(rng) },
+                    content: string(rng),
+                    mode: rng.bool().then(|| rng.pick_or(&[0o644, 0o7777, 0o10000, u32::MAX], |r| r as u32)),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 

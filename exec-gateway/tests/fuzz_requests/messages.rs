@@ -108,6 +108,12 @@ pub(crate) fn check_create_req(r: &pb::CreateSandboxRequest, stats: &mut Stats) 
                 "labels",
                 "runtime_class_name",
                 "working_dir",
+                // Set beside a template (which sets them).
+                "read_only_root_filesystem",
+                "agent_in_image",
+                "run_as_user",
+                "run_as_group",
+                "files",
             ],
         ),
         Ok(c) => check_create(&c, r, DEFAULT_NS, stats),
