@@ -232,14 +232,16 @@ pub async fn bind(
     .await
     .map_err(|e| fail(e.to_string()))?
     .map_err(fail)?;
+    // Off the claim's path (its token opens nothing any more); the pool deletes it with itself
+    // should this fail.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    match secrets
-        .delete(&labels::agent_token_secret(&pod.name_any()), &DeleteParams::default())
-        .await
-    {
-        Ok(_) | Err(kube::Error::Api(_)) => {}
-        Err(e) => debug!(error = %e, "could not delete the pool pod's token Secret"),
-    }
+    let secret = labels::agent_token_secret(&pod.name_any());
+    tokio::spawn(async move {
+        match secrets.delete(&secret, &DeleteParams::default()).await {
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(e) => debug!(error = %e, %secret, "could not delete the pool pod's token Secret"),
+        }
+    });
     Ok(())
 }
 
