@@ -285,10 +285,22 @@ pub async fn reconcile_at(
             Some(error.to_string())
         }
     };
-    apply::network_policy(&ctx.client, &network_policy).await?;
+    // A warm pod is claimed while the Sandbox's policy is applied: until that policy exists the
+    // claimed pod stays under its pool's deny-all policy (it keeps the pool-origin label), so it
+    // is never less fenced; the status says Ready only after both.
     let claimed = match (observed.own_pod(sandbox), template) {
-        (None, Some(t)) => warm::claim(ctx, sandbox, t).await?,
-        _ => None,
+        (None, Some(t)) => {
+            let (applied, claimed) = tokio::join!(
+                apply::network_policy(&ctx.client, &network_policy),
+                warm::claim(ctx, sandbox, t)
+            );
+            applied?;
+            claimed?
+        }
+        _ => {
+            apply::network_policy(&ctx.client, &network_policy).await?;
+            None
+        }
     };
     let found = if let Some(pod) = observed.own_pod(sandbox) {
         Found::Pod(Box::new(pod.clone()), Made::Observed)
