@@ -146,8 +146,9 @@ async fn a_pool_fills_claims_are_warm_with_their_own_env_and_token_and_the_pool_
     assert_eq!(out(gw.exec_collect(printenv("b")).await.expect("exec b")), "template/template/");
     assert_eq!(out(gw.exec_collect(printenv("g")).await.expect("exec g")), "template/claim/c");
     // Its files were there when it became Ready (written after the claim, parents created).
-    let cat = AirlockClient::argv(n, "a", ["sh", "-c", "cat /work/task/input.txt; stat -c %a /work/task/input.txt"]);
-    assert_eq!(out(gw.exec_collect(cat).await.expect("cat")), "claimed input\n600");
+    let code = "import os; p = '/work/task/input.txt'; print(open(p).read(), oct(os.stat(p).st_mode & 0o7777))";
+    let cat = AirlockClient::argv(n, "a", ["python3", "-c", code]);
+    assert_eq!(out(gw.exec_collect(cat).await.expect("read the file")), "claimed input\n 0o600");
     assert!(a.status.as_ref().unwrap().files_written_time.is_some(), "{:?}", a.status);
     let cat_g = AirlockClient::argv(n, "g", ["cat", "/tmp/g.txt"]);
     assert_eq!(out(gw.exec_collect(cat_g).await.expect("cat g")), "from grpc");
