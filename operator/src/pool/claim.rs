@@ -33,8 +33,12 @@ use crate::reconcile::apply::FIELD_MANAGER;
 
 /// Candidates tried before falling back to a cold start.
 const MAX_ATTEMPTS: usize = 4;
-/// How long the operator waits for an agent while binding.
-const BIND_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the operator waits for an agent while binding, per connection attempt.
+const BIND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long it keeps trying to connect.
+const BIND_PATIENCE: Duration = Duration::from_secs(10);
+/// How long the agent may take to answer CLAIM.
+const CLAIM_ANSWER: Duration = Duration::from_secs(5);
 /// How long a pod stays reserved in this process after it was tried or taken.
 const RESERVED_FOR: Duration = Duration::from_secs(60);
 
@@ -211,8 +215,22 @@ pub async fn bind(
     let old = agent_token::derive(&direct.key, &labels::pool_pod_subject(&namespace, &pod.name_any()));
     let new = agent_token::derive(&direct.key, &sandbox.uid().unwrap_or_default());
     tokio::task::spawn_blocking(move || -> Result<(), String> {
-        match Client::connect_within(addr, old.as_bytes(), BIND_TIMEOUT) {
+        // The pod's policies change with the claim (the Sandbox's now selects it too): while the
+        // network plugin reprograms them a connection attempt can go unanswered, so each attempt
+        // is short and they go on for a while.
+        let until = std::time::Instant::now() + BIND_PATIENCE;
+        let connect = |token: &[u8]| loop {
+            match Client::connect_within(addr, token, BIND_TIMEOUT) {
+                Err(ClientError::Io(e)) if std::time::Instant::now() < until => {
+                    debug!(error = %e, %addr, "agent not reachable yet; trying again");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => break other,
+            }
+        };
+        match connect(old.as_bytes()) {
             Ok(mut c) => {
+                c.set_read_timeout(Some(CLAIM_ANSWER)).map_err(|e| e.to_string())?;
                 let claim = Hello { token: new.into_bytes(), version: VERSION }.encode();
                 match c.call(c2a::CLAIM, &claim) {
                     Ok(Reply::Ok) => Ok(()),
@@ -222,7 +240,7 @@ pub async fn bind(
             }
             // Bound already (by an earlier reconcile that stopped before its status write).
             Err(ClientError::Agent(e)) if e.code == ErrorCode::Unauthenticated => {
-                Client::connect_within(addr, new.as_bytes(), BIND_TIMEOUT)
+                connect(new.as_bytes())
                     .map(drop)
                     .map_err(|e| format!("the agent takes neither the pool's nor the Sandbox's token: {e}"))
             }
