@@ -42,7 +42,7 @@ pub mod c2a {
     pub const FORGET: u8 = 0x2a;
     /// The sandbox is claimed (a pool's pod given to a Sandbox): from now on the agent accepts
     /// the token in this frame (a [`crate::Hello`] payload) instead of the one it started with.
-    /// Connections already open are not affected. Answer: OK.
+    /// Every other open connection is closed (ERROR UNAUTHENTICATED). Answer: OK.
     pub const CLAIM: u8 = 0x2b;
 }
 

@@ -56,8 +56,6 @@ pub fn pool_pod_subject(namespace: &str, pod: &str) -> String {
     format!("pool-pod:{namespace}/{pod}")
 }
 
-/// Name of a pool's NetworkPolicy. Sandbox names are DNS labels (no dot), so it cannot be a
-/// Sandbox's policy name.
-pub fn pool_policy(pool: &str) -> String {
-    format!("airlock-pool.{pool}")
-}
+/// Name of the NetworkPolicy of every pool pod of a namespace. Sandbox names are DNS labels (no
+/// dot), so it cannot be a Sandbox's policy name.
+pub const POOL_PODS_POLICY: &str = "airlock.pool-pods";

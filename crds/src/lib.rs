@@ -475,6 +475,10 @@ pub struct SandboxStatus {
     /// Name of the sandbox's pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
+    /// UID of that pod (a pod replaced under the same name is told apart: what was done for the
+    /// old one, such as writing `spec.files`, is done again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
     /// Pod IP of the sandbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_ip: Option<String>,

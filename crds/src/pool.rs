@@ -32,7 +32,8 @@ pub const MAX_REPLICAS: i32 = 1000;
     printcolumn = r#"{"name":"Claimed","type":"integer","description":"Running sandboxes that claimed a pod of this pool","jsonPath":".status.claimedReplicas"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     // Pod names are `<pool>-<5 characters>` and also the pods' host names (at most 63).
-    validation = Rule::new("size(self.metadata.name) <= 57").message("metadata.name of a SandboxPool is at most 57 characters (its pods are named <pool>-xxxxx, a host name of at most 63)")
+    validation = Rule::new("size(self.metadata.name) <= 57").message("metadata.name of a SandboxPool is at most 57 characters (its pods are named <pool>-xxxxx, a host name of at most 63)"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name of a SandboxPool must be a DNS label (lowercase letters, digits and '-'): it starts its pods' host names")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxPoolSpec {

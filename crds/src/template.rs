@@ -26,7 +26,9 @@ use crate::{
     printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image"}"#,
     printcolumn = r#"{"name":"Runtime","type":"string","jsonPath":".spec.runtimeClassName"}"#,
     printcolumn = r#"{"name":"Egress","type":"string","jsonPath":".spec.network.egress"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    // Its name is a label value on the pods made from it.
+    validation = Rule::new("size(self.metadata.name) <= 63").message("metadata.name of a SandboxTemplate is at most 63 characters (it labels the pods made from it)")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxTemplateSpec {

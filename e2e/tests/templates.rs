@@ -398,7 +398,7 @@ async fn a_template_change_rolls_the_pool_and_leaves_claimed_sandboxes_alone() {
     template(&c, n, "py", json!({"env": [{"name": "V", "value": "1"}]})).await;
     pool(&c, n, "py", 2).await;
     pool_ready(&c, n, "py", 2, READY).await;
-    let kept = claim(&c, n, "kept", "py", json!({})).await;
+    let kept = claim(&c, n, "kept", "py", json!({"files": [{"path": "/tmp/kept.txt", "content": "kept"}]})).await;
     assert_eq!(start_mode(&kept), Some(StartMode::Warm));
     let kept_pod = Api::<Pod>::namespaced(c.clone(), n).get(&pod_name(&kept)).await.expect("pod");
     pool_ready(&c, n, "py", 2, READY).await;
@@ -432,5 +432,21 @@ async fn a_template_change_rolls_the_pool_and_leaves_claimed_sandboxes_alone() {
     let p = Api::<Pod>::namespaced(c.clone(), n).get(&pod_name(&fresh)).await.unwrap();
     assert_eq!(p.annotations().get(labels::TEMPLATE_REVISION), Some(&rev));
     assert_eq!(start_mode(&fresh), Some(StartMode::Warm));
+
+    // The claimed pod goes away (an eviction, a deletion): the Sandbox gets another pod, which is
+    // bound to its token and gets its files again, like the first.
+    pool_ready(&c, n, "py", 2, READY).await;
+    Api::<Pod>::namespaced(c.clone(), n).delete(&pod_name(&kept), &Default::default()).await.expect("delete the claimed pod");
+    let api: Api<Sandbox> = Api::namespaced(c.clone(), n);
+    let old_uid = kept_pod.uid();
+    let again = wait_for(&api, "kept", READY, "Ready on another pod", |s| {
+        s.is_some_and(|s| s.is_ready() && s.status.as_ref().and_then(|st| st.pod_uid.clone()) != old_uid)
+    })
+    .await
+    .expect("Ready again");
+    let (port, _stop) = in_process_gateway(&c, n, |cfg| cfg.agent_transport = airlock_exec_gateway::agent::Transport::Direct).await;
+    let gw = AirlockClient::connect(&format!("http://127.0.0.1:{port}"), Some(token_for(&c, n, "tester").await)).await.expect("gateway");
+    let o = gw.exec_collect(AirlockClient::argv(n, "kept", ["cat", "/tmp/kept.txt"])).await.expect("exec over the direct path on the new pod");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "kept", "files written again on the new pod ({:?})", again.status);
     ns.cleanup().await;
 }

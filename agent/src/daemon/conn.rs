@@ -482,6 +482,14 @@ impl Daemon {
                     ));
                 }
                 self.token = h.token;
+                // Whatever the old token opened is closed: every other connection ends here
+                // (a pool's pod has no client but the operator), so the start token leaves no
+                // open door behind.
+                for (i, other) in self.conns.iter_mut().enumerate() {
+                    if i != c && !matches!(other.state, CState::Closing) {
+                        other.fail(ErrorCode::Unauthenticated, "the sandbox was claimed: its start token is no longer valid".into());
+                    }
+                }
                 self.conns[c].send(a2c::OK, b"");
                 self.conns[c].state = CState::Closing;
             }

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use airlock_crds::{Sandbox, SandboxPool, SandboxTemplate, labels};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference,
+};
 use kube::{Resource, ResourceExt};
 
 use crate::build::{self, BuildError};
@@ -92,36 +94,37 @@ fn hand_to_pool(meta: &mut ObjectMeta, pool: &str, template: &SandboxTemplate, o
     meta.owner_references = Some(vec![owner]);
 }
 
-/// The pool's NetworkPolicy: every pod the pool made, claimed or not (label
+/// The NetworkPolicy of every pool pod of the namespace (`airlock.pool-pods`, one per namespace,
+/// owned by no pool so that it outlives them all): every pod a pool made, claimed or not (label
 /// [`labels::POOL_ORIGIN`]), may receive only the agent port from the agent clients and send
-/// nothing. A claimed pod is also selected by its Sandbox's policy (policies add up), so it gets
-/// exactly its own Sandbox's egress; and it is never without a policy while its labels change.
-pub fn network_policy(pool: &SandboxPool, config: &Config) -> Result<NetworkPolicy, PoolBuildError> {
-    let owner = pool
-        .controller_owner_ref(&())
-        .ok_or_else(|| PoolBuildError::Unsaved(pool.name_any()))?;
-    let name = pool.name_any();
-    Ok(NetworkPolicy {
+/// nothing. A claimed pod keeps the label, so this policy selects it at every instant (no policy
+/// at all would mean allow-all), also while its Sandbox's policy is being applied and after its
+/// pool is deleted; policies add up, so it gets exactly its own Sandbox's egress.
+pub fn network_policy(namespace: &str, config: &Config) -> NetworkPolicy {
+    NetworkPolicy {
         metadata: ObjectMeta {
-            name: Some(labels::pool_policy(&name)),
-            namespace: pool.namespace(),
-            labels: Some(BTreeMap::from([
-                (labels::POOL_ORIGIN.to_string(), name.clone()),
-                (labels::MANAGED_BY.to_string(), labels::MANAGED_BY_OPERATOR.to_string()),
-            ])),
-            owner_references: Some(vec![owner]),
+            name: Some(labels::POOL_PODS_POLICY.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(BTreeMap::from([(
+                labels::MANAGED_BY.to_string(),
+                labels::MANAGED_BY_OPERATOR.to_string(),
+            )])),
             ..ObjectMeta::default()
         },
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([(labels::POOL_ORIGIN.to_string(), name)])),
-                match_expressions: None,
+                match_labels: None,
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: labels::POOL_ORIGIN.into(),
+                    operator: "Exists".into(),
+                    values: None,
+                }]),
             }),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
             ingress: config.direct.as_ref().map(|d| vec![build::netpol::agent_rule(d)]),
             egress: None,
         }),
-    })
+    }
 }
 
 /// A pod name for the pool: `<pool>-` and five characters from Kubernetes' generateName
@@ -198,15 +201,13 @@ spec:
     }
 
     #[test]
-    fn the_pool_policy_admits_only_the_agent_clients_and_allows_no_egress() {
-        let (pool, _) = pool_and_template();
-        let np = network_policy(&pool, &Config::with_direct()).unwrap();
-        assert_eq!(np.metadata.name.as_deref(), Some("airlock-pool.py"));
+    fn the_pool_pods_policy_admits_only_the_agent_clients_and_allows_no_egress() {
+        let np = network_policy("team-a", &Config::with_direct());
+        assert_eq!(np.metadata.name.as_deref(), Some("airlock.pool-pods"));
+        assert!(np.metadata.owner_references.is_none(), "outlives every pool");
         let spec = np.spec.unwrap();
-        assert_eq!(
-            spec.pod_selector.unwrap().match_labels.unwrap(),
-            BTreeMap::from([(labels::POOL_ORIGIN.to_string(), "py".to_string())])
-        );
+        let sel = spec.pod_selector.unwrap();
+        assert_eq!(sel.match_expressions.unwrap()[0].key, labels::POOL_ORIGIN);
         assert_eq!(spec.policy_types.unwrap(), ["Ingress", "Egress"]);
         assert!(spec.egress.is_none());
         assert_eq!(spec.ingress.unwrap().len(), 1);

@@ -112,9 +112,14 @@ impl Claims {
 /// being deleted.
 pub fn claimable(pod: &Pod, namespace: &str, template: &SandboxTemplate) -> bool {
     let rev = revision(template);
+    // Made by a pool: its controller is the SandboxPool its label names.
+    let pool = pod.labels().get(labels::POOL);
+    let by_pool = pod.owner_references().iter().any(|o| {
+        o.controller == Some(true) && o.kind == "SandboxPool" && Some(&o.name) == pool
+    });
     pod.namespace().as_deref() == Some(namespace)
         && pod.metadata.deletion_timestamp.is_none()
-        && pod.labels().contains_key(labels::POOL)
+        && by_pool
         && pod.labels().get(labels::TEMPLATE) == Some(&template.name_any())
         && pod.annotations().get(labels::TEMPLATE_REVISION) == Some(&rev)
         && pod_ready(pod)
@@ -159,6 +164,10 @@ pub async fn adopt(
             continue;
         }
         attempts += 1;
+        // Recorded before the patch: should its answer be lost after the API server applied it,
+        // the next reconcile finds this pod (ownership is checked there) instead of claiming a
+        // second one.
+        claims.took(&sandbox.uid().unwrap_or_default(), &pod.name_any());
         let patch = json!({
             "metadata": {
                 "resourceVersion": pod.resource_version(),
@@ -172,7 +181,6 @@ pub async fn adopt(
         };
         match api.patch(&pod.name_any(), &params, &Patch::Merge(&patch)).await {
             Ok(adopted) => {
-                claims.took(&sandbox.uid().unwrap_or_default(), &adopted.name_any());
                 info!(pod = %adopted.name_any(), template = %template.name_any(), "claimed a warm pod");
                 return Ok(Some(adopted));
             }
@@ -294,6 +302,7 @@ metadata:
   name: py-bbbbb
   namespace: a
   labels: {airlock.dev/pool: py, airlock.dev/template: py}
+  ownerReferences: [{apiVersion: airlock.dev/v1alpha1, kind: SandboxPool, name: py, uid: p1, controller: true}]
   annotations: {airlock.dev/template-revision: t1/2}
 status: {conditions: [{type: Ready, status: "True"}]}
 "#;
@@ -306,6 +315,8 @@ status: {conditions: [{type: Ready, status: "True"}]}
         assert!(!claimable(&pod(&READY.replace("t1/2", "t1/1")), "a", &t), "older template");
         assert!(!claimable(&pod(&READY.replace("\"True\"", "\"False\"")), "a", &t), "not Ready");
         assert!(!claimable(&pod(&READY.replace("airlock.dev/pool: py, ", "")), "a", &t), "claimed");
+        assert!(!claimable(&pod(&READY.replace("kind: SandboxPool", "kind: ReplicaSet")), "a", &t), "not a pool's pod");
+        assert!(!claimable(&pod(&READY.replace("name: py, uid", "name: other, uid")), "a", &t), "another pool's owner");
     }
 
     #[test]

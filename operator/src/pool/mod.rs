@@ -208,7 +208,7 @@ async fn reconcile_pool(pool: Arc<SandboxPool>, ctx: Arc<Context>) -> Result<Act
     };
 
     // 2. policy (and the namespace's quota: pool pods count against it like any sandbox pod)
-    apply::network_policy(&ctx.client, &build::network_policy(&pool, &ctx.config)?).await?;
+    apply::network_policy(&ctx.client, &build::network_policy(&namespace, &ctx.config)).await?;
     if let Err(error) = crate::reconcile::ensure_quota(&ctx, &namespace).await {
         warn!(%error, "cannot apply the namespace's ResourceQuota; not creating pool pods");
         let msg = format!("the namespace's ResourceQuota cannot be applied: {error}");
@@ -224,9 +224,11 @@ async fn reconcile_pool(pool: Arc<SandboxPool>, ctx: Arc<Context>) -> Result<Act
         .map_err(read("its pods"))?;
     let rev = build::revision(&template);
     let alive: Vec<&Pod> = listed.items.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+    // A pod that ended (its command exited, OOM, eviction) is replaced like an outdated one.
+    let ended = |p: &Pod| matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Failed" | "Succeeded"));
     let (current, outdated): (Vec<&Pod>, Vec<&Pod>) = alive
         .iter()
-        .partition(|p| p.annotations().get(labels::TEMPLATE_REVISION) == Some(&rev));
+        .partition(|p| p.annotations().get(labels::TEMPLATE_REVISION) == Some(&rev) && !ended(p));
 
     // 4. outdated and surplus pods
     let want = usize::try_from(pool.spec.replicas).unwrap_or(0);
@@ -237,7 +239,10 @@ async fn reconcile_pool(pool: Arc<SandboxPool>, ctx: Arc<Context>) -> Result<Act
         doomed.extend(extra.into_iter().take(current.len() - want));
     }
     for p in doomed.iter().take(MAX_DELETES) {
-        match api.delete(&p.name_any(), &DeleteParams { preconditions: Some(Preconditions { uid: p.uid(), resource_version: None }), ..DeleteParams::default() }).await {
+        // With its resourceVersion: a pod claimed since the list (the claim changes it) is not
+        // the pool's to delete any more, and the API server refuses (409).
+        let pre = Preconditions { uid: p.uid(), resource_version: p.resource_version() };
+        match api.delete(&p.name_any(), &DeleteParams { preconditions: Some(pre), ..DeleteParams::default() }).await {
             Ok(_) | Err(kube::Error::Api(_)) => debug!(pod = %p.name_any(), "deleted a pool pod (outdated or surplus)"),
             Err(e) => return Err(read("a pod to delete")(e)),
         }

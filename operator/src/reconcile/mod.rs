@@ -370,7 +370,7 @@ pub async fn reconcile_at(
     let mut files_refused = None;
     if let Found::Pod(pod, _) = &found
         && !sandbox.spec.files.is_empty()
-        && prev.files_written_time.is_none()
+        && !(prev.files_written_time.is_some() && prev.pod_uid.is_some() && prev.pod_uid == pod.uid())
         && status::pod_view(pod).ready
     {
         match files::write(ctx.config.direct.as_ref(), sandbox, pod).await {

@@ -108,7 +108,7 @@ pub fn next(ctx: &Context<'_>, outcome: Outcome<'_>) -> SandboxStatus {
         last_activity_time: ctx.last_activity.map(Time),
         start_mode: ctx.start_mode.or(prev.start_mode),
         template: ctx.template.cloned().or(prev.template.clone()),
-        files_written_time: ctx.files_written.cloned().or(prev.files_written_time.clone()),
+        files_written_time: ctx.files_written.cloned(),
         ..SandboxStatus::default()
     };
 
@@ -116,6 +116,7 @@ pub fn next(ctx: &Context<'_>, outcome: Outcome<'_>) -> SandboxStatus {
         Outcome::Running(pod) => {
             let view = pod_view(pod);
             status.pod_name = Some(pod.name_any());
+            status.pod_uid = pod.uid();
             status.pod_ip = pod
                 .status
                 .as_ref()
@@ -161,6 +162,11 @@ pub fn next(ctx: &Context<'_>, outcome: Outcome<'_>) -> SandboxStatus {
             )
         }
     };
+
+    // Files written for a pod stay on record while that pod is the sandbox's.
+    if status.files_written_time.is_none() && status.pod_uid.is_some() && status.pod_uid == prev.pod_uid {
+        status.files_written_time = prev.files_written_time.clone();
+    }
 
     let deadlines = lifetime::deadlines(
         sandbox,

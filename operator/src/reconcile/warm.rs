@@ -133,8 +133,14 @@ pub async fn start_mode(
     if !pod.labels().contains_key(labels::POOL_ORIGIN) {
         return Ok(Some(StartMode::Cold));
     }
-    let recorded = sandbox.status.as_ref().and_then(|s| s.start_mode);
-    if recorded != Some(StartMode::Warm)
+    // Bound already: this very pod (its uid) was recorded Warm. A pod that replaced the one
+    // first claimed (eviction, deletion) is bound again. A pod that is not Ready is left to the
+    // status (its agent may be gone: binding would only wait).
+    let status = sandbox.status.as_ref();
+    let bound = status.and_then(|s| s.start_mode) == Some(StartMode::Warm)
+        && status.and_then(|s| s.pod_uid.as_deref()).is_some_and(|u| Some(u) == pod.metadata.uid.as_deref());
+    if !bound
+        && crate::reconcile::status::pod_view(pod).ready
         && let Some(direct) = &ctx.config.direct
     {
         claim::bind(&ctx.client, direct, sandbox, pod).await?;
