@@ -6,6 +6,9 @@
 //! Validation happens at admission, in the API server: OpenAPI limits (lengths, ranges, patterns,
 //! enums) and CEL rules (`x-kubernetes-validations`) with messages that name the field. The operator
 //! re-checks what depends on its own configuration (for example the configured maximum TTL).
+//!
+//! Over 600 lines: the Sandbox's spec and status types, each field documented (the docs become
+//! the CRD's descriptions); the template and pool kinds are in `template.rs` and `pool.rs`.
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};

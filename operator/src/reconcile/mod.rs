@@ -466,33 +466,22 @@ async fn template_missing(
 ) -> Result<Action, Error> {
     let ttl = validate::ttl(sandbox, &ctx.config);
     let deadlines = lifetime::deadlines(sandbox, ttl.applied, None, None)?;
+    let sctx = status::Context {
+        sandbox,
+        now,
+        ttl_seconds: ttl.applied,
+        last_activity: None,
+        runtime_class: None,
+        adjustments: &[],
+        start_mode: None,
+        template: None,
+        files_written: None,
+    };
     if let Some(why) = deadlines.ended(now) {
-        let observed = read::Observed::default();
-        let sctx = status::Context {
-            sandbox,
-            now,
-            ttl_seconds: ttl.applied,
-            last_activity: None,
-            runtime_class: None,
-            adjustments: &[],
-            start_mode: None,
-            template: None,
-            files_written: None,
-        };
-        return expire(sandbox, ctx, &observed, why, sctx).await;
+        return expire(sandbox, ctx, &read::Observed::default(), why, sctx).await;
     }
     let next = status::next(
-        &status::Context {
-            sandbox,
-            now,
-            ttl_seconds: ttl.applied,
-            last_activity: None,
-            runtime_class: None,
-            adjustments: &[],
-            start_mode: None,
-            template: None,
-            files_written: None,
-        },
+        &sctx,
         Outcome::Failed {
             reason: reason::TEMPLATE_NOT_FOUND,
             message,
