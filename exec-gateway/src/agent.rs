@@ -7,6 +7,10 @@
 //! Frame format (see `docs/DESIGN-NOTES.md`): 1 byte type, 4 bytes big-endian payload length,
 //! payload. EOF on the agent's stdin means "the client is gone": the agent kills the process group
 //! of a running `exec` (CLOSE or not), and `put` without CLOSE discards its temporary file.
+//!
+//! Over 600 lines: the launch types, the `pods/exec` transport and the router between it and the
+//! direct path (`agent/direct.rs`) share the error and process types here; the router (`Routed`,
+//! `Transport`) is the next thing to move to its own file.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
