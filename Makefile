@@ -13,7 +13,11 @@ export PATH := $(BIN):$(AIRLOCK_CACHE)/grpcurl/$(GRPCURL_VERSION)/bin:$(HOME)/.c
 NS := airlock-system
 CRD_FILES := sandbox sandboxtemplate sandboxpool
 
-.PHONY: help demo test unit lint crds cluster-up cluster-down install uninstall e2e readme-examples helm-lifecycle cluster-lifecycle bench tools
+.PHONY: help demo test unit lint crds cluster-up cluster-down install uninstall e2e e2b-sdks readme-examples helm-lifecycle cluster-lifecycle bench tools
+
+# The published e2b SDK (PyPI, pinned) for e2e/tests/e2b_sdk.rs, in a venv cached by the pins' hash.
+E2B_REQS := e2e/e2b/requirements.txt
+export AIRLOCK_E2B_VENV ?= $(AIRLOCK_CACHE)/e2b/venv-$(shell sha256sum $(E2B_REQS) | cut -c1-12)
 
 help:
 	@echo "make demo   - local cluster + operator + gateway, then run Python in a sandbox"
@@ -71,7 +75,16 @@ install: cluster-up
 uninstall:
 	$(HELM) uninstall airlock -n $(NS) --wait
 
-e2e: install
+## e2b-sdks: the pinned e2b SDK from PyPI, in a venv (AIRLOCK_E2B_VENV)
+e2b-sdks:
+	@if [ ! -f $(AIRLOCK_E2B_VENV)/.complete ]; then \
+	  echo "==> the e2b SDK from PyPI ($(E2B_REQS)) into $(AIRLOCK_E2B_VENV)"; \
+	  rm -rf $(AIRLOCK_E2B_VENV); python3 -m venv $(AIRLOCK_E2B_VENV); \
+	  $(AIRLOCK_E2B_VENV)/bin/pip install -q --disable-pip-version-check -r $(E2B_REQS); \
+	  touch $(AIRLOCK_E2B_VENV)/.complete; \
+	fi
+
+e2e: install e2b-sdks
 	@echo "==> cluster tests (real kube-apiserver, kubelet, containerd, gVisor)"
 	cargo test -p airlock-e2e --no-fail-fast -- --test-threads=4
 	@echo "==> the gateway's cluster tests again over pods/exec (the direct path's fallback; the two"

@@ -50,6 +50,9 @@ pub struct Config {
     /// Serve TLS with this certificate and key (reloaded when the files change); `None`:
     /// plaintext HTTP/2 (h2c).
     pub tls: Option<TlsFiles>,
+    /// Serve the e2b-compatible HTTP API on this address (`--e2b-listen`); needs `agent_key`
+    /// (access tokens derive from it).
+    pub e2b: Option<(std::net::SocketAddr, crate::e2b::E2bConfig)>,
 }
 
 impl Config {
@@ -73,6 +76,7 @@ impl Config {
             review: ReviewLimits::default(),
             limits: ServerLimits::default(),
             tls: None,
+            e2b: None,
         }
     }
 

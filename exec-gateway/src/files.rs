@@ -233,16 +233,16 @@ impl FilesService {
     }
 }
 
-#[tonic::async_trait]
-impl pb::files_server::Files for FilesService {
-    type DownloadStream = DownloadStream;
 
-    async fn upload(
-        &self,
-        req: Request<Streaming<pb::UploadRequest>>,
-    ) -> Result<Response<pb::UploadResponse>, Status> {
+impl FilesService {
+    /// Upload from any stream of messages: the gRPC call's, or the e2b front end's (`/files`).
+    pub(crate) async fn upload_from<S>(&self, req: Request<S>) -> Result<Response<pb::UploadResponse>, Status>
+    where
+        S: Stream<Item = Result<pb::UploadRequest, Status>> + Unpin + Send,
+    {
+        use futures::StreamExt;
         let mut req = req;
-        let first = tokio::time::timeout(Duration::from_secs(30), req.get_mut().message())
+        let first = tokio::time::timeout(Duration::from_secs(30), async { req.get_mut().next().await.transpose() })
             .await
             .map_err(|_| Status::deadline_exceeded("header: no first message within 30s"))??;
         let Some(pb::UploadRequest {
@@ -261,9 +261,12 @@ impl pb::files_server::Files for FilesService {
         )?;
         let path = validate::path("header.path", &h.path)?;
         let mode = validate::mode("header.mode", h.mode)?;
+        // The caller, apart from the message stream (which need not be Sync).
+        let (meta, extensions, mut input) = req.into_parts();
+        let caller = Request::from_parts(meta, extensions, ());
         self.ctx
             .authorize(
-                &req,
+                &caller,
                 Access::new("create", &ns, Some(&name)).subresource("files"),
             )
             .await?;
@@ -282,7 +285,6 @@ impl pb::files_server::Files for FilesService {
             ..
         } = proc;
         let writer = StdinWriter::spawn(stdin);
-        let mut input = req.into_inner();
         let out_task = tokio::spawn(read_capped(stdout, 4096));
         let err_task = tokio::spawn(read_capped(stderr, MAX_STDERR));
         let metrics = self.ctx.metrics.clone();
@@ -290,7 +292,7 @@ impl pb::files_server::Files for FilesService {
         // Feed the chunks while watching the agent: it may fail early (permission denied, ...).
         let fed: Result<(), Status> = loop {
             let msg = tokio::select! {
-                m = input.message() => m,
+                m = input.next() => m.transpose(),
                 r = &mut status => {
                     // The agent ended before the upload did: report its error.
                     let code = r.map_err(Status::from)?;
@@ -406,6 +408,18 @@ impl pb::files_server::Files for FilesService {
             .size;
         tracing::info!(namespace = %ns, sandbox = %name, pod = %pod, path = %path, size, "uploaded");
         Ok(Response::new(pb::UploadResponse { size }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::files_server::Files for FilesService {
+    type DownloadStream = DownloadStream;
+
+    async fn upload(
+        &self,
+        req: Request<Streaming<pb::UploadRequest>>,
+    ) -> Result<Response<pb::UploadResponse>, Status> {
+        self.upload_from(req).await
     }
 
     async fn download(

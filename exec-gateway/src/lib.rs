@@ -15,6 +15,7 @@
 pub mod activity;
 pub mod agent;
 pub mod auth;
+pub mod e2b;
 mod background;
 pub mod config;
 mod convert;

@@ -141,6 +141,18 @@ struct Args {
     /// Seconds between checks of the certificate files for a renewed certificate.
     #[arg(long, env = "AIRLOCK_TLS_RELOAD_SECONDS", default_value_t = 30)]
     tls_reload_seconds: u64,
+    /// Serve the e2b-compatible HTTP API (control plane and sandbox daemon, for the unmodified e2b
+    /// SDKs: point E2B_API_URL and E2B_SANDBOX_URL here) on this address. Needs --agent-key-file.
+    #[arg(long, env = "AIRLOCK_E2B_LISTEN")]
+    e2b_listen: Option<std::net::SocketAddr>,
+    /// Namespace of e2b API callers whose token is not a service account's (which use their
+    /// own namespace). Default: --default-namespace.
+    #[arg(long, env = "AIRLOCK_E2B_NAMESPACE")]
+    e2b_namespace: Option<String>,
+    /// Wildcard domain of the e2b API's host-name routing (`<port>-<sandboxID>.<domain>`),
+    /// returned to the SDKs as the sandboxes' domain.
+    #[arg(long, env = "AIRLOCK_E2B_DOMAIN")]
+    e2b_domain: Option<String>,
 }
 
 #[tokio::main]
@@ -188,6 +200,23 @@ async fn main() -> anyhow::Result<()> {
         config.agent_key = Some(Arc::new(airlock_crds::agent_token::read_key(path)?));
     } else if args.agent_transport == airlock_exec_gateway::agent::Transport::Direct {
         anyhow::bail!("--agent-transport direct needs --agent-key-file");
+    }
+    if let Some(addr) = args.e2b_listen {
+        if config.agent_key.is_none() {
+            anyhow::bail!("--e2b-listen needs --agent-key-file (the e2b access tokens derive from the agent key)");
+        }
+        if let Some(ns) = &args.e2b_namespace {
+            if !airlock_exec_gateway::validate::is_dns_label(ns) {
+                anyhow::bail!("--e2b-namespace {ns:?} is not a namespace name");
+            }
+        }
+        config.e2b = Some((
+            addr,
+            airlock_exec_gateway::e2b::E2bConfig {
+                namespace: args.e2b_namespace.clone(),
+                domain: args.e2b_domain.clone().filter(|d| !d.is_empty()),
+            },
+        ));
     }
     config.metrics = metrics.clone();
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_seconds);

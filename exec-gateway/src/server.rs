@@ -27,6 +27,14 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
     #[error("building the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("the e2b API (--e2b-listen) needs the agent key (--agent-key-file): its access tokens derive from it")]
+    E2bNeedsKey,
+    #[error("binding the e2b API's address {addr}: {source}")]
+    E2bBind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("gRPC server on {addr}: {source}")]
     Transport {
         addr: String,
@@ -113,6 +121,7 @@ pub async fn serve(
             agent_path: config.agent_path.clone(),
         })
     });
+    let e2b_key = config.agent_key.clone();
     let direct = config
         .agent_key
         .map(|k| Arc::new(DirectExec::new(k, config.agent_path.clone())));
@@ -228,6 +237,26 @@ pub async fn serve(
         max_concurrent_streams = limits.max_concurrent_streams,
         "gRPC server listening"
     );
+    let e2b_task = match config.e2b {
+        Some((e2b_addr, e2b_config)) => {
+            let key = e2b_key.ok_or(ServeError::E2bNeedsKey)?;
+            let l = TcpListener::bind(e2b_addr)
+                .await
+                .map_err(|source| ServeError::E2bBind { addr: e2b_addr, source })?;
+            tracing::info!(addr = %e2b_addr, "e2b-compatible HTTP API listening");
+            let app = crate::e2b::router(ctx.clone(), e2b_config, key);
+            let begin4 = begin.clone();
+            Some(tokio::spawn(async move {
+                let r = axum::serve(l, app)
+                    .with_graceful_shutdown(async move { begin4.cancelled().await })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "the e2b API server failed");
+                }
+            }))
+        }
+        None => None,
+    };
     let begin3 = begin.clone();
     let serve =
         router.serve_with_incoming_shutdown(incoming, async move { begin3.cancelled().await });
@@ -245,6 +274,10 @@ pub async fn serve(
         }
     }
     hard_stop.cancel();
+    if let Some(t) = e2b_task {
+        // Its streams end with hard_stop; connections still open are dropped.
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     tracing::info!("gRPC server stopped");
     Ok(())
 }

@@ -53,6 +53,9 @@ pub enum Principal {
         namespaces: Namespaces,
     },
     Anonymous,
+    /// The holder of one sandbox's e2b access token (`envdAccessToken`, see `crate::e2b::token`):
+    /// may use that sandbox's processes and files, nothing else.
+    Sandbox { namespace: String, name: String },
 }
 
 impl Principal {
@@ -61,6 +64,7 @@ impl Principal {
             Principal::Kubernetes { username, .. } => username,
             Principal::Static { id, .. } => id,
             Principal::Anonymous => "anonymous",
+            Principal::Sandbox { name, .. } => name,
         }
     }
 }
@@ -167,6 +171,15 @@ impl Authenticator {
         };
         match principal {
             Principal::Anonymous => Ok(()),
+            Principal::Sandbox { namespace, name } => {
+                let same = access.namespace == *namespace && access.name.as_deref() == Some(name);
+                let allowed = matches!((access.verb, access.subresource), ("get", None) | (_, Some("exec" | "files")));
+                if same && allowed {
+                    Ok(())
+                } else {
+                    Err(denied(&format!("the access token of sandbox {namespace}/{name}"), ""))
+                }
+            }
             Principal::Static { id, namespaces } => {
                 if namespaces.allows(&access.namespace) {
                     Ok(())

@@ -1,0 +1,135 @@
+//! The published e2b SDK, unmodified (Python, pinned in e2e/e2b/requirements.txt and installed by
+//! `make e2b-sdks`), against the e2b-compatible API of the gateway the chart installed
+//! (`gateway.e2b.enabled` in e2e/values-local.yaml): create from a template with a warm pool,
+//! commands (foreground, background, connect, stdin, kill, list), files, timeouts, listing by
+//! metadata, e2b-shaped errors (404, 401, 403) and isolation between two users. The checks are
+//! in e2e/e2b/test_python_sdk.py (pytest); this test sets up the cluster side and checks what
+//! only the cluster can tell: the create was served by a warm pod, and the pool refilled.
+
+use std::time::Duration;
+
+use airlock_crds::{SandboxPool, SandboxTemplate};
+use airlock_e2e::release;
+use airlock_e2e::sandboxes::{token_for, token_with_audiences};
+use airlock_e2e::{GATEWAY_AUDIENCE, SANDBOX_IMAGE, TestNamespace, client, wait_for};
+use k8s_openapi::api::core::v1::{Event, ServiceAccount};
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+/// The template the e2b SDK's `Sandbox.create()` names by default.
+const TEMPLATE: &str = "base";
+
+async fn base_template(c: &Client, ns: &str, pool: Option<i32>) {
+    let t: SandboxTemplate = serde_json::from_value(json!({
+        "apiVersion": "airlock.dev/v1alpha1", "kind": "SandboxTemplate",
+        "metadata": {"name": TEMPLATE},
+        "spec": {"image": SANDBOX_IMAGE, "imagePullPolicy": "Never",
+                 "resources": {"cpu": "50m", "memory": "128Mi"}, "lifetime": {"ttlSeconds": 1800}}
+    }))
+    .expect("template");
+    Api::<SandboxTemplate>::namespaced(c.clone(), ns).create(&PostParams::default(), &t).await.expect("creating the template");
+    if let Some(replicas) = pool {
+        let p: SandboxPool = serde_json::from_value(json!({
+            "apiVersion": "airlock.dev/v1alpha1", "kind": "SandboxPool",
+            "metadata": {"name": TEMPLATE}, "spec": {"templateRef": {"name": TEMPLATE}, "replicas": replicas}
+        }))
+        .expect("pool");
+        Api::<SandboxPool>::namespaced(c.clone(), ns).create(&PostParams::default(), &p).await.expect("creating the pool");
+    }
+}
+
+async fn pool_ready(c: &Client, ns: &str, n: i32) {
+    let api: Api<SandboxPool> = Api::namespaced(c.clone(), ns);
+    wait_for(&api, TEMPLATE, Duration::from_secs(180), &format!("{n} Ready pool pods"), |p| {
+        p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.ready_replicas == n && s.replicas == n)
+    })
+    .await
+    .expect("pool");
+}
+
+/// `http://POD_IP:PORT` of the installed gateway's e2b port.
+async fn e2b_url(c: &Client) -> String {
+    let (_, pod) = release::in_cluster_gateway(c).await;
+    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("gateway pod IP");
+    let port = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().flat_map(|c| c.ports.iter().flatten()).find(|p| p.name.as_deref() == Some("http-e2b")))
+        .map(|p| p.container_port)
+        .expect("the gateway has no http-e2b port: is gateway.e2b.enabled set in e2e/values-local.yaml?");
+    format!("http://{ip}:{port}")
+}
+
+#[tokio::test]
+async fn the_published_python_sdk_works_against_the_e2b_api() {
+    let venv = std::env::var("AIRLOCK_E2B_VENV")
+        .expect("AIRLOCK_E2B_VENV: the venv with the pinned e2b SDK (`make e2b-sdks` creates it; `make e2e` sets it)");
+    let python = format!("{venv}/bin/python");
+    assert!(std::path::Path::new(&python).exists(), "{python} missing: run `make e2b-sdks`");
+    let c = client().await;
+    let a = TestNamespace::new(&c, "e2b-a").await;
+    let b = TestNamespace::new(&c, "e2b-b").await;
+    let key_a = token_for(&c, &a.name, "agent").await;
+    let key_b = token_for(&c, &b.name, "agent").await;
+    // A token the API server accepts, with no rights on sandboxes.
+    let nobody: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "nobody"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(c.clone(), &a.name).create(&PostParams::default(), &nobody).await.expect("creating SA nobody");
+    let key_none = token_with_audiences(&c, &a.name, "nobody", vec![GATEWAY_AUDIENCE.to_string()]).await;
+    base_template(&c, &a.name, Some(2)).await;
+    base_template(&c, &b.name, None).await;
+    pool_ready(&c, &a.name, 2).await;
+
+    let url = e2b_url(&c).await;
+    let out = std::env::temp_dir().join(format!("airlock-e2b-{}.jsonl", a.name));
+    let _ = std::fs::remove_file(&out);
+    let test_file = concat!(env!("CARGO_MANIFEST_DIR"), "/e2b/test_python_sdk.py");
+    let run = tokio::process::Command::new(&python)
+        .args(["-m", "pytest", "-v", "-p", "no:cacheprovider", test_file])
+        .env("E2B_API_URL", &url)
+        .env("E2B_SANDBOX_URL", &url)
+        .env("E2B_API_KEY", &key_a)
+        .env("AIRLOCK_E2B_OTHER_KEY", &key_b)
+        .env("AIRLOCK_E2B_NO_ACCESS_KEY", &key_none)
+        .env("AIRLOCK_E2B_OUT", &out)
+        .env_remove("E2B_DEBUG")
+        .env_remove("E2B_DOMAIN")
+        .kill_on_drop(true)
+        .output();
+    let run = tokio::time::timeout(Duration::from_secs(600), run).await.expect("pytest ran over 10 minutes").expect("running pytest");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "the e2b SDK tests failed (output above)");
+
+    // The module's sandbox came from the warm pool: the operator's Claimed event names it.
+    let notes = std::fs::read_to_string(&out).expect("the test's notes");
+    let warm: String = notes
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v["warm"].as_str().map(str::to_string))
+        .expect("the warm sandbox's ID");
+    let events: Api<Event> = Api::namespaced(c.clone(), &a.name);
+    let claimed = events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={warm}")))
+        .await
+        .expect("listing events")
+        .items
+        .into_iter()
+        .any(|e| e.reason.as_deref() == Some("Claimed"));
+    assert!(claimed, "sandbox {warm} (Sandbox.create() of template {TEMPLATE}) was not claimed from the warm pool");
+    // Every sandbox the SDK made is gone or going, and the pool is back to 2.
+    pool_ready(&c, &a.name, 2).await;
+    let left: Vec<String> = Api::<airlock_crds::Sandbox>::namespaced(c.clone(), &a.name)
+        .list(&ListParams::default())
+        .await
+        .expect("listing sandboxes")
+        .items
+        .into_iter()
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .map(|s| s.name_any())
+        .collect();
+    assert!(left.is_empty(), "sandboxes left behind by the SDK's kill(): {left:?}");
+    let _ = std::fs::remove_file(&out);
+    a.cleanup().await;
+    b.cleanup().await;
+}
