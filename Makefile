@@ -15,9 +15,11 @@ CRD_FILES := sandbox sandboxtemplate sandboxpool
 
 .PHONY: help demo test unit lint crds cluster-up cluster-down install uninstall e2e e2b-sdks readme-examples helm-lifecycle cluster-lifecycle bench tools
 
-# The published e2b SDK (PyPI, pinned) for e2e/tests/e2b_sdk.rs, in a venv cached by the pins' hash.
+# The published e2b SDKs for e2e/tests/e2b_sdk.rs, cached by the pins' hash: Python (PyPI) in a
+# venv, JavaScript (npm, package-lock.json) in a node_modules.
 E2B_REQS := e2e/e2b/requirements.txt
 export AIRLOCK_E2B_VENV ?= $(AIRLOCK_CACHE)/e2b/venv-$(shell sha256sum $(E2B_REQS) | cut -c1-12)
+export AIRLOCK_E2B_JS ?= $(AIRLOCK_CACHE)/e2b/js-$(shell cat e2e/e2b/js/package.json e2e/e2b/js/package-lock.json | sha256sum | cut -c1-12)
 
 help:
 	@echo "make demo   - local cluster + operator + gateway, then run Python in a sandbox"
@@ -75,13 +77,20 @@ install: cluster-up
 uninstall:
 	$(HELM) uninstall airlock -n $(NS) --wait
 
-## e2b-sdks: the pinned e2b SDK from PyPI, in a venv (AIRLOCK_E2B_VENV)
+## e2b-sdks: the pinned e2b SDKs: PyPI into a venv (AIRLOCK_E2B_VENV), npm into AIRLOCK_E2B_JS
 e2b-sdks:
 	@if [ ! -f $(AIRLOCK_E2B_VENV)/.complete ]; then \
 	  echo "==> the e2b SDK from PyPI ($(E2B_REQS)) into $(AIRLOCK_E2B_VENV)"; \
 	  rm -rf $(AIRLOCK_E2B_VENV); python3 -m venv $(AIRLOCK_E2B_VENV); \
 	  $(AIRLOCK_E2B_VENV)/bin/pip install -q --disable-pip-version-check -r $(E2B_REQS); \
 	  touch $(AIRLOCK_E2B_VENV)/.complete; \
+	fi
+	@if [ ! -f $(AIRLOCK_E2B_JS)/.complete ]; then \
+	  echo "==> the e2b SDK from npm (e2e/e2b/js/package-lock.json) into $(AIRLOCK_E2B_JS)"; \
+	  rm -rf $(AIRLOCK_E2B_JS); mkdir -p $(AIRLOCK_E2B_JS); \
+	  cp e2e/e2b/js/package.json e2e/e2b/js/package-lock.json $(AIRLOCK_E2B_JS)/; \
+	  (cd $(AIRLOCK_E2B_JS) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error); \
+	  touch $(AIRLOCK_E2B_JS)/.complete; \
 	fi
 
 e2e: install e2b-sdks

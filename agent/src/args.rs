@@ -14,6 +14,7 @@ pub const USAGE: &str = "usage:
   airlock-agent stat PATH
   airlock-agent rm PATH [--recursive]
   airlock-agent mkdir PATH [--parents] [--mode OCTAL]
+  airlock-agent mv PATH DEST
 frames on stdin (exec, put): type u8, length u32 BE, payload;
   0x01 DATA, 0x02 CLOSE, 0x03 SIGNAL (i32 BE), 0x04 RESIZE (cols u16 BE, rows u16 BE)";
 
@@ -61,6 +62,10 @@ pub enum Cmd {
     Rm {
         path: OsString,
         recursive: bool,
+    },
+    Mv {
+        path: OsString,
+        dest: OsString,
     },
     Mkdir {
         path: OsString,
@@ -361,6 +366,20 @@ pub fn parse(args: &[OsString]) -> Result<Cmd, String> {
                 mode: f.mode,
             }
         }
+        "mv" => {
+            let mut paths = Vec::new();
+            for t in tokens(rest)? {
+                match t {
+                    Tok::Pos(p) => paths.push(p),
+                    Tok::Rest(r) => paths.extend(r),
+                    Tok::Flag(name, _) => return Err(format!("unknown flag --{name}")),
+                }
+            }
+            match <[OsString; 2]>::try_from(paths) {
+                Ok([path, dest]) => Cmd::Mv { path, dest },
+                Err(_) => return Err("mv needs exactly PATH and DEST".into()),
+            }
+        }
         "help" | "--help" | "-h" => Cmd::Help,
         _ => {
             return Err(format!(
@@ -485,6 +504,16 @@ mod tests {
             p(&["stat", "rel"]).unwrap(),
             Cmd::Stat { path: "rel".into() }
         );
+        assert_eq!(
+            p(&["mv", "/a", "--", "/b"]).unwrap(),
+            Cmd::Mv {
+                path: "/a".into(),
+                dest: "/b".into()
+            }
+        );
+        assert!(p(&["mv", "/a"]).is_err());
+        assert!(p(&["mv", "/a", "/b", "/c"]).is_err());
+        assert!(p(&["mv", "/a", "/b", "--force"]).is_err());
         assert_eq!(
             p(&["rm", "/x", "--recursive"]).unwrap(),
             Cmd::Rm {

@@ -340,6 +340,14 @@ pub fn rm(path: &OsStr, recursive: bool) -> Res {
     }
 }
 
+/// `mv PATH DEST`: rename(2), within one filesystem (replaces a file DEST, as `mv` does).
+pub fn mv(path: &OsStr, dest: &OsStr) -> Res {
+    let from = absolute(path)?;
+    let to = absolute(dest)?;
+    fs::symlink_metadata(from).map_err(|e| io_fail("mv", path, e))?;
+    fs::rename(from, to).map_err(|e| io_fail("mv", dest, e))
+}
+
 /// `mkdir PATH [--parents] [--mode OCTAL]`: --mode is applied exactly (no umask) to PATH;
 /// with --parents an existing directory is fine (left unchanged).
 pub fn mkdir(path: &OsStr, parents: bool, mode: Option<u32>) -> Res {

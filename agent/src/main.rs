@@ -63,6 +63,7 @@ fn run(argv: Vec<OsString>) -> i32 {
         Cmd::Ls { path } => files::ls(&path),
         Cmd::Stat { path } => files::stat(&path),
         Cmd::Rm { path, recursive } => files::rm(&path, recursive),
+        Cmd::Mv { path, dest } => files::mv(&path, &dest),
         Cmd::Mkdir {
             path,
             parents,

@@ -95,6 +95,12 @@ def test_files(sbx):
     sbx.files.write_files([{"path": "/tmp/e2b/d/one", "data": "1"}, {"path": "/tmp/e2b/d/two", "data": b"\x00\x02"}])
     assert bytes(sbx.files.read("/tmp/e2b/d/two", format="bytes")) == b"\x00\x02"
     assert sorted(e.name for e in sbx.files.list("/tmp/e2b/d")) == ["e", "one", "two"]
+    assert sorted(e.path for e in sbx.files.list("/tmp/e2b", depth=2)) == [
+        "/tmp/e2b/a.txt", "/tmp/e2b/d", "/tmp/e2b/d/e", "/tmp/e2b/d/one", "/tmp/e2b/d/two"]
+    moved = sbx.files.rename("/tmp/e2b/d/one", "/tmp/e2b/d/uno")
+    assert (moved.name, moved.path) == ("uno", "/tmp/e2b/d/uno")
+    assert sbx.files.read("/tmp/e2b/d/uno") == "1"
+    assert sbx.files.exists("/tmp/e2b/d/one") is False
     sbx.files.write("relative.txt", "at home")
     assert sbx.commands.run("cat /home/user/relative.txt").stdout == "at home"
     sbx.files.remove("/tmp/e2b/d")

@@ -1,10 +1,12 @@
-//! The published e2b SDK, unmodified (Python, pinned in e2e/e2b/requirements.txt and installed by
-//! `make e2b-sdks`), against the e2b-compatible API of the gateway the chart installed
-//! (`gateway.e2b.enabled` in e2e/values-local.yaml): create from a template with a warm pool,
-//! commands (foreground, background, connect, stdin, kill, list), files, timeouts, listing by
-//! metadata, e2b-shaped errors (404, 401, 403) and isolation between two users. The checks are
-//! in e2e/e2b/test_python_sdk.py (pytest); this test sets up the cluster side and checks what
-//! only the cluster can tell: the create was served by a warm pod, and the pool refilled.
+//! The published e2b SDKs, unmodified (Python `e2b` and `e2b-code-interpreter`, pinned in
+//! e2e/e2b/requirements.txt and installed by `make e2b-sdks`), against the e2b-compatible API of
+//! the gateway the chart installed (`gateway.e2b.enabled` in e2e/values-local.yaml): create from
+//! a template with a warm pool, commands (foreground, background, connect, stdin, kill, list),
+//! files, timeouts, listing by metadata, e2b-shaped errors (404, 401, 403), isolation between two
+//! users, and `run_code` with contexts; then the core flow with the JavaScript `e2b` package
+//! (npm, e2e/e2b/js). The checks are in e2e/e2b/test_*.py (pytest) and js/core.test.mjs; this test
+//! sets up the cluster side and checks what only the cluster can tell: the create was served by a
+//! warm pod, and the pool refilled.
 
 use std::time::Duration;
 
@@ -19,11 +21,13 @@ use serde_json::json;
 
 /// The template the e2b SDK's `Sandbox.create()` names by default.
 const TEMPLATE: &str = "base";
+/// The e2b-code-interpreter SDK's default template.
+const CODE_TEMPLATE: &str = "code-interpreter-v1";
 
-async fn base_template(c: &Client, ns: &str, pool: Option<i32>) {
+async fn template(c: &Client, ns: &str, name: &str, pool: Option<i32>) {
     let t: SandboxTemplate = serde_json::from_value(json!({
         "apiVersion": "airlock.dev/v1alpha1", "kind": "SandboxTemplate",
-        "metadata": {"name": TEMPLATE},
+        "metadata": {"name": name},
         "spec": {"image": SANDBOX_IMAGE, "imagePullPolicy": "Never",
                  "resources": {"cpu": "50m", "memory": "128Mi"}, "lifetime": {"ttlSeconds": 1800}}
     }))
@@ -32,16 +36,16 @@ async fn base_template(c: &Client, ns: &str, pool: Option<i32>) {
     if let Some(replicas) = pool {
         let p: SandboxPool = serde_json::from_value(json!({
             "apiVersion": "airlock.dev/v1alpha1", "kind": "SandboxPool",
-            "metadata": {"name": TEMPLATE}, "spec": {"templateRef": {"name": TEMPLATE}, "replicas": replicas}
+            "metadata": {"name": name}, "spec": {"templateRef": {"name": name}, "replicas": replicas}
         }))
         .expect("pool");
         Api::<SandboxPool>::namespaced(c.clone(), ns).create(&PostParams::default(), &p).await.expect("creating the pool");
     }
 }
 
-async fn pool_ready(c: &Client, ns: &str, n: i32) {
+async fn pool_ready(c: &Client, ns: &str, name: &str, n: i32) {
     let api: Api<SandboxPool> = Api::namespaced(c.clone(), ns);
-    wait_for(&api, TEMPLATE, Duration::from_secs(180), &format!("{n} Ready pool pods"), |p| {
+    wait_for(&api, name, Duration::from_secs(180), &format!("{n} Ready pool pods"), |p| {
         p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.ready_replicas == n && s.replicas == n)
     })
     .await
@@ -76,16 +80,19 @@ async fn the_published_python_sdk_works_against_the_e2b_api() {
     let nobody: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "nobody"}})).unwrap();
     Api::<ServiceAccount>::namespaced(c.clone(), &a.name).create(&PostParams::default(), &nobody).await.expect("creating SA nobody");
     let key_none = token_with_audiences(&c, &a.name, "nobody", vec![GATEWAY_AUDIENCE.to_string()]).await;
-    base_template(&c, &a.name, Some(2)).await;
-    base_template(&c, &b.name, None).await;
-    pool_ready(&c, &a.name, 2).await;
+    template(&c, &a.name, TEMPLATE, Some(2)).await;
+    template(&c, &a.name, CODE_TEMPLATE, Some(1)).await;
+    template(&c, &b.name, TEMPLATE, None).await;
+    pool_ready(&c, &a.name, TEMPLATE, 2).await;
+    pool_ready(&c, &a.name, CODE_TEMPLATE, 1).await;
 
     let url = e2b_url(&c).await;
     let out = std::env::temp_dir().join(format!("airlock-e2b-{}.jsonl", a.name));
     let _ = std::fs::remove_file(&out);
-    let test_file = concat!(env!("CARGO_MANIFEST_DIR"), "/e2b/test_python_sdk.py");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/e2b");
     let run = tokio::process::Command::new(&python)
-        .args(["-m", "pytest", "-v", "-p", "no:cacheprovider", test_file])
+        .args(["-m", "pytest", "-v", "-p", "no:cacheprovider", "test_python_sdk.py", "test_code_interpreter.py"])
+        .current_dir(dir)
         .env("E2B_API_URL", &url)
         .env("E2B_SANDBOX_URL", &url)
         .env("E2B_API_KEY", &key_a)
@@ -117,8 +124,27 @@ async fn the_published_python_sdk_works_against_the_e2b_api() {
         .into_iter()
         .any(|e| e.reason.as_deref() == Some("Claimed"));
     assert!(claimed, "sandbox {warm} (Sandbox.create() of template {TEMPLATE}) was not claimed from the warm pool");
+    // The JavaScript SDK's core flow.
+    let js = std::env::var("AIRLOCK_E2B_JS")
+        .expect("AIRLOCK_E2B_JS: the e2b JavaScript SDK's directory (`make e2b-sdks` creates it; `make e2e` sets it)");
+    let run = tokio::process::Command::new("node")
+        .args(["--test", "--test-reporter=spec", "js/core.test.mjs"])
+        .current_dir(dir)
+        .env("AIRLOCK_E2B_JS", &js)
+        .env("E2B_API_URL", &url)
+        .env("E2B_SANDBOX_URL", &url)
+        .env("E2B_API_KEY", &key_a)
+        .env("AIRLOCK_E2B_NO_ACCESS_KEY", &key_none)
+        .env_remove("E2B_DEBUG")
+        .env_remove("E2B_DOMAIN")
+        .kill_on_drop(true)
+        .output();
+    let run = tokio::time::timeout(Duration::from_secs(300), run).await.expect("node --test ran over 5 minutes").expect("running node");
+    eprintln!("{}\n{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "the e2b JavaScript SDK tests failed (output above)");
+
     // Every sandbox the SDK made is gone or going, and the pool is back to 2.
-    pool_ready(&c, &a.name, 2).await;
+    pool_ready(&c, &a.name, TEMPLATE, 2).await;
     let left: Vec<String> = Api::<airlock_crds::Sandbox>::namespaced(c.clone(), &a.name)
         .list(&ListParams::default())
         .await

@@ -147,6 +147,10 @@ pub enum FileCommand {
         parents: bool,
         mode: Option<u32>,
     },
+    Mv {
+        path: String,
+        dest: String,
+    },
 }
 
 impl FileCommand {
@@ -159,6 +163,7 @@ impl FileCommand {
             FileCommand::Stat { .. } => "stat",
             FileCommand::Rm { .. } => "rm",
             FileCommand::Mkdir { .. } => "mkdir",
+            FileCommand::Mv { .. } => "mv",
         }
     }
 
@@ -170,7 +175,8 @@ impl FileCommand {
             | FileCommand::Ls { path }
             | FileCommand::Stat { path }
             | FileCommand::Rm { path, .. }
-            | FileCommand::Mkdir { path, .. } => path,
+            | FileCommand::Mkdir { path, .. }
+            | FileCommand::Mv { path, .. } => path,
         }
     }
 
@@ -206,6 +212,7 @@ impl FileCommand {
                     c.push(format!("{mode:o}"));
                 }
             }
+            FileCommand::Mv { dest, .. } => c.push(dest.clone()),
             FileCommand::Get { .. } | FileCommand::Ls { .. } | FileCommand::Stat { .. } => {}
         }
         c

@@ -587,6 +587,17 @@ impl pb::files_server::Files for FilesService {
         .await?;
         Ok(Response::new(pb::MakeDirResponse {}))
     }
+
+    async fn r#move(&self, req: Request<pb::MoveRequest>) -> Result<Response<pb::MoveResponse>, Status> {
+        let path = validate::path("source", &req.get_ref().source)?;
+        let dest = validate::path("destination", &req.get_ref().destination)?;
+        if path.trim_end_matches('/').is_empty() {
+            return Err(validate::invalid("source", "refusing to move /"));
+        }
+        let cmd = FileCommand::Mv { path, dest };
+        self.metadata(&req, req.get_ref().sandbox.as_ref(), "create", cmd, 64 * 1024).await?;
+        Ok(Response::new(pb::MoveResponse {}))
+    }
 }
 
 #[cfg(test)]

@@ -199,6 +199,8 @@ fn created(e2b: &E2b, s: &pb::Sandbox) -> Value {
         "clientID": "airlock",
         "envdVersion": ENVD_VERSION,
         "envdAccessToken": token::issue(&e2b.key, &s.namespace, &s.uid),
+        // The code interpreter SDK sends this one (on every call, where envd's calls send the other).
+        "trafficAccessToken": token::issue(&e2b.key, &s.namespace, &s.uid),
         "domain": e2b.config.domain,
     })
 }

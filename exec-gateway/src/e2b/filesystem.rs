@@ -1,6 +1,6 @@
 //! envd's `filesystem.Filesystem` service on the gateway's Files service (the agent's `stat`,
-//! `ls`, `mkdir` and `rm`). `Move` and the watchers answer `unimplemented`: the agent has no
-//! rename or watch operation yet.
+//! `ls`, `mkdir`, `rm` and `mv`). The watchers answer `unimplemented`: the agent has no watch
+//! operation yet.
 
 use airlock_api::proto::v1 as pb;
 use airlock_api::proto::v1::files_server::Files;
@@ -32,9 +32,7 @@ pub async fn serve(e2b: &E2b, call: SandboxCall, method: &str, headers: &HeaderM
         "MakeDir" => make_dir(e2b, &call, codec, &body).await,
         "ListDir" => list_dir(e2b, &call, codec, &body).await,
         "Remove" => remove(e2b, &call, codec, &body).await,
-        "Move" => Err(ConnectError::unimplemented(
-            "Move (files.rename) is not supported by Airlock yet: the sandbox agent has no rename operation",
-        )),
+        "Move" => rename(e2b, &call, codec, &body).await,
         "CreateWatcher" | "GetWatcherEvents" | "RemoveWatcher" => Err(watch_unimplemented()),
         m => Err(ConnectError::new(tonic::Code::NotFound, format!("filesystem.Filesystem has no method {m}"))),
     };
@@ -163,6 +161,16 @@ async fn list_dir(e2b: &E2b, call: &SandboxCall, codec: Codec, body: &[u8]) -> R
         level = next;
     }
     Ok(connect::unary(codec, &ef::ListDirResponse { entries }))
+}
+
+async fn rename(e2b: &E2b, call: &SandboxCall, codec: Codec, body: &[u8]) -> Result<Response, ConnectError> {
+    let r: ef::MoveRequest = connect::decode(codec, body)?;
+    let (source, destination) = (path("source", &r.source)?, path("destination", &r.destination)?);
+    e2b.files()
+        .r#move(call.request(pb::MoveRequest { sandbox: Some(call.sandbox_ref()), source, destination: destination.clone() }))
+        .await?;
+    let entry = stat_path(e2b, call, &destination).await?;
+    Ok(connect::unary(codec, &ef::MoveResponse { entry: Some(entry) }))
 }
 
 async fn remove(e2b: &E2b, call: &SandboxCall, codec: Codec, body: &[u8]) -> Result<Response, ConnectError> {

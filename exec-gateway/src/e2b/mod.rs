@@ -5,7 +5,8 @@
 //! - requests naming a sandbox (headers `E2b-Sandbox-Id` and `E2b-Sandbox-Port`, or a host name
 //!   `<port>-<sandboxID>.<domain>` when `--e2b-domain` is set) go to that sandbox's daemon API:
 //!   envd's Connect-RPC services ([`process`], [`filesystem`]), `/files` ([`files`]) and
-//!   `/health`, answered from the gateway's own process and file services;
+//!   `/health`, answered from the gateway's own process and file services; port 49999 is the
+//!   code interpreter ([`interpreter`]: `/execute`, `/contexts`);
 //! - everything else is the control plane ([`control`]): `/sandboxes`, `/v2/sandboxes`.
 //!
 //! Every call goes through the same services, authentication and SubjectAccessReviews as the
@@ -33,13 +34,14 @@ pub mod connect;
 mod control;
 mod files;
 mod filesystem;
+mod interpreter;
 mod process;
 pub mod proto;
 pub mod token;
 
 /// envd's port: the daemon API.
 pub const ENVD_PORT: u16 = 49983;
-/// The e2b code interpreter's port (not served yet: answered with an e2b-style error).
+/// The e2b code interpreter's port ([`interpreter`]).
 pub const CODE_INTERPRETER_PORT: u16 = 49999;
 /// The envd version reported to the SDKs. They switch features on by version; this one enables
 /// what is served here (see docs/DESIGN-NOTES.md).
@@ -171,29 +173,38 @@ pub(crate) fn router(ctx: Arc<Ctx>, config: E2bConfig, key: Arc<Vec<u8>>) -> Rou
 /// A request to a sandbox's daemon (envd) port.
 async fn daemon(e2b: &E2b, id: String, port: Option<u16>, req: Request) -> Response {
     let port = port.unwrap_or(ENVD_PORT);
-    if port == CODE_INTERPRETER_PORT {
-        return control::E2bError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("the code interpreter (port {port}) is not served by this Airlock gateway yet"),
-        )
-        .into_response();
-    }
-    if port != ENVD_PORT {
+    if port != ENVD_PORT && port != CODE_INTERPRETER_PORT {
         return control::E2bError::new(
             StatusCode::BAD_GATEWAY,
-            format!("port {port} of sandbox {id} is not served: only envd's port {ENVD_PORT} is"),
+            format!("port {port} of sandbox {id} is not served: only envd's port {ENVD_PORT} and the code interpreter's {CODE_INTERPRETER_PORT} are"),
         )
         .into_response();
     }
     let (parts, body) = req.into_parts();
-    if parts.uri.path() == "/health" {
+    if port == ENVD_PORT && parts.uri.path() == "/health" {
         return StatusCode::NO_CONTENT.into_response();
     }
+    let path = parts.uri.path().to_string();
     let call = match token::authenticate(e2b, &parts.headers, &id).await {
         Ok(c) => c,
+        // Connect-RPC calls get Connect's error shape; /files and the code interpreter e2b's.
+        Err(e) if port == ENVD_PORT && path != "/files" => {
+            use tonic::Code;
+            let code = match e.status {
+                StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+                StatusCode::FORBIDDEN => Code::PermissionDenied,
+                StatusCode::NOT_FOUND => Code::NotFound,
+                StatusCode::BAD_REQUEST => Code::InvalidArgument,
+                StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+                _ => Code::Internal,
+            };
+            return connect::ConnectError::new(code, e.message).into_response();
+        }
         Err(e) => return e.into_response(),
     };
-    let path = parts.uri.path().to_string();
+    if port == CODE_INTERPRETER_PORT {
+        return interpreter::serve(e2b, call, parts, body).await;
+    }
     if path == "/files" {
         return files::serve(e2b, call, parts, body).await;
     }

@@ -238,6 +238,15 @@ async fn find(e2b: &E2b, call: &SandboxCall, sel: &pb::ProcessSelector) -> Resul
     hit.ok_or_else(|| ConnectError::new(tonic::Code::NotFound, format!("process {} not found in sandbox {}", describe(sel), call.name)))
 }
 
+/// The selected process, which must be running (envd answers not_found for an ended one).
+async fn running(e2b: &E2b, call: &SandboxCall, sel: &pb::ProcessSelector) -> Result<pb::ProcessInfo, ConnectError> {
+    let p = find(e2b, call, sel).await?;
+    if !p.running {
+        return Err(ConnectError::new(tonic::Code::NotFound, format!("process {} of sandbox {} has ended", describe(sel), call.name)));
+    }
+    Ok(p)
+}
+
 fn describe(sel: &pb::ProcessSelector) -> String {
     match &sel.selector {
         Some(pb::process_selector::Selector::Pid(p)) => format!("with pid {p}"),
@@ -290,6 +299,7 @@ async fn list(e2b: &E2b, call: &SandboxCall, codec: Codec, body: &[u8]) -> Resul
 }
 
 async fn input(e2b: &E2b, call: &SandboxCall, sel: pb::ProcessSelector, data: Bytes, close: bool) -> Result<(), ConnectError> {
+    running(e2b, call, &sel).await?;
     e2b.processes()
         .send_input(call.request(pb::SendInputRequest { sandbox: Some(call.sandbox_ref()), process: Some(sel), data, close }))
         .await?;
@@ -320,6 +330,7 @@ async fn close_stdin(e2b: &E2b, call: &SandboxCall, codec: Codec, body: &[u8]) -
 async fn send_signal(e2b: &E2b, call: &SandboxCall, codec: Codec, body: &[u8]) -> Result<Response, ConnectError> {
     let r: ep::SendSignalRequest = connect::decode(codec, body)?;
     let sel = selector("process", r.process)?;
+    running(e2b, call, &sel).await?;
     match ep::Signal::try_from(r.signal) {
         // SIGKILL ends the whole tree, as envd's kill does.
         Ok(ep::Signal::Sigkill) => {
@@ -344,6 +355,7 @@ async fn send_signal(e2b: &E2b, call: &SandboxCall, codec: Codec, body: &[u8]) -
 async fn update(e2b: &E2b, call: &SandboxCall, codec: Codec, body: &[u8]) -> Result<Response, ConnectError> {
     let r: ep::UpdateRequest = connect::decode(codec, body)?;
     let sel = selector("process", r.process)?;
+    running(e2b, call, &sel).await?;
     if let Some(pty) = &r.pty {
         let s = size("pty", pty)?;
         e2b.processes()

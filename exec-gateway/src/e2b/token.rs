@@ -1,5 +1,5 @@
-//! The per-sandbox access token of the e2b daemon API (`envdAccessToken` at create,
-//! `X-Access-Token` on each call): `<namespace>.<hex(HMAC-SHA256(agent key, "e2b-envd:" + UID))>`.
+//! The per-sandbox access token of the e2b daemon API (`envdAccessToken` and
+//! `trafficAccessToken` at create; `X-Access-Token` or `E2B-Traffic-Access-Token` on each call): `<namespace>.<hex(HMAC-SHA256(agent key, "e2b-envd:" + UID))>`.
 //!
 //! It opens that sandbox's processes and files and nothing else ([`Principal::Sandbox`]), dies
 //! with the sandbox (a new Sandbox of the same name has another UID), and is recomputed, never
@@ -32,7 +32,8 @@ pub(crate) async fn authenticate(e2b: &E2b, headers: &HeaderMap, id: &str) -> Re
     if !crate::validate::is_dns_label(id) {
         return Err(E2bError::new(StatusCode::BAD_REQUEST, format!("E2b-Sandbox-Id {id:?} is not a sandbox ID")));
     }
-    let Some(token) = headers.get("x-access-token") else {
+    // The code interpreter's calls carry the traffic token (the same value, see control.rs).
+    let Some(token) = headers.get("x-access-token").or_else(|| headers.get("e2b-traffic-access-token")) else {
         let (principal, namespace) = e2b.caller(headers).await?;
         return Ok(SandboxCall { namespace, name: id.to_string(), principal });
     };
