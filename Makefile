@@ -13,7 +13,7 @@ export PATH := $(BIN):$(AIRLOCK_CACHE)/grpcurl/$(GRPCURL_VERSION)/bin:$(HOME)/.c
 NS := airlock-system
 CRD_FILES := sandbox sandboxtemplate sandboxpool
 
-.PHONY: help demo test unit lint crds cluster-up cluster-down install uninstall e2e e2b-sdks readme-examples helm-lifecycle cluster-lifecycle bench tools
+.PHONY: help demo test unit lint crds cluster-up cluster-down install uninstall e2e e2b-sdks bench-e2b readme-examples helm-lifecycle cluster-lifecycle bench tools
 
 # The published e2b SDKs for e2e/tests/e2b_sdk.rs, cached by the pins' hash: Python (PyPI) in a
 # venv, JavaScript (npm, package-lock.json) in a node_modules.
@@ -128,3 +128,8 @@ demo: install
 bench: INSTALL_SET = --set 'runtimeClass.allowed={runc,airlock-bench-unschedulable}'
 bench: install
 	e2e/bench/run.sh
+
+## bench-e2b: the e2b-compatible API through the published e2b SDK, beside gRPC and kubectl exec
+bench-e2b: install e2b-sdks
+	cargo build -q -p airlock-cli
+	e2e/bench/e2b.sh

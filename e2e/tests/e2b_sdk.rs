@@ -65,6 +65,19 @@ async fn e2b_url(c: &Client) -> String {
     format!("http://{ip}:{port}")
 }
 
+/// `program` run in e2e/e2b with the e2b SDKs' environment pointed at `url` as user `key`.
+fn sdk(program: &str, url: &str, key: &str) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(program);
+    c.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/e2b"))
+        .env("E2B_API_URL", url)
+        .env("E2B_SANDBOX_URL", url)
+        .env("E2B_API_KEY", key)
+        .env_remove("E2B_DEBUG")
+        .env_remove("E2B_DOMAIN")
+        .kill_on_drop(true);
+    c
+}
+
 #[tokio::test]
 async fn the_published_python_sdk_works_against_the_e2b_api() {
     let venv = std::env::var("AIRLOCK_E2B_VENV")
@@ -89,19 +102,11 @@ async fn the_published_python_sdk_works_against_the_e2b_api() {
     let url = e2b_url(&c).await;
     let out = std::env::temp_dir().join(format!("airlock-e2b-{}.jsonl", a.name));
     let _ = std::fs::remove_file(&out);
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/e2b");
-    let run = tokio::process::Command::new(&python)
+    let run = sdk(&python, &url, &key_a)
         .args(["-m", "pytest", "-v", "-p", "no:cacheprovider", "test_python_sdk.py", "test_code_interpreter.py"])
-        .current_dir(dir)
-        .env("E2B_API_URL", &url)
-        .env("E2B_SANDBOX_URL", &url)
-        .env("E2B_API_KEY", &key_a)
         .env("AIRLOCK_E2B_OTHER_KEY", &key_b)
         .env("AIRLOCK_E2B_NO_ACCESS_KEY", &key_none)
         .env("AIRLOCK_E2B_OUT", &out)
-        .env_remove("E2B_DEBUG")
-        .env_remove("E2B_DOMAIN")
-        .kill_on_drop(true)
         .output();
     let run = tokio::time::timeout(Duration::from_secs(600), run).await.expect("pytest ran over 10 minutes").expect("running pytest");
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -127,17 +132,10 @@ async fn the_published_python_sdk_works_against_the_e2b_api() {
     // The JavaScript SDK's core flow.
     let js = std::env::var("AIRLOCK_E2B_JS")
         .expect("AIRLOCK_E2B_JS: the e2b JavaScript SDK's directory (`make e2b-sdks` creates it; `make e2e` sets it)");
-    let run = tokio::process::Command::new("node")
+    let run = sdk("node", &url, &key_a)
         .args(["--test", "--test-reporter=spec", "js/core.test.mjs"])
-        .current_dir(dir)
         .env("AIRLOCK_E2B_JS", &js)
-        .env("E2B_API_URL", &url)
-        .env("E2B_SANDBOX_URL", &url)
-        .env("E2B_API_KEY", &key_a)
         .env("AIRLOCK_E2B_NO_ACCESS_KEY", &key_none)
-        .env_remove("E2B_DEBUG")
-        .env_remove("E2B_DOMAIN")
-        .kill_on_drop(true)
         .output();
     let run = tokio::time::timeout(Duration::from_secs(300), run).await.expect("node --test ran over 5 minutes").expect("running node");
     eprintln!("{}\n{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));

@@ -191,12 +191,20 @@ async fn list(e2b: &E2b, call: &SandboxCall) -> Result<Vec<Value>, Fail> {
     Ok(contexts(e2b, call).await?.iter().map(Context::json).collect())
 }
 
+/// Kills the context's process and waits (up to 5 s) until the agent has reaped it, so the
+/// context is gone from the list and its tag is free when this returns.
 async fn kill(e2b: &E2b, call: &SandboxCall, id: &str) -> Result<(), Fail> {
     let sel = pb::ProcessSelector { selector: Some(pb::process_selector::Selector::Tag(format!("{TAG_PREFIX}{id}"))) };
     e2b.processes()
         .kill_process(call.request(pb::KillProcessRequest { sandbox: Some(call.sandbox_ref()), process: Some(sel) }))
         .await?;
-    Ok(())
+    for _ in 0..50 {
+        if contexts(e2b, call).await?.iter().all(|x| x.id != id) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(Fail(StatusCode::INTERNAL_SERVER_ERROR, format!("context {id} was killed but still runs after 5 s")))
 }
 
 async fn delete(e2b: &E2b, call: &SandboxCall, id: &str) -> Result<Response, Fail> {
@@ -208,13 +216,6 @@ async fn delete(e2b: &E2b, call: &SandboxCall, id: &str) -> Result<Response, Fai
 async fn restart(e2b: &E2b, call: &SandboxCall, id: &str) -> Result<Response, Fail> {
     let c = find(e2b, call, id).await?;
     kill(e2b, call, id).await?;
-    // The tag is free once the agent has reaped the old process.
-    for _ in 0..50 {
-        if contexts(e2b, call).await?.iter().all(|x| x.id != id) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     start(e2b, call, id, &c.cwd).await?;
     Ok(axum::Json(Value::Null).into_response())
 }

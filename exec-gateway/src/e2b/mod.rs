@@ -34,7 +34,7 @@ pub mod connect;
 mod control;
 mod files;
 mod filesystem;
-mod interpreter;
+pub(crate) mod interpreter;
 mod process;
 pub mod proto;
 pub mod token;

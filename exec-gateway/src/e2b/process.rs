@@ -280,7 +280,8 @@ async fn list(e2b: &E2b, call: &SandboxCall, codec: Codec, body: &[u8]) -> Resul
     let processes = list
         .processes
         .into_iter()
-        .filter(|p| p.running)
+        // The code interpreter's contexts are the interpreter's, not commands (as in e2b).
+        .filter(|p| p.running && !p.tag.starts_with(super::interpreter::TAG_PREFIX))
         .map(|p| {
             let mut argv = p.argv.into_iter();
             ep::ProcessInfo {
