@@ -3,7 +3,7 @@
 # the published e2b SDK, beside the airlock CLI (gRPC) and kubectl exec. Sets up a namespace
 # (labelled airlock.dev/bench=true, deleted at the end), a ServiceAccount token, templates `warm`
 # (with a pool of 3) and `cold`, a Sandbox `target`, and port-forwards to the gateway's gRPC and
-# e2b ports on 127.0.0.1; then runs e2e/bench/e2b.py. Report: bench/e2b-api/report.md.
+# e2b ports on 127.0.0.1; then runs e2e/bench/e2b_bench.py. Report: bench/e2b-api/report.md.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -48,4 +48,4 @@ TOKEN=$(kubectl -n "$NS" create token agent --audience airlock)
 export E2B_API_URL=http://127.0.0.1:3000 E2B_SANDBOX_URL=http://127.0.0.1:3000 E2B_API_KEY=$TOKEN
 export AIRLOCK_ADDR=http://127.0.0.1:50051 AIRLOCK_TOKEN=$TOKEN BENCH_NS=$NS
 export PATH=${CARGO_TARGET_DIR:-$ROOT/target}/debug:$PATH
-"$AIRLOCK_E2B_VENV/bin/python" e2e/bench/e2b.py
+"$AIRLOCK_E2B_VENV/bin/python" e2e/bench/e2b_bench.py

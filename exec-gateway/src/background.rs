@@ -166,6 +166,19 @@ impl Background {
     }
 
     pub async fn start(&self, req: Request<pb::StartProcessRequest>) -> Result<Response<pb::ProcessInfo>, Status> {
+        let (info, _) = self.start_with(req, false).await?;
+        Ok(Response::new(info))
+    }
+
+    /// Starts a background process and follows its output from its first byte on the same agent
+    /// connection (one connection instead of StartProcess then ConnectProcess; the e2b API's
+    /// Start). The process outlives the stream.
+    pub async fn start_attached(&self, req: Request<pb::StartProcessRequest>) -> Result<(pb::ProcessInfo, ProcessStream), Status> {
+        let (info, follow) = self.start_with(req, true).await?;
+        Ok((info, follow.expect("attached start has a stream")))
+    }
+
+    async fn start_with(&self, req: Request<pb::StartProcessRequest>, attach: bool) -> Result<(pb::ProcessInfo, Option<ProcessStream>), Status> {
         let r = req.get_ref();
         // The command, environment, cwd, timeout and stdin are checked as Exec checks them.
         let as_exec = pb::ExecRequest {
@@ -202,7 +215,7 @@ impl Background {
             timeout_ms: spec.timeout.map(|t| t.as_millis() as u64),
             tag: tag.clone(),
             buffer: (r.buffer_bytes > 0).then_some(r.buffer_bytes),
-            attach: false,
+            attach,
             kill_on_disconnect: false,
             stdin: spec.stdin.as_ref().map(|b| b.to_vec()).unwrap_or_default(),
             close_stdin: r.close_stdin,
@@ -215,7 +228,7 @@ impl Background {
         let started = Started::decode(&p).map_err(|e| lost(&ns, &name, e))?;
         tracing::info!(namespace = %ns, sandbox = %name, pid = started.pid, tag = tag.as_deref().unwrap_or(""),
             program = %o.argv.first().map(String::as_str).unwrap_or(""), "background process started");
-        Ok(Response::new(pb::ProcessInfo {
+        let info = pb::ProcessInfo {
             pid: started.pid as i32,
             tag: started.tag.unwrap_or_default(),
             argv: o.argv.clone(),
@@ -223,7 +236,9 @@ impl Background {
             running: true,
             started_at: Some(prost_types::Timestamp::from(SystemTime::now())),
             ..Default::default()
-        }))
+        };
+        let follow = attach.then(|| self.follow(ns, name, conn, None));
+        Ok((info, follow))
     }
 
     pub async fn connect(&self, req: Request<pb::ConnectProcessRequest>) -> Result<Response<ProcessStream>, Status> {
@@ -241,10 +256,17 @@ impl Background {
             }
             Some(f) => f,
         };
+        Ok(Response::new(self.follow(ns, name, conn, Some(first))))
+    }
+
+    /// Streams a process's frames from `conn` (after `first`, if one was read already) as
+    /// ProcessEvents through a bounded channel, until EXIT, END or an error; stops reading when
+    /// the caller goes away.
+    fn follow(&self, ns: String, name: String, mut conn: AgentConn, first: Option<(u8, Vec<u8>)>) -> ProcessStream {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let (hard_stop, metrics) = (self.ctx.hard_stop.clone(), self.ctx.metrics.clone());
         tokio::spawn(async move {
-            let mut next = Some(first);
+            let mut next = first;
             loop {
                 let (typ, p) = match next.take() {
                     Some(f) => f,
@@ -303,7 +325,7 @@ impl Background {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Box::pin(ReceiverStream::new(rx))
     }
 
     pub async fn list(&self, req: Request<pb::ListProcessesRequest>) -> Result<Response<pb::ListProcessesResponse>, Status> {

@@ -437,6 +437,14 @@ impl ProcessesService {
         }
     }
 
+    /// StartProcess, following the output on the same agent connection (the e2b API's Start).
+    pub(crate) async fn start_attached(
+        &self,
+        req: Request<pb::StartProcessRequest>,
+    ) -> Result<(pb::ProcessInfo, crate::background::ProcessStream), Status> {
+        self.background().start_attached(req).await
+    }
+
     /// Checks everything, starts the agent and returns the event stream.
     async fn start(
         &self,

@@ -3,7 +3,8 @@
 //! SignalProcess, KillProcess), so a process started through the e2b API is the same process
 //! `airlock ps` and the gRPC API see, and outlives the HTTP request that started it.
 //!
-//! - `Start`: StartProcess, then a stream of `start{pid}`, the output from offset 0 and `end`.
+//! - `Start`: StartProcess following its output on the same agent connection: `start{pid}`, the
+//!   output from offset 0 and `end`.
 //! - `Connect`: output from the moment of the call (as envd does: nothing is replayed), then `end`.
 //! - Streams send `keepalive` events when quiet (envd does the same) and stop reading from the
 //!   agent when the client goes away; the process goes on running.
@@ -211,16 +212,9 @@ async fn start(
         timeout,
         ..Default::default()
     };
-    let info = e2b.processes().start_process(call.request(req)).await?.into_inner();
+    let (info, upstream) = e2b.processes().start_attached(call.request(req)).await?;
     let pid = info.pid as u32;
-    let (processes, req) = (e2b.processes(), call.request(pb::ConnectProcessRequest {
-        sandbox: Some(call.sandbox_ref()),
-        process: Some(pb::ProcessSelector { selector: Some(pb::process_selector::Selector::Pid(info.pid)) }),
-        stdout_offset: 0,
-        stderr_offset: 0,
-        follow: true,
-    }));
-    let upstream = async move { processes.connect_process(req).await.map(tonic::Response::into_inner) };
+    let upstream = async move { Ok(upstream) };
     Ok(events(codec, pid, tty, upstream, |e| ep::StartResponse { event: Some(e) }))
 }
 
