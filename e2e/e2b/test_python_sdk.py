@@ -5,6 +5,7 @@ warm pool, and points E2B_API_URL and E2B_SANDBOX_URL at the in-cluster gateway)
   E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY  user A (may do everything in namespace A)
   AIRLOCK_E2B_OTHER_KEY                       user B (everything in namespace B, nothing in A)
   AIRLOCK_E2B_NO_ACCESS_KEY                   a token with no Airlock rights
+  AIRLOCK_E2B_VIEWER_KEY                      a token with the chart's sandbox-viewer role in A
   AIRLOCK_E2B_OUT                             file: IDs of sandboxes left for the Rust side to check
 """
 
@@ -28,6 +29,7 @@ from e2b.sandbox.sandbox_api import SandboxQuery
 TEMPLATE = "base"
 OTHER = os.environ["AIRLOCK_E2B_OTHER_KEY"]
 NO_ACCESS = os.environ["AIRLOCK_E2B_NO_ACCESS_KEY"]
+VIEWER = os.environ["AIRLOCK_E2B_VIEWER_KEY"]
 
 
 def note(key, value):
@@ -103,6 +105,12 @@ def test_files(sbx):
     assert sbx.files.exists("/tmp/e2b/d/one") is False
     sbx.files.write("relative.txt", "at home")
     assert sbx.commands.run("cat /home/user/relative.txt").stdout == "at home"
+    assert sbx.files.exists("relative.txt") is True
+    assert "relative.txt" in [e.name for e in sbx.files.list(".")]
+    big = os.urandom(3 * 1024 * 1024 + 17)  # over axum's default 2 MiB form limit
+    sbx.files.write("/tmp/e2b/big.bin", big)
+    assert bytes(sbx.files.read("/tmp/e2b/big.bin", format="bytes")) == big
+    sbx.files.remove("/tmp/e2b/big.bin")
     sbx.files.remove("/tmp/e2b/d")
     assert sbx.files.exists("/tmp/e2b/d") is False
     with pytest.raises(FileNotFoundException):
@@ -159,6 +167,17 @@ def envd(sandbox_id, token, method, body):
             return r.status, json.loads(r.read() or b"{}")
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
+
+
+def test_a_viewer_sees_but_cannot_use(sbx):
+    # get is allowed; connect hands out the sandbox's access token, so it needs exec and files.
+    assert Sandbox.get_info(sbx.sandbox_id, api_key=VIEWER).sandbox_id == sbx.sandbox_id
+    with pytest.raises(SandboxException) as e:
+        Sandbox.connect(sbx.sandbox_id, api_key=VIEWER)
+    assert "403" in str(e.value) and "sandboxes/exec" in str(e.value)
+    with pytest.raises(SandboxException) as e:
+        Sandbox.get_info(sbx.sandbox_id, api_key=NO_ACCESS)
+    assert "403" in str(e.value)
 
 
 def test_nothing_leaks_between_users(sbx):

@@ -15,6 +15,7 @@ use airlock_e2e::release;
 use airlock_e2e::sandboxes::{token_for, token_with_audiences};
 use airlock_e2e::{GATEWAY_AUDIENCE, SANDBOX_IMAGE, TestNamespace, client, wait_for};
 use k8s_openapi::api::core::v1::{Event, ServiceAccount};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -93,6 +94,17 @@ async fn the_published_python_sdk_works_against_the_e2b_api() {
     let nobody: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "nobody"}})).unwrap();
     Api::<ServiceAccount>::namespaced(c.clone(), &a.name).create(&PostParams::default(), &nobody).await.expect("creating SA nobody");
     let key_none = token_with_audiences(&c, &a.name, "nobody", vec![GATEWAY_AUDIENCE.to_string()]).await;
+    // The chart's read-only role.
+    let viewer: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "viewer"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(c.clone(), &a.name).create(&PostParams::default(), &viewer).await.expect("creating SA viewer");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "viewer"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "airlock-sandbox-viewer"},
+        "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": a.name}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(c.clone(), &a.name).create(&PostParams::default(), &binding).await.expect("binding the viewer role");
+    let key_viewer = token_with_audiences(&c, &a.name, "viewer", vec![GATEWAY_AUDIENCE.to_string()]).await;
     template(&c, &a.name, TEMPLATE, Some(2)).await;
     template(&c, &a.name, CODE_TEMPLATE, Some(1)).await;
     template(&c, &b.name, TEMPLATE, None).await;
@@ -106,6 +118,7 @@ async fn the_published_python_sdk_works_against_the_e2b_api() {
         .args(["-m", "pytest", "-v", "-p", "no:cacheprovider", "test_python_sdk.py", "test_code_interpreter.py"])
         .env("AIRLOCK_E2B_OTHER_KEY", &key_b)
         .env("AIRLOCK_E2B_NO_ACCESS_KEY", &key_none)
+        .env("AIRLOCK_E2B_VIEWER_KEY", &key_viewer)
         .env("AIRLOCK_E2B_OUT", &out)
         .output();
     let run = tokio::time::timeout(Duration::from_secs(600), run).await.expect("pytest ran over 10 minutes").expect("running pytest");

@@ -1,7 +1,8 @@
-//! The Files service: the agent's `put`, `get`, `ls`, `stat`, `rm` and `mkdir` subcommands, run
-//! as a process of the agent (direct path) or through `pods/exec`. Agent exit codes map to gRPC codes (see [`agent::file_status`]).
-//! At the ~600-line mark: six RPCs that share one exec-and-map path; it moves to the agent's
-//! direct channel with issue 15, and is split by RPC then.
+//! The Files service: the agent's `put`, `get`, `ls`, `stat`, `rm`, `mkdir` and `mv` subcommands,
+//! run as a process of the agent (direct path) or through `pods/exec`. Agent exit codes map to
+//! gRPC codes (see [`agent::file_status`]). Over 600 lines: seven RPCs that share one
+//! exec-and-map path (and `upload_from`, which the e2b front end's `/files` also uses); to be
+//! split by RPC when they move to requests of the agent's direct channel.
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -206,6 +206,44 @@ pub fn incoming(
     ReceiverStream::new(rx)
 }
 
+/// [`incoming`] as an axum listener (the e2b HTTP API): the same connection limit and TLS.
+pub struct AxumIncoming {
+    conns: ReceiverStream<io::Result<Conn>>,
+    addr: std::net::SocketAddr,
+}
+
+impl AxumIncoming {
+    pub fn new(listener: TcpListener, max_connections: usize, tls: Option<Arc<rustls::ServerConfig>>) -> io::Result<Self> {
+        let addr = listener.local_addr()?;
+        Ok(AxumIncoming { conns: incoming(listener, max_connections, tls), addr })
+    }
+}
+
+impl axum::serve::Listener for AxumIncoming {
+    type Io = Conn;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Conn, std::net::SocketAddr) {
+        use futures::StreamExt;
+        loop {
+            match self.conns.next().await {
+                Some(Ok(c)) => {
+                    let peer = c.connect_info().remote_addr().unwrap_or(self.addr);
+                    return (c, peer);
+                }
+                // A failed handshake or accept was logged by `incoming`; wait for the next.
+                Some(Err(_)) => continue,
+                // The accept loop ended: accept nothing more.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        Ok(self.addr)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -176,6 +176,7 @@ pub async fn serve(
     let limits = config.limits;
     let stop_reloading = CancellationToken::new();
     let _stop_reloading = stop_reloading.clone().drop_guard();
+    let e2b_cert = tls.as_ref().map(|(cert, _)| cert.clone());
     let incoming = match tls {
         Some((cert, cfg)) => {
             cert.spawn_reloader(stop_reloading);
@@ -243,7 +244,14 @@ pub async fn serve(
             let l = TcpListener::bind(e2b_addr)
                 .await
                 .map_err(|source| ServeError::E2bBind { addr: e2b_addr, source })?;
-            tracing::info!(addr = %e2b_addr, "e2b-compatible HTTP API listening");
+            // The gRPC port's certificate (HTTP/1.1 ALPN) and connection limit apply here too.
+            let e2b_tls = match &e2b_cert {
+                Some(cert) => Some(cert.http1_server_config()?),
+                None => None,
+            };
+            let l = crate::listener::AxumIncoming::new(l, limits.max_connections, e2b_tls)
+                .map_err(|source| ServeError::E2bBind { addr: e2b_addr, source })?;
+            tracing::info!(addr = %e2b_addr, tls = e2b_cert.is_some(), "e2b-compatible HTTP API listening");
             let app = crate::e2b::router(ctx.clone(), e2b_config, key);
             let begin4 = begin.clone();
             Some(tokio::spawn(async move {

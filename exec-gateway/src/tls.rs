@@ -163,6 +163,13 @@ impl ReloadingCert {
         Ok(Arc::new(cfg))
     }
 
+    /// The same certificate for HTTP/1.1 (the e2b API's port).
+    pub fn http1_server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut cfg = (*self.server_config()?).clone();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+
     /// Checks the files every `reload_interval` until `stop`.
     pub fn spawn_reloader(self: &Arc<Self>, stop: CancellationToken) {
         let me = self.clone();

@@ -64,7 +64,7 @@ impl Principal {
             Principal::Kubernetes { username, .. } => username,
             Principal::Static { id, .. } => id,
             Principal::Anonymous => "anonymous",
-            Principal::Sandbox { name, .. } => name,
+            Principal::Sandbox { .. } => "sandbox-access-token",
         }
     }
 }

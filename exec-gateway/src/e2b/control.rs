@@ -95,6 +95,7 @@ pub(crate) fn router(e2b: Arc<E2b>) -> Router {
         .route("/templates/{*rest}", any(unsupported))
         .route("/v2/templates", any(unsupported))
         .route("/v2/templates/{*rest}", any(unsupported))
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .fallback(|req: axum::extract::Request| async move {
             E2bError::new(StatusCode::NOT_FOUND, format!("{} {} is not part of the e2b API this gateway serves", req.method(), req.uri().path()))
         })
@@ -158,8 +159,9 @@ async fn create(State(e2b): State<Arc<E2b>>, headers: HeaderMap, body: Bytes) ->
         return Err(E2bError::new(StatusCode::NOT_IMPLEMENTED, "network: per-sandbox allow/deny lists are not supported through the e2b API; use allow_internet_access, or a SandboxTemplate's network"));
     }
     let timeout = r.timeout.unwrap_or(DEFAULT_TIMEOUT_SECONDS);
-    if timeout <= 0 {
-        return Err(E2bError::bad(format!("timeout: must be positive, got {timeout}")));
+    let max = e2b.ctx.max_ttl_seconds;
+    if timeout <= 0 || timeout > max {
+        return Err(E2bError::bad(format!("timeout: must be between 1 and the operator's maximum time-to-live of {max} seconds, got {timeout}")));
     }
     let metadata = r.metadata.unwrap_or_default();
     labels("metadata", &metadata)?;
@@ -188,19 +190,34 @@ async fn create(State(e2b): State<Arc<E2b>>, headers: HeaderMap, body: Bytes) ->
         }
         e
     })?;
-    Ok((StatusCode::CREATED, axum::Json(created(&e2b, s.get_ref()))).into_response())
+    // A caller allowed to create but not to exec gets no token (its SDK's commands then fail 401).
+    let token = may_use(&e2b, &principal, s.get_ref()).await.is_ok();
+    Ok((StatusCode::CREATED, axum::Json(created(&e2b, s.get_ref(), token))).into_response())
 }
 
-/// e2b's `Sandbox` (the answer to create and connect).
-fn created(e2b: &E2b, s: &pb::Sandbox) -> Value {
+/// Whether `principal` may run commands and use files in sandbox `s` (what its access token
+/// opens): a token is handed only to such a caller, so `get` alone never yields exec.
+async fn may_use(e2b: &E2b, principal: &crate::auth::Principal, s: &pb::Sandbox) -> Result<(), tonic::Status> {
+    use crate::auth::Access;
+    for sub in ["exec", "files"] {
+        let access = Access::new("create", &s.namespace, Some(&s.name)).subresource(sub);
+        e2b.ctx.auth.authorize(Some(principal), &access).await?;
+    }
+    Ok(())
+}
+
+/// e2b's `Sandbox` (the answer to create and connect), with the sandbox's access token when
+/// `token` (the caller may use the sandbox).
+fn created(e2b: &E2b, s: &pb::Sandbox, token: bool) -> Value {
+    let t = token.then(|| token::issue(&e2b.key, &s.namespace, &s.uid));
     json!({
         "templateID": s.template,
         "sandboxID": s.name,
         "clientID": "airlock",
         "envdVersion": ENVD_VERSION,
-        "envdAccessToken": token::issue(&e2b.key, &s.namespace, &s.uid),
+        "envdAccessToken": t,
         // The code interpreter SDK sends this one (on every call, where envd's calls send the other).
-        "trafficAccessToken": token::issue(&e2b.key, &s.namespace, &s.uid),
+        "trafficAccessToken": t,
         "domain": e2b.config.domain,
     })
 }
@@ -291,15 +308,17 @@ struct ListQuery {
     next_token: Option<String>,
 }
 
-/// Percent-decodes `s` (the SDKs encode metadata keys and values before the query does).
+/// Percent-decodes `s` (the SDKs encode metadata keys and values before the query does); `+` is
+/// a space (form encoding). Works on bytes: any input is safe.
 fn unescape(s: &str) -> String {
     let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h * 16 + l);
                 i += 3;
                 continue;
             }
@@ -371,12 +390,13 @@ struct Timeout {
 
 /// Moves the sandbox's end to "now + timeout" if that is later than its current end.
 async fn extend_to(e2b: &E2b, principal: &crate::auth::Principal, s: &pb::Sandbox, timeout: i64) -> Result<(), E2bError> {
-    if timeout <= 0 {
-        return Err(E2bError::bad(format!("timeout: must be positive, got {timeout}")));
+    let max = e2b.ctx.max_ttl_seconds;
+    if timeout <= 0 || timeout > max {
+        return Err(E2bError::bad(format!("timeout: must be between 1 and the operator's maximum time-to-live of {max} seconds, got {timeout}")));
     }
     let now = chrono::Utc::now().timestamp();
     let end = end_at(s).unwrap_or(now);
-    let add = now + timeout - end;
+    let add = now.saturating_add(timeout).saturating_sub(end);
     if add <= 0 {
         return Ok(());
     }
@@ -396,10 +416,11 @@ async fn set_timeout(State(e2b): State<Arc<E2b>>, headers: HeaderMap, Path(id): 
 async fn connect(State(e2b): State<Arc<E2b>>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Answer {
     let t: Timeout = json_body(&body)?;
     let (principal, s) = get_sandbox(&e2b, &headers, &id).await?;
+    may_use(&e2b, &principal, &s).await.map_err(|st| E2bError::from_status(&st))?;
     if let Some(timeout) = t.timeout {
         extend_to(&e2b, &principal, &s, timeout).await?;
     }
-    Ok(axum::Json(created(&e2b, &s)).into_response())
+    Ok(axum::Json(created(&e2b, &s, true)).into_response())
 }
 
 #[cfg(test)]
@@ -426,6 +447,9 @@ mod tests {
         assert_eq!(metadata_selector("app%252Dname=v").unwrap(), "app-name=v");
         assert!(metadata_selector("novalue").is_err());
         assert_eq!(unescape("a%2"), "a%2");
+        assert_eq!(unescape("%aé"), "%aé");
+        assert_eq!(unescape("%C3%A9+x"), "é x");
+        assert!(metadata_selector("k=%aé").is_err());
     }
 
     #[test]

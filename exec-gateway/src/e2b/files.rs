@@ -27,12 +27,18 @@ struct FileQuery {
     path: Option<String>,
 }
 
-fn resolve(p: &str) -> Result<String, E2bError> {
+/// `p` made absolute from [`HOME`] (as envd does), and checked (`field` names it in errors).
+pub(crate) fn absolute(field: &str, p: &str) -> Result<String, tonic::Status> {
     let abs = if p.starts_with('/') { p.to_string() } else { format!("{HOME}/{p}") };
-    crate::validate::path("path", &abs).map_err(|s| E2bError::from_status(&s))
+    crate::validate::path(field, &abs)
 }
 
-/// e2b's answer for a file error (404 for a missing path: the SDKs raise FileNotFound).
+fn resolve(p: &str) -> Result<String, E2bError> {
+    absolute("path", p).map_err(|s| E2bError::from_status(&s))
+}
+
+/// e2b's answer for a file error: the status of the gRPC code (404 for a missing path, which the
+/// SDKs raise as FileNotFound).
 fn file_error(s: &tonic::Status) -> E2bError {
     E2bError::from_status(s)
 }
@@ -123,9 +129,6 @@ async fn upload(e2b: &E2b, call: &SandboxCall, q: FileQuery, req: Request) -> Re
             (_, _, Some(f)) if !f.is_empty() => f.to_string(),
             _ => return Err(E2bError::new(StatusCode::BAD_REQUEST, format!("multipart part {fields}: no path (set ?path= or the part's filename)"))),
         };
-        if fields > 1 && q.path.is_some() && field.file_name().is_none() {
-            return Err(E2bError::new(StatusCode::BAD_REQUEST, "path: with several files, each part's filename is its path"));
-        }
         let path = resolve(&target)?;
         let chunks = field.map(|c| c.map_err(|e| tonic::Status::invalid_argument(format!("multipart form: {}", e.body_text()))));
         put(e2b, call, &path, Box::pin(chunks)).await?;

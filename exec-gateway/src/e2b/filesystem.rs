@@ -43,8 +43,9 @@ fn watch_unimplemented() -> ConnectError {
     ConnectError::unimplemented("watching directories is not supported by Airlock yet")
 }
 
+/// Relative paths start at e2b's home, as in `/files`.
 fn path(field: &str, p: &str) -> Result<String, ConnectError> {
-    crate::validate::path(field, p).map_err(ConnectError::from)
+    super::files::absolute(field, p).map_err(ConnectError::from)
 }
 
 fn base_name(p: &str) -> String {

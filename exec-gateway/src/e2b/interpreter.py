@@ -51,7 +51,7 @@ def now():
 def pump(fd, kind, flushed):
     with os.fdopen(fd, "r", encoding="utf-8", errors="replace", newline="") as f:
         while True:
-            line = f.readline()
+            line = f.readline(65536)  # long lines go out in pieces
             if not line:
                 return
             if MARK in line:
@@ -70,8 +70,8 @@ for fd, kind in ((1, "stdout"), (2, "stderr")):
     os.close(w)
     flushed[kind] = threading.Event()
     threading.Thread(target=pump, args=(r, kind, flushed[kind]), daemon=True).start()
-sys.stdout = os.fdopen(1, "w", buffering=1, encoding="utf-8", closefd=False)
-sys.stderr = os.fdopen(2, "w", buffering=1, encoding="utf-8", closefd=False)
+sys.stdout = sys.__stdout__ = os.fdopen(1, "w", buffering=1, encoding="utf-8", closefd=False)
+sys.stderr = sys.__stderr__ = os.fdopen(2, "w", buffering=1, encoding="utf-8", closefd=False)
 
 env_globals = {"__name__": "__main__", "__builtins__": __builtins__}
 count = 0
@@ -100,9 +100,9 @@ while True:
     count += 1
     send({"type": "number_of_executions", "execution_count": count})
     saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     outcome = []
     try:
+        os.environ.update(env)
         name = "<cell %d>" % count
         linecache.cache[name] = (len(code), None, code.splitlines(True), name)
         tree = ast.parse(code, name, "exec")
@@ -121,11 +121,16 @@ while True:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    # Everything the cell printed comes before its result, as in Jupyter.
-    for kind, stream in (("stdout", sys.stdout), ("stderr", sys.stderr)):
+    # Everything the cell printed comes before its result, as in Jupyter. The marker goes to fds
+    # 1 and 2 directly: a cell may have replaced or closed sys.stdout.
+    for fd, kind, stream in ((1, "stdout", sys.__stdout__), (2, "stderr", sys.__stderr__)):
         flushed[kind].clear()
-        stream.write(MARK + "\n")
-        stream.flush()
+        try:
+            if stream is not None:
+                stream.flush()
+            os.write(fd, (MARK + "\n").encode())
+        except (OSError, ValueError):
+            continue
         flushed[kind].wait(10)
     for msg in outcome:
         send(msg)

@@ -40,6 +40,8 @@ pub const DEFAULT_CWD: &str = "/home/user";
 const BUFFER_BYTES: u64 = 8 * 1024 * 1024;
 /// A quiet execution sends a keepalive line this often (as e2b's server does).
 const KEEPALIVE: Duration = Duration::from_secs(5);
+/// Longest protocol line kept while waiting for its end.
+const MAX_LINE: usize = 4 * 1024 * 1024;
 /// Largest `/execute` or `/contexts` body.
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
@@ -244,30 +246,33 @@ async fn execute(e2b: &E2b, call: &SandboxCall, body: &Bytes) -> Result<Response
         }
         Err(e) => return Err(e),
     };
-    let sel = || pb::ProcessSelector { selector: Some(pb::process_selector::Selector::Tag(format!("{TAG_PREFIX}{id}"))) };
+    let env = r.env_vars.unwrap_or_default();
+    if let Some(k) = env.keys().find(|k| !crate::validate::is_env_name(k)) {
+        return Err(Fail(StatusCode::BAD_REQUEST, format!("env_vars: {k:?} is not an environment variable name")));
+    }
+    // By pid, not tag: a context restarted meanwhile is another process (not running: an error).
+    let sel = || pb::ProcessSelector { selector: Some(pb::process_selector::Selector::Pid(ctx.process.pid)) };
     let request_id = new_id();
-    let line = request(&request_id, &r.code, &r.env_vars.unwrap_or_default());
-    // Read from where the context's output stands now: everything after is this request's or
-    // another's (told apart by ID).
     let processes = e2b.processes();
-    let upstream = processes
-        .connect_process(call.request(pb::ConnectProcessRequest {
+    processes
+        .send_input(call.request(pb::SendInputRequest {
             sandbox: Some(call.sandbox_ref()),
             process: Some(sel()),
-            stdout_offset: ctx.process.stdout_end,
-            stderr_offset: ctx.process.stderr_end,
-            follow: true,
-        }));
-    let send = processes.send_input(call.request(pb::SendInputRequest {
+            data: Bytes::from(request(&request_id, &r.code, &env)),
+            close: false,
+        }))
+        .await?;
+    // Read from where the context's output stood before the request: everything after is this
+    // request's or another's (told apart by ID). ConnectProcess answers with the first output,
+    // so the answer starts at once and the relay waits for it (with keepalives).
+    let upstream_req = call.request(pb::ConnectProcessRequest {
         sandbox: Some(call.sandbox_ref()),
         process: Some(sel()),
-        data: Bytes::from(line),
-        close: false,
-    }));
-    // ConnectProcess answers with the first output, which comes only once the input is sent.
-    let (upstream, sent) = tokio::join!(upstream, send);
-    sent?;
-    let upstream = upstream?.into_inner();
+        stdout_offset: ctx.process.stdout_end,
+        stderr_offset: ctx.process.stderr_end,
+        follow: true,
+    });
+    let upstream = async move { processes.connect_process(upstream_req).await.map(tonic::Response::into_inner) };
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(EVENT_BUFFER);
     tokio::spawn(relay(upstream, request_id, tx));
     Ok((StatusCode::OK, Body::from_stream(ReceiverStream::new(rx))).into_response())
@@ -286,14 +291,40 @@ fn request(id: &str, code: &str, env: &BTreeMap<String, String>) -> Vec<u8> {
 }
 
 /// Copies this request's lines (its `id` removed) from the context's stdout to the client, until
-/// `end_of_execution`, the context's exit or the client's departure.
-async fn relay(mut upstream: crate::background::ProcessStream, request_id: String, tx: mpsc::Sender<Result<Bytes, std::io::Error>>) {
-    let mut pending: Vec<u8> = Vec::new();
+/// `end_of_execution`, the context's exit or the client's departure. A line longer than
+/// [`MAX_LINE`] (interpreter.py splits output into smaller messages; only a cell writing to the
+/// protocol's fd could) is dropped, not buffered.
+async fn relay<F>(upstream: F, request_id: String, tx: mpsc::Sender<Result<Bytes, std::io::Error>>)
+where
+    F: std::future::Future<Output = Result<crate::background::ProcessStream, tonic::Status>>,
+{
     let line = |v: Value| {
         let mut b = serde_json::to_vec(&v).unwrap_or_default();
         b.push(b'\n');
         Ok(Bytes::from(b))
     };
+    let ended = |why: String| json!({"type": "error", "name": "ContextEnded", "value": why, "traceback": ""});
+    let mut pending_upstream = Box::pin(upstream);
+    let mut upstream = loop {
+        tokio::select! {
+            u = &mut pending_upstream => match u {
+                Ok(u) => break u,
+                Err(s) => {
+                    let _ = tx.send(line(ended(format!("reading the context's output: {}", s.message())))).await;
+                    let _ = tx.send(line(json!({"type": "end_of_execution"}))).await;
+                    return;
+                }
+            },
+            _ = tx.closed() => return,
+            _ = tokio::time::sleep(KEEPALIVE) => {
+                if tx.send(line(json!({"type": "keepalive"}))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let mut pending: Vec<u8> = Vec::new();
+    let mut skipping = false;
     loop {
         let next = tokio::select! {
             n = upstream.next() => n,
@@ -305,12 +336,14 @@ async fn relay(mut upstream: crate::background::ProcessStream, request_id: Strin
                 continue;
             }
         };
-        let ended = |why: String| json!({"type": "error", "name": "ContextEnded", "value": why, "traceback": ""});
         match next {
             Some(Ok(pb::ProcessEvent { event: Some(pb::process_event::Event::Stdout(c)) })) => {
                 pending.extend_from_slice(&c.data);
                 while let Some(i) = pending.iter().position(|b| *b == b'\n') {
                     let raw: Vec<u8> = pending.drain(..=i).collect();
+                    if std::mem::take(&mut skipping) {
+                        continue;
+                    }
                     let Ok(mut v) = serde_json::from_slice::<Value>(&raw) else { continue };
                     if v.get("id").and_then(Value::as_str) != Some(&request_id) {
                         continue;
@@ -322,6 +355,10 @@ async fn relay(mut upstream: crate::background::ProcessStream, request_id: Strin
                     if tx.send(line(v)).await.is_err() || end {
                         return;
                     }
+                }
+                if pending.len() > MAX_LINE {
+                    pending.clear();
+                    skipping = true;
                 }
             }
             Some(Ok(pb::ProcessEvent { event: Some(pb::process_event::Event::Exited(x)) })) => {

@@ -62,8 +62,6 @@ pub(crate) struct E2b {
     ctx: Arc<Ctx>,
     config: E2bConfig,
     key: Arc<Vec<u8>>,
-    /// Sandbox UIDs by (namespace, name), for checking access tokens.
-    uids: moka::future::Cache<(String, String), String>,
 }
 
 /// A call to one sandbox's daemon API: who calls, and which sandbox.
@@ -140,21 +138,17 @@ fn sandbox_target(headers: &HeaderMap, domain: Option<&str>) -> Option<(String, 
             .and_then(|p| p.parse().ok());
         return Some((id.to_string(), port));
     }
-    let domain = domain?;
-    let host = headers.get(header::HOST)?.to_str().ok()?;
-    let host = host.split(':').next().unwrap_or(host);
-    let label = host.strip_suffix(domain)?.strip_suffix('.')?;
+    let domain = domain?.trim_start_matches("*.").to_ascii_lowercase();
+    let host = headers.get(header::HOST)?.to_str().ok()?.to_ascii_lowercase();
+    let host = host.split(':').next().unwrap_or(&host);
+    let label = host.strip_suffix(domain.as_str())?.strip_suffix('.')?;
     let (port, id) = label.split_once('-')?;
     Some((id.to_string(), port.parse().ok()))
 }
 
 /// The router of the e2b front end.
 pub(crate) fn router(ctx: Arc<Ctx>, config: E2bConfig, key: Arc<Vec<u8>>) -> Router {
-    let uids = moka::future::Cache::builder()
-        .max_capacity(100_000)
-        .time_to_live(token::UID_CACHE_TTL)
-        .build();
-    let e2b = Arc::new(E2b { ctx, config, key, uids });
+    let e2b = Arc::new(E2b { ctx, config, key });
     let control = control::router(e2b.clone());
     let svc = tower::service_fn(move |req: Request| {
         let (e2b, control) = (e2b.clone(), control.clone());
@@ -167,7 +161,9 @@ pub(crate) fn router(ctx: Arc<Ctx>, config: E2bConfig, key: Arc<Vec<u8>>) -> Rou
             Ok::<_, std::convert::Infallible>(r)
         }
     });
-    Router::new().fallback_service(svc)
+    // Uploads (multipart, /files) stream to the agent without a size limit (the sandbox's own
+    // ephemeral storage bounds them); the control plane and Connect bodies have their own limits.
+    Router::new().fallback_service(svc).layer(axum::extract::DefaultBodyLimit::disable())
 }
 
 /// A request to a sandbox's daemon (envd) port.
@@ -240,6 +236,10 @@ mod tests {
             Some(("sbx-abc".to_string(), Some(49983)))
         );
         assert_eq!(sandbox_target(&h, Some("other.example.com")), None);
+        assert_eq!(
+            sandbox_target(&h, Some("*.E2B.example.com")),
+            Some(("sbx-abc".to_string(), Some(49983)))
+        );
         h.insert("e2b-sandbox-id", HeaderValue::from_static("s1"));
         h.insert("e2b-sandbox-port", HeaderValue::from_static("49999"));
         assert_eq!(sandbox_target(&h, None), Some(("s1".to_string(), Some(49999))));

@@ -127,15 +127,24 @@ where
     tokio::spawn(async move {
         use ep::process_event::data_event::Output;
         use ep::process_event::{DataEvent, Event};
-        let mut upstream = tokio::select! {
-            u = upstream => match u {
-                Ok(u) => u,
-                Err(s) => {
-                    let _ = tx.send(Err(ConnectError::from(s))).await;
-                    return;
+        // Keepalives also while ConnectProcess waits for the process's first output.
+        let mut pending = Box::pin(upstream);
+        let mut upstream = loop {
+            tokio::select! {
+                u = &mut pending => match u {
+                    Ok(u) => break u,
+                    Err(s) => {
+                        let _ = tx.send(Err(ConnectError::from(s))).await;
+                        return;
+                    }
+                },
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(KEEPALIVE) => {
+                    if tx.send(ev(Event::Keepalive(ep::process_event::KeepAlive {}))).await.is_err() {
+                        return;
+                    }
                 }
-            },
-            _ = tx.closed() => return,
+            }
         };
         loop {
             let next = tokio::select! {

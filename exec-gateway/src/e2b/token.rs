@@ -2,11 +2,9 @@
 //! `trafficAccessToken` at create; `X-Access-Token` or `E2B-Traffic-Access-Token` on each call): `<namespace>.<hex(HMAC-SHA256(agent key, "e2b-envd:" + UID))>`.
 //!
 //! It opens that sandbox's processes and files and nothing else ([`Principal::Sandbox`]), dies
-//! with the sandbox (a new Sandbox of the same name has another UID), and is recomputed, never
-//! stored. The `e2b-envd:` prefix keeps it apart from the agent's own token, derived from the bare
+//! with the sandbox (a new Sandbox of the same name has another UID; the UID is read on every
+//! call), and is recomputed, never stored. The `e2b-envd:` prefix keeps it apart from the agent's own token, derived from the bare
 //! UID with the same key: one never opens what the other does.
-
-use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use kube::ResourceExt;
@@ -14,9 +12,6 @@ use kube::ResourceExt;
 use super::control::E2bError;
 use super::{E2b, SandboxCall};
 use crate::auth::Principal;
-
-/// How long a Sandbox's UID is remembered for checking tokens.
-pub const UID_CACHE_TTL: Duration = Duration::from_secs(10);
 
 /// The access token of sandbox `namespace/name` with UID `uid`.
 pub fn issue(key: &[u8], namespace: &str, uid: &str) -> String {
@@ -39,14 +34,21 @@ pub(crate) async fn authenticate(e2b: &E2b, headers: &HeaderMap, id: &str) -> Re
     };
     let token = token.to_str().unwrap_or("");
     let bad = || E2bError::unauthenticated(format!("X-Access-Token is not the access token of sandbox {id}"));
-    let Some((namespace, _)) = token.split_once('.') else {
+    // `<namespace>.<64 hex digits>`; anything else is refused before the API server is asked.
+    let Some((namespace, mac)) = token.split_once('.') else {
         return Err(bad());
     };
-    // No such sandbox answers as a wrong token does: a token tells nothing about other sandboxes.
-    let uid = match e2b.sandbox_uid(namespace, id).await {
-        Ok(uid) => uid,
-        Err(e) if e.status == StatusCode::NOT_FOUND => return Err(bad()),
-        Err(e) => return Err(e),
+    if mac.len() != 64 || !mac.bytes().all(|b| b.is_ascii_hexdigit()) || !crate::validate::is_dns_label(namespace) {
+        return Err(bad());
+    }
+    // Read on every call, never cached: a token must not open a newer Sandbox of the same name.
+    // Any failure answers as a wrong token does, so a token tells nothing about other sandboxes.
+    let uid = match crate::k8s::get_sandbox(&e2b.ctx.client, namespace, id).await {
+        Ok(s) => s.uid().unwrap_or_default(),
+        Err(e) => {
+            tracing::debug!(namespace, sandbox = id, error = %e, "checking an e2b access token");
+            return Err(bad());
+        }
     };
     if !same(issue(&e2b.key, namespace, &uid).as_bytes(), token.as_bytes()) {
         return Err(bad());
@@ -56,25 +58,6 @@ pub(crate) async fn authenticate(e2b: &E2b, headers: &HeaderMap, id: &str) -> Re
         name: id.to_string(),
         principal: Principal::Sandbox { namespace: namespace.to_string(), name: id.to_string() },
     })
-}
-
-impl E2b {
-    /// The UID of Sandbox `namespace/name`, cached for [`UID_CACHE_TTL`].
-    pub(crate) async fn sandbox_uid(&self, namespace: &str, name: &str) -> Result<String, E2bError> {
-        if !crate::validate::is_dns_label(namespace) {
-            return Err(E2bError::unauthenticated("X-Access-Token is not an access token"));
-        }
-        let key = (namespace.to_string(), name.to_string());
-        if let Some(uid) = self.uids.get(&key).await {
-            return Ok(uid);
-        }
-        let s = crate::k8s::get_sandbox(&self.ctx.client, namespace, name)
-            .await
-            .map_err(|e| E2bError::from_status(&tonic::Status::from(e)))?;
-        let uid = s.uid().unwrap_or_default();
-        self.uids.insert(key, uid.clone()).await;
-        Ok(uid)
-    }
 }
 
 #[cfg(test)]
