@@ -154,13 +154,18 @@ def test_errors_are_e2b_shaped():
     assert "no-such-template" in str(e.value)
 
 
-def envd(sandbox_id, token, method, body):
-    """A raw envd call, to show what the SDK cannot send: another sandbox's access token."""
+def envd(sandbox_id, token, method, body, by_host=False):
+    """A raw envd call, to show what the SDK cannot send: another sandbox's access token, or the
+    sandbox named by the host name (`<port>-<id>.<domain>`, the gateway's --e2b-domain) alone."""
+    headers = {"Content-Type": "application/json", "X-Access-Token": token}
+    if by_host:
+        headers["Host"] = f"49983-{sandbox_id}.e2b.airlock.test"
+    else:
+        headers.update({"E2b-Sandbox-Id": sandbox_id, "E2b-Sandbox-Port": "49983"})
     req = urllib.request.Request(
         os.environ["E2B_SANDBOX_URL"] + "/process.Process/" + method,
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", "E2b-Sandbox-Id": sandbox_id,
-                 "E2b-Sandbox-Port": "49983", "X-Access-Token": token},
+        headers=headers,
     )
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
@@ -197,6 +202,11 @@ def test_nothing_leaks_between_users(sbx):
         assert status == 401, body
         assert body["code"] == "unauthenticated"
         status, _ = envd(sbx.sandbox_id, "", "List", {})
+        assert status == 401
+        # Host-name routing reaches the same sandboxes, with the same tokens.
+        status, body = envd(b.sandbox_id, token_b, "List", {}, by_host=True)
+        assert status == 200, body
+        status, _ = envd(sbx.sandbox_id, token_b, "List", {}, by_host=True)
         assert status == 401
     finally:
         b.kill()

@@ -42,6 +42,13 @@ render --set agentDirect.existingSecret=mine > "$out/ownkey.yaml"
 check "agentDirect.existingSecret: that Secret mounted, none created" sh -c "grep -q 'secretName: mine' '$out/ownkey.yaml' && ! grep -q 'name: t-airlock-agent-key' '$out/ownkey.yaml'"
 
 render -f "$ROOT/e2e/values-local.yaml" > "$out/local.yaml"
+check "default: no e2b port" sh -c "! grep -q 'e2b' '$out/default.yaml'"
+render --set gateway.e2b.enabled=true --set gateway.e2b.domain=sbx.example.com --set gateway.e2b.namespace=agents > "$out/e2b.yaml"
+check "gateway.e2b: the flags, the container port and the Service port" sh -c "grep -q -- '- --e2b-listen=0.0.0.0:3000\$' '$out/e2b.yaml' && grep -q -- '- --e2b-domain=sbx.example.com\$' '$out/e2b.yaml' && grep -q -- '- --e2b-namespace=agents\$' '$out/e2b.yaml' && [ \"\$(grep -c 'name: http-e2b' '$out/e2b.yaml')\" = 2 ]"
+render --set gateway.e2b.enabled=true --set agentDirect.enabled=false > /dev/null 2> "$out/e2b-nodirect.err"; e2b_nodirect=$?
+check "gateway.e2b without agentDirect: refused with a message" sh -c "[ $e2b_nodirect != 0 ] && grep -q 'gateway.e2b.enabled needs agentDirect.enabled' '$out/e2b-nodirect.err'"
+render --set gateway.e2b.namespace=Not_A_Name > /dev/null 2>&1; e2b_badns=$?
+check "gateway.e2b.namespace must be a namespace name (schema)" [ "$e2b_badns" != 0 ]
 check "local values: the default RuntimeClass is gvisor" grep -q -- '- --allowed-runtime-classes=gvisor$' "$out/local.yaml"
 check "local values: the demo's SandboxTemplate and SandboxPool (2 replicas) in airlock-demo" python3 -c "
 import yaml
