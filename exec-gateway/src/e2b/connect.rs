@@ -298,6 +298,27 @@ mod tests {
         assert!(envelopes(&short).is_err());
     }
 
+    /// Arbitrary bodies never panic the envelope reader or the decoders.
+    #[test]
+    fn arbitrary_bodies_never_panic() {
+        let mut x: u64 = 0x2545f4914f6cdd1d;
+        for _ in 0..20_000 {
+            let len = (x % 40) as usize;
+            let b: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x % 7) as u8 * 37
+                })
+                .collect();
+            let _ = envelopes(&b);
+            let _ = stream_request::<pp::StartRequest>(Codec::Json, &b);
+            let _ = stream_request::<pp::StartRequest>(Codec::Proto, &b);
+            let _ = decode::<pp::SendInputRequest>(Codec::Proto, &b);
+        }
+    }
+
     #[test]
     fn json_uses_the_protobuf_mapping() {
         let e = pp::StartResponse {

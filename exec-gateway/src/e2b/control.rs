@@ -452,6 +452,28 @@ mod tests {
         assert!(metadata_selector("k=%aé").is_err());
     }
 
+    /// Arbitrary query strings and bodies never panic (a small deterministic fuzz).
+    #[test]
+    fn arbitrary_input_never_panics() {
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let alphabet = "%=&+aZ09.-_/é\u{0}\u{ffff}{}\":,[]".chars().collect::<Vec<_>>();
+        for _ in 0..20_000 {
+            let len = (x % 24) as usize;
+            let s: String = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            let _ = unescape(&s);
+            let _ = metadata_selector(&s);
+            let _ = json_body::<NewSandbox>(&Bytes::from(s.clone()));
+            let _ = json_body::<Timeout>(&Bytes::from(s));
+        }
+    }
+
     #[test]
     fn errors_have_e2bs_shape() {
         let e = E2bError::from_status(&tonic::Status::permission_denied("no"));
