@@ -303,7 +303,8 @@ mod tests {
     fn arbitrary_bodies_never_panic() {
         let mut x: u64 = 0x2545f4914f6cdd1d;
         for _ in 0..20_000 {
-            let len = (x % 40) as usize;
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let len = ((x >> 33) % 40) as usize;
             let b: Vec<u8> = (0..len)
                 .map(|_| {
                     x ^= x << 13;

@@ -458,7 +458,8 @@ mod tests {
         let mut x: u64 = 0x9e3779b97f4a7c15;
         let alphabet = "%=&+aZ09.-_/é\u{0}\u{ffff}{}\":,[]".chars().collect::<Vec<_>>();
         for _ in 0..20_000 {
-            let len = (x % 24) as usize;
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let len = ((x >> 33) % 24) as usize;
             let s: String = (0..len)
                 .map(|_| {
                     x ^= x << 13;
