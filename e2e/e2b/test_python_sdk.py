@@ -82,6 +82,17 @@ def test_kill_ends_a_background_command(sbx):
     assert sbx.commands.kill(h.pid) is False
 
 
+def test_pty_runs_a_shell_with_its_size(sbx):
+    from e2b import PtySize
+    h = sbx.pty.create(PtySize(rows=24, cols=80))
+    sbx.pty.resize(h.pid, PtySize(rows=30, cols=100))
+    sbx.pty.send_stdin(h.pid, b"stty size; echo pty-$((6*7)); exit\n")
+    out = []
+    h.wait(on_pty=lambda data: out.append(bytes(data)))
+    text = b"".join(out).decode(errors="replace")
+    assert "30 100" in text and "pty-42" in text, text
+
+
 def test_files(sbx):
     info = sbx.files.write("/tmp/e2b/a.txt", "hello")
     assert info.path == "/tmp/e2b/a.txt"

@@ -336,11 +336,18 @@ async fn send_signal(e2b: &E2b, call: &SandboxCall, codec: Codec, body: &[u8]) -
     let sel = selector("process", r.process)?;
     running(e2b, call, &sel).await?;
     match ep::Signal::try_from(r.signal) {
-        // SIGKILL ends the whole tree, as envd's kill does.
+        // SIGKILL ends the whole tree, as envd's kill does; answered once the process has ended,
+        // so a kill that returned is not followed by a process still listed as running.
         Ok(ep::Signal::Sigkill) => {
             e2b.processes()
-                .kill_process(call.request(pb::KillProcessRequest { sandbox: Some(call.sandbox_ref()), process: Some(sel) }))
+                .kill_process(call.request(pb::KillProcessRequest { sandbox: Some(call.sandbox_ref()), process: Some(sel.clone()) }))
                 .await?;
+            for _ in 0..100 {
+                match find(e2b, call, &sel).await {
+                    Ok(p) if p.running => tokio::time::sleep(Duration::from_millis(20)).await,
+                    _ => break,
+                }
+            }
         }
         Ok(ep::Signal::Sigterm) => {
             e2b.processes()
