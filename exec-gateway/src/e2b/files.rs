@@ -37,12 +37,6 @@ fn resolve(p: &str) -> Result<String, E2bError> {
     absolute("path", p).map_err(|s| E2bError::from_status(&s))
 }
 
-/// e2b's answer for a file error: the status of the gRPC code (404 for a missing path, which the
-/// SDKs raise as FileNotFound).
-fn file_error(s: &tonic::Status) -> E2bError {
-    E2bError::from_status(s)
-}
-
 pub(crate) async fn serve(e2b: &E2b, call: SandboxCall, parts: Parts, body: Body) -> Response {
     let q: FileQuery = Query::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
     let r = match parts.method {
@@ -59,11 +53,11 @@ async fn download(e2b: &E2b, call: &SandboxCall, q: FileQuery) -> Result<Respons
         .files()
         .download(call.request(pb::DownloadRequest { sandbox: Some(call.sandbox_ref()), path: path.clone() }))
         .await
-        .map_err(|s| file_error(&s))?
+        .map_err(|s| E2bError::from_status(&s))?
         .into_inner();
     // The first message tells a missing file (404) from a file, before the status is sent.
     let first = match stream.next().await {
-        Some(Err(s)) => return Err(file_error(&s)),
+        Some(Err(s)) => return Err(E2bError::from_status(&s)),
         Some(Ok(m)) => Some(m.chunk),
         None => None,
     };
@@ -90,7 +84,7 @@ where
     e2b.files()
         .upload_from(call.request(Box::pin(msgs)))
         .await
-        .map_err(|s| file_error(&s))?;
+        .map_err(|s| E2bError::from_status(&s))?;
     Ok(())
 }
 
