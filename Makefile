@@ -13,13 +13,18 @@ export PATH := $(BIN):$(AIRLOCK_CACHE)/grpcurl/$(GRPCURL_VERSION)/bin:$(HOME)/.c
 NS := airlock-system
 CRD_FILES := sandbox sandboxtemplate sandboxpool
 
-.PHONY: help demo test unit lint crds cluster-up cluster-down install uninstall e2e e2b-sdks bench-e2b readme-examples helm-lifecycle cluster-lifecycle bench tools
+.PHONY: help demo test unit lint crds cluster-up cluster-down install uninstall e2e e2b-sdks sdk-python sdk-stubs bench-e2b readme-examples helm-lifecycle cluster-lifecycle bench tools
 
 # The published e2b SDKs for e2e/tests/e2b_sdk.rs, cached by the pins' hash: Python (PyPI) in a
 # venv, JavaScript (npm, package-lock.json) in a node_modules.
 E2B_REQS := e2e/e2b/requirements.txt
 export AIRLOCK_E2B_VENV ?= $(AIRLOCK_CACHE)/e2b/venv-$(shell sha256sum $(E2B_REQS) | cut -c1-12)
 export AIRLOCK_E2B_JS ?= $(AIRLOCK_CACHE)/e2b/js-$(shell cat e2e/e2b/js/package.json e2e/e2b/js/package-lock.json | sha256sum | cut -c1-12)
+
+# The Python SDK (sdk/python): its build and test tools from PyPI, pinned, in a venv cached by the
+# pins' hash; e2e/tests/python_sdk.rs runs its cluster tests with this venv's python.
+SDK_PY := sdk/python
+export AIRLOCK_SDK_VENV ?= $(AIRLOCK_CACHE)/sdk-python/venv-$(shell sha256sum $(SDK_PY)/requirements-dev.txt | cut -c1-12)
 
 help:
 	@echo "make demo   - local cluster + operator + gateway, then run Python in a sandbox"
@@ -93,7 +98,36 @@ e2b-sdks:
 	  touch $(AIRLOCK_E2B_JS)/.complete; \
 	fi
 
-e2e: install e2b-sdks
+## sdk-python: the Python SDK's stubs match proto/, its wheel builds and installs into a fresh venv,
+## its unit tests pass (the wheel is then installed into AIRLOCK_SDK_VENV for the cluster tests)
+sdk-python:
+	@if [ ! -f $(AIRLOCK_SDK_VENV)/.complete ]; then \
+	  echo "==> the Python SDK's tools from PyPI ($(SDK_PY)/requirements-dev.txt) into $(AIRLOCK_SDK_VENV)"; \
+	  rm -rf $(AIRLOCK_SDK_VENV); python3 -m venv $(AIRLOCK_SDK_VENV); \
+	  $(AIRLOCK_SDK_VENV)/bin/pip install -q --disable-pip-version-check -r $(SDK_PY)/requirements-dev.txt; \
+	  touch $(AIRLOCK_SDK_VENV)/.complete; \
+	fi
+	@echo "==> Python SDK: the committed stubs match proto/"
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(AIRLOCK_SDK_VENV)/bin/python -m grpc_tools.protoc -I proto --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp proto/airlock/v1/sandbox.proto; \
+	for f in sandbox_pb2.py sandbox_pb2.pyi sandbox_pb2_grpc.py; do \
+	  cmp -s $$tmp/airlock/v1/$$f $(SDK_PY)/src/airlock/v1/$$f || { echo "$(SDK_PY)/src/airlock/v1/$$f differs from proto/: run 'make sdk-stubs'"; exit 1; }; \
+	done
+	@echo "==> Python SDK: a wheel from the source tree, installed into a fresh venv"
+	@rm -rf $(SDK_PY)/dist; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(AIRLOCK_SDK_VENV)/bin/pip wheel -q --disable-pip-version-check --no-deps -w $(SDK_PY)/dist ./$(SDK_PY); \
+	python3 -m venv $$tmp/venv; $$tmp/venv/bin/pip install -q --disable-pip-version-check $(SDK_PY)/dist/*.whl; \
+	cd $$tmp && $$tmp/venv/bin/python -c 'import airlock, airlock.aio, airlock.v1.sandbox_pb2_grpc; print("   installed", airlock.__version__, "from", airlock.__file__)'
+	@$(AIRLOCK_SDK_VENV)/bin/pip install -q --disable-pip-version-check --no-deps --force-reinstall $(SDK_PY)/dist/*.whl
+	@echo "==> Python SDK unit tests"
+	cd $(SDK_PY) && $(AIRLOCK_SDK_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit
+
+## sdk-stubs: regenerate the Python SDK's gRPC stubs from proto/
+sdk-stubs:
+	@test -f $(AIRLOCK_SDK_VENV)/.complete || $(MAKE) sdk-python
+	$(AIRLOCK_SDK_VENV)/bin/python -m grpc_tools.protoc -I proto --python_out=$(SDK_PY)/src --pyi_out=$(SDK_PY)/src --grpc_python_out=$(SDK_PY)/src proto/airlock/v1/sandbox.proto
+
+e2e: install e2b-sdks sdk-python
 	@echo "==> cluster tests (real kube-apiserver, kubelet, containerd, gVisor)"
 	cargo test -p airlock-e2e --no-fail-fast -- --test-threads=4
 	@echo "==> the gateway's cluster tests again over pods/exec (the direct path's fallback; the two"
@@ -116,7 +150,7 @@ helm-lifecycle:
 cluster-lifecycle:
 	e2e/tests/cluster-lifecycle.sh
 
-test: unit lint e2e readme-examples helm-lifecycle cluster-lifecycle
+test: unit lint sdk-python e2e readme-examples helm-lifecycle cluster-lifecycle
 	@echo "==> all tests passed"
 
 demo: install

@@ -56,6 +56,10 @@ class SandboxInfo:
     created_at: _dt.datetime | None
     ready_at: _dt.datetime | None
     expires_at: _dt.datetime | None
+    """When it ends: the earlier of its time-to-live and idle deadlines."""
+    ttl_expires_at: _dt.datetime | None
+    """When its time-to-live runs out (with extensions), regardless of idleness."""
+    extension_seconds: int
     deleting: bool
 
     @classmethod
@@ -78,6 +82,8 @@ class SandboxInfo:
             created_at=_time(s, "created_at"),
             ready_at=_time(s, "ready_at"),
             expires_at=_time(s, "expires_at"),
+            ttl_expires_at=_time(s, "ttl_expires_at"),
+            extension_seconds=s.extension_seconds,
             deleting=s.deleting,
         )
 
