@@ -92,11 +92,12 @@ async fn the_python_sdk_and_its_agents_backend_work_against_the_gateway() {
     python(&venv, &["-m", "pytest", "-v", "-p", "no:cacheprovider", "tests/cluster"], &envs, Duration::from_secs(600)).await;
     python(&venv, &["examples/warm_pool.py"], &envs, Duration::from_secs(120)).await;
     python(&venv, &["examples/agents_session.py"], &envs, Duration::from_secs(120)).await;
-    // The README's Python blocks, as pasted, one after another.
+    // The Python blocks of the SDK's README and of the repository's, as pasted, one by one.
     let readme_blocks = "import re, pathlib\n\
-        for i, block in enumerate(re.findall(r'```python\\n(.*?)```', pathlib.Path('README.md').read_text(), re.S)):\n\
-        \x20   print(f'--- README block {i + 1}', flush=True)\n\
-        \x20   exec(compile(block, f'README block {i + 1}', 'exec'), {'__name__': '__main__'})\n";
+        for readme in ('README.md', '../../README.md'):\n\
+        \x20   for i, block in enumerate(re.findall(r'```python\\n(.*?)```', pathlib.Path(readme).read_text(), re.S)):\n\
+        \x20       print(f'--- {readme}: Python block {i + 1}', flush=True)\n\
+        \x20       exec(compile(block, f'{readme} block {i + 1}', 'exec'), {'__name__': '__main__'})\n";
     python(&venv, &["-c", readme_blocks], &envs, Duration::from_secs(120)).await;
 
     // The sandboxes the SDK made from the template were claimed from the warm pool.

@@ -99,7 +99,7 @@ done
 # Background jobs the blocks started (port-forward) carry README_EXAMPLES_RUN in their
 # environment: end those, and nothing else on the machine.
 for env in /proc/[0-9]*/environ; do
-  if tr '\0' '\n' < "$env" 2>/dev/null | grep -qxF "README_EXAMPLES_RUN=$WORK"; then
+  if { tr '\0' '\n' < "$env"; } 2>/dev/null | grep -qxF "README_EXAMPLES_RUN=$WORK"; then
     pid=${env#/proc/}; kill "${pid%/environ}" 2>/dev/null || true
   fi
 done
