@@ -119,7 +119,8 @@ sdk-python:
 	python3 -m venv $$tmp/venv; $$tmp/venv/bin/pip install -q --disable-pip-version-check $(SDK_PY)/dist/*.whl; \
 	cd $$tmp && $$tmp/venv/bin/python -c 'import airlock, airlock.aio, airlock.v1.sandbox_pb2_grpc; print("   installed", airlock.__version__, "from", airlock.__file__)'
 	@$(AIRLOCK_SDK_VENV)/bin/pip install -q --disable-pip-version-check --no-deps --force-reinstall $(SDK_PY)/dist/*.whl
-	@echo "==> Python SDK unit tests"
+	@echo "==> Python SDK: types (mypy --strict) and unit tests"
+	cd $(SDK_PY) && $(AIRLOCK_SDK_VENV)/bin/python -m mypy src/airlock
 	cd $(SDK_PY) && $(AIRLOCK_SDK_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit
 
 ## sdk-stubs: regenerate the Python SDK's gRPC stubs from proto/

@@ -12,7 +12,7 @@ from .auth import TokenSource, resolve
 
 DEFAULT_ADDR = "http://127.0.0.1:50051"
 # Messages the gateway may send: its chunks are 64 KiB, listings of big directories are larger.
-_OPTIONS = [("grpc.max_receive_message_length", 32 * 1024 * 1024), ("grpc.keepalive_time_ms", 30_000)]
+_OPTIONS: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 32 * 1024 * 1024), ("grpc.keepalive_time_ms", 30_000)]
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def settings(
     if scheme not in ("http", "https") or not rest or "/" in rest.rstrip("/"):
         raise ValueError(f"addr: want http://HOST:PORT or https://HOST:PORT, got {addr!r}")
     target = rest.rstrip("/")
-    options = list(_OPTIONS)
+    options: list[tuple[str, Any]] = list(_OPTIONS)
     credentials = None
     if scheme == "https":
         roots = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 from google.protobuf import duration_pb2
 
@@ -38,7 +38,7 @@ def duration(seconds: float | None) -> duration_pb2.Duration | None:
     return d
 
 
-def _command(cmd: Command) -> dict:
+def _command(cmd: Command) -> dict[str, Any]:
     if isinstance(cmd, str):
         return {"shell": cmd}
     if isinstance(cmd, (bytes, bytearray)):
@@ -46,7 +46,7 @@ def _command(cmd: Command) -> dict:
     return {"argv": pb.Argv(args=list(cmd))}
 
 
-def _stdin(data: bytes | str | None) -> dict:
+def _stdin(data: bytes | str | None) -> dict[str, Any]:
     if data is None:
         return {}
     return {"stdin": data.encode() if isinstance(data, str) else bytes(data)}

@@ -145,8 +145,8 @@ _BY_CODE: dict[grpc.StatusCode, type[AirlockError]] = {
 
 def from_rpc_error(err: grpc.RpcError, *, files: bool = False) -> AirlockError:
     """The SDK exception for a failed call (``files``: NOT_FOUND means a path, not a sandbox)."""
-    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
-    message = (err.details() if hasattr(err, "details") else None) or str(err)  # type: ignore[attr-defined]
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    message = (err.details() if hasattr(err, "details") else None) or str(err)
     # The gateway's file errors read "<operation> <path>: ...", a missing sandbox "sandbox ns/x ...".
     if files and code == grpc.StatusCode.NOT_FOUND and not message.startswith("sandbox "):
         return FileNotFound(message)

@@ -30,7 +30,8 @@ _FILE_TYPES: dict[int, FileType] = {
 def _time(msg: pb.Sandbox, name: str) -> _dt.datetime | None:
     if not msg.HasField(name):
         return None
-    return getattr(msg, name).ToDatetime(tzinfo=_dt.timezone.utc)
+    stamp: _dt.datetime = getattr(msg, name).ToDatetime(tzinfo=_dt.timezone.utc)
+    return stamp
 
 
 @dataclass(frozen=True)

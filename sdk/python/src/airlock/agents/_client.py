@@ -81,14 +81,18 @@ class AirlockSandboxClient(BaseSandboxClient[AirlockSandboxClientOptions]):
         dependencies: Dependencies | None = None,
     ) -> None:
         self._client = client
-        self._connect = dict(addr=addr, token=token, token_file=token_file, namespace=namespace, ca_cert=ca_cert, tls_server_name=tls_server_name)
+
+        def connect() -> AsyncClient:
+            return AsyncClient(addr, token=token, token_file=token_file, namespace=namespace, ca_cert=ca_cert, tls_server_name=tls_server_name)
+
+        self._connect = connect
         self._instrumentation = instrumentation or Instrumentation()
         self._dependencies = dependencies
 
     def _airlock(self) -> AsyncClient:
         # The gRPC channel belongs to the running event loop: made on first use.
         if self._client is None:
-            self._client = AsyncClient(**self._connect)
+            self._client = self._connect()
         return self._client
 
     async def _new_sandbox(self, options: AirlockSandboxClientOptions, manifest: Manifest) -> AsyncSandbox:
