@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import codecs
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 from google.protobuf import duration_pb2
 
-from .types import CommandResult, Output
+from .types import CommandResult, Output, ProcessInfo
 from .v1 import sandbox_pb2 as pb
 
 Command = Union[str, Sequence[str]]
@@ -22,6 +24,25 @@ Selector = Union[int, str]
 
 CHUNK = 64 * 1024
 LANGUAGES = {"python": pb.LANGUAGE_PYTHON, "node": pb.LANGUAGE_NODE, "javascript": pb.LANGUAGE_NODE, "shell": pb.LANGUAGE_SHELL}
+
+
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' generateName alphabet
+
+
+def random_name(prefix: str = "sandbox-") -> str:
+    """A sandbox name chosen by the client (rather than generateName), so that a create the
+    caller abandons (Ctrl-C, a cancelled task, a lost connection) can still be cleaned up."""
+    return prefix + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
+
+
+def clean_up_after(err: BaseException) -> bool:
+    """Whether a failed create may have left a sandbox behind that the client should delete: not
+    when the gateway refused the request (nothing made, or the gateway deleted it itself), and
+    never on ALREADY_EXISTS (the name belongs to another sandbox)."""
+    from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated, Unimplemented
+
+    refused = (AlreadyExists, FailedPrecondition, InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated, Unimplemented)
+    return not isinstance(err, (refused, ValueError, TypeError))
 
 
 def ref(namespace: str, name: str) -> pb.SandboxRef:
@@ -80,6 +101,12 @@ def create_request(
     network_spec: NetworkSpec,
     files: Mapping[str, str] | None,
     wait: bool,
+    run_as_user: int | None = None,
+    run_as_group: int | None = None,
+    runtime_class: str | None = None,
+    working_dir: str | None = None,
+    read_only_root_filesystem: bool = False,
+    agent_in_image: bool = False,
 ) -> pb.CreateSandboxRequest:
     if (image is None) == (template is None):
         raise ValueError("give exactly one of image= and template=")
@@ -92,9 +119,15 @@ def create_request(
         labels=dict(labels or {}),
         wait_ready=wait,
         files=[pb.InitialFile(path=p, content=c) for p, c in (files or {}).items()],
+        runtime_class_name=runtime_class or "",
+        working_dir=working_dir or "",
+        read_only_root_filesystem=read_only_root_filesystem,
+        agent_in_image=agent_in_image,
     )
-    if not name:
-        req.generate_name = "sandbox-"
+    if run_as_user is not None:
+        req.run_as_user = run_as_user
+    if run_as_group is not None:
+        req.run_as_group = run_as_group
     if image is not None:
         req.image = image
     else:
@@ -209,12 +242,47 @@ def join(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name if base != "/" else "/" + name
 
 
+#: How often a reader that fell behind a fast writer skips ahead before giving up.
+CATCH_UP = 10
+
+
+def connect_request(sandbox: pb.SandboxRef, pid: int, offsets: dict[str, int], follow: bool) -> pb.ConnectProcessRequest:
+    return pb.ConnectProcessRequest(
+        sandbox=sandbox, process=pb.ProcessSelector(pid=pid), stdout_offset=offsets["stdout"], stderr_offset=offsets["stderr"], follow=follow
+    )
+
+
+def process_output(ev: pb.ProcessEvent, offsets: dict[str, int]) -> Output | None:
+    """The chunk of a ConnectProcess event (advancing ``offsets`` past it), or None."""
+    kind = ev.WhichOneof("event")
+    if kind not in ("stdout", "stderr"):
+        return None
+    chunk = getattr(ev, kind)
+    offsets[kind] = chunk.offset + len(chunk.data)
+    return Output(kind, chunk.data, chunk.offset)
+
+
+def skip_ahead(offsets: dict[str, int], info: ProcessInfo) -> dict[str, int]:
+    return {"stdout": max(offsets["stdout"], info.stdout_start), "stderr": max(offsets["stderr"], info.stderr_start)}
+
+
+def ended_result(info: ProcessInfo, stdout: list[bytes], stderr: list[bytes]) -> CommandResult:
+    if info.exit_code is None:
+        from .errors import Unavailable
+
+        raise Unavailable(f"process {info.pid} has not exited")
+    return CommandResult(
+        exit_code=info.exit_code, stdout_bytes=b"".join(stdout), stderr_bytes=b"".join(stderr), signal=info.signal, timed_out=info.timed_out, pid=info.pid
+    )
+
+
 @dataclass
 class Collector:
     """Gathers an Exec/RunCode event stream into a CommandResult."""
 
     keep: bool = True
     """Keep the output for the result (streams hand it to the caller instead)."""
+    decoders: dict[str, codecs.IncrementalDecoder] = field(default_factory=dict)
     stdout: list[bytes] = field(default_factory=list)
     stderr: list[bytes] = field(default_factory=list)
     pid: int = 0
@@ -233,16 +301,12 @@ class Collector:
             self.exited = ev.exited
         return None
 
-    def feed_process(self, ev: pb.ProcessEvent) -> Output | None:
-        kind = ev.WhichOneof("event")
-        if kind in ("stdout", "stderr"):
-            chunk = getattr(ev, kind)
-            if self.keep:
-                (self.stdout if kind == "stdout" else self.stderr).append(chunk.data)
-            return Output(kind, chunk.data, chunk.offset)
-        if kind == "exited":
-            self.exited = ev.exited
-        return None
+    def text(self, out: Output) -> str:
+        """The chunk as text, decoded per stream so a character split between chunks is whole."""
+        dec = self.decoders.get(out.stream)
+        if dec is None:
+            dec = self.decoders[out.stream] = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        return dec.decode(out.data)
 
     def result(self) -> CommandResult:
         if self.exited is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -62,16 +62,29 @@ class Client:
         except grpc.RpcError as e:
             raise from_rpc_error(e, files=files) from None
 
-    def stream(self, method: Callable[..., Any], request: Any, *, files: bool = False, timeout: float | None = None) -> Iterator[Any]:
-        """Iterates a server-streaming call. Leaving the loop early cancels the call, which stops
-        the work behind it (a foreground command is killed; a background process is not)."""
-        call = method(request, metadata=self.metadata(), timeout=timeout)
+    def stream(self, method: Callable[..., Any], request: Any, *, files: bool = False, timeout: float | None = None) -> StreamCall:
+        """A server-streaming call. Leaving the loop early or ``cancel()`` ends the call, which
+        stops the work behind it (a foreground command is killed; a background process is not)."""
+        return StreamCall(method(request, metadata=self.metadata(), timeout=timeout), files)
+
+    def upload(self, requests: Iterable[Any]) -> Any:
+        """Files.Upload. An exception raised while producing the content (reading a local file,
+        the caller's iterable) is raised as itself, not as the cancelled call it causes."""
+        failure: list[BaseException] = []
+
+        def guarded() -> Iterator[Any]:
+            try:
+                yield from requests
+            except BaseException as e:
+                failure.append(e)
+                raise
+
         try:
-            yield from call
+            return self.files.Upload(guarded(), metadata=self.metadata())
         except grpc.RpcError as e:
-            raise from_rpc_error(e, files=files) from None
-        finally:
-            call.cancel()
+            if failure:
+                raise failure[0] from None
+            raise from_rpc_error(e, files=True) from None
 
     def close(self) -> None:
         self._channel.close()
@@ -81,4 +94,23 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class StreamCall:
+    """A server-streaming gRPC call, iterated once. ``cancel()`` may be called from any thread."""
+
+    def __init__(self, call: Any, files: bool) -> None:
+        self._call = call
+        self._files = files
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            yield from self._call
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, files=self._files) from None
+        finally:
+            self._call.cancel()
+
+    def cancel(self) -> None:
+        self._call.cancel()
 

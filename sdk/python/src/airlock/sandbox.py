@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from . import _requests as rq
-from .client import Client
-from .errors import CommandExitError, NotFound
+from .client import Client, StreamCall
+from .errors import AlreadyExists, CommandExitError, NotFound, OutOfRange
 from .types import CommandResult, FileEntry, Output, ProcessInfo, SandboxInfo
 from .v1 import sandbox_pb2 as pb
 
@@ -52,6 +52,12 @@ class Sandbox:
         resources: Mapping[str, str] | None = None,
         network: rq.NetworkSpec = None,
         files: Mapping[str, str] | None = None,
+        run_as_user: int | None = None,
+        run_as_group: int | None = None,
+        runtime_class: str | None = None,
+        working_dir: str | None = None,
+        read_only_root_filesystem: bool = False,
+        agent_in_image: bool = False,
         wait: bool = True,
         timeout: float = 300.0,
         client: Client | None = None,
@@ -64,11 +70,15 @@ class Sandbox:
         ``ttl`` and ``idle_timeout`` are seconds; ``env`` reaches every command; ``files`` maps
         absolute paths to text written before it is Ready; ``network`` is ``"none"`` (default),
         ``"internet"`` or a list of CIDRs; ``resources`` has ``cpu``, ``memory`` and
-        ``ephemeral_storage`` quantities (image sandboxes only). Without ``client`` a new one is
-        made from ``connect`` (see :class:`Client`) and closed with the sandbox.
+        ``ephemeral_storage`` quantities (image sandboxes only); ``run_as_user``/``run_as_group``,
+        ``runtime_class``, ``working_dir``, ``read_only_root_filesystem`` and ``agent_in_image``
+        are the Sandbox's fields of those names (image sandboxes only). Without ``client`` a new
+        one is made from ``connect`` (see :class:`Client`) and closed with the sandbox.
+
+        Without ``name`` the client picks ``sandbox-xxxxx``; if the call is abandoned (Ctrl-C, a
+        lost connection) the client deletes what it may have created.
         """
-        owns = client is None
-        c = client or Client(**connect)
+        c, owns = _client(client, connect)
         try:
             req = rq.create_request(
                 namespace=c.namespace if namespace is None else namespace,
@@ -83,8 +93,14 @@ class Sandbox:
                 network_spec=network,
                 files=files,
                 wait=wait,
+                run_as_user=run_as_user,
+                run_as_group=run_as_group,
+                runtime_class=runtime_class,
+                working_dir=working_dir,
+                read_only_root_filesystem=read_only_root_filesystem,
+                agent_in_image=agent_in_image,
             )
-            created = c.unary(c.sandboxes.CreateSandbox, req, timeout=timeout + 5 if wait else 30)
+            created = _create(c, req, timeout + 5 if wait else 30)
         except BaseException:
             if owns:
                 c.close()
@@ -94,8 +110,7 @@ class Sandbox:
     @classmethod
     def connect(cls, name: str, *, namespace: str | None = None, client: Client | None = None, **connect: Any) -> Sandbox:
         """An existing sandbox by name (NotFound if there is none)."""
-        owns = client is None
-        c = client or Client(**connect)
+        c, owns = _client(client, connect)
         try:
             got = c.unary(c.sandboxes.GetSandbox, pb.GetSandboxRequest(sandbox=rq.ref(c.namespace if namespace is None else namespace, name)))
         except BaseException:
@@ -110,13 +125,13 @@ class Sandbox:
     ) -> list[SandboxInfo]:
         """The sandboxes of a namespace, optionally those matching ``labels`` (a dict, or a label
         selector string such as ``"team=ml,env!=prod"``)."""
-        c = client or Client(**connect)
+        c, owns = _client(client, connect)
         try:
             selector = labels if isinstance(labels, str) or labels is None else ",".join(f"{k}={v}" for k, v in labels.items())
             req = pb.ListSandboxesRequest(namespace=c.namespace if namespace is None else namespace, label_selector=selector or "")
             return [SandboxInfo.from_proto(s) for s in c.unary(c.sandboxes.ListSandboxes, req).sandboxes]
         finally:
-            if client is None:
+            if owns:
                 c.close()
 
     @property
@@ -179,13 +194,16 @@ class Sandbox:
         check: bool = False,
         on_stdout: Callable[[str], Any] | None = None,
         on_stderr: Callable[[str], Any] | None = None,
+        request_timeout: float | None = None,
     ) -> CommandResult:
         """Runs a command and returns its exit status and output. ``cmd`` is a shell line (str)
         or an argv list. ``timeout`` (seconds) kills the command's whole process tree and sets
         ``timed_out``. ``check`` raises :class:`CommandExitError` unless it succeeded.
-        ``on_stdout``/``on_stderr`` get the output as it arrives."""
+        ``on_stdout``/``on_stderr`` get the output as it arrives. ``request_timeout`` bounds the
+        whole call on the client (:class:`~airlock.errors.DeadlineExceeded`; the command is
+        killed)."""
         req = rq.exec_request(self.ref, cmd, env=env, cwd=cwd, timeout=timeout, stdin=stdin)
-        return self._collect(self.client.processes.Exec, req, cmd, check, on_stdout, on_stderr)
+        return self._collect(self.client.processes.Exec, req, cmd, check, on_stdout, on_stderr, request_timeout)
 
     def stream(
         self,
@@ -195,11 +213,13 @@ class Sandbox:
         cwd: str | None = None,
         timeout: float | None = None,
         stdin: bytes | str | None = None,
+        request_timeout: float | None = None,
     ) -> CommandStream:
         """Runs a command, yielding its output (:class:`~airlock.types.Output`) as it arrives;
-        ``result`` holds the exit status afterwards. Leaving the loop early kills the command."""
+        ``result`` holds the exit status afterwards. Leaving the loop early (or the ``with``
+        block, or ``cancel()``) kills the command."""
         req = rq.exec_request(self.ref, cmd, env=env, cwd=cwd, timeout=timeout, stdin=stdin)
-        return CommandStream(self.client.stream(self.client.processes.Exec, req))
+        return CommandStream(self.client.stream(self.client.processes.Exec, req, timeout=request_timeout))
 
     def run_code(
         self,
@@ -209,22 +229,26 @@ class Sandbox:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         timeout: float | None = None,
+        stdin: bytes | str | None = None,
         check: bool = False,
         on_stdout: Callable[[str], Any] | None = None,
         on_stderr: Callable[[str], Any] | None = None,
+        request_timeout: float | None = None,
     ) -> CommandResult:
         """Runs a snippet with the image's interpreter: ``python`` (python3), ``node`` or ``shell``."""
-        req = rq.run_code_request(self.ref, code, language=language, env=env, cwd=cwd, timeout=timeout)
-        return self._collect(self.client.processes.RunCode, req, f"<{language} code>", check, on_stdout, on_stderr)
+        req = rq.run_code_request(self.ref, code, language=language, env=env, cwd=cwd, timeout=timeout, stdin=stdin)
+        return self._collect(self.client.processes.RunCode, req, f"<{language} code>", check, on_stdout, on_stderr, request_timeout)
 
-    def _collect(self, method: Any, req: Any, cmd: Any, check: bool, on_stdout: Any, on_stderr: Any) -> CommandResult:
+    def _collect(
+        self, method: Any, req: Any, cmd: Any, check: bool, on_stdout: Any, on_stderr: Any, request_timeout: float | None
+    ) -> CommandResult:
         c = rq.Collector()
-        for ev in self.client.stream(method, req):
+        for ev in self.client.stream(method, req, timeout=request_timeout):
             out = c.feed(ev)
             if out is not None:
                 cb = on_stdout if out.stream == "stdout" else on_stderr
                 if cb is not None:
-                    cb(out.text)
+                    cb(c.text(out))
         result = c.result()
         if check and not result.ok:
             raise CommandExitError(cmd, result)
@@ -259,17 +283,20 @@ class Sandbox:
 class CommandStream:
     """The output of a running command, chunk by chunk; ``result`` once the loop has ended."""
 
-    def __init__(self, events: Iterator[pb.ExecEvent]) -> None:
-        self._events = events
+    def __init__(self, call: StreamCall) -> None:
+        self._call = call
         self._collector = rq.Collector(keep=False)
         self.result: CommandResult | None = None
 
     def __iter__(self) -> Iterator[Output]:
-        for ev in self._events:
-            out = self._collector.feed(ev)
-            if out is not None:
-                yield out
-        self.result = self._collector.result()
+        try:
+            for ev in self._call:
+                out = self._collector.feed(ev)
+                if out is not None:
+                    yield out
+            self.result = self._collector.result()
+        finally:
+            self._call.cancel()  # a no-op once the call has ended
 
     def wait(self) -> CommandResult:
         """Reads (and drops) the rest of the output and returns the result."""
@@ -279,10 +306,14 @@ class CommandStream:
         return self.result
 
     def cancel(self) -> None:
-        """Stops reading; the command is killed."""
-        close = getattr(self._events, "close", None)
-        if close is not None:
-            close()
+        """Ends the call (from any thread); the command is killed."""
+        self._call.cancel()
+
+    def __enter__(self) -> CommandStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
 
 
 class Processes:
@@ -325,29 +356,46 @@ class Process:
                 return p
         raise NotFound(f"process {self.pid} not found in sandbox {self.sandbox.namespace}/{self.sandbox.name}")
 
-    def output(self, *, follow: bool = True, stdout_offset: int = 0, stderr_offset: int = 0) -> Iterator[Output]:
-        """Its output from the given byte offsets: until it exits (``follow``) or what is buffered
-        now. Each chunk carries its offset, so a reader can resume where it stopped.
-        :class:`~airlock.errors.OutOfRange` when the buffer no longer holds an offset."""
+    def output(self, *, follow: bool = True, stdout_offset: int | None = None, stderr_offset: int | None = None) -> Iterator[Output]:
+        """Its output until it exits (``follow``) or what is buffered now. Each chunk carries its
+        byte offset, so a reader can resume where it stopped. Given offsets are read exactly
+        (:class:`~airlock.errors.OutOfRange` when the buffer no longer holds them); without, it
+        starts at the oldest output kept and skips ahead to what is still kept if the process
+        writes faster than this reads (the chunks' offsets show the gap)."""
+        exact = stdout_offset is not None or stderr_offset is not None
+        if stdout_offset is None or stderr_offset is None:
+            info = self.info()
+            stdout_offset = info.stdout_start if stdout_offset is None else stdout_offset
+            stderr_offset = info.stderr_start if stderr_offset is None else stderr_offset
+        yield from self._read({"stdout": stdout_offset, "stderr": stderr_offset}, follow, not exact, None)
+
+    def _read(self, offsets: dict[str, int], follow: bool, skip: bool, timeout: float | None) -> Iterator[Output]:
         c = self.sandbox.client
-        req = pb.ConnectProcessRequest(
-            sandbox=self.sandbox.ref, process=self._sel(), stdout_offset=stdout_offset, stderr_offset=stderr_offset, follow=follow
-        )
-        for ev in c.stream(c.processes.ConnectProcess, req):
-            kind = ev.WhichOneof("event")
-            if kind in ("stdout", "stderr"):
-                chunk = getattr(ev, kind)
-                yield Output(kind, chunk.data, chunk.offset)
+        for attempt in range(rq.CATCH_UP):
+            try:
+                for ev in c.stream(c.processes.ConnectProcess, rq.connect_request(self.sandbox.ref, self.pid, offsets, follow), timeout=timeout):
+                    out = rq.process_output(ev, offsets)
+                    if out is not None:
+                        yield out
+                return
+            except OutOfRange:
+                if not skip or attempt == rq.CATCH_UP - 1:
+                    raise
+                offsets = rq.skip_ahead(offsets, self.info())
 
     def wait(self, *, timeout: float | None = None) -> CommandResult:
-        """Waits for it to exit and returns its status with the output its buffer holds."""
-        c = self.sandbox.client
-        col = rq.Collector()
-        req = pb.ConnectProcessRequest(sandbox=self.sandbox.ref, process=self._sel(), follow=True)
-        for ev in c.stream(c.processes.ConnectProcess, req, timeout=timeout):
-            col.feed_process(ev)
-        col.pid = self.pid
-        return col.result()
+        """Waits for it to exit and returns its status with the output its buffer holds then (the
+        newest ``buffer_bytes`` of each stream). ``timeout``: DeadlineExceeded after that many
+        seconds; the process keeps running."""
+        info = self.info()
+        if info.running:
+            for _ in self._read({"stdout": info.stdout_end, "stderr": info.stderr_end}, True, True, timeout):
+                pass
+            info = self.info()
+        out: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+        for chunk in self._read({"stdout": info.stdout_start, "stderr": info.stderr_start}, False, True, timeout):
+            out[chunk.stream].append(chunk.data)
+        return rq.ended_result(info, out["stdout"], out["stderr"])
 
     def send_input(self, data: bytes | str) -> None:
         self._input(data.encode() if isinstance(data, str) else bytes(data), close=False)
@@ -397,7 +445,7 @@ class Files:
             for chunk in rq.chunks(data):
                 yield pb.UploadRequest(chunk=chunk)
 
-        return int(c.unary(c.files.Upload, requests(), files=True).size)
+        return int(c.upload(requests()).size)
 
     def upload(self, local_path: str | os.PathLike[str], path: str, *, mode: int = 0, parents: bool = True) -> int:
         """Copies a local file into the sandbox, streamed."""
@@ -459,3 +507,32 @@ class Files:
     def move(self, source: str, destination: str) -> None:
         c = self._sbx.client
         c.unary(c.files.Move, pb.MoveRequest(sandbox=self._sbx.ref, source=source, destination=destination), files=True)
+
+
+def _client(client: Client | None, connect: dict[str, Any]) -> tuple[Client, bool]:
+    if client is not None and connect:
+        raise TypeError(f"give either client= or connection arguments ({', '.join(sorted(connect))}), not both")
+    return (client, False) if client is not None else (Client(**connect), True)
+
+
+def _create(c: Client, req: pb.CreateSandboxRequest, timeout: float) -> pb.Sandbox:
+    """CreateSandbox under a name the client picks (unless given), retried on a name clash; a
+    create abandoned midway is deleted, best effort."""
+    generated = not req.name
+    for attempt in range(3):
+        if generated:
+            req.name = rq.random_name()
+        try:
+            created: pb.Sandbox = c.unary(c.sandboxes.CreateSandbox, req, timeout=timeout)
+            return created
+        except AlreadyExists:
+            if not generated or attempt == 2:
+                raise
+        except BaseException as e:
+            if rq.clean_up_after(e):
+                try:
+                    c.unary(c.sandboxes.DeleteSandbox, pb.DeleteSandboxRequest(sandbox=rq.ref(req.namespace, req.name)), timeout=10)
+                except Exception:
+                    pass  # best effort: the sandbox's TTL ends it otherwise
+            raise
+    raise AssertionError("unreachable")

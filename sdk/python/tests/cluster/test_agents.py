@@ -3,6 +3,7 @@ tools call) and its Runner with a scripted model (no model service, no network).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from agents import RunConfig, Runner
 from agents.sandbox import LocalSnapshotSpec, Manifest, SandboxAgent, SandboxRunConfig
 from agents.sandbox.entries import Dir, File
-from agents.sandbox.errors import ExecTimeoutError, WorkspaceReadNotFoundError
+from agents.sandbox.errors import ExecTimeoutError, ExecTransportError, WorkspaceReadNotFoundError
 from agents.testing import ScriptedModel, assistant_message, function_call
 
 from airlock import Client, NotFound, Sandbox
@@ -61,13 +62,32 @@ async def test_session_exec_files_pty_persist_and_hydrate(template: str, tmp_pat
     # The shell tool's interactive path: a process that keeps running between calls.
     assert session.supports_pty()
     u = await session.pty_exec_start(
-        "python3", "-u", "-c", "import sys\nprint('ready')\nfor l in sys.stdin: print('got', l.strip())", shell=False, yield_time_s=2
+        "python3", "-u", "-c", "import sys\nprint('ready')\nfor l in sys.stdin: print('got', l.strip())", shell=False, tty=True, yield_time_s=2
     )
     assert u.process_id is not None and u.exit_code is None and b"ready" in u.output
     u = await session.pty_write_stdin(session_id=u.process_id, chars="ping\n", yield_time_s=2)
     assert b"got ping" in u.output
-    done = await session.pty_exec_start("echo finished", yield_time_s=5)
-    assert done.process_id is None and done.exit_code == 0 and b"finished" in done.output
+    done = await session.pty_exec_start("echo finished; exit 3", yield_time_s=5)
+    assert done.process_id is None and done.exit_code == 3 and b"finished" in done.output
+    # Without a tty stdin is closed at once (a reader gets EOF, not a hang) and input is refused.
+    cat = await session.pty_exec_start("cat; echo eof-seen", yield_time_s=5)
+    assert cat.exit_code == 0 and b"eof-seen" in cat.output
+    long = await session.pty_exec_start("sleep 60", yield_time_s=0.5)
+    assert long.process_id is not None
+    try:
+        await session.pty_write_stdin(session_id=long.process_id, chars="x")
+        raise AssertionError("write_stdin to a process without a tty did not raise")
+    except RuntimeError as e:
+        assert str(e) == "stdin is not available for this process"
+    # More output than the agent buffers (1 MiB) before anyone reads it: nothing is mistaken for
+    # the end, and the rest arrives with a note of what was dropped.
+    big = await session.pty_exec_start("head -c 3000000 /dev/zero | tr '\\0' x; echo; echo big-done", yield_time_s=10)
+    out, pid = big.output, big.process_id
+    while pid is not None:
+        more = await session.pty_write_stdin(session_id=pid, chars="", yield_time_s=5)
+        out, pid = out + more.output, more.process_id
+        big = more
+    assert big.exit_code == 0 and out.rstrip().endswith(b"big-done")
 
     # Stop persists the workspace (a tar), shutdown and delete end the sandbox.
     await session.stop()
@@ -126,5 +146,53 @@ async def test_runner_with_a_scripted_model_uses_the_sandbox(template: str, tmp_
 
     with tarfile.open(snaps[0]) as tar:
         names = tar.getnames()
-        assert any(n.endswith("out.txt") for n in names), names
+        assert "./out.txt" in names and "./hello.txt" in names, names
+        assert all(n == "." or n.startswith("./") for n in names), names  # relative to the root
     await client.aclose()
+
+
+async def test_keep_alive_resume_reattaches_and_stop_ends_interactive_commands(template: str, tmp_path: Path) -> None:
+    client = AirlockSandboxClient()
+    options = AirlockSandboxClientOptions(template=template, keep_alive=True, ttl=600)
+    session = await client.create(manifest=Manifest(root="/workspace"), snapshot=LocalSnapshotSpec(base_path=tmp_path), options=options)
+    assert not await session.running()  # not before start() has set the workspace up
+    await session.start()
+    assert await session.running()
+    sbx = session._inner.sandbox
+    u = await session.pty_exec_start("sleep 300", yield_time_s=0.5)
+    assert u.process_id is not None
+    await session.exec("echo outside > /tmp/outside.txt")
+    try:
+        await session.exec("id", user="nobody")
+        raise AssertionError("a command as another user did not raise")
+    except ExecTransportError as e:
+        assert "not supported" in str(e), e
+    await session.stop()
+    await session.shutdown()
+    await client.delete(session)
+    # stop() ended the interactive command; keep_alive left the sandbox running.
+    procs = [p for p in await sbx.processes.list() if p.argv[-1] == "sleep 300"]
+    assert procs and not any(p.running for p in procs), procs
+    assert (await sbx.refresh()).ready
+    payload = json.loads(json.dumps(client.serialize_session_state(session.state)))
+    resumed = await client.resume(client.deserialize_session_state(payload))
+    await resumed.start()
+    assert resumed._inner.sandbox.name == sbx.name  # reattached, so /tmp outside the workspace is still there
+    assert (await resumed.exec("cat /tmp/outside.txt")).stdout == b"outside\n"
+    await resumed.aclose()
+    await sbx.delete()
+    await client.aclose()
+
+
+def test_one_client_across_event_loops(template: str) -> None:
+    """Runner.run_sync and separate asyncio.run calls each have their own event loop."""
+    client = AirlockSandboxClient()
+
+    async def once() -> str:
+        session = await client.create(manifest=Manifest(root="/workspace"), options=AirlockSandboxClientOptions(template=template))
+        async with session:
+            return (await session.exec("echo ok")).stdout.decode()
+
+    assert asyncio.run(once()) == "ok\n"
+    assert asyncio.run(once()) == "ok\n"
+

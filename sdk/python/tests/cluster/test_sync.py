@@ -16,6 +16,7 @@ from airlock import (
     InvalidArgument,
     KubectlToken,
     NotFound,
+    OutOfRange,
     PermissionDenied,
     Sandbox,
     Unauthenticated,
@@ -153,6 +154,26 @@ def test_background_process_survives_its_client(sbx: Sandbox, template: str) -> 
     assert any(i.pid == p.pid and not i.running and i.exit_code == 0 for i in sbx.processes.list())
 
 
+def test_wait_and_output_after_the_buffer_wrapped(sbx: Sandbox) -> None:
+    p = sbx.start("head -c 3000000 /dev/zero | tr '\\0' y; echo; echo tail-line", buffer_bytes=1024 * 1024)
+    r = p.wait(timeout=60)
+    assert r.exit_code == 0 and r.stdout.endswith("tail-line\n") and len(r.stdout_bytes) <= 1024 * 1024
+    chunks = list(p.output(follow=False))
+    assert chunks[0].offset > 0 and b"".join(c.data for c in chunks).endswith(b"tail-line\n")
+    with pytest.raises(OutOfRange):
+        list(p.output(follow=False, stdout_offset=0, stderr_offset=0))
+
+
+def test_leaving_a_stream_kills_the_command(sbx: Sandbox) -> None:
+    sbx.run("rm -f /tmp/not-killed")
+    stream = sbx.stream("echo started; sleep 3; touch /tmp/not-killed")
+    for out in stream:
+        assert out.text == "started\n"
+        break
+    time.sleep(5)
+    assert not sbx.files.exists("/tmp/not-killed"), "the command ran on after the loop was left"
+
+
 def test_kill_and_signal_background_process(sbx: Sandbox) -> None:
     p = sbx.start("trap 'echo term; exit 9' TERM; while true; do sleep 0.1; done")
     time.sleep(0.5)
@@ -167,12 +188,12 @@ def test_kill_and_signal_background_process(sbx: Sandbox) -> None:
 
 
 def test_tty_process(sbx: Sandbox) -> None:
-    p = sbx.start("stty size; read x; echo got:$x", tty=True, size=(100, 30))
+    p = sbx.start("stty size; read x; stty size; echo got:$x", tty=True, size=(100, 30))
     time.sleep(0.5)
     p.resize(120, 40)
     p.send_input("yes\r")
     r = p.wait(timeout=30)
-    assert "30 100" in r.stdout and "got:yes" in r.stdout
+    assert "30 100" in r.stdout and "40 120" in r.stdout and "got:yes" in r.stdout
 
 
 def test_errors_name_what_failed(client: Client, sbx: Sandbox, image: str) -> None:

@@ -76,11 +76,14 @@ def test_exec_request_shell_argv_and_fields() -> None:
 def test_create_request() -> None:
     kw = dict(namespace="ns", name=None, ttl=60, idle_timeout=None, env=None, labels={"a": "b"}, resources=None, files=None, wait=True)
     r = rq.create_request(image=None, template="py", network_spec="internet", **kw)
-    assert r.template == "py" and r.generate_name == "sandbox-" and r.ttl_seconds == 60 and r.wait_ready
+    assert r.template == "py" and r.name == "" and r.ttl_seconds == 60 and r.wait_ready
+    assert not r.HasField("run_as_user") and r.runtime_class_name == ""
     assert r.network.egress == pb.Network.EGRESS_INTERNET and r.labels == {"a": "b"}
     r = rq.create_request(image="img", template=None, network_spec=["10.0.0.0/8"], **{**kw, "resources": {"cpu": "1"}, "files": {"/a": "x"}})
     assert r.image == "img" and r.resources.cpu == "1" and r.files[0].path == "/a"
     assert r.network.egress == pb.Network.EGRESS_ALLOW_LIST and r.network.allow[0].cidr == "10.0.0.0/8"
+    r = rq.create_request(image="img", template=None, network_spec=None, run_as_user=1000, runtime_class="gvisor", agent_in_image=True, **kw)
+    assert r.run_as_user == 1000 and not r.HasField("run_as_group") and r.runtime_class_name == "gvisor" and r.agent_in_image
     with pytest.raises(ValueError, match="exactly one"):
         rq.create_request(image="a", template="b", network_spec=None, **kw)
     with pytest.raises(ValueError, match="resources"):
@@ -117,7 +120,25 @@ def test_collector_builds_the_result() -> None:
         rq.Collector().result()
 
 
+def test_names_and_cleanup_rule() -> None:
+    names = {rq.random_name() for _ in range(50)}
+    assert len(names) > 45 and all(n.startswith("sandbox-") and len(n) == 13 for n in names)
+    from airlock.errors import AlreadyExists, Unavailable
+
+    assert rq.clean_up_after(KeyboardInterrupt()) and rq.clean_up_after(Unavailable("x")) and rq.clean_up_after(DeadlineExceeded("x"))
+    assert not rq.clean_up_after(AlreadyExists("x")) and not rq.clean_up_after(InvalidArgument("x"))
+
+
+def test_incremental_decoding_keeps_split_characters() -> None:
+    c = rq.Collector()
+    data = "é€".encode()
+    parts = [c.text(o) for o in (c.feed(pb.ExecEvent(stdout=data[:1])), c.feed(pb.ExecEvent(stdout=data[1:4])), c.feed(pb.ExecEvent(stdout=data[4:])))]  # type: ignore[arg-type]
+    assert "".join(parts) == "é€" and "\ufffd" not in "".join(parts)
+
+
 def test_settings_from_arguments_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AIRLOCK_TOKEN", "AIRLOCK_TOKEN_FILE", "AIRLOCK_CA_CERT", "AIRLOCK_TLS_SERVER_NAME"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("AIRLOCK_TOKEN", raising=False)
     monkeypatch.delenv("AIRLOCK_TOKEN_FILE", raising=False)
     monkeypatch.setenv("AIRLOCK_ADDR", "http://10.0.0.1:50051")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import uuid
 from typing import Any, Literal
@@ -16,10 +18,11 @@ from pydantic import Field
 
 from ..aio import AsyncClient, AsyncSandbox
 from ..auth import TokenSource
-from ..errors import NotFound
+from ..errors import AirlockError, NotFound
 from ._session import AirlockSandboxSession
 
 BACKEND_ID = "airlock"
+logger = logging.getLogger(__name__)
 
 
 class AirlockSandboxClientOptions(BaseSandboxClientOptions):
@@ -42,6 +45,10 @@ class AirlockSandboxClientOptions(BaseSandboxClientOptions):
     resources: dict[str, str] | None = None
     """``cpu``, ``memory``, ``ephemeral_storage`` (image sandboxes only)."""
     ready_timeout: float = 300.0
+    keep_alive: bool = False
+    """Leave the sandbox running when the session shuts down (and on ``client.delete``): a later
+    ``resume`` reattaches to it with everything outside the workspace too. It still ends at its
+    TTL or idle timeout."""
 
 
 class AirlockSandboxSessionState(SandboxSessionState):
@@ -81,6 +88,10 @@ class AirlockSandboxClient(BaseSandboxClient[AirlockSandboxClientOptions]):
         dependencies: Dependencies | None = None,
     ) -> None:
         self._client = client
+        self._owns_client = client is None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if client is not None and any(v is not None for v in (addr, token, token_file, namespace, ca_cert, tls_server_name)):
+            raise TypeError("give either client= or connection arguments, not both")
 
         def connect() -> AsyncClient:
             return AsyncClient(addr, token=token, token_file=token_file, namespace=namespace, ca_cert=ca_cert, tls_server_name=tls_server_name)
@@ -90,12 +101,15 @@ class AirlockSandboxClient(BaseSandboxClient[AirlockSandboxClientOptions]):
         self._dependencies = dependencies
 
     def _airlock(self) -> AsyncClient:
-        # The gRPC channel belongs to the running event loop: made on first use.
-        if self._client is None:
+        # A grpc.aio channel belongs to the event loop it was made in: one per loop (Runner.run_sync
+        # and separate asyncio.run calls each have their own).
+        loop = asyncio.get_running_loop()
+        if self._client is None or (self._owns_client and self._loop is not loop):
             self._client = self._connect()
+            self._loop = loop
         return self._client
 
-    async def _new_sandbox(self, options: AirlockSandboxClientOptions, manifest: Manifest) -> AsyncSandbox:
+    async def _new_sandbox(self, options: AirlockSandboxClientOptions) -> AsyncSandbox:
         c = self._airlock()
         return await AsyncSandbox.create(
             options.image,
@@ -103,7 +117,7 @@ class AirlockSandboxClient(BaseSandboxClient[AirlockSandboxClientOptions]):
             namespace=options.namespace,
             ttl=options.ttl,
             idle_timeout=options.idle_timeout,
-            env={**options.env, **await manifest.environment.resolve()},
+            env=options.env,  # the manifest's environment goes with each command, not on the object
             labels=options.labels,
             network=options.network,
             resources=options.resources,
@@ -122,17 +136,21 @@ class AirlockSandboxClient(BaseSandboxClient[AirlockSandboxClientOptions]):
             raise ValueError("AirlockSandboxClientOptions: give exactly one of template= and image=")
         manifest = manifest if manifest is not None else Manifest()
         self._validate_manifest_for_create(manifest)
-        sbx = await self._new_sandbox(options, manifest)
-        session_id = uuid.uuid4()
-        state = AirlockSandboxSessionState(
-            session_id=session_id,
-            manifest=manifest,
-            snapshot=resolve_snapshot(snapshot, str(session_id)),
-            sandbox_name=sbx.name,
-            namespace=sbx.namespace,
-            options=options,
-        )
-        return self._wrap_session(AirlockSandboxSession(state=state, sandbox=sbx), instrumentation=self._instrumentation)
+        sbx = await self._new_sandbox(options)
+        try:
+            session_id = uuid.uuid4()
+            state = AirlockSandboxSessionState(
+                session_id=session_id,
+                manifest=manifest,
+                snapshot=resolve_snapshot(snapshot, str(session_id)),
+                sandbox_name=sbx.name,
+                namespace=sbx.namespace,
+                options=options,
+            )
+            return self._wrap_session(AirlockSandboxSession(state=state, sandbox=sbx), instrumentation=self._instrumentation)
+        except BaseException:
+            await sbx.delete()
+            raise
 
     async def resume(self, state: SandboxSessionState) -> SandboxSession:
         """Reattaches to the session's sandbox if it is still Ready; otherwise makes a new one,
@@ -144,13 +162,21 @@ class AirlockSandboxClient(BaseSandboxClient[AirlockSandboxClientOptions]):
         if state.sandbox_name:
             try:
                 sbx = await AsyncSandbox.connect(state.sandbox_name, namespace=state.namespace, client=self._airlock())
-                if not sbx.info.ready or sbx.info.deleting:
-                    sbx = None
             except NotFound:
+                sbx = None
+            except AirlockError as e:
+                logger.warning("cannot reattach to sandbox %s/%s, making a new one: %s", state.namespace, state.sandbox_name, e)
+                sbx = None
+            if sbx is not None and (not sbx.info.ready or sbx.info.deleting):
+                # Expired, failed or going: not one to resume in. Make sure it goes.
+                try:
+                    await sbx.delete()
+                except AirlockError as e:
+                    logger.warning("could not delete sandbox %s/%s: %s", state.namespace, state.sandbox_name, e)
                 sbx = None
         reconnected = sbx is not None
         if sbx is None:
-            sbx = await self._new_sandbox(state.options, state.manifest)
+            sbx = await self._new_sandbox(state.options)
             state.sandbox_name, state.namespace = sbx.name, sbx.namespace
             state.workspace_root_ready = False
         inner = AirlockSandboxSession(state=state, sandbox=sbx)
@@ -158,11 +184,13 @@ class AirlockSandboxClient(BaseSandboxClient[AirlockSandboxClientOptions]):
         return self._wrap_session(inner, instrumentation=self._instrumentation)
 
     async def delete(self, session: SandboxSession) -> SandboxSession:
-        """Deletes the session's sandbox (a sandbox already gone is fine: shutdown deletes it too)."""
+        """Deletes the session's sandbox, unless its options ``keep_alive`` (a sandbox already gone
+        is fine: shutdown deletes it too)."""
         inner = session._inner
         if not isinstance(inner, AirlockSandboxSession):
             raise TypeError(f"AirlockSandboxClient.delete: not an Airlock session: {type(inner).__name__}")
-        await inner.sandbox.delete()
+        if not inner.state.options.keep_alive:
+            await inner.sandbox.delete()
         return session
 
     def deserialize_session_state(self, payload: dict[str, object]) -> SandboxSessionState:
@@ -170,6 +198,6 @@ class AirlockSandboxClient(BaseSandboxClient[AirlockSandboxClientOptions]):
 
     async def aclose(self) -> None:
         """Closes the gRPC channel (sandboxes are not touched)."""
-        if self._client is not None:
+        if self._client is not None and self._owns_client:
             await self._client.close()
             self._client = None

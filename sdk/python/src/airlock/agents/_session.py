@@ -1,19 +1,18 @@
 """An OpenAI Agents SDK sandbox session on an Airlock sandbox.
 
 The six operations the SDK builds everything on (exec, read, write, running, persist and hydrate
-the workspace) map onto Airlock's gRPC calls; interactive commands (the shell tool's
-``exec_command``/``write_stdin``) are Airlock background processes, read by a task per process.
+the workspace) map onto Airlock's gRPC calls; ``ls`` is Airlock's ListDir; the shell tool's
+interactive commands are Airlock background processes (``_interactive.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
+import logging
 import shlex
 import stat
 import time
-from collections import deque
-from dataclasses import dataclass, field
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,46 +25,43 @@ from agents.sandbox.errors import (
     WorkspaceStartError,
     WorkspaceWriteTypeError,
 )
+from agents.sandbox.files import EntryKind, FileEntry
 from agents.sandbox.session.base_sandbox_session import BaseSandboxSession
-from agents.sandbox.session.pty_output import collect_pty_output
-from agents.sandbox.session.pty_types import (
-    PTY_PROCESSES_MAX,
-    PtyExecUpdate,
-    allocate_pty_process_id,
-    clamp_pty_yield_time_ms,
-    process_id_to_prune_from_meta,
-    resolve_pty_write_yield_time_ms,
-)
+from agents.sandbox.session.bounded_read import collect_bounded
+from agents.sandbox.session.pty_types import PtyExecUpdate, clamp_pty_yield_time_ms, resolve_pty_write_yield_time_ms
 from agents.sandbox.session.runtime_helpers import RESOLVE_WORKSPACE_PATH_HELPER, RuntimeHelperScript
 from agents.sandbox.session.tar_workspace import shell_tar_exclude_args
-from agents.sandbox.files import EntryKind, FileEntry
 from agents.sandbox.types import ExecResult, Permissions, User
 from agents.sandbox.util.tar_utils import validate_tar_bytes
 from agents.sandbox.workspace_paths import sandbox_path_str
 
-from ..aio import AsyncProcess, AsyncSandbox
-from ..errors import AirlockError, Unavailable
+from ..aio import AsyncSandbox
+from ..errors import AirlockError, DeadlineExceeded, FailedPrecondition, NotFound, Unavailable, Unimplemented
 from ..v1 import sandbox_pb2 as pb
+from ._interactive import Entry, Interactive, new_tag
 
 if TYPE_CHECKING:
     from ._client import AirlockSandboxSessionState
 
+logger = logging.getLogger(__name__)
+
 _KINDS = {"file": EntryKind.FILE, "dir": EntryKind.DIRECTORY, "symlink": EntryKind.SYMLINK}
+#: Added to a command's own timeout for the gRPC deadline of its call (a stalled gateway).
+_GRACE = 30.0
+#: tar's "some files changed while being read": the archive is still complete for every file.
+_TAR_WARNING = 1
 
 
-@dataclass
-class _Interactive:
-    """A background process the shell tool talks to, and the output read from it so far."""
-
-    process: AsyncProcess
-    tty: bool
-    chunks: deque[bytes] = field(default_factory=deque)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    notify: asyncio.Event = field(default_factory=asyncio.Event)
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-    exit_code: int | None = None
-    last_used: float = field(default_factory=time.monotonic)
-    reader: asyncio.Task[None] | None = None
+def _refuse_other_user(argv: list[str], command: tuple[object, ...]) -> None:
+    """The SDK runs a command as another user through ``sudo -u USER --``; Airlock sandboxes run
+    with no privilege escalation, so that cannot work: say so instead of sudo's failure."""
+    if len(argv) >= 4 and argv[0] == "sudo" and argv[1] == "-u" and argv[3] == "--":
+        raise ExecTransportError(
+            command=[str(c) for c in command],
+            message=f"running as user {argv[2]!r} is not supported: Airlock sandboxes run every command as the sandbox's user "
+            "(no privilege escalation); leave run_as/user unset",
+            context={"reason": "run_as_unsupported"},
+        )
 
 
 class AirlockSandboxSession(BaseSandboxSession):
@@ -76,9 +72,8 @@ class AirlockSandboxSession(BaseSandboxSession):
     def __init__(self, *, state: AirlockSandboxSessionState, sandbox: AsyncSandbox) -> None:
         self.state = state
         self.sandbox = sandbox
-        self._pty_lock = asyncio.Lock()
-        self._pty: dict[int, _Interactive] = {}
-        self._pty_ids: set[int] = set()
+        self._interactive = Interactive(sandbox)
+        self._background_unavailable = False
 
     # ---- the SDK's path checks run in the sandbox (symlinks cannot escape the workspace) -------
 
@@ -101,6 +96,7 @@ class AirlockSandboxSession(BaseSandboxSession):
     # ---- exec ----------------------------------------------------------------------------------
 
     async def _env(self) -> dict[str, str]:
+        # Sent with each command, never stored on the Sandbox object (manifest values may be secrets).
         return {**self.state.options.env, **await self.state.manifest.environment.resolve()}
 
     def _cwd(self) -> str:
@@ -108,8 +104,14 @@ class AirlockSandboxSession(BaseSandboxSession):
 
     async def _exec_internal(self, *command: str | Path, timeout: float | None = None) -> ExecResult:
         argv = [str(c) for c in command]
+        _refuse_other_user(argv, command)
+        limit = (timeout if timeout > 0 else 1.0) if timeout is not None else None  # as e2b's backend: <= 0 is 1 s
         try:
-            r = await self.sandbox.run(argv, env=await self._env(), cwd=self._cwd(), timeout=timeout if timeout and timeout > 0 else None)
+            r = await self.sandbox.run(
+                argv, env=await self._env(), cwd=self._cwd(), timeout=limit, request_timeout=None if limit is None else limit + _GRACE
+            )
+        except DeadlineExceeded as e:
+            raise ExecTimeoutError(command=command, timeout_s=timeout, cause=e) from e
         except AirlockError as e:
             raise ExecTransportError(
                 command=command,
@@ -134,6 +136,18 @@ class AirlockSandboxSession(BaseSandboxSession):
         except AirlockError as e:
             raise WorkspaceArchiveReadError(path=path, cause=e) from e
 
+    async def _read_bounded(self, path: Path, *, max_bytes: int) -> bytes:
+        target = await self._validate_path_access(path)
+        chunks = self.sandbox.files.iter_read(sandbox_path_str(target))
+        try:
+            return await collect_bounded(chunks, max_bytes)
+        except FileNotFoundError as e:
+            raise WorkspaceReadNotFoundError(path=path, cause=e) from e
+        except AirlockError as e:
+            raise WorkspaceArchiveReadError(path=path, cause=e) from e
+        finally:
+            await chunks.aclose()  # stops the download
+
     async def write(self, path: Path, data: io.IOBase, *, user: str | User | None = None) -> None:
         if user is not None:
             await self._check_write_with_exec(path, user=user)
@@ -149,14 +163,15 @@ class AirlockSandboxSession(BaseSandboxSession):
             raise WorkspaceArchiveWriteError(path=target, cause=e) from e
 
     async def ls(self, path: Path | str, *, user: str | User | None = None) -> list[FileEntry]:
-        """Lists a directory with Airlock's ListDir (``user``: the SDK's ``ls -la`` as that user)."""
+        """A directory's entries from Airlock's ListDir. As another user, or when ListDir refuses
+        (a missing path, a file), the SDK's own ``ls -la`` answers, with its errors."""
         if user is not None:
             return await super().ls(path, user=user)
         target = sandbox_path_str(await self._validate_path_access(path))
         try:
             entries = await self.sandbox.files.list(target)
-        except FileNotFoundError as e:
-            raise WorkspaceReadNotFoundError(path=Path(target), cause=e) from e
+        except (FileNotFoundError, FailedPrecondition):
+            return await super().ls(path)
         except AirlockError as e:
             raise WorkspaceArchiveReadError(path=Path(target), cause=e) from e
         return [
@@ -183,18 +198,19 @@ class AirlockSandboxSession(BaseSandboxSession):
     # ---- workspace snapshots: an uncompressed tar, members relative to the root -----------------
 
     async def persist_workspace(self) -> io.IOBase:
+        """``tar -cf -`` of the workspace root, streamed back through Exec (nothing is written in
+        the sandbox, so a root at / or /tmp works and the disk limit is not doubled)."""
         root = sandbox_path_str(self._workspace_root_path())
-        tar = f"/tmp/airlock-persist-{self.state.session_id.hex}.tar"
         excludes = " ".join(shell_tar_exclude_args(self._persist_workspace_skip_relpaths()))
         try:
-            r = await self.sandbox.run(f"tar {excludes} -C {shlex.quote(root)} -cf {tar} .", cwd="/")
-            if not r.ok:
-                raise WorkspaceArchiveReadError(path=self._workspace_root_path(), context={"stderr": r.stderr[-2000:], "exit_code": r.exit_code})
-            return io.BytesIO(await self.sandbox.files.read(tar))
+            r = await self.sandbox.run(f"tar {excludes} -C {shlex.quote(root)} -cf - .", cwd="/")
         except AirlockError as e:
             raise WorkspaceArchiveReadError(path=self._workspace_root_path(), cause=e) from e
-        finally:
-            await self._remove_quietly(tar)
+        if r.exit_code not in (0, _TAR_WARNING) or r.timed_out:
+            raise WorkspaceArchiveReadError(path=self._workspace_root_path(), context={"stderr": r.stderr[-2000:], "exit_code": r.exit_code})
+        if r.exit_code == _TAR_WARNING:
+            logger.warning("workspace of sandbox %s changed while it was archived: %s", self.sandbox.name, r.stderr[-500:])
+        return io.BytesIO(r.stdout_bytes)
 
     async def hydrate_workspace(self, data: io.IOBase) -> None:
         raw = data.read()
@@ -204,33 +220,38 @@ class AirlockSandboxSession(BaseSandboxSession):
             raise WorkspaceWriteTypeError(path=self._workspace_root_path(), actual_type=type(raw).__name__)
         validate_tar_bytes(bytes(raw), allow_external_symlink_targets=False)
         root = sandbox_path_str(self._workspace_root_path())
-        tar = f"/tmp/airlock-hydrate-{self.state.session_id.hex}.tar"
+        # Uploaded (streamed, any size) to a file outside the root, then unpacked.
+        tar = f"/tmp/airlock-hydrate-{uuid.uuid4().hex}.tar"
         try:
             await self.sandbox.files.mkdir(root, parents=True)
             await self.sandbox.files.write(tar, bytes(raw))
             r = await self.sandbox.run(["tar", "-C", root, "-xf", tar], cwd="/")
-            if not r.ok:
-                raise WorkspaceArchiveWriteError(path=self._workspace_root_path(), context={"stderr": r.stderr[-2000:], "exit_code": r.exit_code})
         except AirlockError as e:
             raise WorkspaceArchiveWriteError(path=self._workspace_root_path(), cause=e) from e
         finally:
-            await self._remove_quietly(tar)
+            try:
+                await self.sandbox.files.remove(tar)
+            except AirlockError:
+                pass  # never written, or the sandbox is gone
+        if not r.ok:
+            raise WorkspaceArchiveWriteError(path=self._workspace_root_path(), context={"stderr": r.stderr[-2000:], "exit_code": r.exit_code})
         self.state.workspace_root_ready = True
 
-    async def _remove_quietly(self, path: str) -> None:
-        try:
-            await self.sandbox.files.remove(path)
-        except AirlockError:
-            pass  # a temporary file in /tmp of a sandbox that may be gone: nothing to lose
-
     async def _shutdown_backend(self) -> None:
-        # The runner persists the workspace (stop) before it shuts down; resume makes a new sandbox.
-        await self.sandbox.delete()
+        """Deletes the sandbox (the runner has persisted the workspace before), unless the options
+        keep it alive for a later resume. Best effort, as the SDK's shutdown is: its TTL ends it
+        otherwise."""
+        if self.state.options.keep_alive:
+            return
+        try:
+            await self.sandbox.delete()
+        except AirlockError as e:
+            logger.warning("could not delete sandbox %s/%s at shutdown: %s", self.sandbox.namespace, self.sandbox.name, e)
 
-    # ---- interactive commands: background processes ---------------------------------------------
+    # ---- interactive commands ------------------------------------------------------------------
 
     def supports_pty(self) -> bool:
-        return True
+        return not self._background_unavailable
 
     async def pty_exec_start(
         self,
@@ -243,99 +264,51 @@ class AirlockSandboxSession(BaseSandboxSession):
         max_output_tokens: int | None = None,
     ) -> PtyExecUpdate:
         argv = [str(c) for c in self._prepare_exec_command(*command, shell=shell, user=user)]
+        _refuse_other_user(argv, command)
+        tag = new_tag()
+        registered = False
         try:
-            proc = await self.sandbox.start(argv, env=await self._env(), cwd=self._cwd(), timeout=timeout, tty=tty, size=(80, 24) if tty else None)
+            # Without a tty there is no way to send EOF later: stdin is closed at once (as e2b's).
+            proc = await self.sandbox.start(
+                argv, tag=tag, env=await self._env(), cwd=self._cwd(), timeout=timeout, tty=tty, close_stdin=not tty,
+                size=(80, 24) if tty else None,
+            )
+            pid = await self._interactive.register(Entry(pid=proc.pid, tag=tag, tty=tty))
+            registered = True
+        except (FailedPrecondition, Unimplemented) as e:
+            # No background processes here (a gateway without the direct agent path): the shell
+            # tool falls back to one-shot commands.
+            self._background_unavailable = True
+            raise ExecTransportError(command=command, context={"retry_safe": True, "message": e.message}, cause=e) from e
         except AirlockError as e:
             raise ExecTransportError(command=command, context={"sandbox": self.sandbox.name, "message": e.message}, cause=e) from e
-        entry = _Interactive(process=proc, tty=tty)
-        entry.reader = asyncio.create_task(self._read(entry))
-        async with self._pty_lock:
-            pid = allocate_pty_process_id(self._pty_ids)
-            self._pty_ids.add(pid)
-            pruned = self._prune()
-            self._pty[pid] = entry
-        if pruned is not None:
-            await self._terminate(pruned)
+        finally:
+            if not registered:
+                await self._interactive.kill(tag)  # a start interrupted (cancelled) after it began
+        entry = self._interactive.entries[pid]
         wait_ms = clamp_pty_yield_time_ms(10_000 if yield_time_s is None else int(yield_time_s * 1000))
-        return await self._update(pid, entry, wait_ms, max_output_tokens)
+        return await self._interactive.update(pid, entry, wait_ms, max_output_tokens)
 
     async def pty_write_stdin(
         self, *, session_id: int, chars: str, yield_time_s: float | None = None, max_output_tokens: int | None = None
     ) -> PtyExecUpdate:
-        async with self._pty_lock:
-            entry = self._resolve_pty_session_entry(pty_processes=self._pty, session_id=session_id)
+        async with self._interactive.lock:
+            entry = self._resolve_pty_session_entry(pty_processes=self._interactive.entries, session_id=session_id)
         if chars:
-            try:
-                await entry.process.send_input(chars)
-            except AirlockError as e:
-                raise ExecTransportError(command=("write_stdin",), context={"message": e.message}, cause=e) from e
+            if not entry.tty:
+                raise RuntimeError("stdin is not available for this process")
+            if not entry.closed.is_set():
+                try:
+                    req = pb.SendInputRequest(sandbox=self.sandbox.ref, process=pb.ProcessSelector(pid=entry.pid), data=chars.encode("utf-8"))
+                    await self.sandbox.client.unary(self.sandbox.client.processes.SendInput, req)
+                except (FailedPrecondition, NotFound):
+                    pass  # it has just exited: the update below reports how
+                except AirlockError as e:
+                    raise ExecTransportError(command=("write_stdin",), context={"message": e.message}, cause=e) from e
         wait_ms = resolve_pty_write_yield_time_ms(yield_time_ms=250 if yield_time_s is None else int(yield_time_s * 1000), input_empty=chars == "")
         entry.last_used = time.monotonic()
-        return await self._update(session_id, entry, wait_ms, max_output_tokens)
+        return await self._interactive.update(session_id, entry, wait_ms, max_output_tokens)
 
     async def pty_terminate_all(self) -> None:
-        async with self._pty_lock:
-            entries = list(self._pty.values())
-            self._pty.clear()
-            self._pty_ids.clear()
-        for entry in entries:
-            await self._terminate(entry)
+        await self._interactive.terminate_all()
 
-    async def _read(self, entry: _Interactive) -> None:
-        """Copies the process's output into ``entry`` until it exits (stdout and stderr merged)."""
-        c = self.sandbox.client
-        req = pb.ConnectProcessRequest(sandbox=self.sandbox.ref, process=pb.ProcessSelector(pid=entry.process.pid), follow=True)
-        try:
-            async for ev in c.stream(c.processes.ConnectProcess, req):
-                kind = ev.WhichOneof("event")
-                if kind in ("stdout", "stderr"):
-                    async with entry.lock:
-                        entry.chunks.append(getattr(ev, kind).data)
-                    entry.notify.set()
-                elif kind == "exited":
-                    entry.exit_code = ev.exited.exit_code
-        except AirlockError as e:
-            async with entry.lock:
-                entry.chunks.append(f"\n[airlock: lost the process's output: {e.message}]\n".encode())
-            if entry.exit_code is None:
-                entry.exit_code = -1
-        finally:
-            entry.closed.set()
-            entry.notify.set()
-
-    async def _update(self, pid: int, entry: _Interactive, wait_ms: int, max_output_tokens: int | None) -> PtyExecUpdate:
-        output, tokens, closed = await collect_pty_output(
-            output_chunks=entry.chunks,
-            output_lock=entry.lock,
-            output_notify=entry.notify,
-            is_done=entry.closed.is_set,
-            yield_time_ms=wait_ms,
-            max_output_tokens=max_output_tokens,
-        )
-        live: int | None = pid
-        exit_code = entry.exit_code if closed else None
-        if closed:
-            async with self._pty_lock:
-                self._pty.pop(pid, None)
-                self._pty_ids.discard(pid)
-            live = None
-        return PtyExecUpdate(process_id=live, output=output, exit_code=exit_code, original_token_count=tokens)
-
-    def _prune(self) -> _Interactive | None:
-        if len(self._pty) < PTY_PROCESSES_MAX:
-            return None
-        victim = process_id_to_prune_from_meta([(pid, e.last_used, e.closed.is_set()) for pid, e in self._pty.items()])
-        if victim is None:
-            return None
-        self._pty_ids.discard(victim)
-        return self._pty.pop(victim, None)
-
-    async def _terminate(self, entry: _Interactive) -> None:
-        if not entry.closed.is_set():
-            try:
-                await entry.process.kill()
-            except AirlockError:
-                pass  # ended meanwhile, or the sandbox is gone
-        if entry.reader is not None and not entry.reader.done():
-            entry.reader.cancel()
-            await asyncio.gather(entry.reader, return_exceptions=True)
