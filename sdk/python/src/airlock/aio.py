@@ -26,7 +26,6 @@ from .v1 import sandbox_pb2 as pb
 __all__ = ["AsyncClient", "AsyncCommandStream", "AsyncFiles", "AsyncProcess", "AsyncProcesses", "AsyncSandbox", "AsyncStreamCall"]
 
 
-
 async def _achunks(data: bytes | str | Iterable[bytes] | AsyncIterable[bytes]) -> AsyncIterator[bytes]:
     """rq.chunks for asyncio: also async iterables; local files are read off the event loop."""
     if hasattr(data, "__aiter__"):
