@@ -12,7 +12,7 @@ import grpc
 
 from . import _config
 from .auth import KubectlToken, TokenSource
-from .errors import from_rpc_error
+from .errors import Cancelled, from_rpc_error
 from .v1 import sandbox_pb2_grpc as rpc
 
 
@@ -67,7 +67,7 @@ class AsyncClient:
             try:
                 async for r in requests:
                     yield r
-            except BaseException as e:
+            except Exception as e:  # not GeneratorExit: grpc closing the iterator after a refusal
                 failure.append(e)
                 raise
 
@@ -98,6 +98,7 @@ class AsyncStreamCall:
     def __init__(self, call: Any, files: bool) -> None:
         self._call = call
         self._files = files
+        self._cancelled = False
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         try:
@@ -105,8 +106,14 @@ class AsyncStreamCall:
                 yield resp
         except grpc.RpcError as e:
             raise from_rpc_error(e, files=self._files) from None
+        except asyncio.CancelledError:
+            # grpc.aio reports a call cancelled here as the task's own cancellation: it is not.
+            if self._cancelled:
+                raise Cancelled("the call was cancelled") from None
+            raise
         finally:
             self._call.cancel()
 
     def cancel(self) -> None:
+        self._cancelled = True
         self._call.cancel()

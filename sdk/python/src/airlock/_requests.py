@@ -242,7 +242,8 @@ def join(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name if base != "/" else "/" + name
 
 
-#: How often a reader that fell behind a fast writer skips ahead before giving up.
+#: How often in a row a reader that fell behind a fast writer skips ahead (reading nothing in
+#: between) before giving up.
 CATCH_UP = 10
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import _requests as rq
 from ._aio_client import AsyncClient, AsyncStreamCall
-from .errors import AlreadyExists, CommandExitError, NotFound, OutOfRange
+from .errors import AlreadyExists, Cancelled, CommandExitError, NotFound, OutOfRange
 from .types import CommandResult, FileEntry, Output, ProcessInfo, SandboxInfo
 from .v1 import sandbox_pb2 as pb
 
@@ -297,29 +297,37 @@ class AsyncCommandStream:
     def __init__(self, client: AsyncClient, method: Any, req: Any, request_timeout: float | None) -> None:
         self._start = (client, method, req, request_timeout)
         self._call: AsyncStreamCall | None = None
+        self._read = False
+        self._cancelled = False
         self._collector = rq.Collector(keep=False)
         self.result: CommandResult | None = None
 
     async def __aiter__(self) -> AsyncIterator[Output]:
+        # The command starts on the first iteration, and only then: a stream is read once.
+        if self._read or self._cancelled:
+            raise Cancelled("this command's output was read already, or the stream was cancelled")
+        self._read = True
         client, method, req, request_timeout = self._start
-        self._call = await client.stream(method, req, timeout=request_timeout)
+        call = self._call = await client.stream(method, req, timeout=request_timeout)
         try:
-            async for ev in self._call:
+            async for ev in call:
                 out = self._collector.feed(ev)
                 if out is not None:
                     yield out
             self.result = self._collector.result()
         finally:
-            self._call.cancel()
+            call.cancel()
 
     async def wait(self) -> CommandResult:
-        async for _ in self:
-            pass
+        if self.result is None:
+            async for _ in self:
+                pass
         assert self.result is not None
         return self.result
 
     def cancel(self) -> None:
         """Ends the call; the command is killed."""
+        self._cancelled = True
         if self._call is not None:
             self._call.cancel()
 
@@ -376,16 +384,19 @@ class AsyncProcess:
 
     async def _read(self, offsets: dict[str, int], follow: bool, skip: bool, timeout: float | None) -> AsyncIterator[Output]:
         c = self.sandbox.client
-        for attempt in range(rq.CATCH_UP):
+        behind = 0  # times in a row it fell behind with nothing read in between
+        while True:
             try:
                 req = rq.connect_request(self.sandbox.ref, self.pid, offsets, follow)
                 async for ev in await c.stream(c.processes.ConnectProcess, req, timeout=timeout):
                     out = rq.process_output(ev, offsets)
                     if out is not None:
+                        behind = 0
                         yield out
                 return
             except OutOfRange:
-                if not skip or attempt == rq.CATCH_UP - 1:
+                behind += 1
+                if not skip or behind >= rq.CATCH_UP:
                     raise
                 offsets = rq.skip_ahead(offsets, await self.info())
 
@@ -532,11 +543,17 @@ async def _create(c: AsyncClient, req: pb.CreateSandboxRequest, timeout: float) 
             if not generated or attempt == 2:
                 raise
         except BaseException as e:
-            if rq.clean_up_after(e):
-                try:
-                    delete = c.unary(c.sandboxes.DeleteSandbox, pb.DeleteSandboxRequest(sandbox=rq.ref(req.namespace, req.name)), timeout=10)
-                    await asyncio.shield(delete)
-                except BaseException:
-                    pass  # best effort: the sandbox's TTL ends it otherwise
+            # Only a name this call picked: a name the caller gave may be another sandbox's.
+            if generated and rq.clean_up_after(e):
+                delete = pb.DeleteSandboxRequest(sandbox=rq.ref(req.namespace, req.name))
+                for pause in (0.0, 1.0):  # again after a moment: the create may land after the delete
+                    try:
+                        await asyncio.sleep(pause)
+                        await asyncio.shield(c.unary(c.sandboxes.DeleteSandbox, delete, timeout=10))
+                        break
+                    except NotFound:
+                        continue
+                    except BaseException:
+                        break  # best effort: the sandbox's TTL ends it otherwise
             raise
     raise AssertionError("unreachable")

@@ -75,7 +75,7 @@ class Client:
         def guarded() -> Iterator[Any]:
             try:
                 yield from requests
-            except BaseException as e:
+            except Exception as e:  # not GeneratorExit: grpc closing the iterator after a refusal
                 failure.append(e)
                 raise
 

@@ -11,12 +11,13 @@ The asyncio twin of every class here is in :mod:`airlock.aio`.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from . import _requests as rq
 from .client import Client, StreamCall
-from .errors import AlreadyExists, CommandExitError, NotFound, OutOfRange
+from .errors import AlreadyExists, Cancelled, CommandExitError, NotFound, OutOfRange
 from .types import CommandResult, FileEntry, Output, ProcessInfo, SandboxInfo
 from .v1 import sandbox_pb2 as pb
 
@@ -286,9 +287,13 @@ class CommandStream:
     def __init__(self, call: StreamCall) -> None:
         self._call = call
         self._collector = rq.Collector(keep=False)
+        self._read = False
         self.result: CommandResult | None = None
 
     def __iter__(self) -> Iterator[Output]:
+        if self._read:
+            raise Cancelled("this command's output was read already (a stream is read once)")
+        self._read = True
         try:
             for ev in self._call:
                 out = self._collector.feed(ev)
@@ -299,9 +304,11 @@ class CommandStream:
             self._call.cancel()  # a no-op once the call has ended
 
     def wait(self) -> CommandResult:
-        """Reads (and drops) the rest of the output and returns the result."""
-        for _ in self:
-            pass
+        """Reads (and drops) the rest of the output and returns the result (Cancelled when the
+        stream was left before the command ended)."""
+        if self.result is None:
+            for _ in self:
+                pass
         assert self.result is not None
         return self.result
 
@@ -371,15 +378,18 @@ class Process:
 
     def _read(self, offsets: dict[str, int], follow: bool, skip: bool, timeout: float | None) -> Iterator[Output]:
         c = self.sandbox.client
-        for attempt in range(rq.CATCH_UP):
+        behind = 0  # times in a row it fell behind with nothing read in between
+        while True:
             try:
                 for ev in c.stream(c.processes.ConnectProcess, rq.connect_request(self.sandbox.ref, self.pid, offsets, follow), timeout=timeout):
                     out = rq.process_output(ev, offsets)
                     if out is not None:
+                        behind = 0
                         yield out
                 return
             except OutOfRange:
-                if not skip or attempt == rq.CATCH_UP - 1:
+                behind += 1
+                if not skip or behind >= rq.CATCH_UP:
                     raise
                 offsets = rq.skip_ahead(offsets, self.info())
 
@@ -529,10 +539,17 @@ def _create(c: Client, req: pb.CreateSandboxRequest, timeout: float) -> pb.Sandb
             if not generated or attempt == 2:
                 raise
         except BaseException as e:
-            if rq.clean_up_after(e):
-                try:
-                    c.unary(c.sandboxes.DeleteSandbox, pb.DeleteSandboxRequest(sandbox=rq.ref(req.namespace, req.name)), timeout=10)
-                except Exception:
-                    pass  # best effort: the sandbox's TTL ends it otherwise
+            # Only a name this call picked: a name the caller gave may be another sandbox's.
+            if generated and rq.clean_up_after(e):
+                delete = pb.DeleteSandboxRequest(sandbox=rq.ref(req.namespace, req.name))
+                for pause in (0.0, 1.0):  # again after a moment: the create may land after the delete
+                    time.sleep(pause)
+                    try:
+                        c.unary(c.sandboxes.DeleteSandbox, delete, timeout=10)
+                        break
+                    except NotFound:
+                        continue
+                    except Exception:
+                        break  # best effort: the sandbox's TTL ends it otherwise
             raise
     raise AssertionError("unreachable")

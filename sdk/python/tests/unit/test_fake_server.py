@@ -18,12 +18,24 @@ from airlock.v1 import sandbox_pb2 as pb
 from airlock.v1 import sandbox_pb2_grpc as rpc
 
 
-class Gateway(rpc.ProcessesServicer, rpc.FilesServicer):
+class Gateway(rpc.ProcessesServicer, rpc.FilesServicer, rpc.SandboxesServicer):
     def __init__(self) -> None:
         self.exec_ended = threading.Event()
+        self.exec_calls = 0
         self.uploads: list[bytes] = []
+        self.calls: list[str] = []
+
+    def CreateSandbox(self, request, context):  # noqa: N802
+        self.calls.append(f"create {request.name}")
+        time.sleep(1)  # longer than the client waits
+        context.abort(grpc.StatusCode.ALREADY_EXISTS, f"sandbox {request.name} exists")
+
+    def DeleteSandbox(self, request, context):  # noqa: N802
+        self.calls.append(f"delete {request.sandbox.name}")
+        return pb.DeleteSandboxResponse()
 
     def Exec(self, request, context):  # noqa: N802
+        self.exec_calls += 1
         context.add_callback(self.exec_ended.set)  # runs when the call ends, cancelled or not
         yield pb.ExecEvent(started=pb.Started(pid=1))
         for i in range(600):
@@ -34,6 +46,9 @@ class Gateway(rpc.ProcessesServicer, rpc.FilesServicer):
         yield pb.ExecEvent(exited=pb.Exited(exit_code=0))
 
     def Upload(self, request_iterator, context):  # noqa: N802
+        first = next(request_iterator)
+        if first.header.path == "/refused":
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "upload /refused: permission denied")
         data = b"".join(r.chunk for r in request_iterator if r.WhichOneof("part") == "chunk")
         self.uploads.append(data)
         return pb.UploadResponse(size=len(data))
@@ -45,6 +60,7 @@ def gateway():
     gw = Gateway()
     rpc.add_ProcessesServicer_to_server(gw, server)
     rpc.add_FilesServicer_to_server(gw, server)
+    rpc.add_SandboxesServicer_to_server(gw, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield gw, f"http://127.0.0.1:{port}"
@@ -124,3 +140,55 @@ async def test_async_stream_and_upload(gateway) -> None:
 def test_client_and_connection_arguments_together_are_refused() -> None:
     with pytest.raises(TypeError, match="client="):
         Sandbox.connect("x", client=object(), addr="http://127.0.0.1:1")  # type: ignore[arg-type]
+
+
+async def test_async_upload_refused_midway_is_the_servers_error(gateway) -> None:
+    _, addr = gateway
+    from airlock import PermissionDenied
+
+    async with AsyncClient(addr, token="t") as c:
+        sbx = AsyncSandbox(c, _info())
+        for _ in range(10):
+            with pytest.raises(PermissionDenied):
+                await sbx.files.write("/refused", b"x" * (16 * 1024 * 1024))
+
+
+def test_an_abandoned_create_deletes_only_a_name_it_picked(gateway) -> None:
+    gw, addr = gateway
+    from airlock import DeadlineExceeded
+
+    with Client(addr, token="t") as c:
+        with pytest.raises(DeadlineExceeded):
+            Sandbox.create("img", name="taken", client=c, timeout=-4.7)  # a 0.3 s deadline
+        assert gw.calls == ["create taken"], "the caller's name may be another sandbox's: never deleted"
+        gw.calls.clear()
+        with pytest.raises(DeadlineExceeded):
+            Sandbox.create("img", client=c, timeout=-4.7)
+        created = gw.calls[0].split()[1]
+        assert created.startswith("sandbox-") and f"delete {created}" in gw.calls
+
+
+async def test_async_stream_runs_once_and_cancel_is_an_airlock_error(gateway) -> None:
+    gw, addr = gateway
+    from airlock import Cancelled
+
+    async with AsyncClient(addr, token="t") as c:
+        sbx = AsyncSandbox(c, _info())
+        s = sbx.stream("x")
+        async for _ in s:
+            break
+        with pytest.raises(Cancelled):
+            await s.wait()  # not a second run of the command
+        assert gw.exec_calls == 1
+        s2 = sbx.stream("x")
+
+        async def cancel_soon() -> None:
+            await asyncio.sleep(0.3)
+            s2.cancel()
+
+        canceller = asyncio.create_task(cancel_soon())
+        with pytest.raises(Cancelled):
+            async for _ in s2:
+                pass
+        await canceller
+        assert not asyncio.current_task().cancelled()

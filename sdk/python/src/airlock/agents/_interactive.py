@@ -54,7 +54,8 @@ class Entry:
     async def append(self, data: bytes) -> None:
         async with self.lock:
             self.chunks.append(data)
-            self.buffered += len(data)
+            # What is unread now (the tool's collector takes chunks without telling us).
+            self.buffered = sum(map(len, self.chunks))
             dropped = 0
             while self.buffered > MAX_BUFFERED and len(self.chunks) > 1:
                 old = self.chunks.popleft()
@@ -171,17 +172,27 @@ class Interactive:
                     if entry.ended:
                         return
                     raise AirlockError("the output stream ended before the process did")
-                except OutOfRange:
+                except OutOfRange as e:
                     # Written faster than read: go on from the oldest output still kept.
-                    info = await self._info(entry.pid)
-                    if info is None:
+                    try:
+                        info = await self._info(entry.pid)
+                    except NotFound:
                         raise
-                    lost = (info.stdout_start - offsets["stdout"]) + (info.stderr_start - offsets["stderr"])
+                    except AirlockError as err:
+                        failures += 1
+                        if failures > RECONNECTS:
+                            raise
+                        logger.info("reading process %s of sandbox %s: %s", entry.pid, self.sandbox.name, err)
+                        await asyncio.sleep(min(0.2 * 2**failures, 5.0))
+                        continue
+                    if info is None:
+                        raise NotFound(f"process {entry.pid} is gone from sandbox {self.sandbox.name}") from e
+                    lost = max(0, info.stdout_start - offsets["stdout"]) + max(0, info.stderr_start - offsets["stderr"])
                     offsets["stdout"], offsets["stderr"] = max(offsets["stdout"], info.stdout_start), max(offsets["stderr"], info.stderr_start)
                     await entry.append(f"\n[airlock: {lost} bytes of output were no longer buffered]\n".encode())
                 except NotFound:
                     raise
-                except AirlockError as e:
+                except AirlockError as e:  # a broken stream (or ListProcesses failing just then)
                     failures += 1
                     if failures > RECONNECTS:
                         raise

@@ -32,7 +32,7 @@ from agents.sandbox.session.pty_types import PtyExecUpdate, clamp_pty_yield_time
 from agents.sandbox.session.runtime_helpers import RESOLVE_WORKSPACE_PATH_HELPER, RuntimeHelperScript
 from agents.sandbox.session.tar_workspace import shell_tar_exclude_args
 from agents.sandbox.types import ExecResult, Permissions, User
-from agents.sandbox.util.tar_utils import validate_tar_bytes
+from agents.sandbox.util.tar_utils import UnsafeTarMemberError, validate_tar_bytes
 from agents.sandbox.workspace_paths import sandbox_path_str
 
 from ..aio import AsyncSandbox
@@ -206,9 +206,12 @@ class AirlockSandboxSession(BaseSandboxSession):
             r = await self.sandbox.run(f"tar {excludes} -C {shlex.quote(root)} -cf - .", cwd="/")
         except AirlockError as e:
             raise WorkspaceArchiveReadError(path=self._workspace_root_path(), cause=e) from e
-        if r.exit_code not in (0, _TAR_WARNING) or r.timed_out:
+        # GNU tar's exit code 1 is "some files changed while being read" (the archive is complete);
+        # BusyBox tar says 1 for every failure, so only that message makes it a warning.
+        changed = r.exit_code == _TAR_WARNING and "changed as we read" in r.stderr
+        if (r.exit_code != 0 and not changed) or r.timed_out:
             raise WorkspaceArchiveReadError(path=self._workspace_root_path(), context={"stderr": r.stderr[-2000:], "exit_code": r.exit_code})
-        if r.exit_code == _TAR_WARNING:
+        if changed:
             logger.warning("workspace of sandbox %s changed while it was archived: %s", self.sandbox.name, r.stderr[-500:])
         return io.BytesIO(r.stdout_bytes)
 
@@ -218,7 +221,10 @@ class AirlockSandboxSession(BaseSandboxSession):
             raw = raw.encode("utf-8")
         if not isinstance(raw, (bytes, bytearray)):
             raise WorkspaceWriteTypeError(path=self._workspace_root_path(), actual_type=type(raw).__name__)
-        validate_tar_bytes(bytes(raw), allow_external_symlink_targets=False)
+        try:
+            validate_tar_bytes(bytes(raw), allow_external_symlink_targets=False)
+        except UnsafeTarMemberError as e:
+            raise WorkspaceArchiveWriteError(path=self._workspace_root_path(), context={"reason": "unsafe_or_invalid_tar"}, cause=e) from e
         root = sandbox_path_str(self._workspace_root_path())
         # Uploaded (streamed, any size) to a file outside the root, then unpacked.
         tar = f"/tmp/airlock-hydrate-{uuid.uuid4().hex}.tar"
@@ -267,13 +273,15 @@ class AirlockSandboxSession(BaseSandboxSession):
         _refuse_other_user(argv, command)
         tag = new_tag()
         registered = False
+        entry = Entry(pid=0, tag=tag, tty=tty)
         try:
             # Without a tty there is no way to send EOF later: stdin is closed at once (as e2b's).
             proc = await self.sandbox.start(
                 argv, tag=tag, env=await self._env(), cwd=self._cwd(), timeout=timeout, tty=tty, close_stdin=not tty,
                 size=(80, 24) if tty else None,
             )
-            pid = await self._interactive.register(Entry(pid=proc.pid, tag=tag, tty=tty))
+            entry.pid = proc.pid
+            pid = await self._interactive.register(entry)
             registered = True
         except (FailedPrecondition, Unimplemented) as e:
             # No background processes here (a gateway without the direct agent path): the shell
@@ -285,7 +293,6 @@ class AirlockSandboxSession(BaseSandboxSession):
         finally:
             if not registered:
                 await self._interactive.kill(tag)  # a start interrupted (cancelled) after it began
-        entry = self._interactive.entries[pid]
         wait_ms = clamp_pty_yield_time_ms(10_000 if yield_time_s is None else int(yield_time_s * 1000))
         return await self._interactive.update(pid, entry, wait_ms, max_output_tokens)
 
