@@ -6,6 +6,7 @@
 
 pub mod gw;
 pub mod net;
+pub mod pools;
 pub mod promises;
 pub mod release;
 pub mod sandboxes;

@@ -119,6 +119,19 @@ pub async fn converged(c: &Client, ns: &str, deleted: &[String], quota_ok: bool,
 }
 
 /// How many Sandboxes are in each phase (`"Some(Ready)"`, `"None"`...).
+/// Names of the namespace's Sandboxes that are not being deleted (what a test left behind).
+pub async fn not_deleting(c: &Client, ns: &str) -> Vec<String> {
+    Api::<Sandbox>::namespaced(c.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("listing sandboxes")
+        .items
+        .into_iter()
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .map(|s| s.name_any())
+        .collect()
+}
+
 pub fn phases(sbx: &[Sandbox]) -> BTreeMap<String, usize> {
     sbx.iter().fold(BTreeMap::new(), |mut m, s| {
         *m.entry(format!("{:?}", s.status.as_ref().and_then(|st| st.phase))).or_default() += 1;

@@ -10,14 +10,14 @@
 
 use std::time::Duration;
 
-use airlock_crds::{SandboxPool, SandboxTemplate};
 use airlock_e2e::release;
-use airlock_e2e::sandboxes::{token_for, token_with_audiences};
-use airlock_e2e::{GATEWAY_AUDIENCE, SANDBOX_IMAGE, TestNamespace, client, wait_for};
+use airlock_e2e::pools;
+use airlock_e2e::sandboxes::{not_deleting, token_for, token_with_audiences};
+use airlock_e2e::{GATEWAY_AUDIENCE, TestNamespace, client};
 use k8s_openapi::api::core::v1::{Event, ServiceAccount};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, ListParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::Client;
 use serde_json::json;
 
 /// The template the e2b SDK's `Sandbox.create()` names by default.
@@ -25,32 +25,15 @@ const TEMPLATE: &str = "base";
 /// The e2b-code-interpreter SDK's default template.
 const CODE_TEMPLATE: &str = "code-interpreter-v1";
 
-async fn template(c: &Client, ns: &str, name: &str, pool: Option<i32>) {
-    let t: SandboxTemplate = serde_json::from_value(json!({
-        "apiVersion": "airlock.dev/v1alpha1", "kind": "SandboxTemplate",
-        "metadata": {"name": name},
-        "spec": {"image": SANDBOX_IMAGE, "imagePullPolicy": "Never",
-                 "resources": {"cpu": "50m", "memory": "128Mi"}, "lifetime": {"ttlSeconds": 1800}}
-    }))
-    .expect("template");
-    Api::<SandboxTemplate>::namespaced(c.clone(), ns).create(&PostParams::default(), &t).await.expect("creating the template");
-    if let Some(replicas) = pool {
-        let p: SandboxPool = serde_json::from_value(json!({
-            "apiVersion": "airlock.dev/v1alpha1", "kind": "SandboxPool",
-            "metadata": {"name": name}, "spec": {"templateRef": {"name": name}, "replicas": replicas}
-        }))
-        .expect("pool");
-        Api::<SandboxPool>::namespaced(c.clone(), ns).create(&PostParams::default(), &p).await.expect("creating the pool");
+async fn template(c: &Client, ns: &str, name: &str, replicas: Option<i32>) {
+    pools::template(c, ns, name, json!({})).await;
+    if let Some(n) = replicas {
+        pools::pool(c, ns, name, n).await;
     }
 }
 
 async fn pool_ready(c: &Client, ns: &str, name: &str, n: i32) {
-    let api: Api<SandboxPool> = Api::namespaced(c.clone(), ns);
-    wait_for(&api, name, Duration::from_secs(180), &format!("{n} Ready pool pods"), |p| {
-        p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.ready_replicas == n && s.replicas == n)
-    })
-    .await
-    .expect("pool");
+    pools::pool_ready(c, ns, name, n, Duration::from_secs(180)).await;
 }
 
 /// `http://POD_IP:PORT` of the installed gateway's e2b port.
@@ -156,15 +139,7 @@ async fn the_published_python_sdk_works_against_the_e2b_api() {
 
     // Every sandbox the SDK made is gone or going, and the pool is back to 2.
     pool_ready(&c, &a.name, TEMPLATE, 2).await;
-    let left: Vec<String> = Api::<airlock_crds::Sandbox>::namespaced(c.clone(), &a.name)
-        .list(&ListParams::default())
-        .await
-        .expect("listing sandboxes")
-        .items
-        .into_iter()
-        .filter(|s| s.metadata.deletion_timestamp.is_none())
-        .map(|s| s.name_any())
-        .collect();
+    let left = not_deleting(&c, &a.name).await;
     assert!(left.is_empty(), "sandboxes left behind by the SDK's kill(): {left:?}");
     let _ = std::fs::remove_file(&out);
     a.cleanup().await;

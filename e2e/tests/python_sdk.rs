@@ -7,13 +7,13 @@
 
 use std::time::Duration;
 
-use airlock_crds::{SandboxPool, SandboxTemplate};
 use airlock_e2e::release;
-use airlock_e2e::sandboxes::{token_for, token_with_audiences};
-use airlock_e2e::{GATEWAY_AUDIENCE, SANDBOX_IMAGE, TestNamespace, client, wait_for};
+use airlock_e2e::pools;
+use airlock_e2e::sandboxes::{not_deleting, token_for, token_with_audiences};
+use airlock_e2e::{GATEWAY_AUDIENCE, SANDBOX_IMAGE, TestNamespace, client};
 use k8s_openapi::api::core::v1::{Event, ServiceAccount};
 use kube::api::{Api, ListParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::Client;
 use serde_json::json;
 
 const TEMPLATE: &str = "python";
@@ -21,28 +21,12 @@ const POOL: i32 = 2;
 const SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk/python");
 
 async fn template_with_pool(c: &Client, ns: &str) {
-    let t: SandboxTemplate = serde_json::from_value(json!({
-        "apiVersion": "airlock.dev/v1alpha1", "kind": "SandboxTemplate", "metadata": {"name": TEMPLATE},
-        "spec": {"image": SANDBOX_IMAGE, "imagePullPolicy": "Never",
-                 "resources": {"cpu": "100m", "memory": "256Mi"}, "lifetime": {"ttlSeconds": 1800}}
-    }))
-    .expect("template");
-    Api::<SandboxTemplate>::namespaced(c.clone(), ns).create(&PostParams::default(), &t).await.expect("creating the template");
-    let p: SandboxPool = serde_json::from_value(json!({
-        "apiVersion": "airlock.dev/v1alpha1", "kind": "SandboxPool", "metadata": {"name": TEMPLATE},
-        "spec": {"templateRef": {"name": TEMPLATE}, "replicas": POOL}
-    }))
-    .expect("pool");
-    Api::<SandboxPool>::namespaced(c.clone(), ns).create(&PostParams::default(), &p).await.expect("creating the pool");
+    pools::template(c, ns, TEMPLATE, json!({"resources": {"cpu": "100m", "memory": "256Mi"}})).await;
+    pools::pool(c, ns, TEMPLATE, POOL).await;
 }
 
 async fn pool_ready(c: &Client, ns: &str) {
-    let api: Api<SandboxPool> = Api::namespaced(c.clone(), ns);
-    wait_for(&api, TEMPLATE, Duration::from_secs(180), &format!("{POOL} Ready pool pods"), |p| {
-        p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.ready_replicas == POOL && s.replicas == POOL)
-    })
-    .await
-    .expect("pool");
+    pools::pool_ready(c, ns, TEMPLATE, POOL, Duration::from_secs(180)).await;
 }
 
 /// Runs `args` with the SDK venv's python in sdk/python, as `token`'s user in `ns`.
@@ -118,15 +102,7 @@ async fn the_python_sdk_and_its_agents_backend_work_against_the_gateway() {
     // Every sandbox the SDK made is gone or going (context managers, the Agents runner's
     // shutdown), and the pool is back to full.
     pool_ready(&c, &a.name).await;
-    let left: Vec<String> = Api::<airlock_crds::Sandbox>::namespaced(c.clone(), &a.name)
-        .list(&ListParams::default())
-        .await
-        .expect("listing sandboxes")
-        .items
-        .into_iter()
-        .filter(|s| s.metadata.deletion_timestamp.is_none())
-        .map(|s| s.name_any())
-        .collect();
+    let left = not_deleting(&c, &a.name).await;
     assert!(left.is_empty(), "sandboxes the SDK left behind: {left:?}");
     let _ = std::fs::remove_file(&out);
     a.cleanup().await;

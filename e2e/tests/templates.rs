@@ -12,6 +12,7 @@ use airlock_api::client::AirlockClient;
 use airlock_api::proto::v1 as pb;
 use airlock_crds::{Sandbox, SandboxPool, SandboxTemplate, StartMode, labels};
 use airlock_e2e::net::{self, Case, TEST_IPS, tcp};
+use airlock_e2e::pools::{pool, pool_ready, template};
 use airlock_e2e::release::{self, ClusterLock};
 use airlock_e2e::sandboxes::{self, in_process_gateway, token_for};
 use airlock_e2e::{RUNC, SANDBOX_IMAGE, TestNamespace, client, run_pod, sleeper, wait_for};
@@ -22,38 +23,6 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 const READY: Duration = Duration::from_secs(180);
-
-/// Creates SandboxTemplate `name` with `spec` over a small Python-capable default.
-async fn template(c: &Client, ns: &str, name: &str, spec: Value) -> SandboxTemplate {
-    let mut s = json!({"image": SANDBOX_IMAGE, "imagePullPolicy": "Never",
-                       "resources": {"cpu": "50m", "memory": "128Mi"}, "lifetime": {"ttlSeconds": 1800}});
-    sandboxes::merge(&mut s, spec);
-    let t: SandboxTemplate = serde_json::from_value(json!({
-        "apiVersion": "airlock.dev/v1alpha1", "kind": "SandboxTemplate",
-        "metadata": {"name": name}, "spec": s
-    }))
-    .expect("template");
-    Api::namespaced(c.clone(), ns).create(&PostParams::default(), &t).await.unwrap_or_else(|e| panic!("creating template {name}: {e}"))
-}
-
-async fn pool(c: &Client, ns: &str, name: &str, replicas: i32) -> SandboxPool {
-    let p: SandboxPool = serde_json::from_value(json!({
-        "apiVersion": "airlock.dev/v1alpha1", "kind": "SandboxPool",
-        "metadata": {"name": name}, "spec": {"templateRef": {"name": name}, "replicas": replicas}
-    }))
-    .expect("pool");
-    Api::namespaced(c.clone(), ns).create(&PostParams::default(), &p).await.unwrap_or_else(|e| panic!("creating pool {name}: {e}"))
-}
-
-/// Waits until the pool has exactly `n` pods, all Ready.
-async fn pool_ready(c: &Client, ns: &str, name: &str, n: i32, timeout: Duration) -> SandboxPool {
-    let api: Api<SandboxPool> = Api::namespaced(c.clone(), ns);
-    wait_for(&api, name, timeout, &format!("{n} Ready pool pods"), |p| {
-        p.and_then(|p| p.status.as_ref()).is_some_and(|s| s.ready_replicas == n && s.replicas == n)
-    })
-    .await
-    .expect("pool")
-}
 
 /// A Sandbox made from `tpl` (with `spec` merged over `templateRef`), once Ready.
 async fn claim(c: &Client, ns: &str, name: &str, tpl: &str, spec: Value) -> Sandbox {
