@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use airlock_crds::{SandboxPool, SandboxTemplate};
+use k8s_openapi::api::core::v1::Event;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::{SANDBOX_IMAGE, sandboxes, wait_for};
@@ -31,6 +32,17 @@ pub async fn pool(c: &Client, ns: &str, name: &str, replicas: i32) -> SandboxPoo
     }))
     .expect("pool");
     Api::namespaced(c.clone(), ns).create(&PostParams::default(), &p).await.unwrap_or_else(|e| panic!("creating pool {name}: {e}"))
+}
+
+/// Whether the operator reported Sandbox `name` as claimed from a pool (its `Claimed` event).
+pub async fn claimed(c: &Client, ns: &str, name: &str) -> bool {
+    Api::<Event>::namespaced(c.clone(), ns)
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await
+        .expect("listing events")
+        .items
+        .into_iter()
+        .any(|e| e.reason.as_deref() == Some("Claimed"))
 }
 
 /// Waits until the pool has exactly `n` pods, all Ready.

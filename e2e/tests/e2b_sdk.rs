@@ -14,9 +14,9 @@ use airlock_e2e::release;
 use airlock_e2e::pools;
 use airlock_e2e::sandboxes::{not_deleting, token_for, token_with_audiences};
 use airlock_e2e::{GATEWAY_AUDIENCE, TestNamespace, client};
-use k8s_openapi::api::core::v1::{Event, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::Client;
 use serde_json::json;
 
@@ -116,15 +116,7 @@ async fn the_published_python_sdk_works_against_the_e2b_api() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find_map(|v| v["warm"].as_str().map(str::to_string))
         .expect("the warm sandbox's ID");
-    let events: Api<Event> = Api::namespaced(c.clone(), &a.name);
-    let claimed = events
-        .list(&ListParams::default().fields(&format!("involvedObject.name={warm}")))
-        .await
-        .expect("listing events")
-        .items
-        .into_iter()
-        .any(|e| e.reason.as_deref() == Some("Claimed"));
-    assert!(claimed, "sandbox {warm} (Sandbox.create() of template {TEMPLATE}) was not claimed from the warm pool");
+    assert!(pools::claimed(&c, &a.name, &warm).await, "sandbox {warm} (Sandbox.create() of template {TEMPLATE}) was not claimed from the warm pool");
     // The JavaScript SDK's core flow.
     let js = std::env::var("AIRLOCK_E2B_JS")
         .expect("AIRLOCK_E2B_JS: the e2b JavaScript SDK's directory (`make e2b-sdks` creates it; `make e2e` sets it)");

@@ -11,8 +11,8 @@ use airlock_e2e::release;
 use airlock_e2e::pools;
 use airlock_e2e::sandboxes::{not_deleting, token_for, token_with_audiences};
 use airlock_e2e::{GATEWAY_AUDIENCE, SANDBOX_IMAGE, TestNamespace, client};
-use k8s_openapi::api::core::v1::{Event, ServiceAccount};
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, PostParams};
 use kube::Client;
 use serde_json::json;
 
@@ -88,15 +88,7 @@ async fn the_python_sdk_and_its_agents_backend_work_against_the_gateway() {
     let notes: Vec<serde_json::Value> =
         std::fs::read_to_string(&out).expect("the tests' notes").lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     let warm = notes.iter().find_map(|v| v["warm"].as_str()).expect("the warm test's sandbox").to_string();
-    let events: Api<Event> = Api::namespaced(c.clone(), &a.name);
-    let claimed = events
-        .list(&ListParams::default().fields(&format!("involvedObject.name={warm}")))
-        .await
-        .expect("listing events")
-        .items
-        .into_iter()
-        .any(|e| e.reason.as_deref() == Some("Claimed"));
-    assert!(claimed, "sandbox {warm} (Sandbox.create(template=...)) was not claimed from the warm pool");
+    assert!(pools::claimed(&c, &a.name, &warm).await, "sandbox {warm} (Sandbox.create(template=...)) was not claimed from the warm pool");
     assert!(notes.iter().any(|v| v["agents_sandbox"].is_string()), "the Agents backend test left no note: {notes:?}");
 
     // Every sandbox the SDK made is gone or going (context managers, the Agents runner's
