@@ -143,6 +143,12 @@ def create_request(
     return req
 
 
+def list_request(namespace: str, labels: Mapping[str, str] | str | None) -> pb.ListSandboxesRequest:
+    """``labels``: a dict (all must match) or a label selector string such as ``"team=ml,env!=prod"``."""
+    selector = labels if isinstance(labels, str) or labels is None else ",".join(f"{k}={v}" for k, v in labels.items())
+    return pb.ListSandboxesRequest(namespace=namespace, label_selector=selector or "")
+
+
 def exec_request(
     sandbox: pb.SandboxRef,
     cmd: Command,

@@ -128,8 +128,7 @@ class Sandbox:
         selector string such as ``"team=ml,env!=prod"``)."""
         c, owns = _client(client, connect)
         try:
-            selector = labels if isinstance(labels, str) or labels is None else ",".join(f"{k}={v}" for k, v in labels.items())
-            req = pb.ListSandboxesRequest(namespace=c.namespace if namespace is None else namespace, label_selector=selector or "")
+            req = rq.list_request(c.namespace if namespace is None else namespace, labels)
             return [SandboxInfo.from_proto(s) for s in c.unary(c.sandboxes.ListSandboxes, req).sandboxes]
         finally:
             if owns:
