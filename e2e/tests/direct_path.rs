@@ -363,3 +363,62 @@ async fn two_hundred_concurrent_execs_into_one_sandbox_all_succeed() {
     assert!(errors.is_empty(), "{} of 200 failed: {:?}", errors.len(), &errors[..errors.len().min(5)]);
     ns.cleanup().await;
 }
+
+/// The count of `airlock_gateway_sandbox_lookups_total{source=...}` in `text` (0 when absent).
+fn lookups(text: &str, source: &str) -> u64 {
+    let prefix = format!("airlock_gateway_sandbox_lookups_total{{source=\"{source}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().expect("counter"))
+}
+
+#[tokio::test]
+async fn calls_find_their_sandbox_in_the_watch_cache_and_never_run_in_a_deleted_one() {
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "gw-cache").await;
+    let n = ns.name.as_str();
+    ready(&c, n, "box").await;
+    ready(&c, n, "gone").await;
+    let metrics = Arc::new(Mutex::new(None));
+    let m = metrics.clone();
+    let (port, _stop) = in_process_gateway(&c, n, move |cfg| *m.lock().unwrap() = Some(cfg.metrics.clone())).await;
+    let metrics = metrics.lock().unwrap().take().unwrap();
+    let token = token_for(&c, n, "tester").await;
+    let gw = AirlockClient::connect(&format!("http://127.0.0.1:{port}"), Some(token)).await.expect("gateway");
+    let count_of = |source| lookups(&metrics.encode(), source);
+
+    // Once the gateway's watches have listed, calls into a Ready sandbox read no API object.
+    let t0 = std::time::Instant::now();
+    while count_of("cache") == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no call was answered from the cache:\n{}", metrics.encode());
+        gw.exec_collect(AirlockClient::shell(n, "box", "true")).await.expect("exec");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (cache0, api0) = (count_of("cache"), count_of("api"));
+    for i in 0..5 {
+        let out = gw.exec_collect(AirlockClient::shell(n, "box", &format!("echo {i}"))).await.expect("exec");
+        assert_eq!((out.stdout, out.exit_code), (format!("{i}\n").into_bytes(), 0));
+    }
+    assert_eq!((count_of("cache") - cache0, count_of("api") - api0), (5, 0), "{}", metrics.encode());
+
+    // Deleted through this gateway: the very next call is refused (read from the API server).
+    gw.delete_sandbox(n, "box").await.expect("delete");
+    let e = gw.exec_collect(AirlockClient::shell(n, "box", "echo ran")).await.expect_err("exec in a deleted sandbox");
+    assert!(matches!(e.code(), tonic::Code::NotFound | tonic::Code::FailedPrecondition), "{e:?}");
+
+    // Deleted by someone else (kubectl): once the API server has forgotten it, so has the gateway
+    // (within a watch event's delay), and nothing runs.
+    let api: Api<Sandbox> = Api::namespaced(c.clone(), n);
+    api.delete("gone", &Default::default()).await.expect("delete gone");
+    wait_for(&api, "gone", Duration::from_secs(60), "deleted", |s| s.is_none()).await;
+    let t0 = std::time::Instant::now();
+    loop {
+        match gw.exec_collect(AirlockClient::shell(n, "gone", "echo ran")).await {
+            Err(e) => {
+                assert!(matches!(e.code(), tonic::Code::NotFound | tonic::Code::FailedPrecondition), "{e:?}");
+                break;
+            }
+            Ok(out) => assert!(t0.elapsed() < Duration::from_secs(2), "still runs in a deleted sandbox 2 s later: {out:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ns.cleanup().await;
+}

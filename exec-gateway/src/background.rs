@@ -136,7 +136,7 @@ impl Background {
                 "background processes need the direct path to the sandbox's agent, and this gateway has no agent key (--agent-key-file; chart agentDirect.enabled)",
             )
         })?;
-        let (_sb, target) = crate::k8s::ready_sandbox(&ctx.client, &ns, &name).await?;
+        let target = crate::k8s::ready_sandbox(&ctx, &ns, &name).await?;
         let addr = target.agent.ok_or_else(|| {
             Status::failed_precondition(format!(
                 "sandbox {ns}/{name}: its pod has no agent port (created without the direct path): background processes need it (Exec works)"

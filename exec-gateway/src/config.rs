@@ -53,6 +53,9 @@ pub struct Config {
     /// Serve the e2b-compatible HTTP API on this address (`--e2b-listen`); needs `agent_key`
     /// (access tokens derive from it).
     pub e2b: Option<(std::net::SocketAddr, crate::e2b::E2bConfig)>,
+    /// Answer the sandbox and pod lookups of calls from watches (`crate::cache`); off: every call
+    /// GETs both from the API server.
+    pub sandbox_cache: bool,
 }
 
 impl Config {
@@ -77,6 +80,7 @@ impl Config {
             limits: ServerLimits::default(),
             tls: None,
             e2b: None,
+            sandbox_cache: true,
         }
     }
 

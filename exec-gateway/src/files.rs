@@ -191,7 +191,7 @@ impl FilesService {
         cmd: &FileCommand,
     ) -> Result<(RemoteProcess, String, String, String), Status> {
         let ctx = &self.ctx;
-        let (_sb, target) = crate::k8s::ready_sandbox(&ctx.client, &ns, &name).await?;
+        let target = crate::k8s::ready_sandbox(&ctx, &ns, &name).await?;
         ctx.activity.touch(&ns, &name);
         tracing::info!(namespace = %ns, sandbox = %name, op = cmd.name(), path = cmd.path(), "file operation");
         let pod = target.pod.clone();

@@ -88,17 +88,26 @@ pub async fn get_sandbox(
         .map_err(|e| KubeError::api("reading", namespace, name, e))
 }
 
-/// A Sandbox that accepts commands, with its pod as a [`PodTarget`](crate::agent::PodTarget).
+/// The pod of a Sandbox that accepts commands, as a [`PodTarget`](crate::agent::PodTarget).
+///
+/// Answered from the gateway's watch cache when it holds the Sandbox Ready with its own Ready pod
+/// (see [`crate::cache`]), else read from the API server.
 ///
 /// The pod named by `status.podName` is only trusted when the Sandbox controls it (its
 /// controller ownerReference has the Sandbox's UID) and it is in the Sandbox's namespace: a
 /// status pointing anywhere else (a bug, or someone with write access to the status subresource)
 /// would otherwise send a caller's commands and files into a pod that is not theirs.
-pub async fn ready_sandbox(
-    client: &kube::Client,
+pub(crate) async fn ready_sandbox(
+    ctx: &crate::server::Ctx,
     namespace: &str,
     name: &str,
-) -> Result<(Sandbox, crate::agent::PodTarget), tonic::Status> {
+) -> Result<crate::agent::PodTarget, tonic::Status> {
+    if let Some((sb, pod)) = ctx.cache.as_ref().and_then(|c| c.ready(namespace, name)) {
+        ctx.metrics.sandbox_lookup("cache");
+        return Ok(target(&sb, &pod));
+    }
+    ctx.metrics.sandbox_lookup("api");
+    let client = &ctx.client;
     let sb = get_sandbox(client, namespace, name).await?;
     check_ready(&sb, namespace, name)?;
     let pod_name = sb
@@ -134,11 +143,16 @@ pub async fn ready_sandbox(
         );
         return Err(e);
     }
-    let mut target = crate::agent::PodTarget::of(sb.metadata.uid.as_deref().unwrap_or(""), &pod);
+    Ok(target(&sb, &pod))
+}
+
+/// Where commands for `sb` go: its (checked) pod, and a templated Sandbox's own env.
+fn target(sb: &Sandbox, pod: &Pod) -> crate::agent::PodTarget {
+    let mut target = crate::agent::PodTarget::of(sb.metadata.uid.as_deref().unwrap_or(""), pod);
     if sb.spec.template_ref.is_some() {
         target.env = sb.spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
     }
-    Ok((sb, target))
+    target
 }
 
 /// FAILED_PRECONDITION unless `pod` is in the Sandbox's namespace and its controller

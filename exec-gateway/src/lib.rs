@@ -18,6 +18,7 @@ pub mod auth;
 pub mod e2b;
 mod background;
 pub mod config;
+mod cache;
 mod convert;
 pub mod extend;
 mod files;

@@ -67,6 +67,11 @@ struct Args {
     /// the direct path.
     #[arg(long, env = "AIRLOCK_AGENT_TRANSPORT", value_enum, default_value = "auto")]
     agent_transport: airlock_exec_gateway::agent::Transport,
+    /// Answer each call's lookup of its Sandbox and pod from watches of both (cluster-wide
+    /// list/watch of sandboxes and of pods labelled airlock.dev/sandbox) when they show the
+    /// sandbox Ready; `false`: GET both from the API server on every call.
+    #[arg(long, env = "AIRLOCK_SANDBOX_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    sandbox_cache: bool,
     /// Seconds in-flight calls may continue after SIGTERM before they are cut off.
     #[arg(long, env = "AIRLOCK_SHUTDOWN_GRACE_SECONDS", default_value_t = 25)]
     shutdown_grace_seconds: u64,
@@ -196,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
     config.default_namespace = args.default_namespace.clone();
     config.agent_path = args.agent_path.clone();
     config.agent_transport = args.agent_transport;
+    config.sandbox_cache = args.sandbox_cache;
     if let Some(path) = &args.agent_key_file {
         config.agent_key = Some(Arc::new(airlock_crds::agent_token::read_key(path)?));
     } else if args.agent_transport == airlock_exec_gateway::agent::Transport::Direct {

@@ -48,6 +48,11 @@ pub struct TransportLabel {
     pub transport: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: &'static str,
+}
+
 type HistogramFamily = Family<MethodLabel, Histogram, fn() -> Histogram>;
 
 /// The gateway's metrics.
@@ -59,6 +64,7 @@ pub struct Metrics {
     pub bytes: Family<StreamLabel, Counter>,
     pub execs: Family<ResultLabel, Counter>,
     pub transports: Family<TransportLabel, Counter>,
+    pub lookups: Family<SourceLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -99,6 +105,12 @@ impl Metrics {
             "Calls started in an agent, by transport (direct, pods_exec, pods_exec_fallback)",
             transports.clone(),
         );
+        let lookups = Family::<SourceLabel, Counter>::default();
+        registry.register(
+            "sandbox_lookups",
+            "Sandbox and pod lookups of calls into a sandbox, by source (cache, api)",
+            lookups.clone(),
+        );
         Metrics {
             registry,
             rpcs,
@@ -107,12 +119,18 @@ impl Metrics {
             bytes,
             execs,
             transports,
+            lookups,
         }
     }
 
     /// Counts a call started in an agent over `transport`.
     pub fn agent_transport(&self, transport: &'static str) {
         self.transports.get_or_create(&TransportLabel { transport }).inc();
+    }
+
+    /// Counts a lookup of a sandbox and its pod answered by `source` (`cache` or `api`).
+    pub fn sandbox_lookup(&self, source: &'static str) {
+        self.lookups.get_or_create(&SourceLabel { source }).inc();
     }
 
     /// Counts payload bytes of a stream (`stdout`, `stderr`, `stdin`, `upload`, `download`).

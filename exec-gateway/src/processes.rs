@@ -454,8 +454,7 @@ impl ProcessesService {
         input: Option<Streaming<pb::ExecInput>>,
     ) -> Result<Response<EventStream>, Status> {
         let ctx = self.ctx.clone();
-        let (_sb, target) =
-            crate::k8s::ready_sandbox(&ctx.client, &spec.namespace, &spec.name).await?;
+        let target = crate::k8s::ready_sandbox(&ctx, &spec.namespace, &spec.name).await?;
         let pod = target.pod.clone();
         ctx.activity.touch(&spec.namespace, &spec.name);
         let mut options = spec.options.clone();

@@ -246,6 +246,9 @@ impl pb::sandboxes_server::Sandboxes for SandboxesService {
         api.delete(&name, &DeleteParams::background())
             .await
             .map_err(|e| KubeError::api("deleting", &ns, &name, e))?;
+        if let Some(cache) = &self.ctx.cache {
+            cache.forget(&ns, &name);
+        }
         tracing::info!(namespace = %ns, sandbox = %name, "sandbox deleted");
         Ok(Response::new(pb::DeleteSandboxResponse {}))
     }

@@ -59,6 +59,9 @@ pub(crate) struct Ctx {
     pub max_ttl_seconds: i64,
     /// Cancelled when the shutdown grace period is over: running streams end at once.
     pub hard_stop: CancellationToken,
+    /// Sandboxes and their pods from watches (`None`: `--sandbox-cache=false`, every call reads
+    /// the API server).
+    pub cache: Option<crate::cache::SandboxCache>,
 }
 
 impl Ctx {
@@ -132,6 +135,11 @@ pub async fn serve(
         metrics: config.metrics.clone(),
     });
     let hard_stop = CancellationToken::new();
+    let stop_watches = CancellationToken::new();
+    let _stop_watches = stop_watches.clone().drop_guard();
+    let cache = config
+        .sandbox_cache
+        .then(|| crate::cache::SandboxCache::start(client.clone(), stop_watches));
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         auth: auth.clone(),
@@ -144,6 +152,7 @@ pub async fn serve(
         default_wait_ready: config.default_wait_ready,
         max_ttl_seconds: config.max_ttl_seconds,
         hard_stop: hard_stop.clone(),
+        cache,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
