@@ -107,7 +107,14 @@ impl Conn {
     ///
     /// [`pump`]: Conn::pump
     pub fn behind(&self, procs: &[Proc]) -> bool {
-        let CState::Attached { proc, out, err, output: true, .. } = self.state else {
+        let CState::Attached {
+            proc,
+            out,
+            err,
+            output: true,
+            ..
+        } = self.state
+        else {
             return false;
         };
         procs
@@ -487,7 +494,10 @@ impl Daemon {
                 // open door behind.
                 for (i, other) in self.conns.iter_mut().enumerate() {
                     if i != c && !matches!(other.state, CState::Closing) {
-                        other.fail(ErrorCode::Unauthenticated, "the sandbox was claimed: its start token is no longer valid".into());
+                        other.fail(
+                            ErrorCode::Unauthenticated,
+                            "the sandbox was claimed: its start token is no longer valid".into(),
+                        );
                     }
                 }
                 self.conns[c].send(a2c::OK, b"");
@@ -568,7 +578,14 @@ impl Daemon {
                 ),
             ));
         }
-        let sp = procs::spawn(&self.exe, &s).map_err(|e| {
+        // A spare shim if there is one (pipes only); one that is gone is replaced by a new
+        // shim at once.
+        let spare = if s.tty { None } else { self.spare.take() };
+        let sp = match spare.map(|sp| sp.start(&s)) {
+            Some(Ok(sp)) => Ok(sp),
+            _ => procs::spawn(&self.exe, &s),
+        };
+        let sp = sp.map_err(|e| {
             ErrorMsg::new(
                 ErrorCode::Internal,
                 format!("starting the process supervisor: {}", sys::err_text(&e)),

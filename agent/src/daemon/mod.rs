@@ -6,13 +6,15 @@
 //! One thread, one poll loop, like `exec`: the signalfd (reaping, forwarded signals), the
 //! listener, every connection, and every process's control socket, output and stdin. Nothing is
 //! shared, so nothing is locked, and the daemon cannot race the reaper. Each process runs under
-//! its own shim (`shim.rs`), which owns the process tree and reports the exit.
+//! its own shim (`shim.rs`), which owns the process tree and reports the exit; one shim is kept
+//! started ahead of the next call (`procs::Spare`).
 
 pub mod auth;
 mod conn;
 mod events;
 mod procs;
 pub mod shim;
+mod spawn;
 mod tree;
 
 use std::ffi::OsString;
@@ -132,6 +134,8 @@ pub fn run(o: Opts) -> i32 {
         next_key: 1,
         idle_since: Some(now_ms()),
         buf: vec![0; READ_CHUNK],
+        spare: None,
+        spare_after: None,
     };
     d.run()
 }
@@ -175,6 +179,11 @@ struct Daemon {
     /// When activity last ended (Unix ms); None while active.
     idle_since: Option<u64>,
     buf: Vec<u8>,
+    /// A shim waiting for the next START without a tty (made when the daemon has nothing else
+    /// to do: see `run`).
+    spare: Option<procs::Spare>,
+    /// No spare is tried before this (the last try failed).
+    spare_after: Option<Instant>,
 }
 
 /// What a pollfd belongs to.
@@ -208,10 +217,24 @@ impl Daemon {
                     .min(i32::MAX as u128) as c_int
                     + 1
             });
-            let timeout = if ending.is_some() { timeout.clamp(0, 50) } else { timeout };
-            if let Err(e) = sys::poll(&mut fds, timeout) {
-                msg(&format!("poll: {}", sys::err_text(&e)));
-                return 1;
+            let timeout = if ending.is_some() {
+                timeout.clamp(0, 50)
+            } else {
+                timeout
+            };
+            // Wanting a spare shim: look without waiting, and make one only if nothing is ready
+            // (spawning blocks the daemon for a few ms; it must not delay work at hand).
+            let want_spare = ending.is_none() && self.wants_spare();
+            let ready = match sys::poll(&mut fds, if want_spare { 0 } else { timeout }) {
+                Ok(n) => n,
+                Err(e) => {
+                    msg(&format!("poll: {}", sys::err_text(&e)));
+                    return 1;
+                }
+            };
+            if want_spare && ready == 0 {
+                self.make_spare();
+                continue;
             }
             for (i, f) in fds.iter().enumerate() {
                 // `who[i]` copied: handlers may change the tables.
@@ -326,6 +349,28 @@ impl Daemon {
         (o, e)
     }
 
+    fn wants_spare(&self) -> bool {
+        self.spare.is_none() && self.spare_after.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// Starts a spare shim; after a failure (the binary gone, out of processes) the next try is
+    /// a second later, and calls spawn their shims themselves meanwhile.
+    fn make_spare(&mut self) {
+        match procs::Spare::spawn(&self.exe) {
+            Ok(s) => {
+                self.spare = Some(s);
+                self.spare_after = None;
+            }
+            Err(e) => {
+                msg(&format!(
+                    "starting a spare process supervisor: {}",
+                    sys::err_text(&e)
+                ));
+                self.spare_after = Some(Instant::now() + Duration::from_secs(1));
+            }
+        }
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         let c = self.conns.iter().filter_map(|c| c.deadline);
         let p = self
@@ -333,7 +378,9 @@ impl Daemon {
             .iter()
             .filter(|p| p.exit.is_none())
             .filter_map(|p| p.status_at.map(|t| t + DRAIN_TIMEOUT));
-        c.chain(p).min()
+        c.chain(p)
+            .chain(self.spare_after.filter(|_| self.spare.is_none()))
+            .min()
     }
 
     /// Reaps (the shims, orphans, the main command) and forwards signals to the main command.

@@ -264,6 +264,32 @@ fn spawn(s: &Start, marker: &str) -> Result<pid_t, ErrorMsg> {
             ));
         }
     }
+    let fd3 = if s.fd3.is_empty() {
+        None
+    } else {
+        Some(memfd(&s.fd3).map_err(|e| {
+            ErrorMsg::new(ErrorCode::Internal, format!("fd3: {}", sys::err_text(&e)))
+        })?)
+    };
+    let failed = |e: io::Error| {
+        let code = match e.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => ErrorCode::NotFound,
+            _ => ErrorCode::FailedPrecondition,
+        };
+        ErrorMsg::new(code, format!("{}: {}", sys::show(argv0), sys::err_text(&e)))
+    };
+    // Without a terminal: posix_spawn (see spawn.rs), much cheaper under gVisor.
+    if !s.tty {
+        return super::spawn::spawn(&super::spawn::Spec {
+            argv: &s.argv,
+            env: &s.env,
+            cwd: s.cwd.as_deref(),
+            fd3: fd3.as_ref().map(|f| f.as_raw_fd()),
+            marker: (tree::MARKER_ENV, marker),
+        })
+        .map_err(failed);
+    }
+    let tty = s.tty;
     let mut cmd = Command::new(argv0);
     for a in &s.argv[1..] {
         cmd.arg(OsStr::from_bytes(a));
@@ -277,14 +303,6 @@ fn spawn(s: &Start, marker: &str) -> Result<pid_t, ErrorMsg> {
     if let Some(cwd) = &s.cwd {
         cmd.current_dir(OsStr::from_bytes(cwd));
     }
-    let tty = s.tty;
-    let fd3 = if s.fd3.is_empty() {
-        None
-    } else {
-        Some(memfd(&s.fd3).map_err(|e| {
-            ErrorMsg::new(ErrorCode::Internal, format!("fd3: {}", sys::err_text(&e)))
-        })?)
-    };
     let fd3_raw = fd3.as_ref().map(|f| f.as_raw_fd());
     unsafe {
         cmd.pre_exec(move || {
@@ -306,19 +324,7 @@ fn spawn(s: &Start, marker: &str) -> Result<pid_t, ErrorMsg> {
             Ok(())
         });
     }
-    match cmd.spawn() {
-        Ok(c) => Ok(c.id() as pid_t),
-        Err(e) => {
-            let code = match e.raw_os_error() {
-                Some(libc::ENOENT) | Some(libc::ENOTDIR) => ErrorCode::NotFound,
-                _ => ErrorCode::FailedPrecondition,
-            };
-            Err(ErrorMsg::new(
-                code,
-                format!("{}: {}", sys::show(argv0), sys::err_text(&e)),
-            ))
-        }
-    }
+    cmd.spawn().map(|c| c.id() as pid_t).map_err(failed)
 }
 
 /// A memfd holding `data`, at offset 0 (close-on-exec).
