@@ -44,6 +44,8 @@ const MAX_BUFFER: u64 = 64 << 20;
 /// How long the agent, once its main command has ended, still delivers output and EXIT of
 /// processes that ended before it goes.
 const LAST_WORDS: Duration = Duration::from_secs(1);
+/// How long clients must have been quiet before a spare shim is made (see `Daemon::spare_due`).
+const SPARE_QUIET: Duration = Duration::from_millis(20);
 /// Bytes accepted from a connection before its HELLO is complete.
 const MAX_HELLO: usize = 4096;
 /// A connection must authenticate within this long.
@@ -136,6 +138,7 @@ pub fn run(o: Opts) -> i32 {
         buf: vec![0; READ_CHUNK],
         spare: None,
         spare_after: None,
+        quiet_since: None,
     };
     d.run()
 }
@@ -184,6 +187,8 @@ struct Daemon {
     spare: Option<procs::Spare>,
     /// No spare is tried before this (the last try failed).
     spare_after: Option<Instant>,
+    /// Since when no client is in the middle of anything (see `spare_due`).
+    quiet_since: Option<Instant>,
 }
 
 /// What a pollfd belongs to.
@@ -211,7 +216,10 @@ impl Daemon {
                 return code;
             }
             let (mut fds, who) = self.interest();
-            let timeout = self.next_deadline().map_or(-1, |d| {
+            // A spare shim is made once clients have been quiet for SPARE_QUIET (spawning blocks
+            // the daemon for a few ms: it must not hold up work at hand or a call on its way).
+            let spare_due = if ending.is_none() { self.spare_due() } else { None };
+            let timeout = self.next_deadline().into_iter().chain(spare_due).min().map_or(-1, |d| {
                 d.saturating_duration_since(Instant::now())
                     .as_millis()
                     .min(i32::MAX as u128) as c_int
@@ -222,17 +230,14 @@ impl Daemon {
             } else {
                 timeout
             };
-            // Wanting a spare shim: look without waiting, and make one only if nothing is ready
-            // (spawning blocks the daemon for a few ms; it must not delay work at hand).
-            let want_spare = ending.is_none() && self.wants_spare();
-            let ready = match sys::poll(&mut fds, if want_spare { 0 } else { timeout }) {
+            let ready = match sys::poll(&mut fds, timeout) {
                 Ok(n) => n,
                 Err(e) => {
                     msg(&format!("poll: {}", sys::err_text(&e)));
                     return 1;
                 }
             };
-            if want_spare && ready == 0 {
+            if ready == 0 && spare_due.is_some_and(|t| Instant::now() >= t) {
                 self.make_spare();
                 continue;
             }
@@ -349,8 +354,25 @@ impl Daemon {
         (o, e)
     }
 
-    fn wants_spare(&self) -> bool {
-        self.spare.is_none() && self.spare_after.is_none_or(|t| Instant::now() >= t)
+    /// When to make a spare shim (none is there): once every connection has been closing with
+    /// nothing left to send for SPARE_QUIET. A connection just opened is a call on its way, one
+    /// starting or streaming a process is waiting for it; and calls in quick succession keep
+    /// the daemon from ever spawning between them (each call then spawns its own shim, as
+    /// without a spare). Updates when that quiet began.
+    fn spare_due(&mut self) -> Option<Instant> {
+        let quiet = self
+            .conns
+            .iter()
+            .all(|c| matches!(c.state, CState::Closing) && !c.pending_write());
+        if !quiet {
+            self.quiet_since = None;
+            return None;
+        }
+        let since = *self.quiet_since.get_or_insert_with(Instant::now);
+        if self.spare.is_some() {
+            return None;
+        }
+        Some((since + SPARE_QUIET).max(self.spare_after.unwrap_or(since)))
     }
 
     /// Starts a spare shim; after a failure (the binary gone, out of processes) the next try is
