@@ -196,17 +196,21 @@ impl Bench {
             );
         }
         let bytes = o.stream_mib * 1024 * 1024;
-        let cmd_s = ["head", "-c", &bytes.to_string(), "/dev/zero"].map(String::from);
+        // dd with 1 MiB blocks: the command writes far faster than any path carries it (460
+        // MiB/s into a pipe in a gVisor sandbox here), where `head -c` does 8 KiB writes and is
+        // itself the bottleneck under gVisor (~37 MiB/s to /dev/null), hiding the paths.
+        let count = o.stream_mib.to_string();
+        let cmd_s = ["dd", "if=/dev/zero", "bs=1M", &format!("count={count}"), "status=none"].map(String::from);
         let cmd: Vec<&str> = cmd_s.iter().map(String::as_str).collect();
         let mut s_gw = Metric::new(
             "exec.throughput.gateway",
-            &format!("stdout of `head -c {}MiB /dev/zero`, gateway", o.stream_mib),
+            &format!("stdout of `dd if=/dev/zero bs=1M count={}`, gateway", o.stream_mib),
             "MiB/s",
         );
         let mut s_direct = Metric::new(
             "exec.throughput.direct",
             &format!(
-                "stdout of `head -c {}MiB /dev/zero`, pods/exec",
+                "stdout of `dd if=/dev/zero bs=1M count={}`, pods/exec",
                 o.stream_mib
             ),
             "MiB/s",
@@ -214,7 +218,7 @@ impl Bench {
         let mut s_inc = Metric::new(
             "exec.throughput.gateway_incluster",
             &format!(
-                "stdout of `head -c {}MiB /dev/zero`, in-cluster gateway",
+                "stdout of `dd if=/dev/zero bs=1M count={}`, in-cluster gateway",
                 o.stream_mib
             ),
             "MiB/s",
@@ -298,17 +302,31 @@ impl Bench {
             metrics.push(&s_inc);
         }
         metrics.extend(scaling.iter());
+        // The goals are about the in-cluster gateway (what users call); without one, the
+        // in-process gateway stands in.
+        let (rtt, thr, which) = if incluster.is_some() {
+            (&rs[5], &rs[6], "in-cluster gateway")
+        } else {
+            (&rs[0], &rs[4], "in-process gateway")
+        };
+        let in_ms = if incluster.is_some() { &m_inc } else { &m_gw };
         self.target(
-            "gateway exec RTT (direct path) vs pods/exec (p50 ratio)",
-            "<= 0.1x",
-            rs[0].p50.map(|x| format!("{x:.2}x")).unwrap_or("-".into()),
-            rs[0].p50.map(|x| x <= 0.1),
+            &format!("exec RTT of `true`, {which} (direct path), p50"),
+            "<= 10 ms",
+            in_ms.dist().map(|d| format!("{:.1} ms", d.p50)).unwrap_or("-".into()),
+            in_ms.dist().map(|d| d.p50 <= 10.0),
         );
         self.target(
-            "gateway stdout throughput (direct path) vs pods/exec (p50 ratio)",
+            &format!("exec RTT, {which} (direct path) vs pods/exec (p50 ratio)"),
+            "<= 0.1x",
+            rtt.p50.map(|x| format!("{x:.2}x")).unwrap_or("-".into()),
+            rtt.p50.map(|x| x <= 0.1),
+        );
+        self.target(
+            &format!("stdout throughput, {which} (direct path) vs pods/exec (p50 ratio)"),
             ">= 5x",
-            rs[4].p50.map(|x| format!("{x:.2}x")).unwrap_or("-".into()),
-            rs[4].p50.map(|x| x >= 5.0),
+            thr.p50.map(|x| format!("{x:.2}x")).unwrap_or("-".into()),
+            thr.p50.map(|x| x >= 5.0),
         );
         self.metrics(&metrics);
         let rrefs: Vec<&Ratio> = rs.iter().collect();
