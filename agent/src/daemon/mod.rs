@@ -57,7 +57,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 const LINGER: Duration = Duration::from_secs(5);
 /// Unsent output per connection before it stops taking more from the buffers.
 const CONN_WBUF: usize = 256 * 1024;
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
 
 pub struct Opts {
     pub listen: String,
