@@ -4,7 +4,7 @@
 # Builds and runs e2e/src/bin/bench/, which writes bench/report.md and bench/report.json (machine,
 # versions, date; every figure a distribution p50/p90/p99/max/n; every comparison a ratio measured
 # in the same run). Knobs (environment): BENCH_RUNS (default 20) scales every run count;
-# BENCH_ONLY=operator,cold,ready,reap,exec,warm,footprint runs a subset; BENCH_OUT (default bench)
+# BENCH_ONLY=operator,cold,ready,reap,exec,agent,warm,footprint runs a subset; BENCH_OUT (default bench)
 # is the report directory. See the header of e2e/src/bin/bench/main.rs for the rest.
 #
 # Traffic stays on this machine: the API server, the cluster's pods, and the in-process gateway on

@@ -37,7 +37,7 @@
 //! default of 50 pods per namespace does not cut the bursts short.
 //!
 //! Configuration (environment): `BENCH_RUNS` (20) scales every run count; `BENCH_ONLY`
-//! (comma-separated phases: operator, cold, ready, reap, exec, warm, footprint; `execprobe` is a
+//! (comma-separated phases: operator, cold, ready, reap, exec, agent, warm, footprint; `execprobe` is a
 //! diagnostic of concurrent pods/exec calls, only run when named); `BENCH_OUT` (`bench`); and the
 //! specific knobs read in [`Opts::from_env`] (`BENCH_CONCURRENCY`, `BENCH_CONCURRENCY_CAP`, ...).
 //!
@@ -88,6 +88,7 @@ mod exec_concurrency;
 mod warm;
 mod drivers;
 mod footprint;
+mod agent;
 mod machine;
 mod report;
 
@@ -343,12 +344,13 @@ async fn run(b: &Bench) -> Result<()> {
     }
     b.footprint("idle", b.sample_now("idle").await);
     let ns = b.namespace("main", true).await?;
-    let phases: [(&str, &str); 7] = [
+    let phases: [(&str, &str); 8] = [
         ("operator", "operator latency"),
         ("cold", "cold namespace"),
         ("ready", "time to Ready"),
         ("reap", "reap latency"),
         ("exec", "exec"),
+        ("agent", "agent daemon"),
         ("warm", "warm pools"),
         ("footprint", "footprint with many Sandboxes"),
     ];
@@ -375,6 +377,7 @@ async fn run(b: &Bench) -> Result<()> {
             "ready" => b.phase_ready(&ns).await,
             "reap" => b.phase_reap(&ns).await,
             "exec" => b.phase_exec(&ns).await,
+            "agent" => b.phase_agent(&ns).await,
             "warm" => b.phase_warm().await,
             "footprint" => b.phase_footprint().await,
             "execprobe" => b.exec_probe(&ns).await,
