@@ -239,6 +239,10 @@ pub enum AgentError {
     NoAgentPort { namespace: String, pod: String },
     #[error("{message}")]
     Unreachable { message: String },
+    /// The agent of a pod found in the watch cache could not be reached, nothing started: the
+    /// pod may be gone or replaced since; the caller looks the sandbox up again.
+    #[error("{message} (pod found in the gateway's cache)")]
+    Stale { message: String },
     #[error("the agent in pod {pod} could not run: {message}")]
     Failed { pod: String, message: String },
     #[error("reading the agent's output in pod {pod}: {source}")]
@@ -266,7 +270,8 @@ impl From<AgentError> for tonic::Status {
             AgentError::NoStatus { .. }
             | AgentError::Io { .. }
             | AgentError::NoAgentPort { .. }
-            | AgentError::Unreachable { .. } => tonic::Status::unavailable(e.to_string()),
+            | AgentError::Unreachable { .. }
+            | AgentError::Stale { .. } => tonic::Status::unavailable(e.to_string()),
             AgentError::Failed { .. } | AgentError::TooMuchOutput { .. } => {
                 tonic::Status::internal(e.to_string())
             }
@@ -379,6 +384,9 @@ pub struct PodTarget {
     /// template has its own `env` here (its pod may be a pool's, started before the Sandbox
     /// existed, so the pod's environment cannot hold it).
     pub env: Vec<(String, String)>,
+    /// Found in the gateway's watch cache: an agent that cannot be reached is then
+    /// [`AgentError::Stale`], never a `pods/exec` fallback by this (maybe old) pod name.
+    pub from_cache: bool,
 }
 
 impl PodTarget {
@@ -390,6 +398,7 @@ impl PodTarget {
             sandbox_uid: String::new(),
             agent: None,
             env: Vec::new(),
+            from_cache: false,
         }
     }
 
@@ -402,6 +411,7 @@ impl PodTarget {
             sandbox_uid: sandbox_uid.into(),
             agent,
             env: Vec::new(),
+            from_cache: false,
         }
     }
 
@@ -484,8 +494,10 @@ impl PodExec for Routed {
         let (fallback, transport, metrics) = (self.fallback.clone(), self.transport, self.metrics.clone());
         let (target, launch) = (target.clone(), launch.clone());
         Box::pin(async move {
+            // A pod from the cache gets the short patience: if it is gone, the caller reads the
+            // sandbox again (AgentError::Stale) rather than waiting on an old address.
             let patience = match transport {
-                Transport::Direct => direct::DIRECT_PATIENCE,
+                Transport::Direct if !target.from_cache => direct::DIRECT_PATIENCE,
                 _ => direct::AUTO_PATIENCE,
             };
             match d.start(&target, addr, &launch, patience).await {
@@ -494,6 +506,9 @@ impl PodExec for Routed {
                     Ok(p)
                 }
                 Err(direct::DirectError::Agent(e)) => Err(e),
+                Err(e @ direct::DirectError::Unreachable { .. }) if target.from_cache => {
+                    Err(AgentError::Stale { message: e.to_string() })
+                }
                 Err(e @ direct::DirectError::Unreachable { .. }) if transport == Transport::Auto => {
                     tracing::warn!(namespace = %target.namespace, pod = %target.pod, error = %e, "direct path unavailable, using pods/exec");
                     metrics.agent_transport("pods_exec_fallback");

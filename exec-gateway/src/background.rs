@@ -136,14 +136,27 @@ impl Background {
                 "background processes need the direct path to the sandbox's agent, and this gateway has no agent key (--agent-key-file; chart agentDirect.enabled)",
             )
         })?;
-        let target = crate::k8s::ready_sandbox(&ctx, &ns, &name).await?;
-        let addr = target.agent.ok_or_else(|| {
+        let no_port = || {
             Status::failed_precondition(format!(
                 "sandbox {ns}/{name}: its pod has no agent port (created without the direct path): background processes need it (Exec works)"
             ))
-        })?;
+        };
+        let mut target = crate::k8s::ready_sandbox(ctx, &ns, &name).await?;
+        let mut addr = target.agent.ok_or_else(no_port)?;
         if touch {
             ctx.activity.touch(&ns, &name);
+        }
+        // A pod from the cache that does not answer may be gone or replaced: read the sandbox
+        // again before waiting on it.
+        if target.from_cache {
+            match direct.open(&target, addr, crate::agent::direct::AUTO_PATIENCE).await {
+                Ok(conn) => return Ok((ns, name, conn, target)),
+                Err(e) => {
+                    tracing::info!(namespace = %ns, sandbox = %name, reason = %e, "cached pod unreachable; reading the sandbox again");
+                    target = crate::k8s::read_ready_sandbox(ctx, &ns, &name).await?;
+                    addr = target.agent.ok_or_else(no_port)?;
+                }
+            }
         }
         let conn = direct.open(&target, addr, crate::agent::direct::DIRECT_PATIENCE).await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok((ns, name, conn, target))

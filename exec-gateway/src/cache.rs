@@ -9,15 +9,20 @@
 //! slower. What a stale *yes* can do is what a GET made a moment earlier could: run in a sandbox
 //! that is being deleted right now. Its agent token derives from the cached Sandbox's UID, so a
 //! stale entry can never open a newer Sandbox of the same name, and a pod replaced meanwhile
-//! refuses the connection (the caller then gets an error or, on `auto`, the `pods/exec` path,
-//! which reads the pod by name). Sandboxes this gateway deleted are forgotten at once
-//! ([`SandboxCache::forget`]), so a caller's own delete is never followed by a command that runs.
+//! refuses the connection; the call then reads the sandbox again from the API server
+//! ([`crate::k8s::start_in`]) and never falls back to `pods/exec` by a cached pod name, which a
+//! new pod may have taken. While a watch is failing (until it has listed again) nothing is
+//! answered from the cache, so a "yes" is at most a watch event's delay old. Sandboxes this
+//! gateway deleted are forgotten at once ([`SandboxCache::forget`]), so a caller's own delete
+//! through this replica is never followed by a command that runs; with several gateway
+//! replicas, a delete through another one (or through kubectl) is seen after that delay.
 //!
 //! Pods are watched by the `airlock.dev/sandbox` label only (sandbox pods and claimed warm pods),
 //! stripped to what a [`crate::agent::PodTarget`] needs, to keep the gateway small at 10,000
 //! sandboxes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use airlock_crds::Sandbox;
@@ -36,6 +41,9 @@ pub struct SandboxCache {
     /// `namespace/name` of Sandboxes this gateway deleted in the last 30 s: read from the API
     /// server meanwhile, so a caller's own delete is seen by its next call.
     forgotten: moka::sync::Cache<String, ()>,
+    /// Whether each watch (Sandboxes, pods) is up: after an error, until the watch delivers
+    /// again, the store may be arbitrarily old and nothing is answered from it.
+    healthy: [Arc<AtomicBool>; 2],
 }
 
 impl SandboxCache {
@@ -53,11 +61,13 @@ impl SandboxCache {
             .default_backoff()
             .modify(strip_pod)
             .reflect(pod_writer);
-        spawn_drain("sandboxes", sb_events, stop.clone());
-        spawn_drain("sandbox pods", pod_events, stop);
+        let healthy = [Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false))];
+        spawn_drain("sandboxes", sb_events, healthy[0].clone(), stop.clone());
+        spawn_drain("sandbox pods", pod_events, healthy[1].clone(), stop);
         SandboxCache {
             sandboxes,
             pods,
+            healthy,
             forgotten: moka::sync::Cache::builder()
                 .time_to_live(Duration::from_secs(30))
                 .max_capacity(100_000)
@@ -68,7 +78,9 @@ impl SandboxCache {
     /// The cached Sandbox `namespace/name` and its pod, when both are there and the pod is the
     /// Sandbox's own and ready to take commands; `None` sends the caller to the API server.
     pub fn ready(&self, namespace: &str, name: &str) -> Option<(Arc<Sandbox>, Arc<Pod>)> {
-        if self.forgotten.contains_key(&key(namespace, name)) {
+        if self.forgotten.contains_key(&key(namespace, name))
+            || !self.healthy.iter().all(|h| h.load(Ordering::Relaxed))
+        {
             return None;
         }
         let sb = self.sandboxes.get(&ObjectRef::new(name).within(namespace))?;
@@ -97,7 +109,9 @@ fn key(namespace: &str, name: &str) -> String {
 }
 
 /// Reads a watch stream until `stop`, logging its errors (the watcher retries with backoff).
-fn spawn_drain<S, K>(what: &'static str, events: S, stop: CancellationToken)
+/// `healthy` is set once the first list is complete, cleared by an error and set again by the
+/// next complete list (a watch that failed starts over with one).
+fn spawn_drain<S, K>(what: &'static str, events: S, healthy: Arc<AtomicBool>, stop: CancellationToken)
 where
     S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     K: Send + 'static,
@@ -109,8 +123,12 @@ where
                 _ = stop.cancelled() => return,
                 e = events.next() => match e {
                     None => return,
+                    Some(Ok(watcher::Event::InitDone)) => healthy.store(true, Ordering::Relaxed),
                     Some(Ok(_)) => {}
-                    Some(Err(e)) => tracing::warn!(cache = what, error = %e, "watch failed; retrying (commands read from the API server meanwhile)"),
+                    Some(Err(e)) => {
+                        healthy.store(false, Ordering::Relaxed);
+                        tracing::warn!(cache = what, error = %e, "watch failed; retrying (commands read from the API server meanwhile)");
+                    }
                 },
             }
         }

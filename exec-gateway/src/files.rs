@@ -191,11 +191,11 @@ impl FilesService {
         cmd: &FileCommand,
     ) -> Result<(RemoteProcess, String, String, String), Status> {
         let ctx = &self.ctx;
-        let target = crate::k8s::ready_sandbox(&ctx, &ns, &name).await?;
-        ctx.activity.touch(&ns, &name);
         tracing::info!(namespace = %ns, sandbox = %name, op = cmd.name(), path = cmd.path(), "file operation");
+        let (target, started) = crate::k8s::start_in(ctx, &ns, &name, &Launch::File(cmd.clone())).await?;
+        ctx.activity.touch(&ns, &name);
         let pod = target.pod.clone();
-        let proc = ctx.exec.start(&target, &Launch::File(cmd.clone())).await.map_err(|e| {
+        let proc = started.map_err(|e| {
             tracing::warn!(namespace = %ns, sandbox = %name, op = cmd.name(), error = %e, "starting the agent failed");
             Status::from(e)
         })?;

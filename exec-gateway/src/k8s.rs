@@ -104,8 +104,41 @@ pub(crate) async fn ready_sandbox(
 ) -> Result<crate::agent::PodTarget, tonic::Status> {
     if let Some((sb, pod)) = ctx.cache.as_ref().and_then(|c| c.ready(namespace, name)) {
         ctx.metrics.sandbox_lookup("cache");
-        return Ok(target(&sb, &pod));
+        let mut t = target(&sb, &pod);
+        t.from_cache = true;
+        return Ok(t);
     }
+    read_ready_sandbox(ctx, namespace, name).await
+}
+
+/// Starts `launch` in the sandbox's pod ([`ready_sandbox`]); a pod from the cache whose agent
+/// cannot be reached ([`AgentError::Stale`](crate::agent::AgentError::Stale), nothing started)
+/// is looked up again in the API server and tried once more, so a cache behind a deleted or
+/// replaced pod costs a retry, never a `pods/exec` into whatever pod has that name now.
+pub(crate) async fn start_in(
+    ctx: &crate::server::Ctx,
+    namespace: &str,
+    name: &str,
+    launch: &crate::agent::Launch,
+) -> Result<(crate::agent::PodTarget, Result<crate::agent::RemoteProcess, crate::agent::AgentError>), tonic::Status> {
+    let target = ready_sandbox(ctx, namespace, name).await?;
+    match ctx.exec.start(&target, launch).await {
+        Err(crate::agent::AgentError::Stale { message }) => {
+            tracing::info!(namespace, sandbox = name, reason = %message, "cached pod unreachable; reading the sandbox again");
+            let target = read_ready_sandbox(ctx, namespace, name).await?;
+            let r = ctx.exec.start(&target, launch).await;
+            Ok((target, r))
+        }
+        r => Ok((target, r)),
+    }
+}
+
+/// [`ready_sandbox`] from the API server only.
+pub(crate) async fn read_ready_sandbox(
+    ctx: &crate::server::Ctx,
+    namespace: &str,
+    name: &str,
+) -> Result<crate::agent::PodTarget, tonic::Status> {
     ctx.metrics.sandbox_lookup("api");
     let client = &ctx.client;
     let sb = get_sandbox(client, namespace, name).await?;

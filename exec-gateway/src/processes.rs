@@ -454,9 +454,6 @@ impl ProcessesService {
         input: Option<Streaming<pb::ExecInput>>,
     ) -> Result<Response<EventStream>, Status> {
         let ctx = self.ctx.clone();
-        let target = crate::k8s::ready_sandbox(&ctx, &spec.namespace, &spec.name).await?;
-        let pod = target.pod.clone();
-        ctx.activity.touch(&spec.namespace, &spec.name);
         let mut options = spec.options.clone();
         options.tty = tty;
         options.size = if tty { initial_size } else { None };
@@ -473,7 +470,11 @@ impl ProcessesService {
             timeout_ms = spec.timeout.map(|t| t.as_millis() as u64),
             "starting command"
         );
-        let proc = ctx.exec.start(&target, &agent::Launch::Exec(options.clone())).await.map_err(|e| {
+        let launch = agent::Launch::Exec(options.clone());
+        let (target, started) = crate::k8s::start_in(&ctx, &spec.namespace, &spec.name, &launch).await?;
+        ctx.activity.touch(&spec.namespace, &spec.name);
+        let pod = target.pod.clone();
+        let proc = started.map_err(|e| {
             tracing::warn!(namespace = %spec.namespace, sandbox = %spec.name, error = %e, "starting the agent failed");
             Status::from(e)
         })?;

@@ -608,6 +608,7 @@ impl Daemon {
             master: sp.master,
             out_fd: Some(sp.out),
             err_fd: sp.err,
+            grown: [false; 2],
             out: Ring::new(buffer as usize),
             err,
             pending: s.stdin,

@@ -7,17 +7,18 @@ use std::time::Instant;
 use airlock_agent_protocol::{Exit, a2c};
 
 use super::conn::CState;
-use super::{Daemon, READ_CHUNK};
+use super::{Daemon, READ_CHUNK, procs};
 use crate::sys::{self, msg};
 
 impl Daemon {
     pub(super) fn output(&mut self, i: usize, stderr: bool) {
         let (keep_out, keep_err) = self.readers_of(self.procs[i].key);
         let p = &mut self.procs[i];
-        let (fd, ring, keep) = if stderr {
-            (&mut p.err_fd, &mut p.err, keep_err)
+        let tty = p.tty;
+        let (fd, ring, keep, grown) = if stderr {
+            (&mut p.err_fd, &mut p.err, keep_err, &mut p.grown[1])
         } else {
-            (&mut p.out_fd, &mut p.out, keep_out)
+            (&mut p.out_fd, &mut p.out, keep_out, &mut p.grown[0])
         };
         let Some(f) = fd else { return };
         let want = ring.room(keep).min(READ_CHUNK);
@@ -29,7 +30,13 @@ impl Daemon {
                 ring.eof = true;
                 *fd = None;
             }
-            Ok(n) => ring.push(&self.buf[..n]),
+            Ok(n) => {
+                ring.push(&self.buf[..n]);
+                if n >= procs::DEFAULT_PIPE && !tty && !*grown {
+                    procs::grow_pipe(f.as_raw_fd());
+                    *grown = true;
+                }
+            }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(_) => {
                 // EIO: the pty's last slave is closed.

@@ -400,9 +400,7 @@ impl Daemon {
             .iter()
             .filter(|p| p.exit.is_none())
             .filter_map(|p| p.status_at.map(|t| t + DRAIN_TIMEOUT));
-        c.chain(p)
-            .chain(self.spare_after.filter(|_| self.spare.is_none()))
-            .min()
+        c.chain(p).min()
     }
 
     /// Reaps (the shims, orphans, the main command) and forwards signals to the main command.

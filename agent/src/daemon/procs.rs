@@ -91,6 +91,8 @@ pub struct Proc {
     pub master: Option<OwnedFd>,
     pub out_fd: Option<OwnedFd>,
     pub err_fd: Option<OwnedFd>,
+    /// Whether the stdout / stderr pipe was grown ([`grow_pipe`]).
+    pub grown: [bool; 2],
     pub out: Ring,
     pub err: Ring,
     pub pending: Vec<u8>,
@@ -207,8 +209,10 @@ impl Proc {
     }
 }
 
-/// Size asked for the pipes of a process's stdout and stderr.
+/// Size asked for the pipe of a process's stdout or stderr that a read found full.
 const OUTPUT_PIPE: libc::c_int = 1 << 20;
+/// A read of this many bytes or more found the pipe full at its default size.
+pub const DEFAULT_PIPE: usize = 64 * 1024;
 
 /// The fds of a started shim.
 pub struct Spawned {
@@ -284,14 +288,6 @@ fn spawn_shim(exe: &Path, tty: Option<(u16, u16)>) -> io::Result<Spawned> {
             child.stderr.take().map(OwnedFd::from),
         ),
     };
-    // Output pipes of 1 MiB (64 KiB by default): a fast writer fills fewer, larger reads, and
-    // every syscall is dear under gVisor (a stream of `dd bs=1M` went from ~32 KiB per read).
-    // Best effort: a kernel with a lower pipe-max-size keeps the default.
-    if master.is_none() {
-        for fd in [Some(&out), err.as_ref()].into_iter().flatten() {
-            unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, OUTPUT_PIPE) };
-        }
-    }
     Ok(Spawned {
         ctl: ours,
         stdin,
@@ -301,23 +297,29 @@ fn spawn_shim(exe: &Path, tty: Option<(u16, u16)>) -> io::Result<Spawned> {
     })
 }
 
-/// Sends the START frame, blocking (the shim reads it at once); then makes every fd
-/// non-blocking like the rest.
+/// Sends the START frame, blocking (the shim reads it at once); every other fd is made
+/// non-blocking like the rest before, so that once START is sent nothing can fail (a caller
+/// falling back to a fresh shim after that would start the command twice).
 fn started(sp: Spawned, start: &Start) -> io::Result<Spawned> {
-    sys::send_all(sp.ctl.as_raw_fd(), &frame(c2a::START, &start.encode()))?;
-    for fd in [
-        Some(&sp.ctl),
-        sp.stdin.as_ref(),
-        Some(&sp.out),
-        sp.err.as_ref(),
-        sp.master.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
+    for fd in [sp.stdin.as_ref(), Some(&sp.out), sp.err.as_ref(), sp.master.as_ref()]
+        .into_iter()
+        .flatten()
     {
         sys::set_nonblocking(fd.as_raw_fd())?;
     }
+    sys::send_all(sp.ctl.as_raw_fd(), &frame(c2a::START, &start.encode()))?;
+    // The control socket is only read when poll says so: blocking, should this fail, it still
+    // works.
+    let _ = sys::set_nonblocking(sp.ctl.as_raw_fd());
     Ok(sp)
+}
+
+/// Grows an output pipe to [`OUTPUT_PIPE`] (best effort) once a read found it full: a fast
+/// writer then fills fewer, larger reads, and every syscall is dear under gVisor. Only then:
+/// enlarged pipes count against the kernel's per-user pipe memory (`pipe-user-pages-soft`),
+/// which sandboxes sharing a uid on a runc node would share.
+pub fn grow_pipe(fd: RawFd) {
+    unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, OUTPUT_PIPE) };
 }
 
 #[cfg(test)]

@@ -40,10 +40,23 @@ pub fn spawn(s: &Spec) -> io::Result<pid_t> {
         .find_map(|e| e.strip_prefix(b"PATH="))
         .unwrap_or(DEFAULT_PATH)
         .to_vec();
-    let program = resolve(&s.argv[0], &path)?;
+    let program = resolve(&s.argv[0], &path, s.cwd)?;
+    match spawn_as(s, &program, &s.argv, &env) {
+        // A file without `#!`: as `execvp` does, run it with the shell.
+        Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => {
+            let mut argv = vec![b"/bin/sh".to_vec(), program.clone()];
+            argv.extend(s.argv[1..].iter().cloned());
+            spawn_as(s, b"/bin/sh", &argv, &env)
+        }
+        r => r,
+    }
+}
+
+/// posix_spawn of `program` with `argv` and `env`, and `s`'s working directory and fd 3.
+fn spawn_as(s: &Spec, program: &[u8], argv: &[Vec<u8>], env: &[Vec<u8>]) -> io::Result<pid_t> {
     let cstr = |b: &[u8]| CString::new(b).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
-    let program = cstr(&program)?;
-    let argv: Vec<CString> = s.argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
+    let program = cstr(program)?;
+    let argv: Vec<CString> = argv.iter().map(|a| cstr(a)).collect::<Result<_, _>>()?;
     let envp: Vec<CString> = env.iter().map(|e| cstr(e)).collect::<Result<_, _>>()?;
     let cwd = s.cwd.map(cstr).transpose()?;
     let mut argv_p: Vec<*mut libc::c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
@@ -144,8 +157,10 @@ fn environment(s: &Spec) -> Vec<Vec<u8>> {
 
 /// The file to execute for `program`: itself when it holds a `/`, else the first executable
 /// regular file of that name in `path`'s directories (an empty entry is the working directory,
-/// as for `execvp`). Not found: ENOENT, or EACCES when a file was there but not executable.
-fn resolve(program: &[u8], path: &[u8]) -> io::Result<Vec<u8>> {
+/// as for `execvp`; relative entries are looked up from `cwd`, where the command will run). Not
+/// found: ENOENT, or EACCES when something of that name was there but could not be executed (a
+/// directory, a file without the execute bit), as `execvp` says.
+fn resolve(program: &[u8], path: &[u8], cwd: Option<&[u8]>) -> io::Result<Vec<u8>> {
     if program.is_empty() {
         return Err(io::Error::from_raw_os_error(libc::ENOENT));
     }
@@ -157,12 +172,23 @@ fn resolve(program: &[u8], path: &[u8]) -> io::Result<Vec<u8>> {
         let mut candidate = if dir.is_empty() { b".".to_vec() } else { dir.to_vec() };
         candidate.push(b'/');
         candidate.extend_from_slice(program);
-        let Ok(c) = CString::new(candidate.clone()) else { continue };
+        // Checked where it will be run from: the command's working directory.
+        let mut seen = match cwd {
+            Some(c) if !candidate.starts_with(b"/") => {
+                let mut p = c.to_vec();
+                p.push(b'/');
+                p.extend_from_slice(&candidate);
+                p
+            }
+            _ => candidate.clone(),
+        };
+        seen.push(0);
+        let Ok(c) = std::ffi::CStr::from_bytes_with_nul(&seen) else { continue };
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::stat(c.as_ptr(), &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        if unsafe { libc::stat(c.as_ptr(), &mut st) } != 0 {
             continue;
         }
-        if unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 {
+        if st.st_mode & libc::S_IFMT == libc::S_IFREG && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 {
             return Ok(candidate);
         }
         denied = true;
@@ -176,13 +202,40 @@ mod tests {
 
     #[test]
     fn programs_are_found_in_the_commands_path() {
-        assert_eq!(resolve(b"sh", b"/nonexistent:/bin:/usr/bin").unwrap(), b"/bin/sh");
-        assert_eq!(resolve(b"./x", b"/bin").unwrap(), b"./x");
-        assert_eq!(resolve(b"no-such-program-here", b"/bin").unwrap_err().raw_os_error(), Some(libc::ENOENT));
-        // /etc/passwd is a regular file, not executable.
-        assert_eq!(resolve(b"passwd", b"/etc").unwrap_err().raw_os_error(), Some(libc::EACCES));
-        // A directory of that name is skipped.
-        assert_eq!(resolve(b"bin", b"/").unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(resolve(b"sh", b"/nonexistent:/bin:/usr/bin", None).unwrap(), b"/bin/sh");
+        assert_eq!(resolve(b"./x", b"/bin", None).unwrap(), b"./x");
+        assert_eq!(resolve(b"no-such-program-here", b"/bin", None).unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        // /etc/passwd is a regular file, not executable; /bin is a directory: both as execvp.
+        assert_eq!(resolve(b"passwd", b"/etc", None).unwrap_err().raw_os_error(), Some(libc::EACCES));
+        assert_eq!(resolve(b"bin", b"/", None).unwrap_err().raw_os_error(), Some(libc::EACCES));
+        // A relative entry is looked up from the command's working directory.
+        assert_eq!(resolve(b"sh", b"bin", Some(b"/")).unwrap(), b"bin/sh");
+        assert_eq!(resolve(b"sh", b"bin", Some(b"/nonexistent")).unwrap_err().raw_os_error(), Some(libc::ENOENT));
+    }
+
+    fn run(argv: &[&[u8]], env: &[&[u8]], cwd: Option<&[u8]>) -> io::Result<i32> {
+        let argv: Vec<Vec<u8>> = argv.iter().map(|a| a.to_vec()).collect();
+        let env: Vec<Vec<u8>> = env.iter().map(|a| a.to_vec()).collect();
+        let pid = spawn(&Spec { argv: &argv, env: &env, cwd, fd3: None, marker: ("AIRLOCK_TREE", "t") })?;
+        let mut st = 0;
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        Ok(libc::WEXITSTATUS(st))
+    }
+
+    #[test]
+    fn scripts_without_a_shebang_and_relative_path_entries_run_as_with_execvp() {
+        let dir = std::env::temp_dir().join(format!("airlock-spawn-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("tools")).unwrap();
+        let script = dir.join("tools/seven");
+        std::fs::write(&script, "exit 7\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let d = dir.as_os_str().as_bytes();
+        // No `#!`: run by /bin/sh, as execvp does.
+        assert_eq!(run(&[script.as_os_str().as_bytes()], &[], None).unwrap(), 7);
+        // PATH=tools, found from the command's working directory.
+        assert_eq!(run(&[b"seven"], &[b"PATH=tools"], Some(d)).unwrap(), 7);
+        assert_eq!(run(&[b"seven"], &[b"PATH=tools"], Some(b"/")).unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

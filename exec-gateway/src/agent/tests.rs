@@ -278,3 +278,44 @@ fn file_exit_codes_map_to_grpc_codes() {
     let long = "é".repeat(2000);
     assert!(file_status("get", "/y", 1, &long).message().len() < 1100);
 }
+
+/// A fallback that counts its calls and fails them.
+struct CountingFallback(std::sync::atomic::AtomicUsize);
+
+impl PodExec for CountingFallback {
+    fn start(&self, target: &PodTarget, _: &Launch) -> BoxFuture<'static, Result<RemoteProcess, AgentError>> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let pod = target.pod.clone();
+        Box::pin(async move { Err(AgentError::PodNotFound { namespace: "n".into(), pod }) })
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_agent_of_a_cached_pod_is_stale_never_a_pods_exec_fallback() {
+    // A port nothing listens on (bound, then closed): connections are refused at once.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let fallback = Arc::new(CountingFallback(Default::default()));
+    let routed = Routed {
+        direct: Some(Arc::new(direct::DirectExec::new(Arc::new(vec![7; 32]), "/agent".into()))),
+        transport: Transport::Auto,
+        fallback: fallback.clone(),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+    };
+    let launch = Launch::Exec(ExecOptions { argv: vec!["true".into()], ..Default::default() });
+    let mut target = PodTarget {
+        namespace: "n".into(),
+        pod: "x".into(),
+        sandbox_uid: "uid".into(),
+        agent: Some(addr),
+        env: Vec::new(),
+        from_cache: true,
+    };
+    let e = routed.start(&target, &launch).await.err().expect("no agent there");
+    assert!(matches!(e, AgentError::Stale { .. }), "{e:?}");
+    assert_eq!(fallback.0.load(std::sync::atomic::Ordering::SeqCst), 0, "pods/exec was tried by a cached name");
+    // Read from the API server: auto falls back as before.
+    target.from_cache = false;
+    let e = routed.start(&target, &launch).await.err().expect("the fallback fails too");
+    assert!(matches!(e, AgentError::PodNotFound { .. }), "{e:?}");
+    assert_eq!(fallback.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
