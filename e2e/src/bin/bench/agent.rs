@@ -19,10 +19,15 @@ const FLOOR_SCRIPT: &str = "import os, sys, time\nfor _ in range(int(sys.argv[1]
 /// Pids are tried in turn: this gVisor refuses to list /proc (getdents, EINVAL).
 const RSS_SCRIPT: &str = "import os\ndef rss(p):\n    for l in open('/proc/%s/status' % p):\n        if l.startswith('VmRSS:'):\n            return int(l.split()[1])\n    return 0\nshims = 0\nn = 0\nfor p in range(2, 4096):\n    try:\n        cmd = open('/proc/%s/cmdline' % p, 'rb').read().split(b'\\0')\n    except OSError:\n        continue\n    if len(cmd) > 1 and cmd[1] == b'shim':\n        shims += rss(p)\n        n += 1\nprint(rss(1), shims, n)\n";
 
+/// Memory of the phase's sandbox.
+const MEMORY: &str = "1Gi";
+
 impl Bench {
     pub(crate) async fn phase_agent(&self, ns: &str) -> Result<()> {
         let name = "agent";
-        let direct = self.exec_sandbox(ns, name, GVISOR).await?;
+        // 1 GiB: under gVisor each process costs the sandbox ~1-2 MiB, so 100 of them (each a
+        // shim and a `sleep`) do not fit the exec phase's 256 MiB.
+        let direct = self.exec_sandbox_with(ns, name, GVISOR, MEMORY).await?;
         let api: Api<Sandbox> = Api::namespaced(self.kube.clone(), ns);
         let sbx = api.get(name).await?;
         let key = airlock_e2e::release::agent_key(&self.kube)
@@ -57,7 +62,7 @@ impl Bench {
             for i in 0..100 {
                 let mut c = AgentClient::connect(addr, token.as_bytes())?;
                 let s = Start {
-                    argv: ["sh", "-c", &format!("head -c {per_process} /dev/urandom; echo; sleep 600")]
+                    argv: ["sh", "-c", &format!("head -c {per_process} /dev/urandom; exec sleep 600")]
                         .iter()
                         .map(|a| a.as_bytes().to_vec())
                         .collect(),
@@ -102,9 +107,8 @@ impl Bench {
         self.section(
             "Agent daemon",
             format!(
-                "One gVisor Sandbox (cpu {}, memory {}). The floor is measured inside it through `pods/exec` (Python's `os.posix_spawn` of `/bin/true`, then `waitpid`): the time any exec round trip of `true` spends on the command alone, so `true` through the gateway cannot take less. Memory is `VmRSS` of the agent (PID 1) and of its shims (one per process, plus the spare) as the sandbox's /proc shows them (each shim's figure counts the agent binary's shared pages again), and the pod's working set from the kubelet's summary API (the whole sandbox, gVisor's own memory included); the background processes are started straight on the agent's port from the node.\n\n{}\n{mem}\nAgent bundle in the namespace's ConfigMap (`airlock-agent-*`, compressed agent and boot program): {:.2} MiB.\n",
+                "One gVisor Sandbox (cpu {}, memory {MEMORY}). The floor is measured inside it through `pods/exec` (Python's `os.posix_spawn` of `/bin/true`, then `waitpid`): the time any exec round trip of `true` spends on the command alone, so `true` through the gateway cannot take less. Memory is `VmRSS` of the agent (PID 1) and of its shims (one per process, plus the spare) as the sandbox's /proc shows them (each shim's figure counts the agent binary's shared pages again), and the pod's working set from the kubelet's summary API (the whole sandbox, gVisor's own memory included); the background processes are started straight on the agent's port from the node.\n\n{}\n{mem}\nAgent bundle in the namespace's ConfigMap (`airlock-agent-*`, compressed agent and boot program): {:.2} MiB.\n",
                 self.opts.exec_cpu,
-                self.opts.exec_memory,
                 table(&[&floor]),
                 bundle as f64 / 1048576.0
             ),
@@ -118,12 +122,19 @@ async fn exec_output(d: &drivers::Direct, argv: &[&str]) -> Result<String> {
     let ap = AttachParams::default()
         .container(airlock_crds::labels::MAIN_CONTAINER)
         .stdout(true)
-        .stderr(false)
+        .stderr(true)
         .stdin(false);
     let mut p = d.pods.exec(&d.pod, argv.iter().map(|s| s.to_string()), &ap).await?;
-    let mut out = Vec::new();
-    p.stdout().ok_or_else(|| anyhow!("no stdout"))?.read_to_end(&mut out).await?;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut o = p.stdout().ok_or_else(|| anyhow!("no stdout"))?;
+    let mut e = p.stderr().ok_or_else(|| anyhow!("no stderr"))?;
+    let (ro, re) = tokio::join!(o.read_to_end(&mut out), e.read_to_end(&mut err));
+    ro?;
+    re?;
     let _ = p.join().await;
+    if out.is_empty() {
+        bail!("{} printed nothing; stderr: {}", argv[0], String::from_utf8_lossy(&err));
+    }
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 

@@ -56,17 +56,15 @@ impl Bench {
 
     /// Creates a Sandbox for exec measurements and waits until it is Ready; returns its pod.
     pub(crate) async fn exec_sandbox(&self, ns: &str, name: &str, rt: &str) -> Result<Direct> {
+        self.exec_sandbox_with(ns, name, rt, &self.opts.exec_memory).await
+    }
+
+    /// [`Self::exec_sandbox`] with `memory` instead of the exec phase's.
+    pub(crate) async fn exec_sandbox_with(&self, ns: &str, name: &str, rt: &str, memory: &str) -> Result<Direct> {
         let api: Api<Sandbox> = Api::namespaced(self.kube.clone(), ns);
         api.create(
             &Self::pp(),
-            &self.sandbox(
-                name,
-                "exec",
-                rt,
-                &self.opts.exec_cpu,
-                &self.opts.exec_memory,
-                3600,
-            )?,
+            &self.sandbox(name, "exec", rt, &self.opts.exec_cpu, memory, 3600)?,
         )
         .await?;
         self.rec
