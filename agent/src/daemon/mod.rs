@@ -8,6 +8,10 @@
 //! shared, so nothing is locked, and the daemon cannot race the reaper. Each process runs under
 //! its own shim (`shim.rs`), which owns the process tree and reports the exit; one shim is kept
 //! started ahead of the next call (`procs::Spare`).
+//!
+//! Just over 600 lines: the daemon's state and its one poll loop read in one place; connections
+//! (`conn.rs`), process events (`events.rs`), the process table (`procs.rs`) and spawning
+//! (`spawn.rs`) have files of their own.
 
 pub mod auth;
 mod conn;
