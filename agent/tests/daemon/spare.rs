@@ -55,37 +55,41 @@ fn parent_of_a_command(a: &Daemon) -> u32 {
     String::from_utf8_lossy(&out).trim().parse().expect("a pid")
 }
 
+/// Waits for the agent to have exactly one shim that is none of `not` (a spare, once the shims
+/// of earlier calls are gone), and returns it: sampled once, as shims come and go meanwhile.
+fn one_spare(agent: u32, not: &[u32]) -> u32 {
+    let mut found = 0;
+    let ok = eventually(T, || match shims(agent)[..] {
+        [p] if !not.contains(&p) => {
+            found = p;
+            true
+        }
+        _ => false,
+    });
+    assert!(ok, "no single new spare shim: {:?}", shims(agent));
+    found
+}
+
 #[test]
 fn a_call_takes_the_spare_shim_and_a_dead_spare_fails_nothing() {
     let a = daemon();
     let agent = a.child.id();
     // A spare is made while the daemon is idle.
-    assert!(
-        eventually(T, || shims(agent).len() == 1),
-        "{:?}",
-        shims(agent)
-    );
-    let spare = shims(agent)[0];
+    let spare = one_spare(agent, &[]);
     // The next command runs under it, and a new spare follows.
     assert_eq!(
         parent_of_a_command(&a),
         spare,
         "the command did not run under the spare shim"
     );
-    assert!(
-        eventually(T, || matches!(shims(agent)[..], [p] if p != spare)),
-        "{:?}",
-        shims(agent)
-    );
+    let dead = one_spare(agent, &[spare]);
     // A spare killed from outside: the next call starts a shim of its own and succeeds.
-    let dead = shims(agent)[0];
     unsafe { libc::kill(dead as i32, libc::SIGKILL) };
     assert!(eventually(T, || !shims(agent).contains(&dead)));
     let ran_under = parent_of_a_command(&a);
     assert_ne!(ran_under, dead);
     // A tty call never takes the (pipe) spare.
-    assert!(eventually(T, || shims(agent).len() == 1));
-    let spare = shims(agent)[0];
+    let spare = one_spare(agent, &[dead, ran_under]);
     let mut c = a.client();
     let s = Start {
         tty: true,
