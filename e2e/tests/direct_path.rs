@@ -101,23 +101,35 @@ async fn only_agent_clients_reach_an_agent_and_each_token_opens_only_its_own_age
     ns.cleanup().await;
 }
 
+/// An in-process gateway for `ns` (configured further by `tweak`), a client of it with a tester
+/// token, and the gateway's metrics.
+async fn metered_gateway(
+    c: &Client,
+    ns: &str,
+    tweak: impl FnOnce(&mut airlock_exec_gateway::Config),
+) -> (AirlockClient, Arc<airlock_exec_gateway::metrics::Metrics>, tokio::sync::oneshot::Sender<()>) {
+    let metrics = Arc::new(Mutex::new(None));
+    let m = metrics.clone();
+    let (port, stop) = in_process_gateway(c, ns, move |cfg| {
+        tweak(cfg);
+        *m.lock().unwrap() = Some(cfg.metrics.clone());
+    })
+    .await;
+    let metrics = metrics.lock().unwrap().take().unwrap();
+    let token = token_for(c, ns, "tester").await;
+    let gw = AirlockClient::connect(&format!("http://127.0.0.1:{port}"), Some(token)).await.expect("gateway");
+    (gw, metrics, stop)
+}
+
 #[tokio::test]
 async fn calls_take_the_direct_path_and_a_timeout_there_ends_the_whole_tree() {
     let c = client().await;
     let ns = TestNamespace::new(&c, "direct-exec").await;
     let n = ns.name.as_str();
     ready(&c, n, "box").await;
-    let metrics = Arc::new(Mutex::new(None));
-    let m = metrics.clone();
-    let (port, _stop) = in_process_gateway(&c, n, move |cfg| {
-        // Never pods/exec: a call that cannot go direct fails.
-        cfg.agent_transport = airlock_exec_gateway::agent::Transport::Direct;
-        *m.lock().unwrap() = Some(cfg.metrics.clone());
-    })
-    .await;
-    let metrics = metrics.lock().unwrap().take().unwrap();
-    let token = token_for(&c, n, "tester").await;
-    let gw = AirlockClient::connect(&format!("http://127.0.0.1:{port}"), Some(token)).await.expect("gateway");
+    // Never pods/exec: a call that cannot go direct fails.
+    let (gw, metrics, _stop) =
+        metered_gateway(&c, n, |cfg| cfg.agent_transport = airlock_exec_gateway::agent::Transport::Direct).await;
     let direct = || metrics.encode().lines().find(|l| l.starts_with("airlock_gateway_agent_calls_total{transport=\"direct\"}")).map(str::to_string);
 
     let out = gw.exec_collect(AirlockClient::shell(n, "box", "echo out; echo err >&2; exit 3")).await.expect("exec");
@@ -377,12 +389,7 @@ async fn calls_find_their_sandbox_in_the_watch_cache_and_never_run_in_a_deleted_
     let n = ns.name.as_str();
     ready(&c, n, "box").await;
     ready(&c, n, "gone").await;
-    let metrics = Arc::new(Mutex::new(None));
-    let m = metrics.clone();
-    let (port, _stop) = in_process_gateway(&c, n, move |cfg| *m.lock().unwrap() = Some(cfg.metrics.clone())).await;
-    let metrics = metrics.lock().unwrap().take().unwrap();
-    let token = token_for(&c, n, "tester").await;
-    let gw = AirlockClient::connect(&format!("http://127.0.0.1:{port}"), Some(token)).await.expect("gateway");
+    let (gw, metrics, _stop) = metered_gateway(&c, n, |_| {}).await;
     let count_of = |source| lookups(&metrics.encode(), source);
 
     // Once the gateway's watches have listed, calls into a Ready sandbox read no API object.

@@ -1,7 +1,7 @@
 //! Talking to the Airlock agent inside a sandbox: its command lines, its stdin framing, how its
 //! exit status comes back through `pods/exec`, and how file-command exit codes map to gRPC codes;
 //! which path a call takes ([`Routed`]); the direct path itself is in [`direct`].
-//! (About 680 lines: `pods/exec` and the routing between the two paths; the routing moves out
+//! (About 740 lines: `pods/exec` and the routing between the two paths; the routing moves out
 //! with the next change to this file.)
 //!
 //! Frame format (see `docs/DESIGN-NOTES.md`): 1 byte type, 4 bytes big-endian payload length,
