@@ -59,3 +59,9 @@ pub fn pool_pod_subject(namespace: &str, pod: &str) -> String {
 /// Name of the NetworkPolicy of every pool pod of a namespace. Sandbox names are DNS labels (no
 /// dot), so it cannot be a Sandbox's policy name.
 pub const POOL_PODS_POLICY: &str = "airlock.pool-pods";
+
+/// Name of the per-namespace default-deny NetworkPolicy of every sandbox pod (label
+/// `app.kubernetes.io/component=sandbox`, managed by the operator). It exists before a namespace's
+/// first sandbox pod, so a pod is fenced from its first instant and the pod and its own policy can
+/// be written at the same time. Not a DNS label, so never a Sandbox's policy name.
+pub const SANDBOX_PODS_POLICY: &str = "airlock.sandbox-pods";

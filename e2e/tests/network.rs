@@ -189,3 +189,85 @@ async fn dns_true_reaches_only_the_cluster_dns() {
     ns.cleanup().await;
     dns_ns.cleanup().await;
 }
+
+/// Tries to connect to `argv[1]:argv[2]` every 20 ms for 40 s from the moment the container starts
+/// (the sandbox's main command), keeping `attempts connected` in /tmp/attempts; then sleeps.
+const CONNECT_LOOP: &str = r#"import socket,sys,time
+ip,port=sys.argv[1],int(sys.argv[2]); end=time.time()+40; n=ok=0
+while time.time()<end:
+  n+=1; s=socket.socket(); s.settimeout(0.2)
+  try:
+    s.connect((ip,port)); ok+=1
+  except OSError:
+    pass
+  s.close(); open('/tmp/attempts','w').write('%d %d'%(n,ok)); time.sleep(0.02)
+time.sleep(86400)
+"#;
+
+/// A TCP listener on the node greeting every connection with `hello` and recording its source
+/// address.
+async fn recording_listener(ip: &str) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<std::net::IpAddr>>>) {
+    let l = tokio::net::TcpListener::bind((ip, 0)).await.unwrap_or_else(|e| panic!("listening on {ip}: {e}"));
+    let port = l.local_addr().expect("address").port();
+    let peers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = peers.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, from)) = l.accept().await {
+            use tokio::io::AsyncWriteExt;
+            seen.lock().unwrap().push(from.ip());
+            // The probe's greeting (see `net::PROBE`).
+            tokio::spawn(async move {
+                let _ = sock.write_all(b"hello").await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    (port, peers)
+}
+
+/// Fail closed from the first instant, with the pod and its own NetworkPolicy written at the same
+/// time: sandboxes created together in a fresh namespace (so the burst also races the namespace's
+/// default-deny policy), each connecting to a listener of this test from the moment its container
+/// starts, never get through; the unfenced control pod does, before and after.
+#[tokio::test]
+async fn racing_creates_never_reach_a_listener_from_their_first_instant() {
+    const N: usize = 6;
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "net-race").await;
+    let n = ns.name.as_str();
+    let ip = TEST_IPS[1];
+    let (port, peers) = recording_listener(ip).await;
+    let target = tcp(ip, port);
+    let control = run_pod(&c, n, sleeper("control", RUNC, json!({"app": "control"}))).await;
+    let control_ip: std::net::IpAddr = control.status.and_then(|s| s.pod_ip).expect("control pod IP").parse().expect("IP");
+    let reach = |label| Case { label, pod: "control", container: None, expect: vec![(target.clone(), true)] };
+    net::settle(&c, n, &[reach("control, before")], Duration::from_secs(60)).await;
+
+    let port_s = port.to_string();
+    let spec = json!({"network": {"egress": "None"}, "resources": {"cpu": "50m", "memory": "128Mi"},
+        "command": ["python3", "-c", CONNECT_LOOP, ip, port_s]});
+    let names: Vec<String> = (0..N).map(|i| format!("race-{i}")).collect();
+    let creates = names.iter().map(|name| sandboxes::create(&c, n, name, spec.clone()));
+    for (name, r) in names.iter().zip(futures::future::join_all(creates).await) {
+        r.unwrap_or_else(|e| panic!("creating Sandbox {n}/{name}: {e}"));
+    }
+    let api: Api<Sandbox> = Api::namespaced(c.clone(), n);
+    let mut ips = Vec::new();
+    for name in &names {
+        let s = wait_for(&api, name, READY_TIMEOUT, "Ready", |s| s.is_some_and(Sandbox::is_ready)).await.expect("sandbox");
+        ips.push(s.status.and_then(|st| st.pod_ip).expect("podIP"));
+    }
+    // Let every loop run on for a while past Ready, then read what each saw.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for name in &names {
+        let out = airlock_e2e::exec(&c, n, name, &["cat", "/tmp/attempts"]).await;
+        let seen: Vec<u64> = out.stdout.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        assert!(matches!(seen[..], [tried, 0] if tried > 0), "{name} ({ips:?}): attempts/connected = {:?}, stderr {:?}", out.stdout, out.stderr);
+    }
+    net::settle(&c, n, &[reach("control, after")], Duration::from_secs(60)).await;
+    let peers = peers.lock().unwrap().clone();
+    assert!(peers.contains(&control_ip), "the control's connections were seen from {control_ip}: {peers:?}");
+    let foreign: Vec<_> = peers.iter().filter(|p| **p != control_ip).collect();
+    assert!(foreign.is_empty(), "connections from sandboxes {ips:?} reached the listener: {foreign:?}");
+    ns.cleanup().await;
+}

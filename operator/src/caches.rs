@@ -1,13 +1,13 @@
 //! What the operator remembers between reconciles, per namespace and per sandbox, and how that
 //! memory is dropped when the cluster changes under it.
 //!
-//! Two per-namespace caches spare API calls: when the namespace's ResourceQuota was last applied,
-//! and when its agent ConfigMap was last seen. Both would lie after the object goes away (a
-//! namespace deleted and re-created under the same name, someone deleting the ConfigMap): the
-//! quota would not be applied again (fail-open) and new pods would mount a missing ConfigMap. So
-//! [`invalidate`] watches the metadata of the operator's own quotas and agent ConfigMaps and
-//! forgets a namespace as soon as its object is deleted — or, after a watch restart, is no longer
-//! listed.
+//! Three per-namespace caches spare API calls: when the namespace's ResourceQuota and its
+//! default-deny NetworkPolicy were last applied, and when its agent ConfigMap was last seen. All
+//! would lie after the object goes away (a namespace deleted and re-created under the same name,
+//! someone deleting the object): the quota or the fence would not be applied again (fail-open) and
+//! new pods would mount a missing ConfigMap. So [`invalidate`] watches the metadata of the
+//! operator's own quotas, fences and agent ConfigMaps and forgets a namespace as soon as its
+//! object is deleted — or, after a watch restart, is no longer listed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use airlock_crds::labels;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -181,33 +182,33 @@ async fn follow<K>(
     }
 }
 
-/// Watches the operator's ResourceQuotas (`quotas` given: it manages them) and agent ConfigMaps
-/// (`bundles` given: the ConfigMap delivery), forgetting a namespace in the matching stamps when
-/// its object goes away. Runs until dropped.
+/// Watches the operator's ResourceQuotas (`quotas` given: it manages them), agent ConfigMaps
+/// (`bundles` given: the ConfigMap delivery) and default-deny NetworkPolicies, forgetting a
+/// namespace in the matching stamps when its object goes away. Runs until dropped.
 pub(crate) async fn invalidate(
     client: Client,
     namespace: Option<&str>,
     quotas: Option<&Stamps>,
     bundles: Option<&Stamps>,
+    fences: &Stamps,
 ) {
-    let (quota_api, bundle_api): (
+    let (quota_api, bundle_api, fence_api): (
         Api<PartialObjectMeta<ResourceQuota>>,
         Api<PartialObjectMeta<ConfigMap>>,
+        Api<PartialObjectMeta<NetworkPolicy>>,
     ) = match namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
             Api::namespaced(client, ns),
         ),
-        None => (Api::all(client.clone()), Api::all(client)),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
     };
+    let operators = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_OPERATOR);
     let quota = async {
         if let Some(stamps) = quotas {
             let config = watcher::Config::default()
-                .labels(&format!(
-                    "{}={}",
-                    labels::MANAGED_BY,
-                    labels::MANAGED_BY_OPERATOR
-                ))
+                .labels(&operators)
                 .fields(&format!("metadata.name={}", crate::build::QUOTA_NAME));
             follow("ResourceQuotas", quota_api, config, stamps).await;
         }
@@ -218,8 +219,14 @@ pub(crate) async fn invalidate(
             follow("agent ConfigMaps", bundle_api, config, stamps).await;
         }
     };
-    futures::join!(quota, bundle);
-    // Both watches are infinite; with neither configured, wait here rather than return.
+    let fence = async {
+        let config = watcher::Config::default()
+            .labels(&operators)
+            .fields(&format!("metadata.name={}", labels::SANDBOX_PODS_POLICY));
+        follow("default-deny NetworkPolicies", fence_api, config, fences).await;
+    };
+    futures::join!(quota, bundle, fence);
+    // The watches are infinite; wait here rather than return.
     std::future::pending::<()>().await;
 }
 

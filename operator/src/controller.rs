@@ -35,6 +35,9 @@ pub struct Context {
     pub metrics: Metrics,
     /// When each namespace's quota was last applied.
     quotas: Stamps,
+    /// When each namespace's default-deny policy ([`crate::build::netpol::namespace_fence`]) was
+    /// last applied.
+    fences: Stamps,
     /// When each namespace's agent ConfigMap was last seen or created.
     pub(crate) bundles: Stamps,
     /// Per namespace, the uid of the agent ConfigMap verified to be the operator's.
@@ -54,6 +57,7 @@ impl Context {
             recorder,
             metrics,
             quotas: Stamps::default(),
+            fences: Stamps::default(),
             bundles: Stamps::default(),
             verified_bundles: Default::default(),
             rejections: Backoff::default(),
@@ -68,6 +72,15 @@ impl Context {
 
     pub(crate) fn quota_applied(&self, namespace: &str) {
         self.quotas.mark(namespace);
+    }
+
+    /// Whether the namespace's default-deny policy should be applied now.
+    pub(crate) fn fence_due(&self, namespace: &str) -> bool {
+        self.fences.due(namespace, QUOTA_REFRESH)
+    }
+
+    pub(crate) fn fence_applied(&self, namespace: &str) {
+        self.fences.mark(namespace);
     }
 }
 
@@ -147,6 +160,7 @@ pub async fn run(
             .is_some()
             .then_some(&caches_ctx.quotas),
         matches!(caches_ctx.config.agent, Agent::ConfigMap(_)).then_some(&caches_ctx.bundles),
+        &caches_ctx.fences,
     );
     let controller = controller
         .run(reconcile::reconcile, error_policy, ctx)

@@ -184,7 +184,11 @@ fn respond(state: &mut FakeState, r: &Recorded) -> Response<Body> {
             Some(pod) => ok(pod),
             None => status(404, "NotFound", &format!("pods \"{name}\" not found")),
         },
-        ("PATCH", ["api", "v1", "namespaces", _, "pods", _]) => {
+        ("POST", ["api", "v1", "namespaces", _, "pods"]) if state.pod.is_some() => {
+            let name = r.body["metadata"]["name"].as_str().unwrap_or_default();
+            status(409, "AlreadyExists", &format!("pods \"{name}\" already exists"))
+        }
+        ("PATCH", ["api", "v1", "namespaces", _, "pods", _]) | ("POST", ["api", "v1", "namespaces", _, "pods"]) => {
             if state.terminating {
                 return status(
                     403,

@@ -84,6 +84,37 @@ pub fn network_policy(sandbox: &Sandbox, config: &Config) -> Result<NetworkPolic
     })
 }
 
+/// The namespace's default-deny policy ([`labels::SANDBOX_PODS_POLICY`], owned by no Sandbox so
+/// that it outlives them all): it selects every sandbox pod the operator makes (component
+/// `sandbox`, managed by the operator; pool pods too) and allows nothing in either direction.
+/// Policies add up, so a sandbox pod gets exactly what its own policy allows once that exists,
+/// and nothing before: the pod can be created alongside its own policy, never unfenced.
+pub fn namespace_fence(namespace: &str) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(labels::SANDBOX_PODS_POLICY.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(BTreeMap::from([(
+                labels::MANAGED_BY.to_string(),
+                labels::MANAGED_BY_OPERATOR.to_string(),
+            )])),
+            ..Default::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([
+                    (labels::COMPONENT.to_string(), labels::COMPONENT_SANDBOX.to_string()),
+                    (labels::MANAGED_BY.to_string(), labels::MANAGED_BY_OPERATOR.to_string()),
+                ])),
+                match_expressions: None,
+            }),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: None,
+            egress: None,
+        }),
+    }
+}
+
 /// The agent port, from the agent clients only: pods labelled `airlock.dev/agent-client=true` in
 /// the release namespace (a namespace and pod selector in one peer: both must match).
 pub(crate) fn agent_rule(direct: &DirectAgent) -> NetworkPolicyIngressRule {
@@ -271,6 +302,31 @@ mod tests {
                 }
             }
             _ => {}
+        }
+    }
+
+    #[test]
+    fn the_namespace_fence_selects_every_sandbox_pod_and_allows_nothing() {
+        let np = namespace_fence("team-a");
+        let expected: NetworkPolicy = serde_yaml::from_str(
+            r#"
+metadata:
+  name: airlock.sandbox-pods
+  namespace: team-a
+  labels: {app.kubernetes.io/managed-by: airlock-operator}
+spec:
+  podSelector:
+    matchLabels: {app.kubernetes.io/component: sandbox, app.kubernetes.io/managed-by: airlock-operator}
+  policyTypes: [Ingress, Egress]
+"#,
+        )
+        .unwrap();
+        assert_eq!(np, expected);
+        // It selects the pods the operator builds (and pool pods, which keep these labels).
+        let s = crate::build::fixtures::sandbox(crate::build::fixtures::MINIMAL);
+        let pod_labels = crate::build::child_labels(&s.name_any());
+        for (k, v) in np.spec.unwrap().pod_selector.unwrap().match_labels.unwrap() {
+            assert_eq!(pod_labels.get(&k), Some(&v), "{k}");
         }
     }
 

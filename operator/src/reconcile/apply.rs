@@ -11,7 +11,7 @@ use airlock_crds::{Sandbox, SandboxStatus};
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
 use kube::{Api, Client, Resource, ResourceExt};
 
 /// The field manager of everything the operator writes.
@@ -48,6 +48,10 @@ pub enum ApplyError {
         name: String,
         message: String,
     },
+    /// A pod of that name exists already (this sandbox's, made by an earlier reconcile whose
+    /// status write did not happen, or someone else's): the reconcile reads it and goes on.
+    #[error("pod {namespace}/{name} already exists")]
+    PodExists { namespace: String, name: String },
     #[error("applying PriorityClass {name}: {source}")]
     PriorityClass {
         name: String,
@@ -101,20 +105,22 @@ fn meta_of<K: Resource>(obj: &K) -> (String, String) {
     (obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
-/// Applies the sandbox's pod (creating it). A refusal by a ResourceQuota is told apart from other
-/// failures: it is an expected state, not an error to retry fast.
-pub async fn pod(client: &Client, pod: &Pod) -> Result<Pod, ApplyError> {
+/// Creates the sandbox's pod (a create, not an apply: a pod of that name that exists already —
+/// maybe someone else's — is never written to; [`ApplyError::PodExists`] says so). A refusal by a
+/// ResourceQuota is told apart from other failures: it is an expected state, not an error to
+/// retry fast.
+pub async fn create_pod(client: &Client, pod: &Pod) -> Result<Pod, ApplyError> {
     let (namespace, name) = meta_of(pod);
     let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    match api
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(pod),
-        )
-        .await
-    {
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    match api.create(&params, pod).await {
         Ok(p) => Ok(p),
+        Err(kube::Error::Api(s)) if s.code == 409 && s.reason == "AlreadyExists" => {
+            Err(ApplyError::PodExists { namespace, name })
+        }
         Err(e) => Err(classify_pod_error(namespace, name, e)),
     }
 }

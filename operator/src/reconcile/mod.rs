@@ -87,6 +87,10 @@ pub enum Error {
     Warm(#[from] warm::WarmError),
     #[error(transparent)]
     Files(#[from] files::FilesError),
+    /// The pipeline ran without reading the pod and came to a step that needs it (see
+    /// [`reconcile_at`]); never returned by [`reconcile_at`].
+    #[error("the sandbox's pod must be read first")]
+    NeedsRead,
 }
 
 impl Error {
@@ -113,6 +117,7 @@ impl Error {
             Error::Warm(warm::WarmError::Template { .. }) => "template",
             Error::Warm(warm::WarmError::Claim(_)) => "claim",
             Error::Files(_) => "files",
+            Error::NeedsRead => "read",
         }
     }
 }
@@ -145,6 +150,12 @@ pub async fn reconcile(
 }
 
 /// The pipeline, at a given time (the tests fix the clock).
+///
+/// A Sandbox the operator has never written a status for (just created) is taken to have no pod
+/// yet, without reading: its pod is created at once, and a pod of that name that exists after
+/// all (made by a reconcile cut short, or someone else's) makes the create fail with
+/// `AlreadyExists`, and the pipeline runs again from a fresh read; so do the steps whose outcome
+/// depends on a pod (expiry, refusal).
 pub async fn reconcile_at(
     guard: &DeserializeGuard<Sandbox>,
     ctx: &Context,
@@ -161,9 +172,23 @@ pub async fn reconcile_at(
         // Being deleted: the garbage collector takes the children.
         return Ok(Action::await_change());
     }
+    let unread = sandbox.status.is_none() && sandbox.spec.template_ref.is_none();
+    match pipeline(sandbox, ctx, now, unread).await {
+        Err(Error::Apply(apply::ApplyError::PodExists { .. }) | Error::NeedsRead) => {
+            debug!("reading the sandbox's pod and starting over");
+            pipeline(sandbox, ctx, now, false).await
+        }
+        other => other,
+    }
+}
 
+async fn pipeline(sandbox: &Sandbox, ctx: &Context, now: Timestamp, unread: bool) -> Result<Action, Error> {
     // 1. read
-    let observed = read::observe(&ctx.client, sandbox, &warm::pod_names(ctx, sandbox)).await?;
+    let observed = if unread {
+        read::Observed::default()
+    } else {
+        read::observe(&ctx.client, sandbox, &warm::pod_names(ctx, sandbox)).await?
+    };
     let prev = sandbox.status.clone().unwrap_or_default();
 
     // (a Sandbox made from a template: the template applied; see `warm`)
@@ -224,6 +249,9 @@ pub async fn reconcile_at(
         files_written: None,
     };
     if let Some(why) = deadlines.ended(now).or_else(|| already_expired(&prev)) {
+        if unread {
+            return Err(Error::NeedsRead);
+        }
         return expire(sandbox, ctx, &observed, why, status_ctx(None, &[])).await;
     }
 
@@ -236,6 +264,10 @@ pub async fn reconcile_at(
     // its NetworkPolicy is rebuilt under the current deny-list all the same.
     let plan = match validate::validate_as(sandbox, &ctx.config, running) {
         Ok(plan) => plan,
+        Err(_) if unread => {
+            // A refusal depends on whether a pod runs (a running one is kept): read it first.
+            return Err(Error::NeedsRead);
+        }
         Err(invalid) => {
             if let Some(pod) = observed.own_pod(sandbox) {
                 apply::delete_pod(&ctx.client, pod).await?;
@@ -288,6 +320,13 @@ pub async fn reconcile_at(
     // A warm pod is claimed while the Sandbox's policy is applied: until that policy exists the
     // claimed pod stays under its pool's deny-all policy (it keeps the pool-origin label), so it
     // is never less fenced; the status says Ready only after both.
+    //
+    // A pod about to be created is written alongside its policy (see `create`): the namespace's
+    // default-deny policy fences it until its own exists.
+    let creating = observed.pod.is_none()
+        && template.is_none()
+        && quota_problem.is_none()
+        && ctx.rejections.waiting(&sandbox_key(sandbox), now).is_none();
     let claimed = match (observed.own_pod(sandbox), template) {
         (None, Some(t)) => {
             let (applied, claimed) = tokio::join!(
@@ -297,6 +336,7 @@ pub async fn reconcile_at(
             applied?;
             claimed?
         }
+        _ if creating => None,
         _ => {
             apply::network_policy(&ctx.client, &network_policy).await?;
             None
@@ -322,12 +362,7 @@ pub async fn reconcile_at(
         // refusal until the back-off says to ask the API server again.
         Found::Rejected(message, retry)
     } else {
-        agent::ensure(ctx, sandbox, &pod).await?;
-        if let Some(secret) = &token_secret {
-            // Before the pod: the kubelet needs it to start the container.
-            apply::token_secret(&ctx.client, secret).await?;
-        }
-        match apply::pod(&ctx.client, &pod).await {
+        match create(ctx, sandbox, &pod, &network_policy, token_secret.as_ref()).await {
             Ok(created) => {
                 ctx.rejections.reset(&sandbox_key(sandbox));
                 Found::Pod(Box::new(created), Made::Created)
@@ -430,6 +465,55 @@ pub async fn reconcile_at(
         "reconciled"
     );
     Ok(Action::requeue(requeue))
+}
+
+/// Step 5 for a sandbox without a pod: the pod, its NetworkPolicy and its agent token Secret,
+/// written at the same time once the namespace's default-deny policy and agent ConfigMap exist.
+///
+/// The default-deny policy ([`build::netpol::namespace_fence`]) selects every sandbox pod, so the
+/// pod is fenced (no ingress, no egress) from its first instant whatever the order in which the
+/// API server takes the three writes; its own policy only ever adds what its spec allows. The
+/// kubelet reads the token Secret when it starts the container, after scheduling and sandbox
+/// creation (hundreds of milliseconds); were it later still, the kubelet retries. The status says
+/// Ready only after all three succeeded (an error here fails the reconcile, which retries).
+async fn create(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    pod: &Pod,
+    network_policy: &k8s_openapi::api::networking::v1::NetworkPolicy,
+    token_secret: Option<&k8s_openapi::api::core::v1::Secret>,
+) -> Result<Pod, apply::ApplyError> {
+    ensure_fence(ctx, &sandbox.namespace().unwrap_or_default()).await?;
+    agent::ensure(ctx, sandbox, pod).await?;
+    let secret = async {
+        match token_secret {
+            Some(secret) => apply::token_secret(&ctx.client, secret).await,
+            None => Ok(()),
+        }
+    };
+    let (policy, secret, created) = tokio::join!(
+        apply::network_policy(&ctx.client, network_policy),
+        secret,
+        apply::create_pod(&ctx.client, pod)
+    );
+    // A pod refused or already there is reported as such; the policy and Secret first, though:
+    // a created pod is not reported without them.
+    policy?;
+    secret?;
+    created
+}
+
+/// Applies the namespace's default-deny NetworkPolicy when it is due (first sandbox pod of the
+/// namespace since the operator started, [`crate::controller::QUOTA_REFRESH`] ago, or seen
+/// deleted: see [`crate::caches`]).
+pub(crate) async fn ensure_fence(ctx: &Context, namespace: &str) -> Result<(), apply::ApplyError> {
+    if !ctx.fence_due(namespace) {
+        return Ok(());
+    }
+    apply::network_policy(&ctx.client, &build::netpol::namespace_fence(namespace)).await?;
+    debug!("applied NetworkPolicy {}", airlock_crds::labels::SANDBOX_PODS_POLICY);
+    ctx.fence_applied(namespace);
+    Ok(())
 }
 
 /// How step 5 came by the sandbox's pod.

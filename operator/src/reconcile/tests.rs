@@ -27,6 +27,9 @@ mod refusals;
 const CREATED: &str = "2025-01-01T00:00:00Z";
 const SBX_BASE: &str = "/apis/airlock.dev/v1alpha1/namespaces/team-a/sandboxes/sbx-1";
 const POD: &str = "/api/v1/namespaces/team-a/pods/sbx-1";
+/// Pods are created (POST), never applied over a pod that may be someone else's.
+const PODS: &str = "/api/v1/namespaces/team-a/pods";
+const FENCE: &str = "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/airlock.sandbox-pods";
 const NETPOL: &str = "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/sbx-1";
 const QUOTA: &str = "/api/v1/namespaces/team-a/resourcequotas/airlock-sandboxes";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/team-a/events";
@@ -39,6 +42,17 @@ fn ts(s: &str) -> Timestamp {
 fn sbx(spec_tail: &str) -> Sandbox {
     let mut s = sandbox(&format!("{MINIMAL}{spec_tail}"));
     s.metadata.creation_timestamp = Some(Time(ts(CREATED)));
+    s
+}
+
+/// [`sbx`] reconciled once before: its pod was created and the status says so (phase Pending).
+fn reconciled(spec_tail: &str) -> Sandbox {
+    let mut s = sbx(spec_tail);
+    s.status = Some(airlock_crds::SandboxStatus {
+        phase: Some(airlock_crds::Phase::Pending),
+        pod_name: Some("sbx-1".into()),
+        ..Default::default()
+    });
     s
 }
 
@@ -111,19 +125,25 @@ async fn new_sandbox_gets_quota_netpol_pod_and_status() {
     let s = sbx("");
     let (action, api) = run(&s, FakeState::default(), "2025-01-01T00:00:10Z").await;
 
+    // No read first (a new Sandbox has no pod yet); the namespace's quota and default-deny policy
+    // before the pod; the pod and its own policy at the same time (in either order).
+    let mut lines = api.lines();
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+    lines[2..4].sort();
     assert_eq!(
-        api.lines(),
+        lines,
         [
-            format!("GET {POD}"),
             format!("PATCH {QUOTA}"),
+            format!("PATCH {FENCE}"),
             format!("PATCH {NETPOL}"),
-            format!("PATCH {POD}"),
+            format!("POST {PODS}"),
             format!("PATCH {SBX_BASE}/status"),
             format!("POST {EVENTS}"),
         ]
     );
-    // Server-side apply, one field manager; children forced, the quota not.
-    for path in [NETPOL, POD, &format!("{SBX_BASE}/status")] {
+    // Server-side apply, one field manager; children forced, the quota not; the pod created with
+    // the same field manager.
+    for path in [NETPOL, FENCE, &format!("{SBX_BASE}/status")] {
         let r = api.find("PATCH", path).unwrap();
         assert!(
             r.query_has("fieldManager=airlock-operator"),
@@ -132,6 +152,12 @@ async fn new_sandbox_gets_quota_netpol_pod_and_status() {
         );
         assert!(r.query_has("force=true"), "{path}: {}", r.query);
     }
+    let created = api.find("POST", PODS).unwrap();
+    assert!(created.query_has("fieldManager=airlock-operator"), "{}", created.query);
+    let fence = api.find("PATCH", FENCE).unwrap().body;
+    assert_eq!(fence["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"], "sandbox");
+    assert_eq!(fence["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!((fence["spec"].get("ingress"), fence["spec"].get("egress")), (None, None));
     let q = api.find("PATCH", QUOTA).unwrap();
     assert!(
         q.query_has("fieldManager=airlock-operator") && !q.query_has("force=true"),
@@ -140,7 +166,7 @@ async fn new_sandbox_gets_quota_netpol_pod_and_status() {
     );
     assert_eq!(q.body["spec"]["hard"]["pods"], "50");
 
-    let pod = api.find("PATCH", POD).unwrap().body;
+    let pod = api.find("POST", PODS).unwrap().body;
     assert_eq!(pod["kind"], "Pod");
     assert_eq!(pod["metadata"]["ownerReferences"][0]["controller"], true);
     assert_eq!(
@@ -187,14 +213,14 @@ async fn new_sandbox_gets_quota_netpol_pod_and_status() {
 
 #[tokio::test]
 async fn ready_pod_makes_the_sandbox_ready_once() {
-    let s = sbx("");
+    let s = reconciled("");
     let state = FakeState {
         pod: Some(owned_pod("Running", true)),
         ..FakeState::default()
     };
     let (_, api) = run(&s, state, "2025-01-01T00:00:10Z").await;
     assert!(
-        api.find("PATCH", POD).is_none(),
+        api.find("POST", PODS).is_none(),
         "an existing pod is not re-applied"
     );
     let status = status_patch(&api);
@@ -406,12 +432,12 @@ async fn resources_over_the_maximum_are_invalid() {
             .unwrap()
             .starts_with("spec.resources.memory")
     );
-    assert!(api.find("PATCH", POD).is_none());
+    assert!(api.find("POST", PODS).is_none());
 }
 
 #[tokio::test]
 async fn oom_killed_pod_fails_the_sandbox() {
-    let s = sbx("");
+    let s = reconciled("");
     let mut pod = owned_pod("Failed", false);
     pod["status"]["containerStatuses"] = json!([{
         "name": "sandbox", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
@@ -427,14 +453,14 @@ async fn oom_killed_pod_fails_the_sandbox() {
     assert_eq!(condition(&status, "Ready")["reason"], "OOMKilled");
     assert_eq!(event_reasons(&api), ["Failed"]);
     assert!(
-        api.find("PATCH", POD).is_none(),
+        api.find("POST", PODS).is_none(),
         "a failed sandbox is not restarted"
     );
 }
 
 #[tokio::test]
 async fn a_pod_of_someone_else_is_left_alone() {
-    let s = sbx("");
+    let s = reconciled("");
     let mut pod = owned_pod("Running", true);
     pod["metadata"]["ownerReferences"][0]["uid"] = json!("previous-sandbox-uid");
     let state = FakeState {
@@ -442,7 +468,7 @@ async fn a_pod_of_someone_else_is_left_alone() {
         ..FakeState::default()
     };
     let (action, api) = run(&s, state, "2025-01-01T00:00:10Z").await;
-    assert!(api.find("PATCH", POD).is_none());
+    assert!(api.find("POST", PODS).is_none());
     assert_eq!(
         condition(&status_patch(&api), "Ready")["reason"],
         "PodNameTaken"
@@ -540,7 +566,7 @@ async fn no_pod_while_the_quota_cannot_be_applied() {
         ..FakeState::default()
     };
     let (action, api) = run(&s, state, "2025-01-01T00:00:10Z").await;
-    assert!(api.find("PATCH", POD).is_none(), "fail closed");
+    assert!(api.find("POST", PODS).is_none(), "fail closed");
     let status = status_patch(&api);
     assert_eq!(status["phase"], "Pending");
     let ready = condition(&status, "Ready");
@@ -648,7 +674,7 @@ async fn agent_config_map_is_created_before_the_pod_and_old_unused_ones_go() {
     let get = at(format!("GET {CONFIG_MAPS}/{name}"));
     let post = at(format!("POST {CONFIG_MAPS}"));
     let deleted = at(format!("DELETE {CONFIG_MAPS}/airlock-agent-0ld0000002"));
-    let pod = at(format!("PATCH {POD}"));
+    let pod = at(format!("POST {PODS}"));
     assert!(get < post && post < deleted && deleted < pod, "{lines:#?}");
     assert!(
         !lines.contains(&format!("DELETE {CONFIG_MAPS}/airlock-agent-0ld0000001")),
@@ -662,7 +688,7 @@ async fn agent_config_map_is_created_before_the_pod_and_old_unused_ones_go() {
     );
     assert_eq!(created.body["immutable"], true);
     assert_eq!(created.body["metadata"]["name"], name.as_str());
-    let p = api.find("PATCH", POD).unwrap().body;
+    let p = api.find("POST", PODS).unwrap().body;
     assert_eq!(p["spec"]["volumes"][1]["configMap"]["name"], name.as_str());
     assert_eq!(
         p["metadata"]["labels"]["airlock.dev/agent-bundle"],
@@ -730,7 +756,7 @@ async fn the_operators_agent_config_map_is_read_once_and_then_trusted_by_uid() {
         [format!("GET {cm} (metadata)"), format!("GET {cm}")],
         "no writes"
     );
-    assert!(api.find("PATCH", POD).is_some());
+    assert!(api.find("POST", PODS).is_some());
     assert_eq!(event_reasons(&api), ["Created"]);
     assert_eq!(ctx.metrics.agent_bundles_replaced.get(), 0);
     // The same ConfigMap (same uid) is not read again; another one of the same name is.
@@ -782,7 +808,7 @@ async fn an_impostor_agent_config_map_is_replaced_before_the_pod_is_created() {
     let lines = api.lines();
     let at = |l: String| lines.iter().position(|x| *x == l).unwrap();
     assert!(
-        at(format!("POST {CONFIG_MAPS}")) < at(format!("PATCH {POD}")),
+        at(format!("POST {CONFIG_MAPS}")) < at(format!("POST {PODS}")),
         "{lines:#?}"
     );
     // Only the impostor is deleted (uid precondition), and the operator's bundle takes its place.
@@ -831,7 +857,7 @@ async fn no_pod_while_an_impostor_agent_config_map_cannot_be_removed() {
             .starts_with("deleting ConfigMap team-a/airlock-agent-"),
         "{e}"
     );
-    assert!(api.find("PATCH", POD).is_none(), "fail closed");
+    assert!(api.find("POST", PODS).is_none(), "fail closed");
     assert!(api.find("POST", CONFIG_MAPS).is_none());
 }
 
@@ -842,9 +868,10 @@ async fn no_config_map_calls_for_a_running_pod_the_init_container_delivery_or_an
         pod: Some(owned_pod("Running", true)),
         ..FakeState::default()
     };
+    // (Reconciled before: it has a status.)
     let (_, api) = run_with(
         Config::with_bundle(),
-        &sbx(""),
+        &reconciled(""),
         state,
         "2025-01-01T00:00:10Z",
     )
@@ -862,9 +889,36 @@ async fn no_config_map_calls_for_a_running_pod_the_init_container_delivery_or_an
     .await;
     assert_no_config_map_calls(&api);
     assert!(
-        api.find("PATCH", POD).unwrap().body["spec"]
+        api.find("POST", PODS).unwrap().body["spec"]
             .get("volumes")
             .is_none()
     );
 }
 
+
+#[tokio::test]
+async fn a_pod_made_before_the_first_status_is_found_by_its_create_and_kept() {
+    // The operator created the pod and stopped before writing the status: the next reconcile
+    // sees a Sandbox without a status, creates the pod without reading, gets AlreadyExists, reads
+    // the pod and reports it; the pod is never written to.
+    let s = sbx("");
+    let state = FakeState {
+        pod: Some(owned_pod("Running", true)),
+        ..FakeState::default()
+    };
+    let (_, api) = run(&s, state, "2025-01-01T00:00:10Z").await;
+    let lines = api.lines();
+    let post = lines.iter().position(|l| *l == format!("POST {PODS}")).expect("created first");
+    let get = lines.iter().position(|l| *l == format!("GET {POD}")).expect("then read");
+    assert!(post < get, "{lines:#?}");
+    assert!(!lines.iter().any(|l| l.starts_with("PATCH /api/v1/namespaces/team-a/pods") || l.starts_with("DELETE")), "{lines:#?}");
+    let status = status_patch(&api);
+    assert_eq!((status["phase"].as_str(), status["podUid"].as_str()), (Some("Ready"), Some("pod-uid-1")), "{status}");
+
+    // Someone else's pod of that name: the same, and the Sandbox waits for it to go.
+    let mut foreign = owned_pod("Running", true);
+    foreign["metadata"]["ownerReferences"][0]["uid"] = json!("another-uid");
+    let (_, api) = run(&s, FakeState { pod: Some(foreign), ..FakeState::default() }, "2025-01-01T00:00:10Z").await;
+    assert!(api.lines().contains(&format!("GET {POD}")));
+    assert_eq!(condition(&status_patch(&api), "Ready")["reason"], "PodNameTaken");
+}

@@ -69,7 +69,7 @@ async fn a_running_sandbox_over_a_lowered_resource_maximum_keeps_its_pod() {
     // The same spec without a pod is refused, as before.
     let (_, api) = run_with(config, &s, FakeState::default(), "2025-01-01T00:00:10Z").await;
     assert_eq!(condition(&status_patch(&api), "Ready")["reason"], "Invalid");
-    assert!(api.find("PATCH", POD).is_none());
+    assert!(api.find("POST", PODS).is_none());
 }
 
 #[tokio::test]

@@ -31,7 +31,7 @@ async fn a_runtime_class_not_allowed_fails_the_sandbox_without_a_pod() {
     let config = Config::from_flags(&["--allowed-runtime-classes=gvisor,runc"]);
     let (_, api) = run_with(config, &s, FakeState::default(), "2025-01-01T00:00:10Z").await;
     assert_eq!(
-        api.find("PATCH", POD).expect("pod created").body["spec"]["runtimeClassName"],
+        api.find("POST", PODS).expect("pod created").body["spec"]["runtimeClassName"],
         "runc"
     );
 }
@@ -42,7 +42,7 @@ async fn an_allow_list_entry_inside_the_deny_list_fails_the_sandbox() {
         "  network:\n    egress: AllowList\n    allow:\n      - cidr: 203.0.113.0/24\n      - cidr: 169.254.169.254/32\n",
     );
     let (_, api) = run(&s, FakeState::default(), "2025-01-01T00:00:10Z").await;
-    assert!(api.find("PATCH", NETPOL).is_none() && api.find("PATCH", POD).is_none());
+    assert!(api.find("PATCH", NETPOL).is_none() && api.find("POST", PODS).is_none());
     let status = status_patch(&api);
     assert_eq!(status["phase"], "Failed");
     let ready = condition(&status, "Ready");
