@@ -6,8 +6,9 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 pub const USAGE: &str = "usage:
   airlock-agent install DEST
-  airlock-agent init [--listen ADDR:PORT [--token-file PATH]] [-- CMD ARGS...]
-    (--listen: also serve the gateway over TCP; token from --token-file or AIRLOCK_AGENT_TOKEN)
+  airlock-agent init [--listen ADDR:PORT [--token-file PATH]] [--fence-probe IP:PORT] [-- CMD ARGS...]
+    (--listen: also serve the gateway over TCP; token from --token-file or AIRLOCK_AGENT_TOKEN;
+     --fence-probe: start nothing and serve nothing while IP:PORT answers, see fence.rs)
   airlock-agent exec [--cwd DIR] [--env K=V]... [--timeout-ms N] [--tty [--size COLSxROWS]] -- ARGV...
   airlock-agent put PATH [--mode OCTAL] [--parents]
   airlock-agent get PATH
@@ -40,6 +41,7 @@ pub enum Cmd {
         argv: Vec<OsString>,
         listen: Option<OsString>,
         token_file: Option<OsString>,
+        fence_probe: Option<std::net::SocketAddr>,
     },
     /// Internal: the supervisor of one daemon process (control socket fd).
     Shim {
@@ -287,7 +289,7 @@ fn exec_args(args: &[OsString]) -> Result<ExecOpts, String> {
 }
 
 fn init_args(args: &[OsString]) -> Result<Cmd, String> {
-    let (mut listen, mut token_file, mut argv) = (None, None, Vec::new());
+    let (mut listen, mut token_file, mut fence_probe, mut argv) = (None, None, None, Vec::new());
     let mut it = tokens(args)?.into_iter().peekable();
     while let Some(t) = it.next() {
         match t {
@@ -299,6 +301,13 @@ fn init_args(args: &[OsString]) -> Result<Cmd, String> {
             Tok::Flag(name, inline) => match name.as_str() {
                 "listen" => listen = Some(value(&name, inline, &mut it)?),
                 "token-file" => token_file = Some(value(&name, inline, &mut it)?),
+                "fence-probe" => {
+                    let v = value(&name, inline, &mut it)?;
+                    // An address, never a name: resolving would pull the resolver into the binary.
+                    fence_probe = Some(v.to_str().and_then(|s| s.parse().ok()).ok_or_else(|| {
+                        format!("--fence-probe: want IP:PORT, got {}", v.to_string_lossy())
+                    })?);
+                }
                 _ => return Err(format!("unknown flag --{name}")),
             },
         }
@@ -310,6 +319,7 @@ fn init_args(args: &[OsString]) -> Result<Cmd, String> {
         argv,
         listen,
         token_file,
+        fence_probe,
     })
 }
 
@@ -552,6 +562,7 @@ mod tests {
             argv: os(argv),
             listen: None,
             token_file: None,
+            fence_probe: None,
         };
         assert_eq!(p(&["init"]).unwrap(), init(&[]));
         assert_eq!(p(&["init", "--"]).unwrap(), init(&[]));
@@ -574,8 +585,20 @@ mod tests {
                 argv: os(&["x"]),
                 listen: Some("0.0.0.0:7070".into()),
                 token_file: Some("/t".into()),
+                fence_probe: None,
             }
         );
+        assert_eq!(
+            p(&["init", "--fence-probe=10.244.0.5:8080", "--", "x"]).unwrap(),
+            Cmd::Init {
+                argv: os(&["x"]),
+                listen: None,
+                token_file: None,
+                fence_probe: Some("10.244.0.5:8080".parse().unwrap()),
+            }
+        );
+        let e = p(&["init", "--fence-probe", "operator:8080"]).unwrap_err();
+        assert_eq!(e, "--fence-probe: want IP:PORT, got operator:8080");
         assert!(p(&["init", "--token-file", "/t"]).is_err());
         assert!(p(&["init", "--listen"]).is_err());
         assert_eq!(p(&["shim", "3"]).unwrap(), Cmd::Shim { fd: "3".into() });

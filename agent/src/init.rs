@@ -20,7 +20,7 @@ pub const FORWARDED: [c_int; 6] = [
     libc::SIGUSR2,
 ];
 
-pub fn run(argv: Vec<OsString>) -> i32 {
+pub fn run(argv: Vec<OsString>, fence_probe: Option<std::net::SocketAddr>) -> i32 {
     let mut sigs = vec![libc::SIGCHLD];
     sigs.extend_from_slice(&FORWARDED);
     // Blocked signals are queued even for a namespace's PID 1 (which otherwise drops signals it
@@ -36,6 +36,9 @@ pub fn run(argv: Vec<OsString>) -> i32 {
     // re-parented to us all the same, so we reap them.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) };
 
+    if let Err(code) = crate::fence::before_start(fence_probe) {
+        return code;
+    }
     let child = match spawn_child(&argv) {
         Ok(c) => c,
         Err(code) => return code,

@@ -8,6 +8,7 @@ mod daemon;
 mod exec;
 mod files;
 mod frame;
+mod fence;
 mod init;
 mod json;
 mod sys;
@@ -39,17 +40,22 @@ fn run(argv: Vec<OsString>) -> i32 {
         }
         Cmd::Exec(o) => return exec::run(o),
         Cmd::Init {
-            argv, listen: None, ..
-        } => return init::run(argv),
+            argv,
+            listen: None,
+            fence_probe,
+            ..
+        } => return init::run(argv, fence_probe),
         Cmd::Init {
             argv,
             listen: Some(listen),
             token_file,
+            fence_probe,
         } => {
             return daemon::run(daemon::Opts {
                 listen: listen.to_string_lossy().into_owned(),
                 token_file,
                 argv,
+                fence_probe,
             });
         }
         Cmd::Shim { fd } => return daemon::shim::run(&fd),

@@ -182,6 +182,18 @@ async fn follow<K>(
     }
 }
 
+/// An API of a namespaced kind, in `namespace` or in all namespaces.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// Watches the operator's ResourceQuotas (`quotas` given: it manages them), agent ConfigMaps
 /// (`bundles` given: the ConfigMap delivery) and default-deny NetworkPolicies, forgetting a
 /// namespace in the matching stamps when its object goes away. Runs until dropped.
@@ -192,18 +204,9 @@ pub(crate) async fn invalidate(
     bundles: Option<&Stamps>,
     fences: &Stamps,
 ) {
-    let (quota_api, bundle_api, fence_api): (
-        Api<PartialObjectMeta<ResourceQuota>>,
-        Api<PartialObjectMeta<ConfigMap>>,
-        Api<PartialObjectMeta<NetworkPolicy>>,
-    ) = match namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
-    };
+    let quota_api: Api<PartialObjectMeta<ResourceQuota>> = scoped(&client, namespace);
+    let bundle_api: Api<PartialObjectMeta<ConfigMap>> = scoped(&client, namespace);
+    let fence_api: Api<PartialObjectMeta<NetworkPolicy>> = scoped(&client, namespace);
     let operators = format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_OPERATOR);
     let quota = async {
         if let Some(stamps) = quotas {

@@ -104,6 +104,13 @@ pub struct Cli {
           value_parser = clap::value_parser!(u16).range(1..))]
     pub agent_port: u16,
 
+    /// An address no sandbox's NetworkPolicy allows (this operator pod's metrics port, as
+    /// `$(POD_IP):PORT`): each sandbox's agent starts nothing and serves nothing while a
+    /// connection to it succeeds, so nothing runs before the network plugin has put the sandbox's
+    /// policy in force (see the agent's fence.rs). Unset: no such wait.
+    #[arg(long, env = "AIRLOCK_FENCE_PROBE", value_name = "IP:PORT")]
+    pub fence_probe: Option<std::net::SocketAddr>,
+
     /// Namespace of the pods that may reach the agent port (the gateway's and the operator's);
     /// default: $POD_NAMESPACE.
     #[arg(long, env = "AIRLOCK_AGENT_CLIENT_NAMESPACE", value_name = "NAMESPACE")]
@@ -497,6 +504,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// `None`: no agent port, commands go through `pods/exec`.
     pub direct: Option<DirectAgent>,
+    /// `--fence-probe`.
+    pub fence_probe: Option<std::net::SocketAddr>,
 }
 
 /// Parses `UID[:GID]`: a uid of 1..=2147483647 (never root) and a gid of 0..=2147483647.
@@ -678,6 +687,7 @@ impl Cli {
             egress_deny,
             dns,
             direct,
+            fence_probe: self.fence_probe,
         })
     }
 }

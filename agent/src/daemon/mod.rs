@@ -67,6 +67,8 @@ pub struct Opts {
     pub listen: String,
     pub token_file: Option<OsString>,
     pub argv: Vec<OsString>,
+    /// `--fence-probe`: see [`crate::fence`].
+    pub fence_probe: Option<std::net::SocketAddr>,
 }
 
 pub fn run(o: Opts) -> i32 {
@@ -105,6 +107,10 @@ pub fn run(o: Opts) -> i32 {
         ));
         return 5;
     };
+    // Nothing listens and nothing starts before the network is fenced (see crate::fence).
+    if let Err(code) = crate::fence::before_start(o.fence_probe) {
+        return code;
+    }
     let listener = match TcpListener::bind(addr).and_then(|l| {
         l.set_nonblocking(true)?;
         Ok(l)

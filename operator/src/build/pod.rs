@@ -133,7 +133,7 @@ pub fn pod(sandbox: &Sandbox, plan: &Plan, config: &Config) -> Result<Pod, Build
 
     let mut argv = prefix;
     let port = config.direct.as_ref().map(|d| d.port);
-    argv.extend(command(sandbox, port));
+    argv.extend(command(sandbox, port, config.fence_probe));
     let mut env: Vec<EnvVar> = spec
         .env
         .iter()
@@ -205,18 +205,26 @@ pub fn pod(sandbox: &Sandbox, plan: &Plan, config: &Config) -> Result<Pod, Build
     })
 }
 
-/// `["/.airlock/airlock-agent", "init", ["--listen", "0.0.0.0:PORT",] "--", command..., args...]`
+/// `["/.airlock/airlock-agent", "init", ["--listen", "0.0.0.0:PORT",] ["--fence-probe=IP:PORT",]
+/// "--", command..., args...]`
 /// (`--listen` with the direct path: the agent also serves the gateway there); nothing after `--` when the
 /// sandbox has no command (the agent then idles as PID 1 until SIGTERM). With the ConfigMap
 /// delivery the container's command is `[boot, agent.z]` followed by this: airlock-boot unpacks the
 /// agent to `/.airlock/airlock-agent` and execs exactly this argv. The spec's words are
 /// [`literal`]: the process gets them exactly as written.
-pub fn command(sandbox: &Sandbox, agent_port: Option<u16>) -> Vec<String> {
+pub fn command(
+    sandbox: &Sandbox,
+    agent_port: Option<u16>,
+    fence_probe: Option<std::net::SocketAddr>,
+) -> Vec<String> {
     let spec = &sandbox.spec;
     let mut argv = vec![labels::AGENT_PATH.to_string(), "init".into()];
     if let Some(p) = agent_port {
         argv.push("--listen".into());
         argv.push(format!("0.0.0.0:{p}"));
+    }
+    if let Some(probe) = fence_probe {
+        argv.push(format!("--fence-probe={probe}"));
     }
     argv.push("--".into());
     if !spec.command.is_empty() {

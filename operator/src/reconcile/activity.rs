@@ -52,6 +52,17 @@ pub async fn ask(direct: &DirectAgent, uid: &str, addr: SocketAddr, now: Timesta
     }
 }
 
+/// Whether the agent at `addr` of the sandbox with `uid` answers (connect and HELLO within
+/// `within`).
+pub async fn answers(direct: &DirectAgent, uid: &str, addr: SocketAddr, within: Duration) -> Result<(), String> {
+    let token = airlock_crds::agent_token::derive(&direct.key, uid);
+    tokio::task::spawn_blocking(move || {
+        Client::connect_within(addr, token.as_bytes(), within).map(drop).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -400,10 +400,32 @@ async fn pipeline(sandbox: &Sandbox, ctx: &Context, now: Timestamp, unread: bool
         ),
         _ => (None, None),
     };
+    // With --fence-probe the agent starts nothing and serves nothing before the sandbox's
+    // network is fenced (see the agent's fence.rs): a pod that just became Ready is reported
+    // Ready once its agent answers, so no call reaches it (or falls back to pods/exec) earlier.
+    // A claimed pool pod answered its claim already.
+    let agent_waiting = match (&found, &ctx.config.direct) {
+        (Found::Pod(pod, made), Some(direct))
+            if ctx.config.fence_probe.is_some()
+                && *made != Made::Claimed
+                && status::pod_view(pod).ready
+                && !(ready_reason(&prev) == Some(reason::POD_READY) && prev.pod_uid.is_some() && prev.pod_uid == pod.uid()) =>
+        {
+            match (airlock_crds::agent_token::agent_addr(pod), sandbox.metadata.uid.as_deref()) {
+                (Some(addr), Some(uid)) => activity::answers(direct, uid, addr, AGENT_ANSWER_WITHIN)
+                    .await
+                    .err()
+                    .map(|e| format!("the sandbox's agent at {addr} does not answer yet (it starts once the sandbox's network is fenced): {e}")),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
     // spec.files, once the pod is Ready and before the status says so.
     let mut files_written = None;
     let mut files_refused = None;
     if let Found::Pod(pod, _) = &found
+        && agent_waiting.is_none()
         && !sandbox.spec.files.is_empty()
         && !(prev.files_written_time.is_some() && prev.pod_uid.is_some() && prev.pod_uid == pod.uid())
         && status::pod_view(pod).ready
@@ -424,6 +446,10 @@ async fn pipeline(sandbox: &Sandbox, ctx: &Context, now: Timestamp, unread: bool
         Found::Pod(_, _) if files_refused.is_some() => Outcome::Failed {
             reason: reason::FILES_NOT_WRITTEN,
             message: files_refused.as_deref().unwrap_or_default(),
+        },
+        Found::Pod(_, _) if agent_waiting.is_some() => Outcome::Pending {
+            reason: reason::AGENT_STARTING,
+            message: agent_waiting.as_deref().unwrap_or_default(),
         },
         Found::Pod(pod, _) => Outcome::Running(pod),
         Found::Waiting(reason, message, _) => Outcome::Pending { reason, message },
@@ -456,6 +482,7 @@ async fn pipeline(sandbox: &Sandbox, ctx: &Context, now: Timestamp, unread: bool
             Duration::try_from(t.0.duration_since(now)).unwrap_or(Duration::ZERO)
         });
     let requeue = match found {
+        Found::Pod(..) if agent_waiting.is_some() => AGENT_RETRY.min(until_deadline),
         Found::Pod(..) => until_deadline,
         Found::Waiting(_, _, retry) | Found::Rejected(_, retry) => retry.min(until_deadline),
     };
@@ -586,6 +613,11 @@ async fn template_missing(
     }
     Ok(Action::requeue(TEMPLATE_RETRY.min(deadlines.remaining(now))))
 }
+
+/// How long the operator waits for a new sandbox's agent to answer before reporting it as
+/// starting, and how soon it asks again.
+pub const AGENT_ANSWER_WITHIN: Duration = Duration::from_millis(500);
+pub const AGENT_RETRY: Duration = Duration::from_millis(250);
 
 /// How soon a Sandbox whose template is missing looks again.
 pub const TEMPLATE_RETRY: Duration = Duration::from_secs(5);

@@ -38,6 +38,9 @@ pub mod reason {
     pub const TEMPLATE_NOT_FOUND: &str = "TemplateNotFound";
     /// The sandbox refused a file of `spec.files` (or there is no direct path to write them).
     pub const FILES_NOT_WRITTEN: &str = "FilesNotWritten";
+    /// The pod runs but its agent does not answer yet: with `--fence-probe` it starts serving
+    /// once the sandbox's network is fenced.
+    pub const AGENT_STARTING: &str = "AgentStarting";
     pub const EXPIRED: &str = "Expired";
     pub const NOT_EXPIRED: &str = "NotExpired";
     /// `PolicyAdjusted=False`: the sandbox runs as its spec says.

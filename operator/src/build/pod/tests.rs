@@ -476,3 +476,24 @@ fn without_the_direct_path_no_port_and_no_token() {
     assert!(!c.command.as_ref().unwrap().iter().any(|a| a == "--listen"));
     assert!(c.env.iter().flatten().all(|v| v.name != "AIRLOCK_AGENT_TOKEN"));
 }
+
+#[test]
+fn with_a_fence_probe_the_agent_is_told_where_to_probe_before_it_starts_anything() {
+    let config = Config {
+        allowed_runtime_classes: vec!["kata".into(), "gvisor".into()],
+        fence_probe: Some("10.244.0.5:8080".parse().unwrap()),
+        ..Config::with_direct()
+    };
+    let s = sandbox(FULL);
+    let plan = validate(&s, &config).unwrap();
+    let p = pod(&s, &plan, &config).unwrap();
+    let argv = main(&p).command.clone().unwrap();
+    let dashes = argv.iter().position(|a| a == "--").unwrap();
+    assert_eq!(
+        argv[1..=dashes],
+        ["init", "--listen", "0.0.0.0:7070", "--fence-probe=10.244.0.5:8080", "--"]
+    );
+    // Without it, no probe.
+    let argv = main(&build(FULL)).command.clone().unwrap();
+    assert!(!argv.iter().any(|a| a.starts_with("--fence-probe")), "{argv:?}");
+}
