@@ -13,7 +13,7 @@ export PATH := $(BIN):$(AIRLOCK_CACHE)/grpcurl/$(GRPCURL_VERSION)/bin:$(HOME)/.c
 NS := airlock-system
 CRD_FILES := sandbox sandboxtemplate sandboxpool
 
-.PHONY: help demo test unit lint crds cluster-up cluster-down install uninstall e2e e2b-sdks sdk-python sdk-stubs bench-e2b readme-examples helm-lifecycle cluster-lifecycle bench tools
+.PHONY: help demo test unit lint crds cluster-up cluster-down install uninstall e2e e2b-sdks sdk-python sdk-stubs bench-e2b bench-scale readme-examples helm-lifecycle cluster-lifecycle bench tools
 
 # The published e2b SDKs for e2e/tests/e2b_sdk.rs, cached by the pins' hash: Python (PyPI) in a
 # venv, JavaScript (npm, package-lock.json) in a node_modules.
@@ -30,6 +30,7 @@ help:
 	@echo "make demo   - local cluster + operator + gateway, then run Python in a sandbox"
 	@echo "make test   - unit tests, CRD/chart checks, and every cluster test"
 	@echo "make bench  - benchmarks against the local cluster (report in bench/)"
+	@echo "make bench-scale - 10,000 Sandboxes on 100 simulated nodes (report in bench/scale/)"
 	@echo "make cluster-down - stop the local cluster and remove its state"
 
 tools:
@@ -163,6 +164,15 @@ demo: install
 bench: INSTALL_SET = --set 'runtimeClass.allowed={runc,airlock-bench-unschedulable}'
 bench: install
 	e2e/bench/run.sh
+
+## bench-scale: 10,000 Sandboxes on 100 simulated nodes (kwok), not part of make test (bench/scale/).
+# Simulated pods run nothing, so no agent answers: the fence probe is off for this install. The
+# next `make install` puts it back.
+SCALE_NODES ?= 100
+bench-scale: INSTALL_SET = --set 'runtimeClass.allowed={runc,airlock-bench-unschedulable,kwok}' --set operator.fenceProbe=false
+bench-scale: install
+	e2e/cluster kwok-up $(SCALE_NODES)
+	rc=0; BENCH_ONLY=scale BENCH_OUT=$${BENCH_OUT:-bench/scale} e2e/bench/run.sh || rc=$$?; e2e/cluster kwok-down; exit $$rc
 
 ## bench-e2b: the e2b-compatible API through the published e2b SDK, beside gRPC and kubectl exec
 bench-e2b: install e2b-sdks

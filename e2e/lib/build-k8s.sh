@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Builds the local cluster's upstream components from the Go module proxy and caches the binaries
 # outside the repository, keyed by version:  $AIRLOCK_CACHE/k8s/<version>/bin/...
-# A warm cache returns at once. Usage: build-k8s.sh [k8s|kube-router|helm|grpcurl|all]
+# A warm cache returns at once. Usage: build-k8s.sh [k8s|kube-router|helm|grpcurl|kwok|all]
 set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-v1.34.4}
 KUBE_ROUTER_VERSION=${KUBE_ROUTER_VERSION:-v2.1.0}
 HELM_VERSION=${HELM_VERSION:-v3.19.0}
 GRPCURL_VERSION=${GRPCURL_VERSION:-v1.9.4}
+KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 CACHE=${AIRLOCK_CACHE:-/var/cache/airlock}
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
 export GOPATH=${GOPATH:-$HOME/go}
@@ -57,6 +58,25 @@ build_kube_router() {
   go build -trimpath -ldflags "-s -w" -o "$out/kube-router" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
 }
 
+# kwok: simulated nodes and pods for `make bench-scale` (e2e/cluster kwok-up; never in make test).
+build_kwok() {
+  local out="$CACHE/kwok/$KWOK_VERSION/bin"
+  if [ -x "$out/kwok" ] && [ -s "$CACHE/kwok/$KWOK_VERSION/stages.yaml" ]; then log "kwok $KWOK_VERSION: cached"; return; fi
+  local w="$CACHE/kwok/$KWOK_VERSION/src"; mkdir -p "$w" "$out"; cd "$w"
+  rm -f go.mod go.sum; go mod init airlock.local/kwokbuild >/dev/null 2>&1
+  log "kwok $KWOK_VERSION: compiling"
+  go get "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" >/dev/null
+  go build -trimpath -ldflags "-s -w" -o "$out/kwok" sigs.k8s.io/kwok/cmd/kwok
+  # Its "fast" stages (nodes Ready with lease heartbeats; pods Running and Ready at once, deleted
+  # when asked), from the module's own kustomize/stage directory.
+  local src; src="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
+  local f first=1
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+           pod/fast/pod-ready.yaml pod/fast/pod-delete.yaml; do
+    [ $first = 1 ] || echo "---"; first=0; cat "$src/$f"
+  done > "$CACHE/kwok/$KWOK_VERSION/stages.yaml"
+}
+
 build_helm() {
   local out="$CACHE/helm/$HELM_VERSION/bin"
   if [ -x "$out/helm" ]; then log "helm $HELM_VERSION: cached"; return; fi
@@ -83,6 +103,7 @@ case "${1:-all}" in
   kube-router) build_kube_router ;;
   helm) build_helm ;;
   grpcurl) build_grpcurl ;;
+  kwok) build_kwok ;;
   all) build_k8s; build_kube_router; build_helm; build_grpcurl ;;
-  *) echo "usage: $0 [k8s|kube-router|helm|grpcurl|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [k8s|kube-router|helm|grpcurl|kwok|all]" >&2; exit 2 ;;
 esac

@@ -38,7 +38,8 @@
 //!
 //! Configuration (environment): `BENCH_RUNS` (20) scales every run count; `BENCH_ONLY`
 //! (comma-separated phases: operator, cold, ready, reap, exec, agent, warm, footprint; `execprobe` is a
-//! diagnostic of concurrent pods/exec calls, only run when named); `BENCH_OUT` (`bench`); and the
+//! diagnostic of concurrent pods/exec calls, and `scale` the 10,000-Sandbox run on simulated nodes
+//! of `make bench-scale` (`scale.rs`), both only run when named); `BENCH_OUT` (`bench`); and the
 //! specific knobs read in [`Opts::from_env`] (`BENCH_CONCURRENCY`, `BENCH_CONCURRENCY_CAP`, ...).
 //!
 //! One module per benchmark (`operator_latency`, `ready`, `reap`, `exec`, `exec_concurrency`,
@@ -89,6 +90,7 @@ mod warm;
 mod drivers;
 mod footprint;
 mod agent;
+mod scale;
 mod machine;
 mod report;
 
@@ -354,16 +356,12 @@ async fn run(b: &Bench) -> Result<()> {
         ("warm", "warm pools"),
         ("footprint", "footprint with many Sandboxes"),
     ];
-    // Diagnostics, only when asked for by name in BENCH_ONLY.
+    // Diagnostics and the scale run (`make bench-scale`), only when asked for by name in BENCH_ONLY.
+    let named = |p: &str| b.opts.only.as_ref().is_some_and(|o| o.iter().any(|x| x == p));
     let phases: Vec<(&str, &str)> = phases
         .into_iter()
-        .chain(
-            b.opts
-                .only
-                .as_ref()
-                .is_some_and(|o| o.iter().any(|p| p == "execprobe"))
-                .then_some(("execprobe", "exec probe")),
-        )
+        .chain(named("execprobe").then_some(("execprobe", "exec probe")))
+        .chain(named("scale").then_some(("scale", "scale on simulated nodes")))
         .collect();
     for (id, what) in phases {
         if !b.opts.enabled(id) {
@@ -381,6 +379,7 @@ async fn run(b: &Bench) -> Result<()> {
             "warm" => b.phase_warm().await,
             "footprint" => b.phase_footprint().await,
             "execprobe" => b.exec_probe(&ns).await,
+            "scale" => b.phase_scale().await,
             _ => Ok(()),
         };
         eprintln!(

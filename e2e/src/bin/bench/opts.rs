@@ -45,6 +45,11 @@ pub(crate) struct Opts {
     pub(crate) warm_memory: String,
     pub(crate) replay: bool,
     pub(crate) restart: bool,
+    pub(crate) scale_sandboxes: usize,
+    pub(crate) scale_namespaces: usize,
+    pub(crate) scale_wave: usize,
+    pub(crate) scale_parallel: usize,
+    pub(crate) scale_replay: usize,
     pub(crate) only: Option<Vec<String>>,
     pub(crate) out: PathBuf,
 }
@@ -126,6 +131,11 @@ impl Opts {
             warm_memory: env_str("BENCH_WARM_MEMORY", "128Mi"),
             replay: env_str("BENCH_REPLAY", "1") != "0",
             restart: env_str("BENCH_RESTART", "1") != "0",
+            scale_sandboxes: env_usize("BENCH_SCALE", 10_000).max(1),
+            scale_namespaces: env_usize("BENCH_SCALE_NAMESPACES", 20),
+            scale_wave: env_usize("BENCH_SCALE_WAVE", 500),
+            scale_parallel: env_usize("BENCH_SCALE_PARALLEL", 32),
+            scale_replay: env_usize("BENCH_SCALE_REPLAY", 1000).max(1),
             only,
             out: PathBuf::from(env_str("BENCH_OUT", "bench")),
         }

@@ -1009,7 +1009,7 @@ impl Bench {
     }
 
     /// The gateway in-process, as in `exec` (auth none, the release's agent key, direct path).
-    async fn warm_gateway(
+    pub(crate) async fn warm_gateway(
         &self,
         ns: &str,
     ) -> Result<(
