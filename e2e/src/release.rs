@@ -183,13 +183,26 @@ impl ClusterLock {
 /// bridge (Service IPs are not routed from the host), and its pod.
 pub async fn in_cluster_gateway(c: &Client) -> (String, Pod) {
     let pod = ready_pods(c, GATEWAY_SELECTOR, 1, Duration::from_secs(120)).await.remove(0);
+    (gateway_addr(&pod), pod)
+}
+
+/// `http://POD_IP:PORT` of a gateway pod's gRPC port.
+pub fn gateway_addr(pod: &Pod) -> String {
     let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).expect("gateway pod IP");
     let port = pod
         .spec
         .as_ref()
         .and_then(|s| s.containers.iter().flat_map(|c| c.ports.iter().flatten()).find(|p| p.name.as_deref() == Some("grpc")).map(|p| p.container_port))
         .unwrap_or(50051);
-    (format!("http://{ip}:{port}"), pod)
+    format!("http://{ip}:{port}")
+}
+
+/// Sets the gateway Deployment's replicas.
+pub async fn scale_gateway(c: &Client, replicas: i32) {
+    Api::<Deployment>::namespaced(c.clone(), SYSTEM_NS)
+        .patch(crate::gw::GATEWAY, &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}})))
+        .await
+        .unwrap_or_else(|e| panic!("scaling {} to {replicas}: {e}", crate::gw::GATEWAY));
 }
 
 /// Secret of the release's agent token key (chart `agentDirect`).

@@ -14,6 +14,10 @@
 //!   OK or a clear status, neither the operator nor the gateway restarts, and afterwards new
 //!   Sandboxes become Ready and new commands run through the same gateway connection.
 //!
+//! - three gateway replicas: a background process started through one is listed through another
+//!   and read, from offset 0 to its exit, through the third; concurrent execs spread over the
+//!   three all succeed. One replica again at the end, pass or fail.
+//!
 //! The burst of 200 with the operator killed is `tests/resilience.rs`. Every test here holds the
 //! host-wide cluster lock (`airlock_e2e::release::ClusterLock`) while it disturbs the cluster, and
 //! they run one at a time. Measured figures are printed (`--nocapture`).
@@ -430,4 +434,88 @@ async fn api_server_restart_under_load() {
     drop(_cluster);
     ns.cleanup().await;
     assert!(findings.is_empty(), "{}", findings.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Three gateway replicas.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateway_replicas_share_a_process_started_through_one_of_them() {
+    let _lock = LOCK.lock().await;
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "flt-gw3").await;
+    let n = ns.name.clone();
+    let token = sandboxes::token_for(&c, &n, "tester").await;
+    ready_sandbox(&c, &n, "box").await;
+    let _cluster = ClusterLock::acquire("three gateway replicas").await;
+    release::scale_gateway(&c, 3).await;
+    // The body runs as a task so that a failure still restores one replica below.
+    let body = tokio::spawn(three_replicas(c.clone(), n.clone(), token)).await;
+    release::scale_gateway(&c, 1).await;
+    release::ready_pods(&c, GATEWAY_SELECTOR, 1, Duration::from_secs(180)).await;
+    ns.cleanup().await;
+    if let Err(e) = body {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn three_replicas(c: Client, n: String, token: String) {
+    use pb::process_event::Event;
+    let pods = release::ready_pods(&c, GATEWAY_SELECTOR, 3, Duration::from_secs(180)).await;
+    let mut gws = Vec::new();
+    for p in &pods {
+        gws.push(AirlockClient::connect(&release::gateway_addr(p), Some(token.clone())).await.expect("connect to a gateway replica"));
+    }
+    let sandbox = airlock_api::client::sandbox_ref(&n, "box");
+    let info = gws[0]
+        .processes()
+        .start_process(pb::StartProcessRequest {
+            sandbox: sandbox.clone(),
+            command: Some(pb::start_process_request::Command::Shell("for i in 1 2 3; do echo tick $i; sleep 0.3; done; echo done".into())),
+            tag: "ticker".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("StartProcess through replica 0")
+        .into_inner();
+    let listed = gws[1]
+        .processes()
+        .list_processes(pb::ListProcessesRequest { sandbox: sandbox.clone(), ..Default::default() })
+        .await
+        .expect("ListProcesses through replica 1")
+        .into_inner();
+    assert!(listed.processes.iter().any(|p| p.pid == info.pid && p.tag == "ticker"), "replica 1 lists the process started through replica 0: {listed:?}");
+    let mut s = gws[2]
+        .processes()
+        .connect_process(pb::ConnectProcessRequest {
+            sandbox: sandbox.clone(),
+            process: Some(pb::ProcessSelector { selector: Some(pb::process_selector::Selector::Pid(info.pid)) }),
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .expect("ConnectProcess through replica 2")
+        .into_inner();
+    let mut out = Vec::new();
+    let last = loop {
+        match tokio::time::timeout(Duration::from_secs(30), s.message()).await.expect("an event within 30 s").expect("stream") {
+            Some(pb::ProcessEvent { event: Some(Event::Stdout(c)) }) => out.extend_from_slice(&c.data),
+            Some(pb::ProcessEvent { event: Some(other) }) => break other,
+            other => panic!("ConnectProcess ended without exited: {other:?}"),
+        }
+    };
+    assert_eq!(String::from_utf8_lossy(&out), "tick 1\ntick 2\ntick 3\ndone\n");
+    assert!(matches!(last, Event::Exited(ref e) if e.exit_code == 0), "{last:?}");
+
+    // Concurrent execs spread over the three replicas: every one succeeds.
+    let runs = futures::future::join_all((0..30).map(|i| {
+        let gw = gws[i % 3].clone();
+        let n = n.clone();
+        async move { gw.exec_collect(AirlockClient::shell(&n, "box", &format!("echo {i}"))).await.map(|o| (i, o)) }
+    }))
+    .await;
+    for r in runs {
+        let (i, o) = r.expect("exec through a replica");
+        assert_eq!((o.exit_code, String::from_utf8_lossy(&o.stdout).trim().to_string()), (0, i.to_string()));
+    }
 }
