@@ -166,10 +166,11 @@ bench: install
 	e2e/bench/run.sh
 
 ## bench-scale: 10,000 Sandboxes on 100 simulated nodes (kwok), not part of make test (bench/scale/).
-# Simulated pods run nothing, so no agent answers: the fence probe is off for this install. The
-# next `make install` puts it back.
+# Simulated pods run nothing, so no agent answers: the fence probe is off for this install, and its
+# operator and gateway are release builds (what users run). The next `make install` puts back both.
 SCALE_NODES ?= 100
 bench-scale: INSTALL_SET = --set 'runtimeClass.allowed={runc,airlock-bench-unschedulable,kwok}' --set operator.fenceProbe=false
+bench-scale: export AIRLOCK_PROFILE = release
 bench-scale: install
 	e2e/cluster kwok-up $(SCALE_NODES)
 	rc=0; BENCH_ONLY=scale BENCH_OUT=$${BENCH_OUT:-bench/scale} e2e/bench/run.sh || rc=$$?; e2e/cluster kwok-down; exit $$rc

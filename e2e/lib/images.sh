@@ -15,12 +15,17 @@ RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
   cargo build -q -p airlock-agent --target x86_64-unknown-linux-gnu --profile agent >&2
 # airlock-boot: its own small workspace (no std, panic=abort); flags in agent/boot/.cargo.
 (cd agent/boot && cargo build -q --release --target-dir "$T/boot") >&2
-cargo build -q -p airlock-operator -p airlock-exec-gateway -p airlock-cli --bins >&2
+# The operator and gateway: the tests' own debug build (one build for tests and images), or with
+# AIRLOCK_PROFILE=release an optimized one (`make bench-scale`: memory and CPU figures of what
+# users run).
+PROFILE=${AIRLOCK_PROFILE:-dev}
+case $PROFILE in dev) OUT=debug ;; *) OUT=$PROFILE ;; esac
+cargo build -q -p airlock-operator -p airlock-exec-gateway -p airlock-cli --bins --profile "$PROFILE" >&2
 AGENT=$T/x86_64-unknown-linux-gnu/agent/airlock-agent
 BOOT=$T/boot/release/airlock-boot
-OPERATOR=$T/debug/airlock-operator
-GATEWAY=$T/debug/airlock-exec-gateway
-CLI=$T/debug/airlock
+OPERATOR=$T/$OUT/airlock-operator
+GATEWAY=$T/$OUT/airlock-exec-gateway
+CLI=$T/$OUT/airlock
 stage=$(mktemp -d); trap 'rm -rf "$stage"' EXIT
 for b in "$AGENT" "$BOOT" "$OPERATOR" "$GATEWAY"; do cp "$b" "$stage/"; strip "$stage/$(basename "$b")"; done
 TAG=dev-$(cat "$stage"/* | sha256sum | cut -c1-12)
