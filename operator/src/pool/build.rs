@@ -68,6 +68,11 @@ pub fn pod(
         }
     })?;
     let mut pod = build::pod(&as_sandbox, &plan, config)?;
+    // With the fence probe the agent serves only once the pod's network is fenced; a pool pod
+    // counts as Ready (claimable) only from then on, so a claim never waits for it.
+    if let (Some(direct), Some(_)) = (&config.direct, config.fence_probe) {
+        agent_readiness(&mut pod, direct.port);
+    }
     let pool_name = pool.name_any();
     hand_to_pool(&mut pod.metadata, &pool_name, template, owner.clone());
     pod.metadata
@@ -83,6 +88,24 @@ pub fn pod(
         None => None,
     };
     Ok((pod, secret))
+}
+
+/// A readiness probe of the agent's port on the pod's main container (every second: the kubelet's
+/// finest step).
+fn agent_readiness(pod: &mut k8s_openapi::api::core::v1::Pod, port: u16) {
+    use k8s_openapi::api::core::v1::{Probe, TCPSocketAction};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let Some(spec) = pod.spec.as_mut() else { return };
+    for c in spec.containers.iter_mut().filter(|c| c.name == labels::MAIN_CONTAINER) {
+        c.readiness_probe = Some(Probe {
+            tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(port.into()), host: None }),
+            period_seconds: Some(1),
+            timeout_seconds: Some(1),
+            failure_threshold: Some(1),
+            success_threshold: Some(1),
+            ..Probe::default()
+        });
+    }
 }
 
 fn hand_to_pool(meta: &mut ObjectMeta, pool: &str, template: &SandboxTemplate, owner: OwnerReference) {
@@ -170,6 +193,19 @@ spec:
         )
         .unwrap();
         (pool, template)
+    }
+
+    #[test]
+    fn with_the_fence_probe_a_warm_pod_is_ready_only_once_its_agent_listens() {
+        let (pool, template) = pool_and_template();
+        let config = Config { fence_probe: Some("10.244.0.5:8080".parse().unwrap()), ..Config::with_direct() };
+        let (warm, _) = pod(&pool, &template, "py-b2c4d", &config).unwrap();
+        let probe = warm.spec.unwrap().containers[0].readiness_probe.clone().expect("a readiness probe");
+        assert_eq!(probe.tcp_socket.unwrap().port, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(7070));
+        assert_eq!((probe.period_seconds, probe.failure_threshold), (Some(1), Some(1)));
+        // Without the probe the pod is Ready when it runs, as before.
+        let (warm, _) = pod(&pool, &template, "py-b2c4d", &Config::with_direct()).unwrap();
+        assert!(warm.spec.unwrap().containers[0].readiness_probe.is_none());
     }
 
     #[test]
