@@ -197,6 +197,15 @@ pub fn gateway_addr(pod: &Pod) -> String {
     format!("http://{ip}:{port}")
 }
 
+/// PID 1's command line (up to its `--`) in a sandbox the installed operator made: the agent
+/// serving the direct path and told to wait for the fence (`--fence-probe`: the operator pod's
+/// address and metrics port).
+pub async fn agent_argv(c: &Client) -> Vec<String> {
+    let op = operator_ready(c, Duration::from_secs(60)).await;
+    let ip = op.status.and_then(|s| s.pod_ip).expect("operator pod IP");
+    ["/.airlock/airlock-agent", "init", "--listen", "0.0.0.0:7070", &format!("--fence-probe={ip}:8080"), "--"].map(String::from).to_vec()
+}
+
 /// Sets the gateway Deployment's replicas.
 pub async fn scale_gateway(c: &Client, replicas: i32) {
     Api::<Deployment>::namespaced(c.clone(), SYSTEM_NS)

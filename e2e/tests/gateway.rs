@@ -1076,7 +1076,8 @@ async fn a_non_root_sandbox_runs_under_pod_security_restricted() {
         ))
         .await
         .unwrap();
-    assert_eq!(text(&out).0, "/.airlock/airlock-agent init --listen 0.0.0.0:7070 -- \n1000\n");
+    let pid1 = airlock_e2e::release::agent_argv(&kube).await.join(" ");
+    assert_eq!(text(&out).0, format!("{pid1} \n1000\n"));
 
     // Files in and out.
     let data = Bytes::from(

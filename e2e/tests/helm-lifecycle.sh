@@ -86,7 +86,10 @@ init_delivery() {
     [ "$(pod_field helm-keep "$1" '{.spec.initContainers[0].image}')" = "airlock.local/agent:$2" ] &&
     [ "$(pod_field helm-keep "$1" '{.status.initContainerStatuses[0].state.terminated.exitCode}')" = 0 ] &&
     [ -z "$(pod_field helm-keep "$1" '{.spec.volumes[*].configMap.name}')" ] &&
-    [ "$(kubectl -n helm-keep exec "$1" -- cat /proc/1/cmdline | tr '\0' ' ')" = "/.airlock/airlock-agent init --listen 0.0.0.0:7070 -- " ]
+    case "$(kubectl -n helm-keep exec "$1" -- cat /proc/1/cmdline | tr '\0' ' ')" in
+      "/.airlock/airlock-agent init --listen 0.0.0.0:7070 --fence-probe="*":8080 -- ") true ;;
+      *) false ;;
+    esac
 }
 # bundle_delivery POD: the pod (made under the default delivery) has no init container and mounts
 # the namespace's agent ConfigMap.

@@ -503,7 +503,7 @@ async fn the_agent_arrives_through_the_namespace_config_map_without_init_contain
     assert!(spec.volumes.iter().flatten().any(|v| v.config_map.as_ref().is_some_and(|x| x.name == cm.name_any())));
     assert_eq!(pod.labels().get("airlock.dev/agent-bundle"), Some(&cm.name_any()));
     // airlock-boot exec'd the agent: PID 1 is the agent, unpacked into the memory volume.
-    assert_eq!(pid1(&c, &ns.name, "b1").await, ["/.airlock/airlock-agent", "init", "--listen", "0.0.0.0:7070", "--"]);
+    assert_eq!(pid1(&c, &ns.name, "b1").await, airlock_e2e::release::agent_argv(&c).await);
     let ls = exec(&c, &ns.name, "b1", &["/.airlock/airlock-agent", "ls", "/.airlock"]).await;
     assert_eq!(ls.exit_code, 0, "{ls:?}");
     assert!(ls.stdout.contains("\"name\":\"airlock-agent\""), "{ls:?}");
@@ -522,7 +522,7 @@ async fn an_image_with_the_agent_starts_with_no_volume_and_one_without_fails_cle
     let pods: Api<Pod> = Api::namespaced(c.clone(), &ns.name);
     let spec = pods.get("own").await.unwrap().spec.unwrap();
     assert_eq!((spec.volumes, spec.init_containers), (None, None), "nothing mounted, nothing copied");
-    assert_eq!(pid1(&c, &ns.name, "own").await, ["/.airlock/airlock-agent", "init", "--listen", "0.0.0.0:7070", "--"]);
+    assert_eq!(pid1(&c, &ns.name, "own").await, airlock_e2e::release::agent_argv(&c).await);
     let st = exec(&c, &ns.name, "own", &["/.airlock/airlock-agent", "stat", "/usr/bin/python3"]).await;
     assert_eq!(st.exit_code, 0, "the agent's file operations work: {st:?}");
     assert!(st.stdout.contains("\"name\":\"/usr/bin/python3\""), "{st:?}");

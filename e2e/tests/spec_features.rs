@@ -64,7 +64,9 @@ async fn command_is_the_main_process_and_its_exit_ends_the_sandbox() {
     assert!(logs.contains("main-started ppid=1\n"), "the command is a child of PID 1 and writes the pod's log: {logs:?}");
     let pid1 = exec(&c, n, "main", &["cat", "/proc/1/cmdline"]).await;
     let argv: Vec<&str> = pid1.stdout.split('\0').filter(|s| !s.is_empty()).collect();
-    assert_eq!(argv, ["/.airlock/airlock-agent", "init", "--listen", "0.0.0.0:7070", "--", "sh", "-c", MAIN], "PID 1 is the agent running the command");
+    let mut want = airlock_e2e::release::agent_argv(&c).await;
+    want.extend(["sh", "-c", MAIN].map(String::from));
+    assert_eq!(argv, want, "PID 1 is the agent running the command");
     assert_eq!(count(&gw.client, n, "main", &["sh", "-c", MAIN]).await, 1, "the main process runs");
     let marker = gw.client.exec_collect(AirlockClient::argv(n, "main", ["cat", "/tmp/main-marker"])).await.expect("exec beside the main process");
     assert_eq!((text(&marker.stdout), marker.exit_code), ("from-main\n".to_string(), 0));
