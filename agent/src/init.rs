@@ -36,7 +36,7 @@ pub fn run(argv: Vec<OsString>, fence_probe: Option<std::net::SocketAddr>) -> i3
     // re-parented to us all the same, so we reap them.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) };
 
-    if let Err(code) = crate::fence::before_start(fence_probe) {
+    if let Err(code) = crate::fence::before_start(fence_probe, sfd.as_raw_fd()) {
         return code;
     }
     let child = match spawn_child(&argv) {

@@ -70,11 +70,12 @@ build_kwok() {
   # Its "fast" stages (nodes Ready with lease heartbeats; pods Running and Ready at once, deleted
   # when asked), from the module's own kustomize/stage directory.
   local src; src="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
-  local f first=1
+  local f first=1 dest="$CACHE/kwok/$KWOK_VERSION/stages.yaml"
   for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
            pod/fast/pod-ready.yaml pod/fast/pod-delete.yaml; do
     [ $first = 1 ] || echo "---"; first=0; cat "$src/$f"
-  done > "$CACHE/kwok/$KWOK_VERSION/stages.yaml"
+  done > "$dest.tmp"
+  mv "$dest.tmp" "$dest"
 }
 
 build_helm() {

@@ -191,8 +191,9 @@ async fn dns_true_reaches_only_the_cluster_dns() {
 }
 
 /// Tries to connect to `argv[1]:argv[2]` every 20 ms for 40 s from the moment the container starts
-/// (the sandbox's main command), keeping `attempts connected` in /tmp/attempts; then sleeps.
-const CONNECT_LOOP: &str = r#"import socket,sys,time
+/// (the sandbox's main command), keeping `attempts connected` in /tmp/attempts (replaced whole,
+/// never seen half-written); then sleeps.
+const CONNECT_LOOP: &str = r#"import os,socket,sys,time
 ip,port=sys.argv[1],int(sys.argv[2]); end=time.time()+40; n=ok=0
 while time.time()<end:
   n+=1; s=socket.socket(); s.settimeout(0.2)
@@ -200,7 +201,7 @@ while time.time()<end:
     s.connect((ip,port)); ok+=1
   except OSError:
     pass
-  s.close(); open('/tmp/attempts','w').write('%d %d'%(n,ok)); time.sleep(0.02)
+  s.close(); open('/tmp/attempts.new','w').write('%d %d'%(n,ok)); os.replace('/tmp/attempts.new','/tmp/attempts'); time.sleep(0.02)
 time.sleep(86400)
 "#;
 

@@ -108,7 +108,7 @@ pub struct Cli {
     /// `$(POD_IP):PORT`): each sandbox's agent starts nothing and serves nothing while a
     /// connection to it succeeds, so nothing runs before the network plugin has put the sandbox's
     /// policy in force (see the agent's fence.rs). Unset: no such wait.
-    #[arg(long, env = "AIRLOCK_FENCE_PROBE", value_name = "IP:PORT")]
+    #[arg(long, env = "AIRLOCK_FENCE_PROBE", value_name = "IP:PORT", value_parser = parse_probe)]
     pub fence_probe: Option<std::net::SocketAddr>,
 
     /// Namespace of the pods that may reach the agent port (the gateway's and the operator's);
@@ -506,6 +506,18 @@ pub struct Config {
     pub direct: Option<DirectAgent>,
     /// `--fence-probe`.
     pub fence_probe: Option<std::net::SocketAddr>,
+}
+
+/// Parses `IP:PORT`, the IP of an IPv6 address with or without brackets (`$(POD_IP):PORT` in a
+/// pod spec gives `fd00::5:8080`).
+pub fn parse_probe(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let bad = || format!("{s:?}: want IP:PORT");
+    let (ip, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let ip: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+    Ok(std::net::SocketAddr::new(ip, port.parse().map_err(|_| bad())?))
 }
 
 /// Parses `UID[:GID]`: a uid of 1..=2147483647 (never root) and a gid of 0..=2147483647.

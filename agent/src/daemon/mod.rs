@@ -108,7 +108,7 @@ pub fn run(o: Opts) -> i32 {
         return 5;
     };
     // Nothing listens and nothing starts before the network is fenced (see crate::fence).
-    if let Err(code) = crate::fence::before_start(o.fence_probe) {
+    if let Err(code) = crate::fence::before_start(o.fence_probe, sfd.as_raw_fd()) {
         return code;
     }
     let listener = match TcpListener::bind(addr).and_then(|l| {

@@ -207,3 +207,13 @@ fn runtime_classes_deny_list_and_dns() {
     // An empty quota-ephemeral-storage (the chart's old default) is no error.
     assert!(cli(&["--quota-ephemeral-storage="]).config().is_ok());
 }
+
+#[test]
+fn the_fence_probe_takes_ipv4_and_ipv6_with_or_without_brackets() {
+    use super::parse_probe;
+    assert_eq!(parse_probe("10.244.0.5:8080").unwrap().to_string(), "10.244.0.5:8080");
+    assert_eq!(parse_probe("fd00::5:8080").unwrap().to_string(), "[fd00::5]:8080");
+    assert_eq!(parse_probe("[fd00::5]:8080").unwrap().to_string(), "[fd00::5]:8080");
+    assert!(parse_probe("operator:8080").is_err());
+    assert!(parse_probe("10.244.0.5").is_err());
+}

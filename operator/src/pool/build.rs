@@ -101,7 +101,9 @@ fn agent_readiness(pod: &mut k8s_openapi::api::core::v1::Pod, port: u16) {
             tcp_socket: Some(TCPSocketAction { port: IntOrString::Int(port.into()), host: None }),
             period_seconds: Some(1),
             timeout_seconds: Some(1),
-            failure_threshold: Some(1),
+            // Once claimed the pod keeps the probe: a slow answer must not flap a running
+            // sandbox's Ready.
+            failure_threshold: Some(3),
             success_threshold: Some(1),
             ..Probe::default()
         });
@@ -202,7 +204,7 @@ spec:
         let (warm, _) = pod(&pool, &template, "py-b2c4d", &config).unwrap();
         let probe = warm.spec.unwrap().containers[0].readiness_probe.clone().expect("a readiness probe");
         assert_eq!(probe.tcp_socket.unwrap().port, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(7070));
-        assert_eq!((probe.period_seconds, probe.failure_threshold), (Some(1), Some(1)));
+        assert_eq!((probe.period_seconds, probe.failure_threshold), (Some(1), Some(3)));
         // Without the probe the pod is Ready when it runs, as before.
         let (warm, _) = pod(&pool, &template, "py-b2c4d", &Config::with_direct()).unwrap();
         assert!(warm.spec.unwrap().containers[0].readiness_probe.is_none());

@@ -363,6 +363,10 @@ async fn pipeline(sandbox: &Sandbox, ctx: &Context, now: Timestamp, unread: bool
         Found::Rejected(message, retry)
     } else {
         match create(ctx, sandbox, &pod, &network_policy, token_secret.as_ref()).await {
+            // Without a read, any failure may be about a pod that exists (the name taken, or
+            // admission — quota, policies — answering before the API server finds that it is):
+            // read, then decide.
+            Err(_) if unread => return Err(Error::NeedsRead),
             Ok(created) => {
                 ctx.rejections.reset(&sandbox_key(sandbox));
                 Found::Pod(Box::new(created), Made::Created)
@@ -412,10 +416,12 @@ async fn pipeline(sandbox: &Sandbox, ctx: &Context, now: Timestamp, unread: bool
                 && !(ready_reason(&prev) == Some(reason::POD_READY) && prev.pod_uid.is_some() && prev.pod_uid == pod.uid()) =>
         {
             match (airlock_crds::agent_token::agent_addr(pod), sandbox.metadata.uid.as_deref()) {
-                (Some(addr), Some(uid)) => activity::answers(direct, uid, addr, AGENT_ANSWER_WITHIN)
-                    .await
-                    .err()
-                    .map(|e| format!("the sandbox's agent at {addr} does not answer yet (it starts once the sandbox's network is fenced): {e}")),
+                // The message stays the same from one attempt to the next (a changed status would
+                // wake the controller at once); the error itself goes to the log.
+                (Some(addr), Some(uid)) => activity::answers(direct, uid, addr, AGENT_ANSWER_WITHIN).await.err().map(|error| {
+                    debug!(%addr, %error, "agent does not answer yet");
+                    format!("the sandbox's agent at {addr} does not answer yet: it starts once the sandbox's network is fenced")
+                }),
                 _ => None,
             }
         }
