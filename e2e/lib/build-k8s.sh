@@ -61,7 +61,7 @@ build_kube_router() {
 # kwok: simulated nodes and pods for `make bench-scale` (e2e/cluster kwok-up; never in make test).
 build_kwok() {
   local out="$CACHE/kwok/$KWOK_VERSION/bin"
-  if [ -x "$out/kwok" ] && grep -q '^# airlock stages v2' "$CACHE/kwok/$KWOK_VERSION/stages.yaml" 2>/dev/null; then log "kwok $KWOK_VERSION: cached"; return; fi
+  if [ -x "$out/kwok" ] && grep -q '^# airlock stages v3' "$CACHE/kwok/$KWOK_VERSION/stages.yaml" 2>/dev/null; then log "kwok $KWOK_VERSION: cached"; return; fi
   local w="$CACHE/kwok/$KWOK_VERSION/src"; mkdir -p "$w" "$out"; cd "$w"
   rm -f go.mod go.sum; go mod init airlock.local/kwokbuild >/dev/null 2>&1
   log "kwok $KWOK_VERSION: compiling"
@@ -71,18 +71,10 @@ build_kwok() {
   # when asked), from the module's own kustomize/stage directory.
   local src; src="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
   local f first=1 dest="$CACHE/kwok/$KWOK_VERSION/stages.yaml"
-  echo "# airlock stages v2 (kwok's fast stages; pod-ready also for Running pods)" > "$dest.tmp"
-  # pod-ready also takes Running pods whose Ready went False: the node lifecycle controller marks
-  # the pods of a node whose heartbeat was late NotReady, and a kubelet would mark them Ready again
-  # once back (kwok, busy with thousands of pods, can be late).
+  echo "# airlock stages v3 (kwok's fast stages)" > "$dest.tmp"
   for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
            pod/fast/pod-ready.yaml pod/fast/pod-delete.yaml; do
-    [ $first = 1 ] || echo "---"; first=0
-    if [ "$f" = pod/fast/pod-ready.yaml ]; then
-      sed "s/^      - 'Pending'\$/      - 'Pending'\n      - 'Running'/" "$src/$f"
-    else
-      cat "$src/$f"
-    fi
+    [ $first = 1 ] || echo "---"; first=0; cat "$src/$f"
   done >> "$dest.tmp"
   mv "$dest.tmp" "$dest"
 }
