@@ -94,15 +94,7 @@ pub fn network_policy(sandbox: &Sandbox, config: &Config) -> Result<NetworkPolic
 /// and nothing before: the pod can be created alongside its own policy, never unfenced.
 pub fn namespace_fence(namespace: &str) -> NetworkPolicy {
     NetworkPolicy {
-        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            name: Some(labels::SANDBOX_PODS_POLICY.into()),
-            namespace: Some(namespace.into()),
-            labels: Some(BTreeMap::from([(
-                labels::MANAGED_BY.to_string(),
-                labels::MANAGED_BY_OPERATOR.to_string(),
-            )])),
-            ..Default::default()
-        },
+        metadata: namespace_policy_meta(namespace, labels::SANDBOX_PODS_POLICY),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
                 match_labels: Some(BTreeMap::from([
@@ -115,6 +107,23 @@ pub fn namespace_fence(namespace: &str) -> NetworkPolicy {
             ingress: None,
             egress: None,
         }),
+    }
+}
+
+/// Metadata of a per-namespace policy of the operator (owned by nothing, labelled as the
+/// operator's so that its metadata watch sees it).
+pub(crate) fn namespace_policy_meta(
+    namespace: &str,
+    name: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(namespace.into()),
+        labels: Some(BTreeMap::from([(
+            labels::MANAGED_BY.to_string(),
+            labels::MANAGED_BY_OPERATOR.to_string(),
+        )])),
+        ..Default::default()
     }
 }
 

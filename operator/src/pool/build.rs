@@ -127,15 +127,7 @@ fn hand_to_pool(meta: &mut ObjectMeta, pool: &str, template: &SandboxTemplate, o
 /// pool is deleted; policies add up, so it gets exactly its own Sandbox's egress.
 pub fn network_policy(namespace: &str, config: &Config) -> NetworkPolicy {
     NetworkPolicy {
-        metadata: ObjectMeta {
-            name: Some(labels::POOL_PODS_POLICY.into()),
-            namespace: Some(namespace.into()),
-            labels: Some(BTreeMap::from([(
-                labels::MANAGED_BY.to_string(),
-                labels::MANAGED_BY_OPERATOR.to_string(),
-            )])),
-            ..ObjectMeta::default()
-        },
+        metadata: build::netpol::namespace_policy_meta(namespace, labels::POOL_PODS_POLICY),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
                 match_labels: None,
